@@ -1,0 +1,33 @@
+package paxos
+
+// Bug is a protocol defect planted on purpose to prove that the simulator's
+// checkers are not vacuous. Bugs can be planted only from test builds (see
+// PlantBug, which exists only with the contracts build tag); in every other
+// build a Node's bug set is always empty.
+type Bug uint32
+
+const (
+	// BugAcceptBelowPromise: the acceptor accepts (and acknowledges)
+	// proposals whose ballot is below its promise.
+	BugAcceptBelowPromise Bug = 1 << iota
+	// BugRevealBeforePersist: promises and votes leave before they are durable.
+	BugRevealBeforePersist
+	// BugCountUnpersistedVote: the leader counts its own vote before it is durable.
+	BugCountUnpersistedVote
+	// BugPromiseForgets: a promise omits the acceptor's accepted entries.
+	BugPromiseForgets
+	// BugSmallQuorum: a quorum is one replica smaller than a majority.
+	BugSmallQuorum
+)
+
+// AllBugs lists every plantable bug with its name.
+var AllBugs = []struct {
+	Bug  Bug
+	Name string
+}{
+	{BugAcceptBelowPromise, "accept-below-promise"},
+	{BugRevealBeforePersist, "reveal-before-persist"},
+	{BugCountUnpersistedVote, "count-unpersisted-vote"},
+	{BugPromiseForgets, "promise-forgets-accepted"},
+	{BugSmallQuorum, "small-quorum"},
+}

@@ -1,0 +1,84 @@
+package paxos
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/vestalabs/vesta/engine/wire"
+)
+
+// Config fixes a replica's identity, its cluster and its timing. All durations
+// are in ticks; the caller decides how long a tick is.
+type Config struct {
+	// ID is this replica; it must be one of Members.
+	ID wire.ReplicaID
+	// Members lists every replica of the cluster, at most 64, no duplicates, no 0.
+	Members []wire.ReplicaID
+	// ElectionTicks is the base election timeout: a follower that hears no
+	// leader for a random number of ticks in [ElectionTicks, 2*ElectionTicks)
+	// starts an election. A leader that hears from no quorum for as long steps down.
+	ElectionTicks int
+	// HeartbeatTicks is how often a leader sends heartbeats and retransmits
+	// unacknowledged accepts. It must be below ElectionTicks.
+	HeartbeatTicks int
+	// Window is W: the most slots a leader keeps in flight beyond its commit index.
+	Window int
+	// MaxPending is how many proposals may wait for room in the window.
+	MaxPending int
+	// MaxCatchUpEntries bounds the chosen entries sent in one catch-up reply.
+	MaxCatchUpEntries int
+	// Seed seeds the election-timeout randomization (deterministically).
+	Seed uint64
+}
+
+// DefaultConfig returns a Config with sensible timing for a tick of about
+// 10 ms on a LAN; the caller sets ID and Members.
+func DefaultConfig() Config {
+	return Config{
+		ElectionTicks:     20,
+		HeartbeatTicks:    3,
+		Window:            256,
+		MaxPending:        4096,
+		MaxCatchUpEntries: 256,
+	}
+}
+
+// Validate reports the first field that is wrong, by name.
+func (c *Config) Validate() error {
+	if len(c.Members) == 0 {
+		return &ConfigError{"Members", "empty"}
+	}
+	if len(c.Members) > 64 {
+		return &ConfigError{"Members", fmt.Sprintf("%d members, at most 64", len(c.Members))}
+	}
+	for i, m := range c.Members {
+		if m == 0 {
+			return &ConfigError{"Members", "replica ID 0 is reserved"}
+		}
+		if slices.Index(c.Members[:i], m) >= 0 {
+			return &ConfigError{"Members", fmt.Sprintf("replica %d listed twice", m)}
+		}
+	}
+	if c.ID == 0 {
+		return &ConfigError{"ID", "replica ID 0 is reserved"}
+	}
+	if !slices.Contains(c.Members, c.ID) {
+		return &ConfigError{"ID", fmt.Sprintf("%d is not in Members %v", c.ID, c.Members)}
+	}
+	if c.ElectionTicks < 2 {
+		return &ConfigError{"ElectionTicks", fmt.Sprintf("%d, need at least 2", c.ElectionTicks)}
+	}
+	if c.HeartbeatTicks < 1 || c.HeartbeatTicks >= c.ElectionTicks {
+		return &ConfigError{"HeartbeatTicks", fmt.Sprintf("%d, need 1 <= HeartbeatTicks < ElectionTicks (%d)", c.HeartbeatTicks, c.ElectionTicks)}
+	}
+	if c.Window < 1 {
+		return &ConfigError{"Window", fmt.Sprintf("%d, need at least 1", c.Window)}
+	}
+	if c.MaxPending < 0 {
+		return &ConfigError{"MaxPending", fmt.Sprintf("%d, need at least 0", c.MaxPending)}
+	}
+	if c.MaxCatchUpEntries < 1 {
+		return &ConfigError{"MaxCatchUpEntries", fmt.Sprintf("%d, need at least 1", c.MaxCatchUpEntries)}
+	}
+	return nil
+}

@@ -1,0 +1,72 @@
+package paxos
+
+import (
+	"github.com/vestalabs/vesta/engine/wire"
+)
+
+// learnCommit takes a leader's commit index c, sent in ballot b. Every slot
+// below c is chosen, with the value b's leader proposed. An entry this replica
+// accepted in b therefore holds the chosen value; any other must be fetched.
+func (n *Node) learnCommit(from wire.ReplicaID, b wire.Ballot, c wire.Slot) {
+	for n.commit < c && int(n.commit) < len(n.log) {
+		st := &n.log[n.commit]
+		if !st.chosen && st.ballot != b {
+			break
+		}
+		st.chosen = true
+		n.commit++
+	}
+	n.advanceCommit()
+	if n.commit < c {
+		n.requestCatchUp(from, c)
+	}
+}
+
+// requestCatchUp asks peer for the chosen values of [commit, upTo), unless a
+// request is already out.
+func (n *Node) requestCatchUp(peer wire.ReplicaID, upTo wire.Slot) {
+	if n.catchUpInFlight {
+		return
+	}
+	n.catchUpInFlight = true
+	n.catchUpElapsed = 0
+	n.send1(wire.Message{Type: wire.MsgCatchUpRequest, To: peer, Slot: n.commit, Commit: upTo})
+}
+
+// onCatchUpRequest answers with the chosen values this replica knows in the
+// wanted range, at most Config.MaxCatchUpEntries of them. Chosen values are
+// facts, not votes, so they leave without waiting for persistence.
+func (n *Node) onCatchUpRequest(m wire.Message) {
+	lo, hi := m.Slot, min(m.Commit, n.commit)
+	if lo >= hi {
+		return
+	}
+	hi = min(hi, lo+wire.Slot(n.cfg.MaxCatchUpEntries))
+	entries := make([]wire.Entry, 0, hi-lo)
+	for s := lo; s < hi; s++ {
+		entries = append(entries, wire.Entry{Slot: s, Ballot: wire.BallotChosen, Value: n.log[s].value})
+	}
+	n.send1(wire.Message{Type: wire.MsgCatchUp, To: m.From, Commit: n.commit, Entries: entries})
+}
+
+// onCatchUp records chosen values and asks for more while behind.
+func (n *Node) onCatchUp(m wire.Message) {
+	n.catchUpInFlight = false
+	if n.role == Leader {
+		// A leader's own proposals decide its commit index; a chosen value it
+		// did not propose can only come from a higher ballot, which the leader
+		// will meet as a Nack.
+		return
+	}
+	for _, e := range m.Entries {
+		if e.Slot < n.commit {
+			n.requiref(n.log[e.Slot].value.Equal(e.Value), "slot %d: catch-up value %v contradicts chosen %v", e.Slot, e.Value, n.log[e.Slot].value)
+			continue
+		}
+		n.learnChosen(e.Slot, e.Value)
+	}
+	n.advanceCommit()
+	if n.commit < m.Commit {
+		n.requestCatchUp(m.From, m.Commit)
+	}
+}

@@ -1,0 +1,389 @@
+package paxos
+
+import (
+	"math/bits"
+	"math/rand/v2"
+
+	"github.com/vestalabs/vesta/engine/wire"
+	"github.com/vestalabs/vesta/internal/contract"
+)
+
+// Role is what a replica currently does beyond accepting and learning.
+type Role uint8
+
+const (
+	// Follower accepts and learns.
+	Follower Role = iota
+	// Candidate runs phase 1 for its ballot.
+	Candidate
+	// Leader proposes in its ballot.
+	Leader
+)
+
+func (r Role) String() string {
+	switch r {
+	case Follower:
+		return "follower"
+	case Candidate:
+		return "candidate"
+	case Leader:
+		return "leader"
+	}
+	return "role?"
+}
+
+// HardState is what a replica must persist besides its accepted entries.
+type HardState struct {
+	// Promised is the highest ballot this acceptor promised.
+	Promised wire.Ballot
+	// Commit is a commit index whose entries are all durable in this log
+	// with their chosen values, so they can be applied again after a restart.
+	Commit wire.Slot
+}
+
+// Persisted is the durable state a replica restarts from: what its log held.
+type Persisted struct {
+	HardState HardState
+	// Entries in the order they were written; a later entry for a slot
+	// replaces an earlier one.
+	Entries []wire.Entry
+}
+
+// Status is a snapshot of a replica's view, for metrics and tests.
+type Status struct {
+	ID       wire.ReplicaID
+	Role     Role
+	Leader   wire.ReplicaID // 0 when unknown
+	Promised wire.Ballot
+	Ballot   wire.Ballot // the ballot led or sought, when candidate or leader
+	Commit   wire.Slot
+	Applied  wire.Slot
+	NextSlot wire.Slot // leader: the next slot it will propose
+	Pending  int       // leader: proposals waiting for room in the window
+}
+
+// Ready is the work a replica hands its caller; see the package comment for
+// the contract. The slices belong to the caller once handed out.
+type Ready struct {
+	// HardState to persist, after Entries, when SaveHardState is set.
+	HardState     HardState
+	SaveHardState bool
+	// Entries to persist: accepted (or learned chosen) entries.
+	Entries []wire.Entry
+	// Send may leave at once.
+	Send []wire.Message
+	// SendAfterPersist may leave once this and every earlier Ready is durable.
+	SendAfterPersist []wire.Message
+	// Apply lists chosen entries in slot order, continuing the last Ready's.
+	Apply []wire.Entry
+	// Dropped holds proposals that were queued but never proposed when this
+	// replica stopped leading; they are safe to submit again elsewhere.
+	Dropped []wire.Value
+}
+
+// slotState is one slot of the in-memory log.
+type slotState struct {
+	ballot wire.Ballot // accepted ballot; zero if nothing accepted
+	value  wire.Value
+	chosen bool   // the value is known to be chosen
+	votes  uint64 // leader only: members that accepted in the leader's ballot
+}
+
+// Node is one replica's protocol state. It is not safe for concurrent use.
+type Node struct {
+	cfg    Config
+	self   uint64 // this replica's bit in vote masks
+	index  map[wire.ReplicaID]int
+	quorum int
+	rng    *rand.Rand
+	bugs   Bug // planted protocol bugs, test builds only; zero otherwise
+
+	// Acceptor and learner state.
+	promised wire.Ballot
+	log      []slotState // slot s lives at log[s]; later issues add a start offset
+	commit   wire.Slot   // every slot below is chosen and its value is in log
+	applied  wire.Slot   // every slot below has been handed out in Ready.Apply
+	leader   wire.ReplicaID
+
+	// Timers, in ticks.
+	electionElapsed  int
+	electionTimeout  int
+	heartbeatElapsed int
+	quorumElapsed    int
+	catchUpElapsed   int
+	catchUpInFlight  bool
+	maxRoundSeen     uint64
+
+	// Candidate and leader state.
+	role         Role
+	ballot       wire.Ballot
+	prepareFrom  wire.Slot
+	promises     uint64 // members whose promise for ballot arrived (self once durable)
+	merged       map[wire.Slot]wire.Entry
+	selfPromised bool
+	nextSlot     wire.Slot
+	unsent       wire.Slot // first slot not yet broadcast in ballot
+	pending      []wire.Value
+	heardFrom    uint64
+
+	// Work for the next Ready.
+	savedHS        HardState // last hard state handed out to persist
+	unstable       []wire.Entry
+	send           []wire.Message
+	sendAfter      []wire.Message
+	dropped        []wire.Value
+	readyInFlight  bool
+	inflight       []wire.Entry // entries of the Ready not yet advanced
+	inflightHS     HardState
+	inflightSaveHS bool
+}
+
+// New returns a replica restarted from its persisted state (the zero
+// Persisted for a new replica). The config is validated; persisted state that
+// contradicts itself is refused with a *RestoreError.
+func New(cfg Config, p Persisted) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:    cfg,
+		index:  make(map[wire.ReplicaID]int, len(cfg.Members)),
+		quorum: len(cfg.Members)/2 + 1,
+		rng:    rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.ID))),
+	}
+	for i, m := range cfg.Members {
+		n.index[m] = i
+	}
+	n.self = 1 << n.index[cfg.ID]
+	n.promised = p.HardState.Promised
+	for _, e := range p.Entries {
+		if e.Value.Kind != wire.ValueBatch && e.Value.Kind != wire.ValueNoop {
+			return nil, &RestoreError{Reason: "entry for slot " + itoa(uint64(e.Slot)) + " has an unknown value kind"}
+		}
+		st := n.slot(e.Slot)
+		st.ballot, st.value = e.Ballot, e.Value
+		if e.Ballot == wire.BallotChosen {
+			st.chosen = true
+		} else if n.promised.Less(e.Ballot) {
+			// Accepting implies promising; the promise record may have been
+			// lost to a torn write after the entry was written.
+			n.promised = e.Ballot
+		}
+	}
+	for s := wire.Slot(0); s < p.HardState.Commit; s++ {
+		if int(s) >= len(n.log) || n.log[s].ballot.IsZero() {
+			return nil, &RestoreError{Reason: "commit index " + itoa(uint64(p.HardState.Commit)) + " covers slot " + itoa(uint64(s)) + " which has no entry"}
+		}
+		n.log[s].chosen = true
+	}
+	n.commit = p.HardState.Commit
+	n.advanceCommit()
+	n.savedHS = p.HardState
+	n.maxRoundSeen = n.promised.Round
+	n.resetElectionTimer()
+	n.checkInvariants()
+	return n, nil
+}
+
+// Status reports the replica's current view.
+func (n *Node) Status() Status {
+	st := Status{
+		ID: n.cfg.ID, Role: n.role, Leader: n.leader, Promised: n.promised,
+		Commit: n.commit, Applied: n.applied,
+	}
+	if n.role != Follower {
+		st.Ballot = n.ballot
+	}
+	if n.role == Leader {
+		st.NextSlot = n.nextSlot
+		st.Pending = len(n.pending)
+	}
+	return st
+}
+
+// HasReady reports whether Ready would hand out any work. It is false while
+// a Ready awaits Advance.
+func (n *Node) HasReady() bool {
+	if n.readyInFlight {
+		return false
+	}
+	return len(n.unstable) > 0 || n.hardState() != n.savedHS || len(n.send) > 0 ||
+		len(n.sendAfter) > 0 || n.applied < n.commit || len(n.dropped) > 0 ||
+		(n.role == Leader && n.unsent < n.nextSlot)
+}
+
+// Ready hands out the accumulated work. The caller must perform it as the
+// package comment says and then call Advance before calling Ready again.
+func (n *Node) Ready() Ready {
+	contract.Require(!n.readyInFlight, "Ready called again before Advance")
+	if n.role == Leader {
+		n.broadcastNewAccepts()
+	}
+	rd := Ready{
+		Entries:          n.unstable,
+		Send:             n.send,
+		SendAfterPersist: n.sendAfter,
+		Dropped:          n.dropped,
+	}
+	if hs := n.hardState(); hs != n.savedHS {
+		contract.Ensure(!hs.Promised.Less(n.savedHS.Promised), "hard state promise moved back")
+		contract.Ensure(hs.Commit >= n.savedHS.Commit, "hard state commit moved back")
+		rd.HardState, rd.SaveHardState = hs, true
+		n.savedHS = hs
+	}
+	if n.applied < n.commit {
+		rd.Apply = make([]wire.Entry, 0, n.commit-n.applied)
+		for s := n.applied; s < n.commit; s++ {
+			st := &n.log[s]
+			contract.Invariantf(st.chosen, "slot %d below commit %d is not chosen", s, n.commit)
+			rd.Apply = append(rd.Apply, wire.Entry{Slot: s, Ballot: st.ballot, Value: st.value})
+		}
+		n.applied = n.commit
+	}
+	n.inflight, n.inflightHS, n.inflightSaveHS = rd.Entries, rd.HardState, rd.SaveHardState
+	n.unstable, n.send, n.sendAfter, n.dropped = nil, nil, nil, nil
+	n.readyInFlight = true
+	return rd
+}
+
+// hardState is the hard state as it should be persisted now. The persisted
+// commit index may only cover entries that are durable no later than it, which
+// holds because entries are written before the hard state of the same Ready.
+func (n *Node) hardState() HardState {
+	return HardState{Promised: n.promised, Commit: n.commit}
+}
+
+// Advance reports that the last Ready was carried out: its entries and hard
+// state are durable and its messages were handed to the transport.
+func (n *Node) Advance() {
+	contract.Require(n.readyInFlight, "Advance without a Ready")
+	n.readyInFlight = false
+	// The leader's own vote counts only now that it is durable.
+	if n.role == Leader {
+		for _, e := range n.inflight {
+			if e.Ballot == n.ballot && e.Slot >= n.commit && e.Slot < n.nextSlot {
+				st := &n.log[e.Slot]
+				if st.ballot == n.ballot {
+					st.votes |= n.self
+					n.checkChosen(e.Slot)
+				}
+			}
+		}
+		n.advanceCommit()
+		n.fillWindow()
+	}
+	// A candidate's own promise counts only once durable, too.
+	if n.role == Candidate && !n.selfPromised && n.inflightSaveHS && n.inflightHS.Promised == n.ballot {
+		n.selfPromised = true
+		n.mergePromise(n.ownAcceptedFrom(n.prepareFrom))
+		n.maybeWinElection()
+	}
+	n.inflight = nil
+	n.checkInvariants()
+}
+
+// slot returns the state of slot s, growing the log as needed.
+func (n *Node) slot(s wire.Slot) *slotState {
+	for wire.Slot(len(n.log)) <= s {
+		n.log = append(n.log, slotState{})
+	}
+	return &n.log[s]
+}
+
+// accept records value v in slot s under ballot b (durably, via Ready).
+func (n *Node) accept(s wire.Slot, b wire.Ballot, v wire.Value) {
+	st := n.slot(s)
+	n.requiref(!(st.ballot == b && !st.value.Equal(v)), "slot %d: two values accepted under ballot %v: %v and %v", s, b, st.value, v)
+	n.requiref(!st.chosen || st.value.Equal(v), "slot %d: chosen value %v replaced by %v", s, st.value, v)
+	if st.ballot == b && st.value.Equal(v) {
+		return // duplicate: already accepted (and in a Ready)
+	}
+	st.ballot, st.value = b, v
+	n.unstable = append(n.unstable, wire.Entry{Slot: s, Ballot: b, Value: v})
+}
+
+// learnChosen records that v is chosen in slot s.
+func (n *Node) learnChosen(s wire.Slot, v wire.Value) {
+	st := n.slot(s)
+	n.requiref(!st.chosen || st.value.Equal(v), "slot %d: chosen value %v contradicted by %v", s, st.value, v)
+	if st.chosen && st.ballot == wire.BallotChosen {
+		return
+	}
+	st.chosen = true
+	if st.ballot != wire.BallotChosen || !st.value.Equal(v) {
+		st.ballot, st.value = wire.BallotChosen, v
+		n.unstable = append(n.unstable, wire.Entry{Slot: s, Ballot: wire.BallotChosen, Value: v})
+	}
+}
+
+// advanceCommit moves the commit index over the contiguous chosen prefix.
+func (n *Node) advanceCommit() {
+	old := n.commit
+	for int(n.commit) < len(n.log) && n.log[n.commit].chosen {
+		n.commit++
+	}
+	contract.Ensure(n.commit >= old, "commit index moved back")
+}
+
+func (n *Node) send1(m wire.Message) {
+	m.From = n.cfg.ID
+	n.send = append(n.send, m)
+}
+
+// sendRevealing queues a message that reveals this acceptor's promise or vote:
+// it may leave only after the current state is durable.
+func (n *Node) sendRevealing(m wire.Message) {
+	m.From = n.cfg.ID
+	if n.bugs&BugRevealBeforePersist != 0 {
+		n.send = append(n.send, m)
+		return
+	}
+	n.sendAfter = append(n.sendAfter, m)
+}
+
+func (n *Node) resetElectionTimer() {
+	n.electionElapsed = 0
+	n.electionTimeout = n.cfg.ElectionTicks + n.rng.IntN(n.cfg.ElectionTicks)
+}
+
+func (n *Node) bit(id wire.ReplicaID) uint64 { return 1 << n.index[id] }
+
+func (n *Node) isQuorum(mask uint64) bool { return bits.OnesCount64(mask) >= n.effectiveQuorum() }
+
+func (n *Node) effectiveQuorum() int {
+	if n.bugs&BugSmallQuorum != 0 && n.quorum > 1 {
+		return n.quorum - 1
+	}
+	return n.quorum
+}
+
+// ownAcceptedFrom lists this replica's accepted entries at or above from, as a
+// promise reports them: entries below the commit index as chosen.
+func (n *Node) ownAcceptedFrom(from wire.Slot) []wire.Entry {
+	var out []wire.Entry
+	for s := from; int(s) < len(n.log); s++ {
+		st := &n.log[s]
+		if st.ballot.IsZero() {
+			continue
+		}
+		b := st.ballot
+		if st.chosen {
+			b = wire.BallotChosen
+		}
+		out = append(out, wire.Entry{Slot: s, Ballot: b, Value: st.value})
+	}
+	return out
+}
+
+func itoa(v uint64) string {
+	var buf [20]byte
+	i := len(buf)
+	for {
+		i--
+		buf[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			return string(buf[i:])
+		}
+	}
+}

@@ -1,0 +1,246 @@
+package paxos
+
+import (
+	"slices"
+
+	"github.com/vestalabs/vesta/engine/wire"
+	"github.com/vestalabs/vesta/internal/contract"
+)
+
+// startElection begins phase 1 with a ballot above any seen, for every slot
+// from the commit index on, in one Prepare.
+func (n *Node) startElection() {
+	old := n.role
+	if old == Leader {
+		n.stepDown()
+	}
+	round := max(n.promised.Round, n.maxRoundSeen) + 1
+	b := wire.Ballot{Round: round, Replica: n.cfg.ID}
+	contract.Ensure(n.promised.Less(b), "new ballot not above the promise")
+	n.role = Candidate
+	n.ballot = b
+	n.promised = b // our own promise: counted once durable (see Advance)
+	n.leader = 0
+	n.prepareFrom = n.commit
+	n.promises = 0
+	n.selfPromised = false
+	n.merged = make(map[wire.Slot]wire.Entry)
+	n.heartbeatElapsed = 0
+	n.resetElectionTimer()
+	n.broadcastPrepare(false)
+}
+
+// broadcastPrepare sends the Prepare to every peer, or on retry only to those
+// whose promise has not arrived.
+func (n *Node) broadcastPrepare(retry bool) {
+	for _, p := range n.cfg.Members {
+		if p == n.cfg.ID || (retry && n.promises&n.bit(p) != 0) {
+			continue
+		}
+		n.send1(wire.Message{Type: wire.MsgPrepare, To: p, Ballot: n.ballot, Slot: n.prepareFrom, Commit: n.commit})
+	}
+}
+
+func (n *Node) onPromise(m wire.Message) {
+	if n.role != Candidate || m.Ballot != n.ballot || n.promises&n.bit(m.From) != 0 {
+		return // stale or duplicate
+	}
+	n.requiref(m.Slot == n.prepareFrom, "promise for slot %d, prepared %d", m.Slot, n.prepareFrom)
+	n.promises |= n.bit(m.From)
+	n.mergePromise(m.Entries)
+	n.maybeWinElection()
+}
+
+// mergePromise keeps, per slot, the entry with the highest ballot reported.
+func (n *Node) mergePromise(entries []wire.Entry) {
+	for _, e := range entries {
+		if e.Slot < n.prepareFrom {
+			continue
+		}
+		cur, ok := n.merged[e.Slot]
+		if ok && cur.Ballot == e.Ballot {
+			n.requiref(cur.Value.Equal(e.Value), "slot %d: promises report two values under ballot %v: %v and %v", e.Slot, e.Ballot, cur.Value, e.Value)
+		}
+		if !ok || cur.Ballot.Less(e.Ballot) {
+			n.merged[e.Slot] = e
+		}
+	}
+}
+
+func (n *Node) maybeWinElection() {
+	mask := n.promises
+	if n.selfPromised {
+		mask |= n.self
+	}
+	if n.isQuorum(mask) {
+		n.becomeLeader()
+	}
+}
+
+// becomeLeader re-proposes, in the new ballot, the highest-ballot value
+// reported for every slot from prepareFrom on, and a no-op for every hole.
+func (n *Node) becomeLeader() {
+	n.role = Leader
+	n.leader = n.cfg.ID
+	end := n.prepareFrom
+	for s := range n.merged {
+		if s+1 > end {
+			end = s + 1
+		}
+	}
+	for s := n.prepareFrom; s < end; s++ {
+		v := wire.Noop
+		if e, ok := n.merged[s]; ok {
+			v = e.Value
+		}
+		st := n.slot(s)
+		st.votes = 0
+		if st.chosen {
+			// Re-sent in the new ballot so followers can learn it, but kept
+			// as it is here.
+			n.requiref(st.value.Equal(v), "slot %d: phase 1 chose %v over known chosen %v", s, v, st.value)
+			continue
+		}
+		n.accept(s, n.ballot, v)
+	}
+	n.merged = nil
+	n.nextSlot = end
+	n.unsent = n.prepareFrom
+	n.heartbeatElapsed = 0
+	n.quorumElapsed = 0
+	n.heardFrom = 0
+	n.broadcastHeartbeat()
+	contract.Ensure(n.nextSlot >= n.prepareFrom, "next slot below the prepared suffix")
+}
+
+// Propose submits a value (a batch of commands) for the next free slot. It is
+// accepted only by the leader; with the window full it waits in a queue of at
+// most Config.MaxPending values.
+func (n *Node) Propose(v wire.Value) error {
+	if v.Kind != wire.ValueBatch {
+		return badMessage("Propose: value kind %d, only batches may be proposed", v.Kind)
+	}
+	if n.role != Leader {
+		return ErrNotLeader
+	}
+	if len(n.pending) == 0 && n.windowHasRoom() {
+		n.proposeNext(v)
+		return nil
+	}
+	if len(n.pending) >= n.cfg.MaxPending {
+		return ErrQueueFull
+	}
+	n.pending = append(n.pending, v)
+	return nil
+}
+
+func (n *Node) windowHasRoom() bool { return n.nextSlot < n.commit+wire.Slot(n.cfg.Window) }
+
+func (n *Node) proposeNext(v wire.Value) {
+	contract.Require(n.role == Leader, "proposeNext by a non-leader")
+	s := n.nextSlot
+	n.nextSlot++
+	st := n.slot(s)
+	contract.Invariantf(st.ballot.Less(n.ballot) && !st.chosen, "slot %d proposed twice (holds %v)", s, st.ballot)
+	st.votes = 0
+	n.accept(s, n.ballot, v)
+	if n.bugs&BugCountUnpersistedVote != 0 {
+		st.votes |= n.self
+	}
+}
+
+// fillWindow moves queued proposals into the window while it has room.
+func (n *Node) fillWindow() {
+	i := 0
+	for i < len(n.pending) && n.windowHasRoom() {
+		n.proposeNext(n.pending[i])
+		i++
+	}
+	if i > 0 {
+		n.pending = slices.Delete(n.pending, 0, i)
+	}
+}
+
+// broadcastNewAccepts sends every slot proposed since the last Ready to every
+// peer, one Accept per peer: that is where proposals are batched on the wire.
+func (n *Node) broadcastNewAccepts() {
+	if n.unsent >= n.nextSlot {
+		return
+	}
+	entries := make([]wire.Entry, 0, n.nextSlot-n.unsent)
+	for s := n.unsent; s < n.nextSlot; s++ {
+		st := &n.log[s]
+		entries = append(entries, wire.Entry{Slot: s, Ballot: n.ballot, Value: st.value})
+	}
+	n.unsent = n.nextSlot
+	for _, p := range n.cfg.Members {
+		if p != n.cfg.ID {
+			n.send1(wire.Message{Type: wire.MsgAccept, To: p, Ballot: n.ballot, Commit: n.commit, Entries: entries})
+		}
+	}
+}
+
+func (n *Node) broadcastHeartbeat() {
+	for _, p := range n.cfg.Members {
+		if p != n.cfg.ID {
+			n.send1(wire.Message{Type: wire.MsgHeartbeat, To: p, Ballot: n.ballot, Commit: n.commit})
+		}
+	}
+}
+
+// retransmit resends, to each peer, the already-sent slots of the window that
+// are not chosen and that the peer has not acknowledged.
+func (n *Node) retransmit() {
+	end := min(n.unsent, n.nextSlot)
+	for _, p := range n.cfg.Members {
+		if p == n.cfg.ID {
+			continue
+		}
+		bit := n.bit(p)
+		var entries []wire.Entry
+		for s := n.commit; s < end; s++ {
+			st := &n.log[s]
+			if st.chosen || st.votes&bit != 0 {
+				continue
+			}
+			entries = append(entries, wire.Entry{Slot: s, Ballot: n.ballot, Value: st.value})
+		}
+		if len(entries) > 0 {
+			n.send1(wire.Message{Type: wire.MsgAccept, To: p, Ballot: n.ballot, Commit: n.commit, Entries: entries})
+		}
+	}
+}
+
+func (n *Node) onAccepted(m wire.Message) {
+	if n.role != Leader || m.Ballot != n.ballot {
+		return
+	}
+	n.heardFrom |= n.bit(m.From)
+	bit := n.bit(m.From)
+	for _, r := range m.Ranges {
+		lo, hi := max(r.Lo, n.commit), min(r.Hi, n.nextSlot)
+		for s := lo; s < hi; s++ {
+			n.log[s].votes |= bit
+			n.checkChosen(s)
+		}
+	}
+	n.advanceCommit()
+	n.fillWindow()
+}
+
+// checkChosen marks slot s chosen once a quorum accepted it in the leader's ballot.
+func (n *Node) checkChosen(s wire.Slot) {
+	st := &n.log[s]
+	if st.chosen || !n.isQuorum(st.votes) {
+		return
+	}
+	n.requiref(st.ballot == n.ballot, "slot %d counted chosen with votes for ballot %v while holding %v", s, n.ballot, st.ballot)
+	st.chosen = true
+}
+
+func (n *Node) onNack(m wire.Message) {
+	if n.role == Follower || !n.ballot.Less(m.Ballot) {
+		return
+	}
+	n.stepDown()
+}

@@ -1,0 +1,191 @@
+package paxos
+
+import (
+	"github.com/vestalabs/vesta/engine/wire"
+	"github.com/vestalabs/vesta/internal/contract"
+)
+
+// Step feeds one message from another replica into the protocol. A message
+// that is malformed, addressed elsewhere or from a non-member is refused with
+// a *MessageError and changes nothing.
+func (n *Node) Step(m wire.Message) error {
+	if err := n.validate(m); err != nil {
+		return err
+	}
+	if m.Ballot != wire.BallotChosen && m.Ballot.Round > n.maxRoundSeen {
+		n.maxRoundSeen = m.Ballot.Round
+	}
+	switch m.Type {
+	case wire.MsgPrepare:
+		n.onPrepare(m)
+	case wire.MsgPromise:
+		n.onPromise(m)
+	case wire.MsgNack:
+		n.onNack(m)
+	case wire.MsgAccept, wire.MsgHeartbeat:
+		n.onAccept(m)
+	case wire.MsgAccepted:
+		n.onAccepted(m)
+	case wire.MsgCatchUpRequest:
+		n.onCatchUpRequest(m)
+	case wire.MsgCatchUp:
+		n.onCatchUp(m)
+	}
+	n.checkInvariants()
+	return nil
+}
+
+// validate checks everything about m that does not depend on protocol state.
+func (n *Node) validate(m wire.Message) error {
+	if !m.Type.Valid() {
+		return badMessage("unknown type %d from %d", m.Type, m.From)
+	}
+	if m.To != n.cfg.ID {
+		return badMessage("%v addressed to %d, this is %d", m.Type, m.To, n.cfg.ID)
+	}
+	if _, ok := n.index[m.From]; !ok || m.From == n.cfg.ID {
+		return badMessage("%v from %d, not a peer of %d", m.Type, m.From, n.cfg.ID)
+	}
+	switch m.Type {
+	case wire.MsgPrepare, wire.MsgAccept, wire.MsgHeartbeat:
+		if m.Ballot.Replica != m.From || m.Ballot == wire.BallotChosen || m.Ballot.IsZero() {
+			return badMessage("%v from %d carries ballot %v that is not its own", m.Type, m.From, m.Ballot)
+		}
+	}
+	for i, e := range m.Entries {
+		if e.Value.Kind != wire.ValueBatch && e.Value.Kind != wire.ValueNoop {
+			return badMessage("%v from %d: entry %d has unknown value kind %d", m.Type, m.From, i, e.Value.Kind)
+		}
+		switch m.Type {
+		case wire.MsgAccept:
+			if e.Ballot != m.Ballot {
+				return badMessage("Accept from %d: entry for slot %d has ballot %v, message has %v", m.From, e.Slot, e.Ballot, m.Ballot)
+			}
+		case wire.MsgCatchUp:
+			if e.Ballot != wire.BallotChosen {
+				return badMessage("CatchUp from %d: entry for slot %d is not marked chosen", m.From, e.Slot)
+			}
+		case wire.MsgPromise:
+			if e.Slot < m.Slot {
+				return badMessage("Promise from %d: entry for slot %d below the prepared slot %d", m.From, e.Slot, m.Slot)
+			}
+		default:
+			return badMessage("%v from %d carries entries", m.Type, m.From)
+		}
+	}
+	for _, r := range m.Ranges {
+		if m.Type != wire.MsgAccepted || r.Hi < r.Lo {
+			return badMessage("%v from %d: bad slot range [%d,%d)", m.Type, m.From, r.Lo, r.Hi)
+		}
+	}
+	return nil
+}
+
+// Tick advances time by one tick.
+func (n *Node) Tick() {
+	if n.catchUpInFlight {
+		n.catchUpElapsed++
+		if n.catchUpElapsed >= n.cfg.HeartbeatTicks*2 {
+			n.catchUpInFlight = false // lost; the next commit index seen asks again
+		}
+	}
+	switch n.role {
+	case Follower, Candidate:
+		n.electionElapsed++
+		if n.electionElapsed >= n.electionTimeout {
+			n.startElection()
+			break
+		}
+		if n.role == Candidate {
+			n.heartbeatElapsed++
+			if n.heartbeatElapsed >= n.cfg.HeartbeatTicks {
+				n.heartbeatElapsed = 0
+				n.broadcastPrepare(true)
+			}
+		}
+	case Leader:
+		n.heartbeatElapsed++
+		if n.heartbeatElapsed >= n.cfg.HeartbeatTicks {
+			n.heartbeatElapsed = 0
+			n.broadcastHeartbeat()
+			n.retransmit()
+		}
+		n.quorumElapsed++
+		if n.quorumElapsed >= n.cfg.ElectionTicks*2 {
+			// Check quorum: a leader that heard from no quorum for a whole
+			// election period steps down, so a leader cut off from its
+			// followers' replies does not hold the cluster forever.
+			heard := n.heardFrom | n.self
+			n.quorumElapsed, n.heardFrom = 0, 0
+			if !n.isQuorum(heard) {
+				n.stepDown()
+			}
+		}
+	}
+	n.checkInvariants()
+}
+
+// onPrepare is the acceptor's phase 1.
+func (n *Node) onPrepare(m wire.Message) {
+	if m.Ballot.Less(n.promised) {
+		n.sendRevealing(wire.Message{Type: wire.MsgNack, To: m.From, Ballot: n.promised, Commit: n.commit})
+		return
+	}
+	if n.promised.Less(m.Ballot) {
+		n.promised = m.Ballot
+		if n.role != Follower {
+			n.stepDown()
+		}
+		n.leader = 0
+	}
+	n.resetElectionTimer() // give the candidate its chance
+	entries := n.ownAcceptedFrom(m.Slot)
+	if n.bugs&BugPromiseForgets != 0 {
+		entries = nil
+	}
+	contract.Ensure(!n.promised.Less(m.Ballot), "promise sent below the promised ballot")
+	n.sendRevealing(wire.Message{Type: wire.MsgPromise, To: m.From, Ballot: m.Ballot, Slot: m.Slot, Commit: n.commit, Entries: entries})
+}
+
+// onAccept is the acceptor's phase 2 (and a heartbeat, which has no entries).
+func (n *Node) onAccept(m wire.Message) {
+	if m.Ballot.Less(n.promised) && n.bugs&BugAcceptBelowPromise == 0 {
+		n.sendRevealing(wire.Message{Type: wire.MsgNack, To: m.From, Ballot: n.promised, Commit: n.commit})
+		return
+	}
+	if n.promised.Less(m.Ballot) {
+		n.promised = m.Ballot
+	}
+	if n.role != Follower && n.ballot != m.Ballot {
+		n.stepDown()
+	}
+	n.leader = m.From
+	n.resetElectionTimer()
+	var ranges []wire.SlotRange
+	for _, e := range m.Entries {
+		st := n.slot(e.Slot)
+		if st.chosen {
+			// Already known chosen: the proposal must carry the chosen value.
+			n.requiref(st.value.Equal(e.Value), "slot %d: leader %v proposes %v over chosen %v", e.Slot, m.Ballot, e.Value, st.value)
+		} else {
+			n.accept(e.Slot, m.Ballot, e.Value)
+		}
+		if k := len(ranges); k > 0 && ranges[k-1].Hi == e.Slot {
+			ranges[k-1].Hi++
+		} else {
+			ranges = append(ranges, wire.SlotRange{Lo: e.Slot, Hi: e.Slot + 1})
+		}
+	}
+	n.learnCommit(m.From, m.Ballot, m.Commit)
+	n.sendRevealing(wire.Message{Type: wire.MsgAccepted, To: m.From, Ballot: m.Ballot, Commit: n.commit, Ranges: ranges})
+}
+
+// stepDown returns to following; queued proposals are handed back as Dropped.
+func (n *Node) stepDown() {
+	n.role = Follower
+	n.leader = 0
+	n.merged = nil
+	n.dropped = append(n.dropped, n.pending...)
+	n.pending = nil
+	n.resetElectionTimer()
+}

@@ -1,0 +1,171 @@
+// Package wire defines the messages replicas exchange and the values they agree
+// on. It is the leaf of the engine: the protocol core, the logs and the
+// transports all speak these types. The binary codec lives beside them.
+package wire
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+)
+
+// ReplicaID names a replica within one cluster. Zero is never a valid ID.
+type ReplicaID uint32
+
+// Slot is a position in the replicated log, counted from 0.
+type Slot uint64
+
+// Ballot orders leadership attempts: (Round, Replica), compared
+// lexicographically. The zero Ballot is below every ballot a replica uses.
+type Ballot struct {
+	Round   uint64
+	Replica ReplicaID
+}
+
+// BallotChosen marks an entry whose value is known to be chosen. It compares
+// above every real ballot, so a phase-1 merge that meets it always keeps it.
+var BallotChosen = Ballot{Round: math.MaxUint64, Replica: math.MaxUint32}
+
+// Less reports whether b orders strictly before o.
+func (b Ballot) Less(o Ballot) bool {
+	if b.Round != o.Round {
+		return b.Round < o.Round
+	}
+	return b.Replica < o.Replica
+}
+
+// IsZero reports whether b is the zero ballot.
+func (b Ballot) IsZero() bool { return b == Ballot{} }
+
+func (b Ballot) String() string {
+	if b == BallotChosen {
+		return "chosen"
+	}
+	return fmt.Sprintf("%d.%d", b.Round, b.Replica)
+}
+
+// ValueKind says what a slot's value is.
+type ValueKind uint8
+
+const (
+	// ValueBatch is a batch of client commands, opaque to the protocol.
+	ValueBatch ValueKind = 1
+	// ValueNoop fills a hole a new leader found; it applies as nothing.
+	ValueNoop ValueKind = 2
+)
+
+// Value is what a slot holds once chosen. Data is owned by whoever holds the
+// Value; the protocol never modifies it, so a Value may be shared read-only.
+type Value struct {
+	Kind ValueKind
+	Data []byte
+}
+
+// Noop is the value a new leader proposes for a slot nobody reported.
+var Noop = Value{Kind: ValueNoop}
+
+// Equal reports whether two values are identical.
+func (v Value) Equal(o Value) bool { return v.Kind == o.Kind && bytes.Equal(v.Data, o.Data) }
+
+func (v Value) String() string {
+	switch v.Kind {
+	case ValueNoop:
+		return "noop"
+	case ValueBatch:
+		if len(v.Data) <= 16 {
+			return fmt.Sprintf("batch(%q)", v.Data)
+		}
+		return fmt.Sprintf("batch(%dB)", len(v.Data))
+	default:
+		return fmt.Sprintf("value(kind=%d,%dB)", v.Kind, len(v.Data))
+	}
+}
+
+// Entry is a value in a slot, with the ballot in which it was accepted
+// (BallotChosen when it is known to be chosen).
+type Entry struct {
+	Slot   Slot
+	Ballot Ballot
+	Value  Value
+}
+
+// SlotRange is the half-open range of slots [Lo, Hi).
+type SlotRange struct {
+	Lo, Hi Slot
+}
+
+// MsgType says what a message is.
+type MsgType uint8
+
+const (
+	// MsgPrepare is phase 1a: "promise me Ballot for every slot from Slot on".
+	MsgPrepare MsgType = 1
+	// MsgPromise is phase 1b: the promise, with every accepted entry at or
+	// above the prepare's Slot, and the acceptor's commit index.
+	MsgPromise MsgType = 2
+	// MsgNack refuses a prepare or accept; Ballot is the higher promise held.
+	MsgNack MsgType = 3
+	// MsgAccept is phase 2a: accept Entries in Ballot. Commit rides along.
+	MsgAccept MsgType = 4
+	// MsgAccepted is phase 2b: the acceptor accepted Ranges in Ballot. An
+	// empty Ranges answers a heartbeat. Commit is the acceptor's commit index.
+	MsgAccepted MsgType = 5
+	// MsgHeartbeat carries the leader's Ballot and Commit when it has nothing
+	// to propose.
+	MsgHeartbeat MsgType = 6
+	// MsgCatchUpRequest asks for the chosen values of slots [Slot, Commit).
+	MsgCatchUpRequest MsgType = 7
+	// MsgCatchUp answers with chosen Entries (their Ballot is BallotChosen).
+	MsgCatchUp MsgType = 8
+)
+
+var msgTypeNames = [...]string{
+	MsgPrepare: "Prepare", MsgPromise: "Promise", MsgNack: "Nack", MsgAccept: "Accept",
+	MsgAccepted: "Accepted", MsgHeartbeat: "Heartbeat", MsgCatchUpRequest: "CatchUpRequest",
+	MsgCatchUp: "CatchUp",
+}
+
+func (t MsgType) String() string {
+	if int(t) < len(msgTypeNames) && msgTypeNames[t] != "" {
+		return msgTypeNames[t]
+	}
+	return fmt.Sprintf("MsgType(%d)", uint8(t))
+}
+
+// Valid reports whether t is a known message type.
+func (t MsgType) Valid() bool { return int(t) < len(msgTypeNames) && msgTypeNames[t] != "" }
+
+// Message is one protocol message. One flat struct serves every type; the
+// comment on each MsgType says which fields it uses.
+type Message struct {
+	Type   MsgType
+	From   ReplicaID
+	To     ReplicaID
+	Ballot Ballot
+	// Slot: Prepare's first slot; CatchUpRequest's first wanted slot.
+	Slot Slot
+	// Commit: the sender's commit index (every slot below it is chosen);
+	// CatchUpRequest's end of the wanted range.
+	Commit  Slot
+	Entries []Entry
+	Ranges  []SlotRange
+}
+
+func (m Message) String() string {
+	s := fmt.Sprintf("%v %d->%d b=%v", m.Type, m.From, m.To, m.Ballot)
+	switch m.Type {
+	case MsgPrepare:
+		s += fmt.Sprintf(" from=%d", m.Slot)
+	case MsgCatchUpRequest:
+		s += fmt.Sprintf(" want=[%d,%d)", m.Slot, m.Commit)
+		return s
+	}
+	s += fmt.Sprintf(" commit=%d", m.Commit)
+	if len(m.Entries) > 0 {
+		s += fmt.Sprintf(" entries=%d[%d..%d]", len(m.Entries), m.Entries[0].Slot, m.Entries[len(m.Entries)-1].Slot)
+	}
+	if len(m.Ranges) > 0 {
+		s += fmt.Sprintf(" ranges=%v", m.Ranges)
+	}
+	return s
+}
