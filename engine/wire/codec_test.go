@@ -255,10 +255,16 @@ func TestDecodeErrors(t *testing.T) {
 		{"reserved bytes", testCodec, edit(func(f []byte) []byte { f[7] = 1; return fixCRC(f) }),
 			func(e error) bool { var x *FormatError; return errors.As(e, &x) }, []string{"reserved"}},
 		{"foreign cluster", Codec{ClusterID: 0xabc}, good,
-			func(e error) bool { var x *ClusterError; return errors.As(e, &x) && x.Got == testCluster && x.Want == 0xabc },
+			func(e error) bool {
+				var x *ClusterError
+				return errors.As(e, &x) && x.Got == testCluster && x.Want == 0xabc
+			},
 			[]string{"0x7e57c1a5", "0xabc"}},
 		{"oversized", Codec{ClusterID: testCluster, MaxFrameSize: 1000}, good,
-			func(e error) bool { var x *FrameSizeError; return errors.As(e, &x) && x.Limit == 1000 && x.Size == uint64(len(good)) },
+			func(e error) bool {
+				var x *FrameSizeError
+				return errors.As(e, &x) && x.Limit == 1000 && x.Size == uint64(len(good))
+			},
 			[]string{fmt.Sprint(len(good)), "1000"}},
 		{"oversized header claim", testCodec, edit(func(f []byte) []byte { binary.LittleEndian.PutUint32(f[16:], math.MaxUint32); return f }),
 			func(e error) bool { var x *FrameSizeError; return errors.As(e, &x) }, []string{"exceeds"}},
