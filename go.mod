@@ -1,8 +1,9 @@
 module github.com/vestalabs/vesta
 
-go 1.26
+go 1.26.0
 
 require (
-	github.com/anishathalye/porcupine v1.3.1 // indirect
-	pgregory.net/rapid v1.3.0 // indirect
+	github.com/anishathalye/porcupine v1.3.1
+	golang.org/x/sys v0.50.0
+	pgregory.net/rapid v1.3.0
 )

@@ -32,7 +32,10 @@
 //     state machine. Applying needs no local durability: a chosen value is
 //     already durable on a quorum.
 //
-// Then the caller calls Advance. Between Ready and Advance the caller may go
-// on calling Step, Tick and Propose (their effects wait for the next Ready), but
-// not Ready. Readys must be persisted in the order they were handed out.
+// Once a Ready is durable the caller calls Advance, which always refers to the
+// oldest Ready not yet advanced. Persistence may be pipelined: the caller may
+// go on calling Step, Tick, Propose and Ready while earlier Readys are being
+// written, so the leader keeps sending accepts during its own log sync and a
+// log writer can cover many Readys with one sync (group commit). Readys must
+// become durable in the order they were handed out.
 package paxos

@@ -18,37 +18,52 @@ func (n *Node) checkInvariants() {
 	if !contract.Enabled || n.bugs != 0 {
 		return
 	}
-	contract.Invariantf(n.applied <= n.commit, "applied %d beyond commit %d", n.applied, n.commit)
-	contract.Invariantf(int(n.commit) <= len(n.log), "commit %d beyond the log (%d slots)", n.commit, len(n.log))
-	if n.commit > 0 {
-		contract.Invariantf(n.log[n.commit-1].chosen, "slot %d below commit not chosen", n.commit-1)
+	// Conditions are tested first so that the message arguments are boxed
+	// only on failure: this runs after every input of every simulated seed.
+	fail := func(format string, args ...any) { contract.Invariantf(false, format, args...) }
+	if n.applied > n.commit {
+		fail("applied %d beyond commit %d", n.applied, n.commit)
 	}
-	if int(n.commit) < len(n.log) {
-		contract.Invariantf(!n.log[n.commit].chosen, "commit index %d stops before a chosen slot", n.commit)
+	if int(n.commit) > len(n.log) {
+		fail("commit %d beyond the log (%d slots)", n.commit, len(n.log))
 	}
-	switch n.role {
-	case Follower:
-	case Candidate, Leader:
-		contract.Invariantf(n.ballot.Replica == n.cfg.ID, "leading ballot %v is not ours", n.ballot)
-		contract.Invariantf(!n.promised.Less(n.ballot), "promised %v below own ballot %v", n.promised, n.ballot)
+	if n.commit > 0 && !n.log[n.commit-1].chosen {
+		fail("slot %d below commit not chosen", n.commit-1)
+	}
+	if int(n.commit) < len(n.log) && n.log[n.commit].chosen {
+		fail("commit index %d stops before a chosen slot", n.commit)
+	}
+	if n.role != Follower {
+		if n.ballot.Replica != n.cfg.ID {
+			fail("leading ballot %v is not ours", n.ballot)
+		}
+		if n.promised.Less(n.ballot) {
+			fail("promised %v below own ballot %v", n.promised, n.ballot)
+		}
 	}
 	if n.role == Leader {
-		contract.Invariantf(n.promised == n.ballot, "leader %v promised another ballot %v", n.ballot, n.promised)
-		contract.Invariantf(n.nextSlot >= n.commit, "leader next slot %d below commit %d", n.nextSlot, n.commit)
-		contract.Invariantf(n.unsent <= n.nextSlot, "unsent %d beyond next slot %d", n.unsent, n.nextSlot)
+		if n.promised != n.ballot {
+			fail("leader %v promised another ballot %v", n.ballot, n.promised)
+		}
+		if n.nextSlot < n.commit || n.unsent > n.nextSlot {
+			fail("leader next slot %d, unsent %d, commit %d out of order", n.nextSlot, n.unsent, n.commit)
+		}
 		for s := n.commit; s < n.nextSlot; s++ {
-			st := &n.log[s]
-			contract.Invariantf(st.chosen || st.ballot == n.ballot, "leader slot %d holds ballot %v, leading %v", s, st.ballot, n.ballot)
+			if st := &n.log[s]; !st.chosen && st.ballot != n.ballot {
+				fail("leader slot %d holds ballot %v, leading %v", s, st.ballot, n.ballot)
+			}
 		}
 		for s := int(n.nextSlot); s < len(n.log); s++ {
-			st := &n.log[s]
-			contract.Invariantf(!st.chosen && !n.ballot.Less(st.ballot), "leader sees slot %d beyond next slot %d holding %v", s, n.nextSlot, st.ballot)
+			if st := &n.log[s]; st.chosen || n.ballot.Less(st.ballot) {
+				fail("leader sees slot %d beyond next slot %d holding %v", s, n.nextSlot, st.ballot)
+			}
 		}
 	}
-	for s := range n.log {
-		st := &n.log[s]
-		if st.ballot != wire.BallotChosen {
-			contract.Invariantf(!n.promised.Less(st.ballot), "slot %d accepted in %v above the promise %v", s, st.ballot, n.promised)
+	// Below the commit index every slot is chosen and never changes again;
+	// above it, nothing is accepted above the promise.
+	for s := int(n.commit); s < len(n.log); s++ {
+		if st := &n.log[s]; st.ballot != wire.BallotChosen && n.promised.Less(st.ballot) {
+			fail("slot %d accepted in %v above the promise %v", s, st.ballot, n.promised)
 		}
 	}
 }

@@ -132,10 +132,15 @@ type Node struct {
 	send           []wire.Message
 	sendAfter      []wire.Message
 	dropped        []wire.Value
-	readyInFlight  bool
-	inflight       []wire.Entry // entries of the Ready not yet advanced
-	inflightHS     HardState
-	inflightSaveHS bool
+	inflight []inflightReady // Readys handed out and not yet advanced, oldest first
+}
+
+// inflightReady remembers what a Ready asked to persist, so that Advance can
+// count the votes and promise it made durable.
+type inflightReady struct {
+	entries []wire.Entry
+	hs      HardState
+	saveHS  bool
 }
 
 // New returns a replica restarted from its persisted state (the zero
@@ -201,21 +206,18 @@ func (n *Node) Status() Status {
 	return st
 }
 
-// HasReady reports whether Ready would hand out any work. It is false while
-// a Ready awaits Advance.
+// HasReady reports whether Ready would hand out any work.
 func (n *Node) HasReady() bool {
-	if n.readyInFlight {
-		return false
-	}
 	return len(n.unstable) > 0 || n.hardState() != n.savedHS || len(n.send) > 0 ||
 		len(n.sendAfter) > 0 || n.applied < n.commit || len(n.dropped) > 0 ||
 		(n.role == Leader && n.unsent < n.nextSlot)
 }
 
 // Ready hands out the accumulated work. The caller must perform it as the
-// package comment says and then call Advance before calling Ready again.
+// package comment says and call Advance once it is durable. Ready may be
+// called again before that: persistence is pipelined.
 func (n *Node) Ready() Ready {
-	contract.Require(!n.readyInFlight, "Ready called again before Advance")
+	contract.Require(len(n.inflight) < 1<<20, "Readys are not being advanced")
 	if n.role == Leader {
 		n.broadcastNewAccepts()
 	}
@@ -240,9 +242,8 @@ func (n *Node) Ready() Ready {
 		}
 		n.applied = n.commit
 	}
-	n.inflight, n.inflightHS, n.inflightSaveHS = rd.Entries, rd.HardState, rd.SaveHardState
+	n.inflight = append(n.inflight, inflightReady{entries: rd.Entries, hs: rd.HardState, saveHS: rd.SaveHardState})
 	n.unstable, n.send, n.sendAfter, n.dropped = nil, nil, nil, nil
-	n.readyInFlight = true
 	return rd
 }
 
@@ -253,14 +254,17 @@ func (n *Node) hardState() HardState {
 	return HardState{Promised: n.promised, Commit: n.commit}
 }
 
-// Advance reports that the last Ready was carried out: its entries and hard
-// state are durable and its messages were handed to the transport.
+// Advance reports that the oldest outstanding Ready was carried out: its
+// entries and hard state are durable (as are all earlier Readys') and its
+// messages were handed to the transport.
 func (n *Node) Advance() {
-	contract.Require(n.readyInFlight, "Advance without a Ready")
-	n.readyInFlight = false
+	contract.Require(len(n.inflight) > 0, "Advance without an outstanding Ready")
+	done := n.inflight[0]
+	n.inflight[0] = inflightReady{}
+	n.inflight = n.inflight[1:]
 	// The leader's own vote counts only now that it is durable.
 	if n.role == Leader {
-		for _, e := range n.inflight {
+		for _, e := range done.entries {
 			if e.Ballot == n.ballot && e.Slot >= n.commit && e.Slot < n.nextSlot {
 				st := &n.log[e.Slot]
 				if st.ballot == n.ballot {
@@ -273,12 +277,11 @@ func (n *Node) Advance() {
 		n.fillWindow()
 	}
 	// A candidate's own promise counts only once durable, too.
-	if n.role == Candidate && !n.selfPromised && n.inflightSaveHS && n.inflightHS.Promised == n.ballot {
+	if n.role == Candidate && !n.selfPromised && done.saveHS && done.hs.Promised == n.ballot {
 		n.selfPromised = true
 		n.mergePromise(n.ownAcceptedFrom(n.prepareFrom))
 		n.maybeWinElection()
 	}
-	n.inflight = nil
 	n.checkInvariants()
 }
 

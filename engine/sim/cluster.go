@@ -1,0 +1,707 @@
+package sim
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+	"github.com/vestalabs/vesta/engine/paxos"
+	"github.com/vestalabs/vesta/engine/wire"
+)
+
+// tick is the nominal length of one tick in simulated time units.
+const tick = 1000
+
+// Timing of the simulated world, in time units.
+const (
+	clientTimeout = 40 * tick
+	retryBackoff  = tick / 4
+)
+
+// cluster is one simulated run.
+type cluster struct {
+	opts   Options
+	rng    *rand.Rand
+	now    int64
+	seq    uint64
+	events eventHeap
+
+	ids      []wire.ReplicaID
+	replicas []*replica
+	clients  []*client
+	check    *checker
+	history  []porcupine.Operation
+	res      Result
+
+	// Fault profile.
+	faulty        bool // faults are being injected now
+	loss, dup     float64
+	crashEvery    int64 // mean time between crashes; 0: none
+	partEvery     int64 // mean time between partition changes; 0: none
+	blocked       [][]bool
+	healAt        int64
+	recoveredAt   int64 // commands issued from here on must complete
+	clientsStopAt int64
+	endAt         int64
+	lastLeader    wire.Ballot
+}
+
+type replica struct {
+	idx     int
+	id      wire.ReplicaID
+	up      bool
+	gen     int
+	period  int64 // this replica's tick length: clocks drift apart
+	node    *paxos.Node
+	disk    disk
+	// Readys handed out and not yet durable, oldest first; the first
+	// syncing of them are in the sync now under way (group commit).
+	pending []*paxos.Ready
+	syncing int
+	kv      *kvStore
+	applied wire.Slot
+	queue   []command
+	waiting map[cmdID]int // commands submitted here: client index
+}
+
+// disk is what survives a crash: the last hard state and the latest entry per slot.
+type disk struct {
+	hs      paxos.HardState
+	entries []wire.Entry // indexed by slot; zero Ballot means absent
+}
+
+type client struct {
+	idx     int
+	id      uint32
+	seq     uint64
+	target  int
+	cur     *command
+	call    int64
+	stopped bool
+}
+
+// Run simulates one seed and checks it.
+func Run(opts Options) (res Result) {
+	opts = opts.withDefaults()
+	c := &cluster{
+		opts:  opts,
+		rng:   rand.New(rand.NewPCG(opts.Seed, 0x5eed_5eed)),
+		check: newChecker(opts.Replicas),
+	}
+	c.res.Seed = opts.Seed
+	defer func() {
+		if r := recover(); r != nil {
+			res = c.res
+			stack := string(debug.Stack())
+			if i := strings.Index(stack, "panic("); i >= 0 {
+				stack = stack[i:]
+			}
+			if len(stack) > 1500 {
+				stack = stack[:1500]
+			}
+			res.Violations = append(res.Violations, Violation{Check: "panic", Detail: fmt.Sprintf("%v at t=%s\n%s", r, c.clock(), stack)})
+		}
+	}()
+	c.setup()
+	c.loop()
+	c.finish()
+	return c.res
+}
+
+func (c *cluster) clock() string { return fmt.Sprintf("%d.%03d", c.now/tick, c.now%tick) }
+
+func (c *cluster) tracef(format string, args ...any) {
+	if c.opts.Trace != nil {
+		fmt.Fprintf(c.opts.Trace, "[%10s] %s\n", c.clock(), fmt.Sprintf(format, args...))
+	}
+}
+
+func (c *cluster) schedule(at int64, e *event) {
+	e.at = at
+	c.seq++
+	e.seq = c.seq
+	heap.Push(&c.events, e)
+}
+
+func (c *cluster) between(lo, hi int64) int64 { return lo + c.rng.Int64N(hi-lo+1) }
+
+func (c *cluster) setup() {
+	o := c.opts
+	for i := range o.Replicas {
+		c.ids = append(c.ids, wire.ReplicaID(i+1))
+	}
+	c.blocked = make([][]bool, o.Replicas)
+	for i := range c.blocked {
+		c.blocked[i] = make([]bool, o.Replicas)
+	}
+	var profile []string
+	if !o.NoFaults {
+		if c.rng.IntN(10) < 7 {
+			c.loss = c.rng.Float64() * 0.3
+			profile = append(profile, fmt.Sprintf("loss=%.0f%%", c.loss*100))
+		}
+		if c.rng.IntN(2) == 0 {
+			c.dup = c.rng.Float64() * 0.1
+			profile = append(profile, fmt.Sprintf("dup=%.0f%%", c.dup*100))
+		}
+		if c.rng.IntN(10) < 7 {
+			c.crashEvery = c.between(20, 80) * tick
+			profile = append(profile, fmt.Sprintf("crash/%dt", c.crashEvery/tick))
+		}
+		if c.rng.IntN(10) < 7 {
+			c.partEvery = c.between(10, 60) * tick
+			profile = append(profile, fmt.Sprintf("partition/%dt", c.partEvery/tick))
+		}
+	}
+	if len(profile) == 0 {
+		profile = append(profile, "healthy")
+	}
+	c.res.Profile = strings.Join(profile, " ")
+	c.faulty = true
+	c.healAt = int64(o.FaultTicks) * tick
+	c.recoveredAt = c.healAt + RecoveryTicks*tick
+	c.endAt = c.healAt + int64(o.HealTicks)*tick
+	c.clientsStopAt = c.endAt - clientTimeout - 20*tick
+	c.tracef("seed %d: %d replicas, %d clients, profile %s", o.Seed, o.Replicas, o.Clients, c.res.Profile)
+
+	for i := range o.Replicas {
+		r := &replica{idx: i, id: c.ids[i], period: c.between(tick*8/10, tick*12/10)}
+		c.replicas = append(c.replicas, r)
+		c.start(r)
+	}
+	for i := range o.Clients {
+		cl := &client{idx: i, id: uint32(i + 1), target: c.rng.IntN(o.Replicas)}
+		c.clients = append(c.clients, cl)
+		c.schedule(c.between(0, 2*tick), &event{kind: evClientNext, client: i})
+	}
+	if c.crashEvery > 0 {
+		c.schedule(c.between(c.crashEvery/2, c.crashEvery*3/2), &event{kind: evCrash})
+	}
+	if c.partEvery > 0 {
+		c.schedule(c.between(c.partEvery/2, c.partEvery*3/2), &event{kind: evPartition})
+	}
+	c.schedule(c.healAt, &event{kind: evHeal})
+	c.schedule(c.clientsStopAt, &event{kind: evStopClients})
+}
+
+// start (re)creates a replica's protocol state from its disk.
+func (c *cluster) start(r *replica) {
+	cfg := paxos.Config{
+		ID: r.id, Members: c.ids, ElectionTicks: 10, HeartbeatTicks: 2,
+		Window: c.opts.Window, MaxPending: 64, MaxCatchUpEntries: 32, Seed: c.rng.Uint64(),
+	}
+	var p paxos.Persisted
+	p.HardState = r.disk.hs
+	for _, e := range r.disk.entries {
+		if !e.Ballot.IsZero() {
+			p.Entries = append(p.Entries, e)
+		}
+	}
+	n, err := paxos.New(cfg, p)
+	if err != nil {
+		c.check.fail("restore", "replica %d cannot restart from its disk: %v", r.id, err)
+		return
+	}
+	if c.opts.NodeHook != nil {
+		c.opts.NodeHook(n)
+	}
+	r.node, r.up, r.pending, r.syncing = n, true, nil, 0
+	r.gen++
+	r.kv, r.applied, r.queue, r.waiting = newKV(), 0, nil, map[cmdID]int{}
+	c.schedule(c.now+c.between(0, r.period), &event{kind: evTick, node: r.idx, gen: r.gen})
+	c.tracef("r%d start: promised=%v commit=%d entries=%d", r.id, r.disk.hs.Promised, r.disk.hs.Commit, len(p.Entries))
+}
+
+func (c *cluster) loop() {
+	for c.events.Len() > 0 && len(c.check.violations) == 0 {
+		e := heap.Pop(&c.events).(*event)
+		if e.at > c.endAt {
+			break
+		}
+		c.now = e.at
+		c.handle(e)
+	}
+}
+
+func (c *cluster) handle(e *event) {
+	switch e.kind {
+	case evDeliver:
+		r := c.replicas[e.node]
+		if !r.up {
+			return
+		}
+		c.tracef("r%d <- %v", r.id, e.msg)
+		if err := r.node.Step(e.msg); err != nil {
+			c.check.fail("step", "replica %d refused a well-formed message %v: %v", r.id, e.msg, err)
+			return
+		}
+		c.process(r)
+	case evTick:
+		r := c.replicas[e.node]
+		if !r.up || r.gen != e.gen {
+			return
+		}
+		r.node.Tick()
+		c.process(r)
+		c.schedule(c.now+r.period+c.between(-r.period/20, r.period/20), &event{kind: evTick, node: r.idx, gen: r.gen})
+	case evPersisted:
+		r := c.replicas[e.node]
+		if !r.up || r.gen != e.gen || r.syncing == 0 {
+			return
+		}
+		for _, rd := range r.pending[:r.syncing] {
+			c.persist(r, rd, len(rd.Entries)+1)
+		}
+		c.completeDurable(r, r.syncing)
+		r.syncing = 0
+		c.startSync(r)
+		c.process(r)
+	case evRequest:
+		c.onRequest(c.replicas[e.node], e.client, e.cmd)
+	case evResponse:
+		c.onResponse(c.clients[e.client], e.resp)
+	case evClientNext:
+		c.nextOp(c.clients[e.client])
+	case evClientTimeout:
+		c.onTimeout(c.clients[e.client], e.resp.seq)
+	case evCrash:
+		c.crashSome()
+	case evRestart:
+		r := c.replicas[e.node]
+		if !r.up && r.gen == e.gen {
+			c.start(r)
+		}
+	case evPartition:
+		c.repartition()
+	case evHeal:
+		c.heal()
+	case evStopClients:
+		for _, cl := range c.clients {
+			cl.stopped = true
+		}
+	}
+}
+
+// process drives a replica after any input: propose what its clients sent,
+// then carry out Readys until one must wait for persistence.
+func (c *cluster) process(r *replica) {
+	for r.up {
+		c.flushQueue(r)
+		if st := r.node.Status(); st.Role == paxos.Leader && st.Ballot != c.lastLeader && c.lastLeader.Less(st.Ballot) {
+			c.lastLeader = st.Ballot
+			c.res.Elections++
+			c.tracef("r%d leads in ballot %v from slot %d", r.id, st.Ballot, st.Commit)
+		}
+		if !r.node.HasReady() {
+			return
+		}
+		rd := r.node.Ready()
+		for _, m := range rd.Send {
+			c.send(m)
+		}
+		c.apply(r, rd.Apply)
+		for _, v := range rd.Dropped {
+			cmds, _ := decodeBatch(v.Data)
+			for _, cmd := range cmds {
+				c.refuse(r, cmd)
+			}
+		}
+		r.pending = append(r.pending, &rd)
+		c.completeDurable(r, 0)
+		c.startSync(r)
+	}
+}
+
+// completeDurable advances the first k pending Readys, which are durable now,
+// and any that follow them with nothing to persist: they only had to wait
+// their turn.
+func (c *cluster) completeDurable(r *replica, k int) {
+	for k < len(r.pending) && r.syncing == 0 && len(r.pending[k].Entries) == 0 && !r.pending[k].SaveHardState {
+		k++
+	}
+	for _, rd := range r.pending[:k] {
+		for _, m := range rd.SendAfterPersist {
+			c.send(m)
+		}
+		r.node.Advance()
+	}
+	r.pending = r.pending[k:]
+}
+
+// startSync begins one sync covering every pending Ready, unless one runs.
+func (c *cluster) startSync(r *replica) {
+	if r.syncing > 0 || len(r.pending) == 0 {
+		return
+	}
+	r.syncing = len(r.pending)
+	c.schedule(c.now+c.between(10, 400), &event{kind: evPersisted, node: r.idx, gen: r.gen})
+}
+
+// persist writes the first k records of a Ready to disk: its entries in
+// order, then its hard state. A crash persists a random prefix.
+func (c *cluster) persist(r *replica, rd *paxos.Ready, k int) {
+	for i, e := range rd.Entries {
+		if i >= k {
+			return
+		}
+		for wire.Slot(len(r.disk.entries)) <= e.Slot {
+			r.disk.entries = append(r.disk.entries, wire.Entry{})
+		}
+		r.disk.entries[e.Slot] = e
+		c.check.durable(r.idx, e)
+	}
+	if k > len(rd.Entries) && rd.SaveHardState {
+		r.disk.hs = rd.HardState
+	}
+}
+
+func (c *cluster) apply(r *replica, entries []wire.Entry) {
+	for _, e := range entries {
+		if e.Slot != r.applied {
+			c.check.fail("applied", "replica %d applied slot %d after slot %d: gap or repeat", r.id, e.Slot, r.applied-1)
+			return
+		}
+		r.applied++
+		c.check.applied(r.idx, e.Slot, e.Value)
+		if e.Value.Kind != wire.ValueBatch {
+			continue
+		}
+		cmds, err := decodeBatch(e.Value.Data)
+		if err != nil {
+			c.check.fail("applied", "replica %d: slot %d holds a malformed batch: %v", r.id, e.Slot, err)
+			return
+		}
+		for _, cmd := range cmds {
+			res, _ := r.kv.apply(cmd)
+			if cl, ok := r.waiting[cmd.id()]; ok {
+				delete(r.waiting, cmd.id())
+				c.respond(r, cl, response{seq: cmd.Seq, res: res})
+			}
+		}
+	}
+}
+
+// flushQueue proposes every command the replica's clients sent since the
+// last Ready as one batch.
+func (c *cluster) flushQueue(r *replica) {
+	if len(r.queue) == 0 {
+		return
+	}
+	var data []byte
+	for _, cmd := range r.queue {
+		data = appendCommand(data, cmd)
+	}
+	err := r.node.Propose(wire.Value{Kind: wire.ValueBatch, Data: data})
+	switch {
+	case err == nil:
+		r.queue = r.queue[:0]
+	case errors.Is(err, paxos.ErrQueueFull):
+		// keep them; the window will open
+	default:
+		for _, cmd := range r.queue {
+			c.refuse(r, cmd)
+		}
+		r.queue = r.queue[:0]
+	}
+}
+
+// refuse tells the client its command was never proposed here.
+func (c *cluster) refuse(r *replica, cmd command) {
+	cl, ok := r.waiting[cmd.id()]
+	if !ok {
+		return
+	}
+	delete(r.waiting, cmd.id())
+	c.respond(r, cl, response{seq: cmd.Seq, notLeader: true, hint: r.node.Status().Leader})
+}
+
+func (c *cluster) send(m wire.Message) {
+	from, to := int(m.From)-1, int(m.To)-1
+	if c.blocked[from][to] {
+		return
+	}
+	if c.faulty && c.rng.Float64() < c.loss {
+		return
+	}
+	copies := 1
+	if c.rng.Float64() < c.dup {
+		copies = 2
+	}
+	for range copies {
+		c.schedule(c.now+c.netDelay(), &event{kind: evDeliver, node: to, msg: m})
+	}
+}
+
+func (c *cluster) netDelay() int64 {
+	d := c.between(20, 200)
+	if c.rng.IntN(10) == 0 {
+		d += c.between(0, 800) // stragglers reorder messages
+	}
+	return d
+}
+
+func (c *cluster) crashSome() {
+	if !c.faulty {
+		return
+	}
+	defer c.schedule(c.now+c.between(c.crashEvery/2, c.crashEvery*3/2), &event{kind: evCrash})
+	var up []*replica
+	for _, r := range c.replicas {
+		if r.up {
+			up = append(up, r)
+		}
+	}
+	if len(up) == 0 {
+		return
+	}
+	r := up[c.rng.IntN(len(up))]
+	if r.syncing > 0 {
+		// The sync under way is cut short: a random prefix of its records
+		// reached the disk; the next one, if any, was torn and is dropped by
+		// recovery (its CRC fails). Readys queued behind it are lost.
+		total := 0
+		for _, rd := range r.pending[:r.syncing] {
+			total += len(rd.Entries) + 1
+		}
+		keep := c.rng.IntN(total + 1)
+		for _, rd := range r.pending[:r.syncing] {
+			k := min(keep, len(rd.Entries)+1)
+			c.persist(r, rd, k)
+			keep -= k
+		}
+	}
+	r.up, r.pending, r.syncing, r.node = false, nil, 0, nil
+	r.gen++
+	c.res.Crashes++
+	c.tracef("r%d CRASH", r.id)
+	c.schedule(c.now+c.between(5, 60)*tick, &event{kind: evRestart, node: r.idx, gen: r.gen})
+}
+
+func (c *cluster) repartition() {
+	if !c.faulty {
+		return
+	}
+	defer c.schedule(c.now+c.between(c.partEvery/2, c.partEvery*3/2), &event{kind: evPartition})
+	n := len(c.replicas)
+	for i := range c.blocked {
+		clear(c.blocked[i])
+	}
+	switch c.rng.IntN(5) {
+	case 0:
+		c.tracef("partition: healed")
+	case 1: // symmetric split
+		var side []bool
+		for range n {
+			side = append(side, c.rng.IntN(2) == 0)
+		}
+		for i := range n {
+			for j := range n {
+				c.blocked[i][j] = side[i] != side[j]
+			}
+		}
+		c.tracef("partition: split %v", side)
+	case 2: // one replica isolated both ways
+		x := c.rng.IntN(n)
+		for i := range n {
+			c.blocked[x][i], c.blocked[i][x] = i != x, i != x
+		}
+		c.tracef("partition: r%d isolated", x+1)
+	case 3: // random one-way links
+		for i := range n {
+			for j := range n {
+				c.blocked[i][j] = i != j && c.rng.IntN(10) < 3
+			}
+		}
+		c.tracef("partition: random one-way links %v", c.blocked)
+	case 4: // a replica that can send but not hear, or hear but not send
+		x, deaf := c.rng.IntN(n), c.rng.IntN(2) == 0
+		for i := range n {
+			if i != x {
+				if deaf {
+					c.blocked[i][x] = true
+				} else {
+					c.blocked[x][i] = true
+				}
+			}
+		}
+		c.tracef("partition: r%d deaf=%v mute=%v", x+1, deaf, !deaf)
+	}
+}
+
+func (c *cluster) heal() {
+	c.faulty = false
+	for i := range c.blocked {
+		clear(c.blocked[i])
+	}
+	c.tracef("HEAL: no more loss, partitions or crashes")
+	for _, r := range c.replicas {
+		if !r.up {
+			c.start(r)
+		}
+	}
+}
+
+// Clients.
+
+func (c *cluster) nextOp(cl *client) {
+	if cl.stopped || cl.cur != nil {
+		return
+	}
+	cl.seq++
+	key := fmt.Sprintf("k%d", c.rng.IntN(c.opts.Keys))
+	cmd := command{Client: cl.id, Seq: cl.seq, Key: key}
+	switch c.rng.IntN(3) {
+	case 0:
+		cmd.Op = opGet
+	case 1:
+		cmd.Op, cmd.Value = opPut, fmt.Sprintf("c%d.%d", cl.id, cl.seq)
+	case 2:
+		cmd.Op, cmd.Value = opCAS, fmt.Sprintf("c%d.%d", cl.id, cl.seq)
+		cmd.Expect = c.lastValue(key)
+	}
+	cl.cur, cl.call = &cmd, c.now
+	c.sendRequest(cl)
+	c.schedule(c.now+clientTimeout, &event{kind: evClientTimeout, client: cl.idx, resp: response{seq: cmd.Seq}})
+}
+
+// lastValue guesses a recent value of key so that some CAS operations succeed.
+func (c *cluster) lastValue(key string) string {
+	for i := len(c.history) - 1; i >= 0 && i >= len(c.history)-20; i-- {
+		in := c.history[i].Input.(kvInput)
+		if in.Key == key && in.Op != opGet {
+			return in.Value
+		}
+	}
+	return ""
+}
+
+func (c *cluster) sendRequest(cl *client) {
+	if c.faulty && c.rng.Float64() < c.loss {
+		return
+	}
+	c.schedule(c.now+c.netDelay(), &event{kind: evRequest, node: cl.target, client: cl.idx, cmd: *cl.cur})
+}
+
+func (c *cluster) onRequest(r *replica, cl int, cmd command) {
+	if !r.up {
+		return
+	}
+	if _, dup := r.waiting[cmd.id()]; dup {
+		return
+	}
+	st := r.node.Status()
+	if st.Role != paxos.Leader {
+		c.respond(r, cl, response{seq: cmd.Seq, notLeader: true, hint: st.Leader})
+		return
+	}
+	r.waiting[cmd.id()] = cl
+	r.queue = append(r.queue, cmd)
+	c.process(r)
+}
+
+func (c *cluster) respond(r *replica, cl int, resp response) {
+	if c.faulty && c.rng.Float64() < c.loss {
+		return
+	}
+	c.schedule(c.now+c.netDelay(), &event{kind: evResponse, client: cl, resp: resp})
+}
+
+func (c *cluster) onResponse(cl *client, resp response) {
+	if cl.cur == nil || cl.cur.Seq != resp.seq {
+		return // late or duplicate
+	}
+	if resp.notLeader {
+		if resp.hint != 0 {
+			cl.target = int(resp.hint) - 1
+		} else {
+			cl.target = c.rng.IntN(len(c.replicas))
+		}
+		c.schedule(c.now+retryBackoff, &event{kind: evRequest, node: cl.target, client: cl.idx, cmd: *cl.cur})
+		return
+	}
+	c.record(cl, kvOutput{Result: resp.res}, c.now)
+	c.res.OpsOK++
+	cl.cur = nil
+	c.schedule(c.now+c.between(0, tick/4), &event{kind: evClientNext, client: cl.idx})
+}
+
+func (c *cluster) onTimeout(cl *client, seq uint64) {
+	if cl.cur == nil || cl.cur.Seq != seq {
+		return
+	}
+	if cl.call >= c.recoveredAt {
+		c.check.fail("liveness", "client %d: %v issued at t=%d.%03d, %d ticks after faults healed, got no answer in %d ticks",
+			cl.id, *cl.cur, cl.call/tick, cl.call%tick, (cl.call-c.healAt)/tick, clientTimeout/tick)
+	}
+	c.record(cl, kvOutput{Unknown: true}, -1)
+	c.res.OpsUnknown++
+	cl.cur = nil
+	cl.target = c.rng.IntN(len(c.replicas))
+	c.schedule(c.now+c.between(0, tick/4), &event{kind: evClientNext, client: cl.idx})
+}
+
+// record adds a finished (or abandoned, ret < 0) operation to the history.
+func (c *cluster) record(cl *client, out kvOutput, ret int64) {
+	cmd := cl.cur
+	c.history = append(c.history, porcupine.Operation{
+		ClientId: cl.idx,
+		Input:    kvInput{Op: cmd.Op, Key: cmd.Key, Value: cmd.Value, Expect: cmd.Expect},
+		Call:     cl.call,
+		Output:   out,
+		Return:   ret,
+	})
+}
+
+// finish runs the end-of-run checkers.
+func (c *cluster) finish() {
+	ch := c.check
+	for s, v := range ch.learned {
+		c.res.Slots = max(c.res.Slots, int(s)+1)
+		if v.Kind == wire.ValueBatch {
+			cmds, _ := decodeBatch(v.Data)
+			c.res.Commands += len(cmds)
+		}
+	}
+	defer func() { c.res.Violations = append(c.res.Violations, ch.violations...) }()
+	if len(ch.violations) > 0 {
+		return
+	}
+	// Every replica's applied sequence is a prefix of the longest: each
+	// applied slot was checked against the others as it was applied, and
+	// slots apply without gaps; here, check that all converged.
+	var commits []wire.Slot
+	for _, r := range c.replicas {
+		if !r.up {
+			ch.fail("liveness", "replica %d is down at the end of the run", r.id)
+			return
+		}
+		commits = append(commits, r.node.Status().Commit)
+	}
+	if slices.Min(commits) != slices.Max(commits) {
+		ch.fail("liveness", "replicas did not converge %d ticks after faults healed: commit indexes %v", c.opts.HealTicks, commits)
+	}
+	for _, cl := range c.clients {
+		if cl.cur != nil && cl.call >= c.recoveredAt {
+			ch.fail("liveness", "client %d: %v issued after recovery never completed", cl.id, *cl.cur)
+		}
+	}
+	// Abandoned operations stay open to the end of time.
+	end := c.now + 1
+	for i := range c.history {
+		if c.history[i].Return < 0 {
+			c.history[i].Return = end
+		}
+	}
+	switch porcupine.CheckOperationsTimeout(kvModel, c.history, 20*time.Second) {
+	case porcupine.Illegal:
+		ch.fail("linearizability", "the client history of %d operations is not linearizable", len(c.history))
+	case porcupine.Unknown:
+		ch.fail("linearizability", "the linearizability check of %d operations timed out", len(c.history))
+	}
+}

@@ -1,0 +1,129 @@
+// Command vesta-sim runs the deterministic cluster simulator over many seeds
+// and reports every violation with the command that replays it.
+//
+//	go run ./tools/vesta-sim -seeds 2000 [-replicas 3|5] [-seed S] [-v]
+//
+// With -seed S it runs seeds S, S+1, ... (one seed by default when -seed is
+// given); -v prints the full event trace of each seed run, which is how a
+// reported seed is replayed.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/vestalabs/vesta/engine/sim"
+)
+
+func main() {
+	seeds := flag.Int("seeds", 0, "how many seeds to run (default 100, or 1 with -seed)")
+	first := flag.Uint64("seed", 0, "first seed to run")
+	replicas := flag.Int("replicas", 3, "replicas per cluster: 3 or 5")
+	clients := flag.Int("clients", 0, "simulated clients (0: the simulator's default)")
+	healthy := flag.Bool("healthy", false, "no faults at all: a healthy network, no crashes")
+	verbose := flag.Bool("v", false, "print each seed's event trace")
+	workers := flag.Int("j", runtime.GOMAXPROCS(0), "seeds run in parallel")
+	flag.Parse()
+
+	seedGiven := false
+	flag.Visit(func(f *flag.Flag) { seedGiven = seedGiven || f.Name == "seed" })
+	if *seeds == 0 {
+		*seeds = 100
+		if seedGiven {
+			*seeds = 1
+		}
+	}
+	if *replicas != 3 && *replicas != 5 {
+		fmt.Fprintf(os.Stderr, "vesta-sim: -replicas %d: must be 3 or 5\n", *replicas)
+		os.Exit(2)
+	}
+	if *seeds < 0 || *clients < 0 || *workers < 1 {
+		fmt.Fprintln(os.Stderr, "vesta-sim: -seeds, -clients must be >= 0 and -j >= 1")
+		os.Exit(2)
+	}
+	if *verbose {
+		*workers = 1
+	}
+	opts := func(seed uint64) sim.Options {
+		o := sim.Options{Seed: seed, Replicas: *replicas, Clients: *clients, NoFaults: *healthy}
+		if *verbose {
+			o.Trace = os.Stdout
+		}
+		return o
+	}
+	replay := func(seed uint64) string {
+		s := fmt.Sprintf("go run ./tools/vesta-sim -seed %d -replicas %d", seed, *replicas)
+		if *clients != 0 {
+			s += fmt.Sprintf(" -clients %d", *clients)
+		}
+		if *healthy {
+			s += " -healthy"
+		}
+		return s + " -v"
+	}
+
+	start := time.Now()
+	results := make([]sim.Result, *seeds)
+	var next, done int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	lastReport := time.Now()
+	for range *workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= *seeds {
+					return
+				}
+				r := sim.Run(opts(*first + uint64(i)))
+				mu.Lock()
+				results[i] = r
+				done++
+				if *verbose || *seeds <= 20 {
+					fmt.Printf("seed %d [%s]: %d commands in %d slots, %d ops ok, %d unknown, %d elections, %d crashes, %d violations\n",
+						r.Seed, r.Profile, r.Commands, r.Slots, r.OpsOK, r.OpsUnknown, r.Elections, r.Crashes, len(r.Violations))
+				} else if time.Since(lastReport) > 5*time.Second {
+					lastReport = time.Now()
+					fmt.Fprintf(os.Stderr, "... %d/%d seeds in %s\n", done, *seeds, time.Since(start).Round(time.Second))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+
+	var bad []sim.Result
+	var cmds []int
+	violations := 0
+	for _, r := range results {
+		cmds = append(cmds, r.Commands)
+		if len(r.Violations) > 0 {
+			bad = append(bad, r)
+			violations += len(r.Violations)
+		}
+	}
+	sort.Ints(cmds)
+	fmt.Printf("commands committed per seed: min %d, median %d, max %d (%d replicas, %s)\n",
+		cmds[0], cmds[len(cmds)/2], cmds[len(cmds)-1], *replicas, time.Since(start).Round(time.Millisecond))
+	for _, r := range bad {
+		for _, v := range r.Violations {
+			fmt.Printf("VIOLATION seed %d [%s] %s: %s\n", r.Seed, r.Profile, v.Check, strings.TrimSpace(v.Detail))
+		}
+		fmt.Printf("  replay: %s\n", replay(r.Seed))
+	}
+	fmt.Printf("%d seeds, %d violations\n", *seeds, violations)
+	if violations > 0 {
+		os.Exit(1)
+	}
+}
