@@ -127,12 +127,12 @@ type Node struct {
 	heardFrom    uint64
 
 	// Work for the next Ready.
-	savedHS        HardState // last hard state handed out to persist
-	unstable       []wire.Entry
-	send           []wire.Message
-	sendAfter      []wire.Message
-	dropped        []wire.Value
-	inflight []inflightReady // Readys handed out and not yet advanced, oldest first
+	savedHS   HardState // last hard state handed out to persist
+	unstable  []wire.Entry
+	send      []wire.Message
+	sendAfter []wire.Message
+	dropped   []wire.Value
+	inflight  []inflightReady // Readys handed out and not yet advanced, oldest first
 }
 
 // inflightReady remembers what a Ready asked to persist, so that Advance can

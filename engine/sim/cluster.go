@@ -53,13 +53,13 @@ type cluster struct {
 }
 
 type replica struct {
-	idx     int
-	id      wire.ReplicaID
-	up      bool
-	gen     int
-	period  int64 // this replica's tick length: clocks drift apart
-	node    *paxos.Node
-	disk    disk
+	idx    int
+	id     wire.ReplicaID
+	up     bool
+	gen    int
+	period int64 // this replica's tick length: clocks drift apart
+	node   *paxos.Node
+	disk   disk
 	// Readys handed out and not yet durable, oldest first; the first
 	// syncing of them are in the sync now under way (group commit).
 	pending []*paxos.Ready

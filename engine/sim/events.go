@@ -9,12 +9,12 @@ import (
 type eventKind uint8
 
 const (
-	evDeliver   eventKind = iota // a protocol message reaches a replica
-	evTick                       // a replica's clock ticks
-	evPersisted                  // a replica's in-flight Ready is durable
-	evRequest                    // a client request reaches a replica
-	evResponse                   // a replica's answer reaches a client
-	evClientNext                 // a client issues its next operation
+	evDeliver    eventKind = iota // a protocol message reaches a replica
+	evTick                        // a replica's clock ticks
+	evPersisted                   // a replica's in-flight Ready is durable
+	evRequest                     // a client request reaches a replica
+	evResponse                    // a replica's answer reaches a client
+	evClientNext                  // a client issues its next operation
 	evClientTimeout
 	evCrash     // crash some replica (fault phase)
 	evRestart   // a crashed replica comes back
