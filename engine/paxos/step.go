@@ -163,13 +163,14 @@ func (n *Node) onAccept(m wire.Message) {
 	n.resetElectionTimer()
 	var ranges []wire.SlotRange
 	for _, e := range m.Entries {
-		st := n.slot(e.Slot)
-		if st.chosen {
-			// Already known chosen: the proposal must carry the chosen value.
+		if st := n.slot(e.Slot); st.chosen {
+			// A new leader re-proposes from its own commit index, so it may
+			// send slots this replica knows are chosen; the value must match.
 			n.requiref(st.value.Equal(e.Value), "slot %d: leader %v proposes %v over chosen %v", e.Slot, m.Ballot, e.Value, st.value)
-		} else {
-			n.accept(e.Slot, m.Ballot, e.Value)
 		}
+		// Recorded even when known chosen: the ack below reveals a vote in
+		// this ballot, and a vote is durable before it is revealed.
+		n.accept(e.Slot, m.Ballot, e.Value)
 		if k := len(ranges); k > 0 && ranges[k-1].Hi == e.Slot {
 			ranges[k-1].Hi++
 		} else {
