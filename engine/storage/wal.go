@@ -179,14 +179,10 @@ func (w *WAL) recover() error {
 		}
 		w.collect(s.recs)
 		next = seq + 1
-		if newest && !s.sealed {
+		if newest {
 			if err := w.resume(seq, path, &s, truncate); err != nil {
 				return err
 			}
-		} else if newest {
-			// The previous process sealed this segment and died before the
-			// next one existed. The seal was synced before it went on.
-			contract.Invariant(!truncate, "a sealed newest segment with a torn tail")
 		}
 	}
 	if w.file == nil {
@@ -260,8 +256,8 @@ func (w *WAL) collect(recs []record) {
 	w.lastHS = w.loaded.HardState
 }
 
-// resume makes the newest segment the one being written: it cuts a torn
-// tail, restores the preallocation and syncs what recovery found.
+// resume makes the newest segment durable as recovery found it (cutting a
+// torn tail) and, unless it is sealed, the one being written.
 func (w *WAL) resume(seq uint64, path string, s *segmentScan, truncate bool) error {
 	f, err := w.fs.OpenReadWrite(path)
 	if err != nil {
@@ -273,13 +269,24 @@ func (w *WAL) resume(seq uint64, path string, s *segmentScan, truncate bool) err
 			return fmt.Errorf("storage: wal: truncating the torn tail: %w", err)
 		}
 	}
-	if err := f.Preallocate(w.opts.SegmentSize); err != nil {
-		return fmt.Errorf("storage: wal: %w", err)
+	if !s.sealed {
+		if err := f.Preallocate(w.opts.SegmentSize); err != nil {
+			return fmt.Errorf("storage: wal: %w", err)
+		}
 	}
 	// After a process crash the records just read may sit in the page cache
-	// only; the caller is about to act on them as durable.
+	// only; the caller is about to act on them as durable. A sealed segment
+	// must be durable before OpenWAL creates its successor: the previous
+	// process may have died between writing the seal and syncing it.
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("storage: wal: %w", err)
+	}
+	if s.sealed {
+		w.file = nil
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("storage: wal: %w", err)
+		}
+		return nil
 	}
 	w.path, w.seq, w.salt = path, seq, segmentSalt(seq)
 	w.written, w.synced, w.records = s.end, s.end, uint64(len(s.recs))
