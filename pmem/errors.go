@@ -1,0 +1,58 @@
+package pmem
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrFull is returned (wrapped, with sizes) by Append when the record
+	// does not fit in the free space. The log never overwrites live records
+	// and never waits: the caller frees space with Compact after a snapshot,
+	// then retries. Nothing of the failed Append was applied.
+	ErrFull = errors.New("pmem: log full")
+	// ErrTooLarge is returned (wrapped) by Append for a record larger than
+	// half the data area; such a record could never be placed safely.
+	ErrTooLarge = errors.New("pmem: record too large for this log")
+	// ErrClosed is returned by every method after Close.
+	ErrClosed = errors.New("pmem: log closed")
+	// ErrNotDAX is returned (wrapped, with the reason) by Open when
+	// Options.RequireDAX is set and MAP_SYNC is not in force.
+	ErrNotDAX = errors.New("pmem: not a DAX mapping (MAP_SYNC not in force)")
+	// ErrLocked is returned by Open when another Log holds the file.
+	ErrLocked = errors.New("pmem: log file is locked by another opener")
+	// ErrSeqExhausted is returned when 2^48 commits have been made.
+	ErrSeqExhausted = errors.New("pmem: metadata sequence numbers exhausted")
+)
+
+// CorruptError reports damage found by recovery: a checksum mismatch or an
+// inconsistency inside the committed part of the log. Offset is the byte
+// offset in the file.
+type CorruptError struct {
+	Path   string
+	Offset int64
+	Reason string
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("pmem: %s: corrupt at offset %d: %s", e.Path, e.Offset, e.Reason)
+}
+
+// SyncError reports a failed fence (an msync error). The log refuses all
+// further writes: what reached the media is unknown, so nothing more may be
+// acknowledged. Reopen to recover.
+type SyncError struct {
+	Path string
+	Err  error
+}
+
+func (e *SyncError) Error() string { return fmt.Sprintf("pmem: %s: sync failed: %v", e.Path, e.Err) }
+func (e *SyncError) Unwrap() error { return e.Err }
+
+func errFull(need, free, capacity uint64) error {
+	return fmt.Errorf("%w: need %d bytes, %d of %d free; compact after a snapshot", ErrFull, need, free, capacity)
+}
+
+func errTooLarge(n, max int) error {
+	return fmt.Errorf("%w: payload of %d bytes, at most %d", ErrTooLarge, n, max)
+}

@@ -1,0 +1,20 @@
+//go:build !linux
+
+package pmem
+
+import "errors"
+
+// DefaultSize is the size of a new log file when Options.Size is zero.
+const DefaultSize = 64 << 20
+
+// Options configure Open; see the Linux build for their meaning.
+type Options struct {
+	Size       int64
+	RequireDAX bool
+	Flush      FlushMethod
+}
+
+// Open is supported on Linux only (mmap with MAP_SYNC, fstatfs, flock).
+func Open(path string, opts Options) (*Log, error) {
+	return nil, errors.New("pmem: file-backed logs need Linux")
+}

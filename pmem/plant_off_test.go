@@ -1,0 +1,5 @@
+//go:build !contracts
+
+package pmem
+
+func plantBugs(bugSet) { panic("planted bugs need the contracts build tag") }
