@@ -1,0 +1,698 @@
+package transport
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/vestalabs/vesta/engine/wire"
+	"github.com/vestalabs/vesta/internal/contract"
+)
+
+// TCPConfig configures a TCP transport. Zero durations and sizes take the
+// defaults named on each field.
+type TCPConfig struct {
+	// ClusterID is carried by every frame; frames of another cluster close
+	// their connection.
+	ClusterID uint64
+	// ID is this replica's ID (not zero).
+	ID wire.ReplicaID
+	// Listener accepts the peers' connections. If nil, NewTCP listens on
+	// ListenAddr. The transport closes it on Close.
+	Listener   net.Listener
+	ListenAddr string
+	// Peers maps every other replica to the address to dial for it. Only
+	// these replicas may connect in, and only to them can Send deliver.
+	Peers map[wire.ReplicaID]string
+	// Logger receives connection events and the reasons connections were
+	// closed. Nil means slog.Default().
+	Logger *slog.Logger
+
+	// MaxFrameSize bounds frames both ways (wire.DefaultMaxFrameSize).
+	MaxFrameSize int
+	// MaxQueueBytes bounds each peer's queue of encoded frames (4 MiB). A
+	// frame that does not fit is dropped, unless the queue is empty.
+	MaxQueueBytes int
+	// ReadBufferSize is the size of the read buffers values are decoded in
+	// place from (256 KiB); a larger frame gets a buffer of its own size.
+	ReadBufferSize int
+
+	DialTimeout      time.Duration // one dial attempt (1 s)
+	HandshakeTimeout time.Duration // hello and its acknowledgement, either side (2 s)
+	// WriteTimeout bounds one gathered write (5 s); a peer that takes longer
+	// to drain its socket is treated as gone and redialled. Negative: none.
+	WriteTimeout time.Duration
+	// Reconnection waits between BackoffMin (20 ms) and BackoffMax (2 s),
+	// doubling after each failure, each wait drawn uniformly from its upper
+	// half.
+	BackoffMin, BackoffMax time.Duration
+}
+
+func (c *TCPConfig) setDefaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxFrameSize, wire.DefaultMaxFrameSize)
+	def(&c.MaxQueueBytes, 4<<20)
+	def(&c.ReadBufferSize, 256<<10)
+	defDur(&c.DialTimeout, time.Second)
+	defDur(&c.HandshakeTimeout, 2*time.Second)
+	defDur(&c.WriteTimeout, 5*time.Second)
+	defDur(&c.BackoffMin, 20*time.Millisecond)
+	defDur(&c.BackoffMax, 2*time.Second)
+	if c.BackoffMax < c.BackoffMin {
+		c.BackoffMax = c.BackoffMin
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Control frames of the handshake (wire.FrameControl and up). A dialer sends
+// hello{from, to}; the acceptor checks the frame (magic, version, cluster,
+// CRC), that from is one of its peers and to is itself, and answers
+// helloAck{from, to} from its side. Only then does the dialer send messages.
+// Connections carry messages one way, dialer to acceptor.
+const (
+	frameHello    = wire.FrameControl
+	frameHelloAck = wire.FrameControl + 1
+	helloSize     = 8
+	helloFrame    = wire.HeaderSize + helloSize
+)
+
+// Reasons, beyond wire.Reason's, that TCP closes a connection for (the keys
+// of Stats.Closed). Malformed input and refused handshakes are logged at
+// Warn, ordinary disconnects at Info.
+const (
+	ReasonBadHandshake   = "bad_handshake"   // first frame not a well-formed hello
+	ReasonUnknownPeer    = "unknown_peer"    // hello from a replica not in Peers
+	ReasonWrongReplica   = "wrong_replica"   // hello addressed to another replica
+	ReasonSenderMismatch = "sender_mismatch" // message From differs from the hello's
+	ReasonMisrouted      = "misrouted"       // message To is not this replica
+	ReasonSuperseded     = "superseded"      // the same peer connected again
+	ReasonPeerClosed     = "peer_closed"     // EOF from the peer
+	ReasonReadError      = "read_error"      // other read failure (reset, timeout)
+	ReasonWriteError     = "write_error"     // outbound write failed or timed out
+)
+
+// chunkSize is the size of the buffers frames are encoded into; the writer
+// sends all filled chunks of a peer with one writev.
+const chunkSize = 64 << 10
+
+// TCP is a Transport over TCP: one connection per peer and direction. It
+// dials every peer for its own outbound traffic (one writer goroutine per
+// peer, which gathers every queued frame into one writev per wake-up and
+// redials with backoff) and accepts its peers' connections (one reader
+// goroutine per connection, which decodes in place and calls the handler
+// with everything one read brought).
+//
+// Every connection starts with a handshake carrying the cluster ID and both
+// replica IDs. A frame that fails any check (foreign cluster, bad CRC,
+// unknown version, oversized, unknown type, a sender other than the
+// handshake's) closes its connection with the reason logged and counted; the
+// valid messages before it in the same read are delivered, nothing from it
+// or after it is.
+//
+// The outbound side does not read after the handshake, so it learns that its
+// peer went away from its next write; the frames of the write before that
+// may be lost without an error, like any message in flight.
+type TCP struct {
+	cfg     TCPConfig
+	codec   wire.Codec
+	handler Handler
+	log     *slog.Logger
+	ln      net.Listener
+	peers   map[wire.ReplicaID]*peer // read-only after NewTCP
+	stats   counters
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	conns   map[net.Conn]struct{}       // every open connection, for Close
+	inbound map[wire.ReplicaID]net.Conn // the current inbound connection of each peer
+}
+
+var _ Transport = (*TCP)(nil)
+
+// NewTCP starts a TCP transport: it listens, and starts dialing every peer.
+func NewTCP(cfg TCPConfig, h Handler) (*TCP, error) {
+	if cfg.ID == 0 {
+		return nil, errors.New("transport: replica ID 0 is not valid")
+	}
+	if h == nil {
+		return nil, errors.New("transport: nil handler")
+	}
+	if _, ok := cfg.Peers[cfg.ID]; ok {
+		return nil, fmt.Errorf("transport: replica %d lists itself as a peer", cfg.ID)
+	}
+	cfg.setDefaults()
+	if cfg.MaxFrameSize < helloFrame {
+		return nil, fmt.Errorf("transport: MaxFrameSize %d is below the handshake frame's %d", cfg.MaxFrameSize, helloFrame)
+	}
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
+			return nil, fmt.Errorf("transport: %w", err)
+		}
+	}
+	t := &TCP{
+		cfg:     cfg,
+		codec:   wire.Codec{ClusterID: cfg.ClusterID, MaxFrameSize: cfg.MaxFrameSize},
+		handler: h,
+		log:     cfg.Logger.With("replica", cfg.ID, "cluster", cfg.ClusterID),
+		ln:      ln,
+		peers:   make(map[wire.ReplicaID]*peer, len(cfg.Peers)),
+		conns:   make(map[net.Conn]struct{}),
+		inbound: make(map[wire.ReplicaID]net.Conn),
+	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	for id, addr := range cfg.Peers {
+		if id == 0 {
+			ln.Close()
+			return nil, errors.New("transport: peer with replica ID 0")
+		}
+		t.peers[id] = &peer{t: t, id: id, addr: addr, wake: make(chan struct{}, 1)}
+	}
+	t.wg.Add(1 + len(t.peers))
+	go t.acceptLoop()
+	for _, p := range t.peers {
+		go p.run()
+	}
+	return t, nil
+}
+
+// Addr is the address the transport accepts connections on.
+func (t *TCP) Addr() net.Addr { return t.ln.Addr() }
+
+// Stats implements Transport.
+func (t *TCP) Stats() Stats { return t.stats.snapshot() }
+
+// Send implements Transport: each message is encoded at once into its peer's
+// queue, so msgs is free for reuse when Send returns. Every message's From
+// must be this replica's ID.
+func (t *TCP) Send(msgs []wire.Message) {
+	for i := range msgs {
+		m := &msgs[i]
+		contract.Requiref(m.From == t.cfg.ID, "transport %d: Send of a %v from %d", t.cfg.ID, m.Type, m.From)
+		p := t.peers[m.To]
+		if p == nil {
+			t.stats.dropNoPeer.Add(1)
+			continue
+		}
+		p.enqueue(m)
+	}
+}
+
+// Close implements Transport.
+func (t *TCP) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		t.wg.Wait()
+		return nil
+	}
+	t.closed = true
+	conns := make([]net.Conn, 0, len(t.conns))
+	for c := range t.conns {
+		conns = append(conns, c)
+	}
+	t.mu.Unlock()
+	t.cancel()
+	err := t.ln.Close()
+	for _, c := range conns {
+		c.Close()
+	}
+	t.wg.Wait()
+	return err
+}
+
+// track registers c so Close closes it; false (and c closed) if the
+// transport is closing.
+func (t *TCP) track(c net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		c.Close()
+		return false
+	}
+	t.conns[c] = struct{}{}
+	return true
+}
+
+func (t *TCP) untrack(c net.Conn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+	c.Close()
+}
+
+func (t *TCP) closing() bool { return t.ctx.Err() != nil }
+
+// closeFor closes c for reason, counting and logging it. Malformed input and
+// refused handshakes are warnings; the rest are ordinary events.
+func (t *TCP) closeFor(c net.Conn, peer wire.ReplicaID, dir, reason string, err error) {
+	t.untrack(c)
+	if t.closing() {
+		return // our own Close; not the peer's doing
+	}
+	level := slog.LevelWarn
+	switch reason {
+	case ReasonPeerClosed, ReasonReadError, ReasonWriteError, ReasonSuperseded:
+		level = slog.LevelInfo
+	}
+	attrs := []any{"peer", peer, "dir", dir, "remote", addrString(c), "reason", reason}
+	if err != nil {
+		attrs = append(attrs, "err", err.Error())
+	}
+	t.log.Log(context.Background(), level, "transport: connection closed", attrs...)
+	t.stats.countClosed(reason) // after the log line, so a counted close is a logged one
+}
+
+func addrString(c net.Conn) string {
+	if a := c.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return "?"
+}
+
+// ---- inbound ----
+
+func (t *TCP) acceptLoop() {
+	defer t.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := t.ln.Accept()
+		if err != nil {
+			if t.closing() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of descriptors and the like: wait a little, as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			t.log.Warn("transport: accept failed", "err", err, "retry_in", delay)
+			if !t.sleep(delay) {
+				return
+			}
+			continue
+		}
+		delay = 0
+		if !t.track(c) {
+			return
+		}
+		t.wg.Add(1)
+		go t.serveInbound(c)
+	}
+}
+
+// serveInbound runs the acceptor's half of the handshake, then reads c until
+// it fails.
+func (t *TCP) serveInbound(c net.Conn) {
+	defer t.wg.Done()
+	from, reason, err := t.acceptHello(c)
+	if err != nil {
+		t.closeFor(c, from, "in", reason, err)
+		return
+	}
+	t.mu.Lock()
+	old := t.inbound[from]
+	t.inbound[from] = c
+	t.mu.Unlock()
+	if old != nil {
+		old.Close() // its reader counts it as superseded
+	}
+	t.log.Info("transport: peer connected", "peer", from, "dir", "in", "remote", addrString(c))
+	reason, err = t.readLoop(c, from)
+	t.mu.Lock()
+	if t.inbound[from] == c {
+		delete(t.inbound, from)
+	} else if reason == ReasonReadError || reason == ReasonPeerClosed {
+		reason = ReasonSuperseded
+	}
+	t.mu.Unlock()
+	t.closeFor(c, from, "in", reason, err)
+}
+
+// acceptHello reads and checks the dialer's hello and acknowledges it.
+func (t *TCP) acceptHello(c net.Conn) (wire.ReplicaID, string, error) {
+	c.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
+	var b [helloFrame]byte
+	if _, err := io.ReadFull(c, b[:wire.HeaderSize]); err != nil {
+		return 0, ReasonBadHandshake, fmt.Errorf("reading hello: %w", err)
+	}
+	h, err := t.codec.ReadHeader(b[:])
+	if err != nil {
+		return 0, wire.Reason(err), err
+	}
+	if h.Type != frameHello || h.PayloadLen != helloSize {
+		return 0, ReasonBadHandshake, fmt.Errorf("first frame has type %#02x and %d payload bytes, want a hello (%#02x, %d)",
+			h.Type, h.PayloadLen, frameHello, helloSize)
+	}
+	if _, err := io.ReadFull(c, b[wire.HeaderSize:]); err != nil {
+		return 0, ReasonBadHandshake, fmt.Errorf("reading hello: %w", err)
+	}
+	if _, _, err := t.codec.OpenFrame(b[:]); err != nil {
+		return 0, wire.Reason(err), err
+	}
+	from := wire.ReplicaID(binary.LittleEndian.Uint32(b[wire.HeaderSize:]))
+	to := wire.ReplicaID(binary.LittleEndian.Uint32(b[wire.HeaderSize+4:]))
+	if _, ok := t.peers[from]; !ok {
+		return from, ReasonUnknownPeer, fmt.Errorf("hello from replica %d, which is not a peer", from)
+	}
+	if to != t.cfg.ID {
+		return from, ReasonWrongReplica, fmt.Errorf("hello for replica %d reached replica %d", to, t.cfg.ID)
+	}
+	ack := t.helloFrame(frameHelloAck, t.cfg.ID, from)
+	if _, err := c.Write(ack); err != nil {
+		return from, ReasonBadHandshake, fmt.Errorf("writing hello ack: %w", err)
+	}
+	c.SetDeadline(time.Time{})
+	return from, "", nil
+}
+
+func (t *TCP) helloFrame(typ uint8, from, to wire.ReplicaID) []byte {
+	var p [helloSize]byte
+	binary.LittleEndian.PutUint32(p[0:], uint32(from))
+	binary.LittleEndian.PutUint32(p[4:], uint32(to))
+	f, err := t.codec.AppendFrame(make([]byte, 0, helloFrame), typ, p[:])
+	contract.Ensuref(err == nil, "hello frame: %v", err)
+	return f
+}
+
+// minRead is the least free space worth a read system call; below it a
+// reader moves to a fresh buffer.
+const minRead = 16 << 10
+
+// readLoop reads frames from c and delivers them until a read fails or a
+// frame fails a check; it returns the reason to close c for.
+//
+// Buffer discipline: buf[start:end] has been read but not delivered.
+// Delivered bytes (buf[:start] once shared) belong to the handler; the loop
+// only ever writes past end, and moves to a fresh buffer, copying the
+// undelivered tail, when the frame in progress does not fit.
+func (t *TCP) readLoop(c net.Conn, from wire.ReplicaID) (string, error) {
+	dec := wire.Decoder{Codec: t.codec}
+	buf := make([]byte, t.cfg.ReadBufferSize)
+	start, end := 0, 0
+	shared := false
+	need := wire.HeaderSize // bytes from start the next step needs
+	low := min(minRead, t.cfg.ReadBufferSize/2)
+	for {
+		if len(buf)-start < need || (shared && len(buf)-end < low) {
+			nb := make([]byte, max(t.cfg.ReadBufferSize, need))
+			end = copy(nb, buf[start:end])
+			buf, start, shared = nb, 0, false
+		}
+		n, rerr := c.Read(buf[end:])
+		end += n
+
+		var batch []wire.Message
+		var bytes int
+		var reason string
+		var ferr error
+		need = wire.HeaderSize
+		for end-start >= wire.HeaderSize {
+			h, err := dec.ReadHeader(buf[start:end])
+			if err != nil {
+				reason, ferr = wire.Reason(err), err
+				break
+			}
+			size := h.FrameSize()
+			if end-start < size {
+				need = size
+				break
+			}
+			m, _, err := dec.Decode(buf[start : start+size])
+			if err != nil {
+				reason, ferr = wire.Reason(err), err
+				break
+			}
+			if m.From != from {
+				reason, ferr = ReasonSenderMismatch, fmt.Errorf("%v from %d on replica %d's connection", m.Type, m.From, from)
+				break
+			}
+			if m.To != t.cfg.ID {
+				reason, ferr = ReasonMisrouted, fmt.Errorf("%v for replica %d reached replica %d", m.Type, m.To, t.cfg.ID)
+				break
+			}
+			batch = append(batch, m)
+			start += size
+			bytes += size
+		}
+		if len(batch) > 0 {
+			shared = true
+			t.stats.framesReceived.Add(uint64(len(batch)))
+			t.stats.bytesReceived.Add(uint64(bytes))
+			t.stats.delivs.Add(1)
+			t.handler(batch)
+		}
+		if ferr != nil {
+			return reason, ferr
+		}
+		if rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				if end > start {
+					return ReasonPeerClosed, fmt.Errorf("EOF inside a frame (%d bytes of it read)", end-start)
+				}
+				return ReasonPeerClosed, nil
+			}
+			return ReasonReadError, rerr
+		}
+	}
+}
+
+// sleep waits d or until Close; false if Close came first.
+func (t *TCP) sleep(d time.Duration) bool {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-t.ctx.Done():
+		return false
+	}
+}
+
+// ---- outbound ----
+
+// peer is the outbound side of one peer: its queue of encoded frames and the
+// writer goroutine that drains it.
+type peer struct {
+	t    *TCP
+	id   wire.ReplicaID
+	addr string
+	wake chan struct{} // capacity 1: "the queue became non-empty"
+
+	mu     sync.Mutex
+	queue  []chunk // frames waiting, oldest first
+	spare  []chunk // the other queue slice, swapped in by take
+	free   [][]byte
+	queued int // bytes in queue
+
+	iov net.Buffers // the writer's scratch
+}
+
+type chunk struct {
+	b      []byte // whole frames
+	frames int
+}
+
+// enqueue encodes m at the tail of the queue, or drops it.
+func (p *peer) enqueue(m *wire.Message) {
+	t := p.t
+	size := wire.FrameSize(m)
+	p.mu.Lock()
+	if p.queued > 0 && p.queued+size > t.cfg.MaxQueueBytes {
+		p.mu.Unlock()
+		t.stats.dropFull.Add(1)
+		return
+	}
+	if len(p.queue) == 0 || cap(p.queue[len(p.queue)-1].b)-len(p.queue[len(p.queue)-1].b) < size {
+		var b []byte
+		if n := len(p.free); n > 0 && size <= chunkSize {
+			b, p.free = p.free[n-1], p.free[:n-1]
+		} else {
+			b = make([]byte, 0, max(chunkSize, size))
+		}
+		p.queue = append(p.queue, chunk{b: b})
+	}
+	c := &p.queue[len(p.queue)-1]
+	var err error
+	c.b, err = t.codec.Append(c.b, m)
+	if err != nil {
+		p.mu.Unlock()
+		t.stats.dropEncode.Add(1)
+		t.log.Error("transport: dropped a message the codec refused", "peer", p.id, "type", m.Type, "err", err)
+		return
+	}
+	c.frames++
+	p.queued += size
+	first := p.queued == size
+	p.mu.Unlock()
+	if first {
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take removes every queued chunk; the caller hands them back with recycle.
+func (p *peer) take() []chunk {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	q := p.queue
+	p.queue, p.spare = p.spare[:0], nil
+	p.queued = 0
+	return q
+}
+
+func (p *peer) recycle(q []chunk) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range q {
+		if cap(q[i].b) == chunkSize && len(p.free) < 4 {
+			p.free = append(p.free, q[i].b[:0])
+		}
+		q[i] = chunk{}
+	}
+	p.spare = q[:0]
+}
+
+// run is the writer goroutine: connect, then write whatever is queued, one
+// gathered write per wake-up; on failure redial with backoff.
+func (p *peer) run() {
+	t := p.t
+	defer t.wg.Done()
+	var conn net.Conn
+	defer func() {
+		if conn != nil {
+			t.untrack(conn)
+		}
+	}()
+	backoff := t.cfg.BackoffMin
+	failures := 0
+	connected := false
+	for {
+		if conn == nil {
+			c, err := p.dial()
+			if err != nil {
+				if t.closing() {
+					return
+				}
+				t.stats.dialFailures.Add(1)
+				failures++
+				// Say so once per outage at Info; then only at Debug.
+				level := slog.LevelDebug
+				if failures == 1 {
+					level = slog.LevelInfo
+				}
+				t.log.Log(context.Background(), level, "transport: cannot reach peer", "peer", p.id, "addr", p.addr, "err", err.Error(), "failures", failures)
+				// Uniform in the upper half of the current step: spreads
+				// the redials of many replicas that lost a peer together.
+				wait := backoff/2 + rand.N(backoff/2+1)
+				if !t.sleep(wait) {
+					return
+				}
+				backoff = min(2*backoff, t.cfg.BackoffMax)
+				continue
+			}
+			conn, backoff, failures = c, t.cfg.BackoffMin, 0
+			t.stats.connects.Add(1)
+			if connected {
+				t.stats.reconnects.Add(1)
+			}
+			connected = true
+			t.log.Info("transport: peer connected", "peer", p.id, "dir", "out", "remote", addrString(conn))
+		}
+
+		q := p.take()
+		if len(q) == 0 {
+			p.recycle(q)
+			select {
+			case <-p.wake:
+				continue
+			case <-t.ctx.Done():
+				return
+			}
+		}
+		p.iov = p.iov[:0]
+		frames := 0
+		for i := range q {
+			p.iov = append(p.iov, q[i].b)
+			frames += q[i].frames
+		}
+		if t.cfg.WriteTimeout > 0 {
+			conn.SetWriteDeadline(time.Now().Add(t.cfg.WriteTimeout))
+		}
+		iov := p.iov // WriteTo consumes the slice it is called on
+		n, err := iov.WriteTo(conn)
+		p.recycle(q)
+		if err != nil {
+			if t.closing() {
+				return
+			}
+			// Nobody knows which frames the peer got; they are all lost as
+			// far as this side can tell.
+			t.stats.dropDisconnect.Add(uint64(frames))
+			t.closeFor(conn, p.id, "out", ReasonWriteError, err)
+			conn = nil
+			continue
+		}
+		t.stats.writeCalls.Add(1)
+		t.stats.framesSent.Add(uint64(frames))
+		t.stats.bytesSent.Add(uint64(n))
+	}
+}
+
+// dial connects to the peer and runs the dialer's half of the handshake.
+func (p *peer) dial() (net.Conn, error) {
+	t := p.t
+	d := net.Dialer{Timeout: t.cfg.DialTimeout}
+	c, err := d.DialContext(t.ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, err
+	}
+	if !t.track(c) {
+		return nil, net.ErrClosed
+	}
+	fail := func(err error) (net.Conn, error) {
+		t.untrack(c)
+		return nil, err
+	}
+	c.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
+	if _, err := c.Write(t.helloFrame(frameHello, t.cfg.ID, p.id)); err != nil {
+		return fail(fmt.Errorf("sending hello: %w", err))
+	}
+	var b [helloFrame]byte
+	if _, err := io.ReadFull(c, b[:]); err != nil {
+		return fail(fmt.Errorf("peer refused the handshake (see its log): %w", err))
+	}
+	h, _, err := t.codec.OpenFrame(b[:])
+	if err != nil {
+		return fail(fmt.Errorf("bad hello ack: %w", err))
+	}
+	from := wire.ReplicaID(binary.LittleEndian.Uint32(b[wire.HeaderSize:]))
+	to := wire.ReplicaID(binary.LittleEndian.Uint32(b[wire.HeaderSize+4:]))
+	if h.Type != frameHelloAck || h.PayloadLen != helloSize || from != p.id || to != t.cfg.ID {
+		return fail(fmt.Errorf("hello ack of type %#02x from replica %d for %d; expected %d for %d", h.Type, from, to, p.id, t.cfg.ID))
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
+}

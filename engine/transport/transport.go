@@ -1,0 +1,132 @@
+// Package transport moves protocol messages between replicas.
+//
+// The replica runtime talks to a Transport: it hands outbound messages to
+// Send, many at once, and receives inbound messages through the Handler it
+// gave at construction, many at once. Batches cross goroutines, never single
+// messages: a hand-off costs more than a message's whole budget at the rates
+// the engine aims for.
+//
+// Two implementations live here: Mem connects transports inside one process
+// (in-process clusters and tests), and TCP connects processes. The RDMA
+// transport (package rdma) implements the same contract.
+//
+// # Sending
+//
+// Send never blocks. It puts each message on the bounded queue of the peer
+// named by its To field; when that queue is full, or no such peer is
+// configured, the message is dropped and counted (Stats): the protocol
+// retransmits what matters, and a replica whose core loop blocked on a slow
+// peer would stall the whole cluster. A message can also be lost after Send
+// returns, when a connection breaks; nothing is retransmitted below the
+// protocol. Messages to one peer leave in the order they were sent.
+//
+// The caller keeps ownership of msgs: Send has encoded (TCP) or copied (Mem)
+// what it needs before it returns, except Mem shares Value.Data, which by the
+// wire.Value contract nobody modifies.
+//
+// # Receiving
+//
+// The Handler is called from the transport's own goroutines with batches of
+// messages that passed every check (framing, cluster, checksum, sender):
+// nothing malformed reaches it. Calls carrying messages from one peer are
+// sequential and in the peer's send order; calls for different peers may run
+// concurrently. While the handler runs, its goroutine reads nothing more, so
+// a slow handler pushes back on its peer (whose queue then fills and drops);
+// the handler should hand the batch to the core loop and return.
+//
+// The batch is the handler's: the slice, its Messages, their Entries and
+// Ranges, and the bytes their Value.Data point into. The transport never reads
+// or writes any of it again after the call, so the handler may keep all of it
+// without copying. Value.Data from TCP aliases the connection's read buffer,
+// which the transport abandons rather than reuses; keeping one small value
+// keeps its read buffer (up to TCPConfig.ReadBufferSize) alive, so copy
+// values that are kept long and are small compared with that buffer.
+//
+// The handler must not call Close.
+package transport
+
+import (
+	"maps"
+	"sync"
+	"sync/atomic"
+
+	"github.com/vestalabs/vesta/engine/wire"
+)
+
+// Handler receives a batch of inbound messages; see the package comment for
+// when it is called and who owns the batch.
+type Handler func(batch []wire.Message)
+
+// Transport is what the replica runtime sends and receives through.
+type Transport interface {
+	// Send enqueues msgs for their recipients (Message.To) without blocking;
+	// see the package comment.
+	Send(msgs []wire.Message)
+	// Stats returns a snapshot of the transport's counters.
+	Stats() Stats
+	// Close stops every goroutine of the transport, closes its connections,
+	// and returns once none is left; the handler is not called after Close
+	// returns. Queued messages are discarded. Close is idempotent.
+	Close() error
+}
+
+// Stats are a transport's counters since it started. Frames are messages on
+// the wire; for Mem, bytes are what the frames would occupy on the wire.
+type Stats struct {
+	FramesSent, BytesSent         uint64 // handed to the connection (TCP) or the peer's inbox (Mem)
+	WriteCalls                    uint64 // TCP: gathered writes; FramesSent/WriteCalls is the frames per system call
+	FramesReceived, BytesReceived uint64 // passed every check and handed to the handler
+	Deliveries                    uint64 // handler calls
+
+	DroppedQueueFull    uint64 // Send found the peer's queue full
+	DroppedNoPeer       uint64 // Send named no configured (or no live, for Mem) peer
+	DroppedUnencodable  uint64 // the codec refused the message (larger than MaxFrameSize)
+	DroppedOnDisconnect uint64 // TCP: dequeued, then lost with a connection that failed
+
+	Connects     uint64 // TCP: outbound connections established (handshake done)
+	Reconnects   uint64 // TCP: of those, the ones after a peer's first
+	DialFailures uint64 // TCP: dial or handshake attempts that failed
+
+	// Closed counts connections closed, by reason: a wire.Reason label for a
+	// malformed frame ("bad_crc", "foreign_cluster", "oversized", ...), or one
+	// of the transport's own (see TCP).
+	Closed map[string]uint64
+}
+
+// counters is the shared implementation of Stats.
+type counters struct {
+	framesSent, bytesSent, writeCalls     atomic.Uint64
+	framesReceived, bytesReceived, delivs atomic.Uint64
+	dropFull, dropNoPeer, dropEncode      atomic.Uint64
+	dropDisconnect                        atomic.Uint64
+	connects, reconnects, dialFailures    atomic.Uint64
+
+	mu     sync.Mutex
+	closed map[string]uint64
+}
+
+func (c *counters) countClosed(reason string) {
+	c.mu.Lock()
+	if c.closed == nil {
+		c.closed = make(map[string]uint64)
+	}
+	c.closed[reason]++
+	c.mu.Unlock()
+}
+
+func (c *counters) snapshot() Stats {
+	c.mu.Lock()
+	closed := maps.Clone(c.closed)
+	c.mu.Unlock()
+	if closed == nil {
+		closed = map[string]uint64{}
+	}
+	return Stats{
+		FramesSent: c.framesSent.Load(), BytesSent: c.bytesSent.Load(), WriteCalls: c.writeCalls.Load(),
+		FramesReceived: c.framesReceived.Load(), BytesReceived: c.bytesReceived.Load(), Deliveries: c.delivs.Load(),
+		DroppedQueueFull: c.dropFull.Load(), DroppedNoPeer: c.dropNoPeer.Load(),
+		DroppedUnencodable: c.dropEncode.Load(), DroppedOnDisconnect: c.dropDisconnect.Load(),
+		Connects: c.connects.Load(), Reconnects: c.reconnects.Load(), DialFailures: c.dialFailures.Load(),
+		Closed: closed,
+	}
+}
