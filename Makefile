@@ -1,0 +1,53 @@
+# Vesta's build. Every test runs with the `contracts` build tag, so the
+# preconditions, postconditions and invariants in the code are checked.
+GO        ?= go
+TAGS      := contracts
+BIN       := $(CURDIR)/.bin
+STATICCHECK_VERSION := v0.8.2
+SIM_SEEDS ?= 3000
+
+# The simulator is one goroutine by construction; the race detector would only
+# slow its hundreds of seeds down, so it runs without -race.
+SIM_PKG   := ./engine/sim
+RACE_PKGS  = $(shell $(GO) list ./... | grep -v '/engine/sim$$')
+
+.PHONY: all test test-race test-sim sim lint bench fuzz clean
+
+all: lint test
+
+## test: every test, with contracts on, with the race detector where affordable.
+test: test-race test-sim
+
+test-race:
+	$(GO) test -tags $(TAGS) -race -count=1 $(RACE_PKGS)
+
+test-sim:
+	$(GO) test -tags $(TAGS) -count=1 $(SIM_PKG)/...
+
+## sim: thousands of simulated seeds, for 3 and for 5 replicas.
+sim:
+	$(GO) run -tags $(TAGS) ./tools/vesta-sim -seeds $(SIM_SEEDS) -replicas 3
+	$(GO) run -tags $(TAGS) ./tools/vesta-sim -seeds $(SIM_SEEDS) -replicas 5
+
+## lint: go vet (with and without contracts) and staticcheck.
+lint:
+	$(GO) vet -tags $(TAGS) ./...
+	$(GO) vet ./...
+	@test -x $(BIN)/staticcheck || GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	$(BIN)/staticcheck -tags $(TAGS) ./...
+
+## bench: the best end-to-end measurement that exists so far (see README).
+bench:
+	@echo "vesta bench: committed commands/s of the protocol core alone (3 replicas in one"
+	@echo "goroutine, direct message hand-off, instant persistence, batches of 64 x 64 B)."
+	@echo "No network, disk or client: an upper bound, not an end-to-end figure."
+	@echo "machine: $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $$(nproc) cores, $$($(GO) version | cut -d' ' -f3)"
+	$(GO) test -run '^$$' -bench BenchmarkInProcessCluster -benchtime 5s -count 3 ./engine/paxos
+
+## fuzz: run each fuzz target for FUZZTIME (default 1m).
+FUZZTIME ?= 1m
+fuzz:
+	$(GO) test -tags $(TAGS) -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) ./engine/wire
+
+clean:
+	rm -rf $(BIN)
