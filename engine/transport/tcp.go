@@ -145,8 +145,8 @@ type TCP struct {
 
 	mu      sync.Mutex
 	closed  bool
-	conns   map[net.Conn]struct{}       // every open connection, for Close
-	inbound map[wire.ReplicaID]net.Conn // the current inbound connection of each peer
+	conns   map[net.Conn]struct{}      // every open connection, for Close
+	inbound map[wire.ReplicaID]*inConn // the current inbound connection of each peer
 }
 
 var _ Transport = (*TCP)(nil)
@@ -181,7 +181,7 @@ func NewTCP(cfg TCPConfig, h Handler) (*TCP, error) {
 		ln:      ln,
 		peers:   make(map[wire.ReplicaID]*peer, len(cfg.Peers)),
 		conns:   make(map[net.Conn]struct{}),
-		inbound: make(map[wire.ReplicaID]net.Conn),
+		inbound: make(map[wire.ReplicaID]*inConn),
 	}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	for id, addr := range cfg.Peers {
@@ -330,23 +330,38 @@ func (t *TCP) serveInbound(c net.Conn) {
 		t.closeFor(c, from, "in", reason, err)
 		return
 	}
+	me := &inConn{c: c, done: make(chan struct{})}
 	t.mu.Lock()
 	old := t.inbound[from]
-	t.inbound[from] = c
+	t.inbound[from] = me
 	t.mu.Unlock()
 	if old != nil {
-		old.Close() // its reader counts it as superseded
+		// The peer reconnected; the old connection is dead or soon will be.
+		// Its reader counts it as superseded. Wait for the reader to finish
+		// its last handler call, so calls for one peer stay sequential.
+		old.c.Close()
+		select {
+		case <-old.done:
+		case <-t.ctx.Done():
+		}
 	}
 	t.log.Info("transport: peer connected", "peer", from, "dir", "in", "remote", addrString(c))
 	reason, err = t.readLoop(c, from)
+	close(me.done)
 	t.mu.Lock()
-	if t.inbound[from] == c {
+	if t.inbound[from] == me {
 		delete(t.inbound, from)
 	} else if reason == ReasonReadError || reason == ReasonPeerClosed {
 		reason = ReasonSuperseded
 	}
 	t.mu.Unlock()
 	t.closeFor(c, from, "in", reason, err)
+}
+
+// inConn is a peer's current inbound connection.
+type inConn struct {
+	c    net.Conn
+	done chan struct{} // closed when its reader calls the handler no more
 }
 
 // acceptHello reads and checks the dialer's hello and acknowledges it.

@@ -702,3 +702,27 @@ func listenB(b *testing.B) net.Listener {
 	}
 	return ln
 }
+
+// A peer that connects again replaces its old inbound connection, which is
+// closed and counted as superseded; the new one carries on.
+func TestTCPReconnectingPeerSupersedesOldConnection(t *testing.T) {
+	checkNoLeak(t)
+	dead := listen(t)
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	logs, col := &logBuf{}, &collector{}
+	tr, err := NewTCP(testConfig(1, listen(t), map[wire.ReplicaID]string{2: deadAddr}, logs), col.handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	first := rawConn(t, tr.Addr().String(), testCluster, 2, 1, true)
+	first.Write(frame(t, testCluster, testMsg(2, 1, 0)))
+	waitFor(t, "the first connection's message", func() bool { return col.count() == 1 })
+	second := rawConn(t, tr.Addr().String(), testCluster, 2, 1, true)
+	expectClosed(t, first)
+	second.Write(frame(t, testCluster, testMsg(2, 1, 1)))
+	waitFor(t, "the second connection's message", func() bool { return col.count() == 2 })
+	waitFor(t, "the old connection to be counted", func() bool { return tr.Stats().Closed[ReasonSuperseded] == 1 })
+	checkStreams(t, 1, col.snapshot(), []wire.ReplicaID{2}, 2)
+}
