@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"runtime"
 	"sync/atomic"
 
 	"github.com/vestalabs/vesta/engine/paxos"
@@ -72,9 +73,13 @@ type Log struct {
 
 // counters are what Status reads; they are atomics so that a metrics
 // goroutine may read them while the owner appends.
+// The positions are published under a sequence lock (one writer, the owner),
+// so that Status sees head, tail and write tail from one moment.
 type counters struct {
 	appends, records, recordBytes, syncs, commits, fullRejects, compactions atomic.Uint64
-	head, tail, wtail, seq                                                  atomic.Uint64
+
+	version                atomic.Uint64 // odd while the owner updates the positions
+	head, tail, wtail, seq atomic.Uint64
 }
 
 // Status is a snapshot of the log for metrics and operators.
@@ -92,6 +97,7 @@ type Status struct {
 	Head, Tail       uint64 // committed logical positions
 	Seq              uint64 // metadata sequence number (commits since creation + 1)
 
+	// Counters since Open.
 	Appends     uint64 // Append calls
 	Records     uint64 // records written (one per Append with entries)
 	RecordBytes uint64 // bytes of records written, headers and padding included
@@ -103,7 +109,17 @@ type Status struct {
 
 // Status returns the log's state; safe to call from any goroutine.
 func (l *Log) Status() Status {
-	head, tail, wtail := l.st.head.Load(), l.st.tail.Load(), l.st.wtail.Load()
+	var head, tail, wtail, seq uint64
+	for i := 0; ; i++ {
+		v := l.st.version.Load()
+		head, tail, wtail, seq = l.st.head.Load(), l.st.tail.Load(), l.st.wtail.Load(), l.st.seq.Load()
+		if v%2 == 0 && l.st.version.Load() == v {
+			break
+		}
+		if i > 100 {
+			runtime.Gosched()
+		}
+	}
 	return Status{
 		Path:             l.path,
 		Durability:       l.durability,
@@ -115,7 +131,7 @@ func (l *Log) Status() Status {
 		Pending:          int64(wtail - tail),
 		Head:             head,
 		Tail:             tail,
-		Seq:              l.st.seq.Load(),
+		Seq:              seq,
 		Appends:          l.st.appends.Load(),
 		Records:          l.st.records.Load(),
 		RecordBytes:      l.st.recordBytes.Load(),
@@ -127,10 +143,12 @@ func (l *Log) Status() Status {
 }
 
 func (l *Log) publish() {
+	l.st.version.Add(1)
 	l.st.head.Store(l.r.head)
 	l.st.tail.Store(l.r.tail)
 	l.st.wtail.Store(l.r.wtail)
 	l.st.seq.Store(l.r.seq)
+	l.st.version.Add(1)
 }
 
 // Payload encoding of one record: a count, then per entry a fixed header and
@@ -278,7 +296,7 @@ func (l *Log) Append(entries []wire.Entry, hs paxos.HardState, saveHS bool) erro
 		l.r.end()
 		l.st.records.Add(1)
 		l.st.recordBytes.Add(recordSize(int(n)))
-		l.st.wtail.Store(l.r.wtail)
+		l.publish()
 	}
 	if saveHS {
 		l.hs = hs

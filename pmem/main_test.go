@@ -18,6 +18,9 @@ var suite struct {
 }
 
 func TestMain(m *testing.M) {
+	if path := os.Getenv(childEnv); path != "" {
+		crashChild(path) // never returns
+	}
 	code := m.Run()
 	suite.Lock()
 	if suite.crash.states > 0 {
