@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"path/filepath"
 	"strings"
@@ -105,7 +106,7 @@ func dumpSegment(w io.Writer, data []byte, seq uint64, name string) (records, en
 			fmt.Fprintf(w, "  off=%-10d end: zero-filled to %d\n", off, len(data))
 			return records, entries
 		}
-		fmt.Fprintf(w, "  off=%-10d BAD %s crc=bad: %s\n", off, describeBadHeader(data, off), reason)
+		fmt.Fprintf(w, "  off=%-10d BAD %s crc=bad: %s\n", off, describeBadHeader(data, off, salt), reason)
 		next := findRecord(data, off+recAlign, salt)
 		if next < 0 {
 			fmt.Fprintf(w, "  off=%-10d end: no valid record in the %d bytes after it\n", off, int64(len(data))-off)
@@ -132,13 +133,23 @@ func describeRecord(r record) string {
 	return fmt.Sprintf("kind=%d", r.kind)
 }
 
-// describeBadHeader shows what a bad record's header claims, untrusted.
-func describeBadHeader(data []byte, off int64) string {
+// describeBadHeader shows what a bad record's header claims, and the slot
+// and ballot its body claims when the header checks: untrusted, for a human.
+func describeBadHeader(data []byte, off int64, salt uint32) string {
 	if off+recHeaderSize > int64(len(data)) {
 		return fmt.Sprintf("(%d bytes)", int64(len(data))-off)
 	}
-	h := data[off:]
-	return fmt.Sprintf("kind=%d len=%d", h[12], binary.LittleEndian.Uint32(h[4:]))
+	h := data[off : off+recHeaderSize]
+	kind, n := h[12], int64(binary.LittleEndian.Uint32(h[4:]))
+	s := fmt.Sprintf("kind=%d len=%d", kind, n)
+	if binary.LittleEndian.Uint32(h[0:]) != crc32.Update(salt, castagnoli, h[4:]) {
+		return s + " (header unchecked)"
+	}
+	if body := data[off+recHeaderSize:]; kind == kindEntry && n >= entryFixedSize && int64(len(body)) >= n {
+		e := decodeEntry(body[:n])
+		s += fmt.Sprintf(" (body unchecked: slot=%d ballot=%v value=%s size=%d)", e.Slot, e.Ballot, valueKindName(e.Value.Kind), len(e.Value.Data))
+	}
+	return s
 }
 
 func valueKindName(k wire.ValueKind) string {

@@ -629,3 +629,23 @@ func TestWALHotPathDoesNotAllocate(t *testing.T) {
 		t.Fatalf("Append made %v allocations", a)
 	}
 }
+
+func TestDumpWALShowsATornTail(t *testing.T) {
+	dir := t.TempDir()
+	writeLog(t, dir, WALOptions{SegmentSize: 4096}, 5, 100)
+	seg := segments(t, vfs.Default, dir)[0]
+	recs := recordsOf(t, seg)
+	last := recs[len(recs)-1]
+	if err := os.Truncate(seg, last.off+30); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := DumpWAL(dir, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{fmt.Sprintf("verdict: torn tail at offset %d", last.off), "OpenWAL accepts", "4 entries"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("dump lacks %q:\n%s", want, out.String())
+		}
+	}
+}
