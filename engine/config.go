@@ -1,0 +1,118 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vestalabs/vesta/engine/paxos"
+	"github.com/vestalabs/vesta/engine/storage"
+	"github.com/vestalabs/vesta/engine/transport"
+	"github.com/vestalabs/vesta/engine/wire"
+)
+
+// StateMachine is the application's replicated state. The runtime applies
+// one batch at a time, in slot order, from one goroutine; every replica
+// applies the same batches in the same order.
+type StateMachine interface {
+	// Apply executes cmds, which were chosen in this order, and sets
+	// results[i] to the result of cmds[i] (len(results) == len(cmds)). The
+	// bytes of cmds are valid only during the call: copy what is kept. The
+	// results belong to the runtime afterwards and reach the proposers.
+	Apply(cmds [][]byte, results [][]byte)
+}
+
+// TransportFactory builds the replica's transport, which must deliver
+// inbound messages to h.
+type TransportFactory func(h transport.Handler) (transport.Transport, error)
+
+// Config configures a Replica. Zero numbers take the defaults in their comments.
+type Config struct {
+	// ID is this replica, one of Members.
+	ID wire.ReplicaID
+	// Members lists every replica of the cluster.
+	Members []wire.ReplicaID
+	// Log is the acceptor's durable memory. Required; the replica owns it
+	// from Start on and closes it on Stop.
+	Log storage.Log
+	// Transport builds the transport to the other replicas. Required.
+	Transport TransportFactory
+	// TickInterval is the protocol's unit of time (10ms).
+	TickInterval time.Duration
+	// ElectionTicks (20), HeartbeatTicks (3), Window (256) and MaxPending
+	// (4096) are passed to the protocol core; see paxos.Config.
+	ElectionTicks  int
+	HeartbeatTicks int
+	Window         int
+	MaxPending     int
+	// MaxBatchCommands (1024) and MaxBatchBytes (1 MiB) bound one proposed batch.
+	MaxBatchCommands int
+	MaxBatchBytes    int
+	// MaxQueued (1<<20) bounds the commands waiting to be batched; beyond it
+	// Propose fails with ErrBusy.
+	MaxQueued int
+	// Logger receives the replica's structured logs (slog.Default()).
+	Logger *slog.Logger
+	// Registerer, if set, receives the replica's Prometheus metrics.
+	Registerer prometheus.Registerer
+}
+
+func (c *Config) setDefaults() {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	p := paxos.DefaultConfig()
+	def(&c.ElectionTicks, p.ElectionTicks)
+	def(&c.HeartbeatTicks, p.HeartbeatTicks)
+	def(&c.Window, p.Window)
+	def(&c.MaxPending, p.MaxPending)
+	def(&c.MaxBatchCommands, 1024)
+	def(&c.MaxBatchBytes, 1<<20)
+	def(&c.MaxQueued, 1<<20)
+	if c.TickInterval == 0 {
+		c.TickInterval = 10 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func (c *Config) validate() error {
+	if c.Log == nil {
+		return &ConfigError{"Log", "required (storage.OpenWAL, pmem.Open or storage.NewMemLog)"}
+	}
+	if c.Transport == nil {
+		return &ConfigError{"Transport", "required"}
+	}
+	if c.TickInterval < 0 {
+		return &ConfigError{"TickInterval", fmt.Sprintf("%v is negative", c.TickInterval)}
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"MaxBatchCommands", c.MaxBatchCommands}, {"MaxBatchBytes", c.MaxBatchBytes}, {"MaxQueued", c.MaxQueued}} {
+		if f.v < 1 {
+			return &ConfigError{f.name, fmt.Sprintf("%d, need at least 1", f.v)}
+		}
+	}
+	pc := c.paxosConfig(0)
+	if err := pc.Validate(); err != nil {
+		var ce *paxos.ConfigError
+		if errors.As(err, &ce) {
+			return &ConfigError{ce.Field, ce.Reason}
+		}
+		return err
+	}
+	return nil
+}
+
+func (c *Config) paxosConfig(seed uint64) paxos.Config {
+	return paxos.Config{
+		ID: c.ID, Members: c.Members, ElectionTicks: c.ElectionTicks, HeartbeatTicks: c.HeartbeatTicks,
+		Window: c.Window, MaxPending: c.MaxPending, MaxCatchUpEntries: 256, Seed: seed,
+	}
+}

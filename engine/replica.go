@@ -1,0 +1,464 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vestalabs/vesta/engine/paxos"
+	"github.com/vestalabs/vesta/engine/storage"
+	"github.com/vestalabs/vesta/engine/transport"
+	"github.com/vestalabs/vesta/engine/wire"
+)
+
+// Status is a replica's view, for operators and tests.
+type Status struct {
+	ID       wire.ReplicaID `json:"id"`
+	Role     string         `json:"role"`
+	Leader   wire.ReplicaID `json:"leader"`
+	Ballot   string         `json:"ballot,omitempty"`
+	Promised string         `json:"promised"`
+	Commit   uint64         `json:"commit"`
+	Applied  uint64         `json:"applied"`
+	Queued   int            `json:"queued"`
+	Stopped  bool           `json:"stopped"`
+	Err      string         `json:"error,omitempty"`
+}
+
+// call is one Propose waiting for its outcome.
+type call struct {
+	cmd    []byte
+	done   chan struct{}
+	result []byte
+	err    error
+}
+
+func (c *call) complete(result []byte, err error) {
+	c.result, c.err = result, err
+	close(c.done)
+}
+
+// Replica is one member of a Vesta cluster.
+type Replica struct {
+	cfg         Config
+	log         *slog.Logger
+	sm          StateMachine
+	node        *paxos.Node // owned by the core loop
+	tr          transport.Transport
+	store       storage.Log
+	m           *metrics
+	incarnation uint64
+
+	// Submission queue: Propose appends, the core loop takes all at once.
+	subMu     sync.Mutex
+	subs      []*call
+	subSignal chan struct{}
+
+	// Inbound message batches from the transport.
+	inbound chan []wire.Message
+
+	// Batches proposed here and not yet applied, by batch sequence number.
+	pendMu   sync.Mutex
+	pending  map[uint64][]*call
+	batchSeq uint64 // core loop only
+
+	// Readys durable but not yet advanced (written by the log writer).
+	durable       atomic.Int64
+	durableSignal chan struct{}
+
+	writer  *logWriter
+	applier *applier
+
+	status   atomic.Pointer[Status]
+	stopOnce sync.Once
+	stopping chan struct{}
+	coreDone chan struct{}
+	failErr  atomic.Pointer[error]
+}
+
+// Start validates cfg, recovers the replica's state from cfg.Log, and starts
+// its goroutines. The replica owns cfg.Log from then on.
+func Start(cfg Config, sm StateMachine) (*Replica, error) {
+	cfg.setDefaults()
+	if sm == nil {
+		return nil, &ConfigError{"StateMachine", "required"}
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	persisted, err := cfg.Log.Load()
+	if err != nil {
+		return nil, fmt.Errorf("vesta: loading the log: %w", err)
+	}
+	node, err := paxos.New(cfg.paxosConfig(rand.Uint64()), persisted)
+	if err != nil {
+		return nil, err
+	}
+	r := &Replica{
+		cfg:           cfg,
+		log:           cfg.Logger.With("replica", cfg.ID),
+		sm:            sm,
+		node:          node,
+		store:         cfg.Log,
+		m:             newMetrics(cfg.Registerer),
+		incarnation:   rand.Uint64(),
+		subSignal:     make(chan struct{}, 1),
+		inbound:       make(chan []wire.Message, 256),
+		pending:       map[uint64][]*call{},
+		durableSignal: make(chan struct{}, 1),
+		stopping:      make(chan struct{}),
+		coreDone:      make(chan struct{}),
+	}
+	r.tr, err = cfg.Transport(r.receive)
+	if err != nil {
+		return nil, fmt.Errorf("vesta: starting the transport: %w", err)
+	}
+	r.writer = newLogWriter(r)
+	r.applier = newApplier(r)
+	r.publishStatus()
+	r.log.Info("replica started", "members", cfg.Members, "promised", persisted.HardState.Promised.String(),
+		"commit", persisted.HardState.Commit, "entries", len(persisted.Entries))
+	go r.writer.run()
+	go r.applier.run()
+	go r.coreLoop()
+	return r, nil
+}
+
+// receive is the transport's handler: it hands the batch to the core loop.
+func (r *Replica) receive(batch []wire.Message) {
+	select {
+	case r.inbound <- batch:
+	case <-r.stopping:
+	}
+}
+
+// Propose submits cmd and waits until it is applied, returning the state
+// machine's result. It fails with a *NotLeaderError on a replica that does not
+// lead, ErrOutcomeUnknown if leadership is lost after proposing, ErrBusy,
+// ErrStopped, or the context's error (the command may still apply then).
+// The replica keeps cmd until the call returns; the caller must not modify it.
+func (r *Replica) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
+	c := &call{cmd: cmd, done: make(chan struct{})}
+	r.subMu.Lock()
+	if len(r.subs) >= r.cfg.MaxQueued {
+		r.subMu.Unlock()
+		return nil, ErrBusy
+	}
+	r.subs = append(r.subs, c)
+	r.subMu.Unlock()
+	select {
+	case r.subSignal <- struct{}{}:
+	default:
+	}
+	select {
+	case <-c.done:
+		return c.result, c.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-r.stopping:
+		select {
+		case <-c.done:
+			return c.result, c.err
+		default:
+			return nil, ErrStopped
+		}
+	}
+}
+
+// Leader returns the replica this one believes leads, 0 if it knows none.
+func (r *Replica) Leader() wire.ReplicaID { return r.status.Load().Leader }
+
+// Status returns the replica's current view.
+func (r *Replica) Status() Status {
+	st := *r.status.Load()
+	st.Applied = r.applier.applied.Load()
+	r.subMu.Lock()
+	st.Queued = len(r.subs)
+	r.subMu.Unlock()
+	return st
+}
+
+// Stop stops the replica's goroutines, fails every waiting Propose with
+// ErrStopped, and closes the transport and the log. It is idempotent.
+func (r *Replica) Stop() error {
+	var err error
+	r.stopOnce.Do(func() {
+		close(r.stopping)
+		<-r.coreDone
+		err = errors.Join(r.tr.Close(), r.writer.stop(), r.applier.stop())
+		r.failAll(ErrStopped)
+		err = errors.Join(err, r.store.Close())
+		st := *r.status.Load()
+		st.Stopped = true
+		r.status.Store(&st)
+		r.log.Info("replica stopped")
+	})
+	return err
+}
+
+// fail stops the replica after an error it cannot continue from (a log that
+// cannot persist): continuing could reveal votes that are not durable.
+func (r *Replica) fail(err error) {
+	if r.failErr.CompareAndSwap(nil, &err) {
+		r.log.Error("replica failed; stopping", "err", err)
+		go r.Stop()
+	}
+}
+
+func (r *Replica) failAll(err error) {
+	r.subMu.Lock()
+	subs := r.subs
+	r.subs = nil
+	r.subMu.Unlock()
+	for _, c := range subs {
+		c.complete(nil, err)
+	}
+	r.pendMu.Lock()
+	pend := r.pending
+	r.pending = map[uint64][]*call{}
+	r.pendMu.Unlock()
+	for _, calls := range pend {
+		for _, c := range calls {
+			c.complete(nil, err)
+		}
+	}
+}
+
+// queuedBatch is a batch built from callers' commands, waiting for room in
+// the protocol's queue.
+type queuedBatch struct {
+	seq   uint64
+	value wire.Value
+	calls []*call
+}
+
+// coreLoop owns the protocol: it is the only goroutine that touches r.node.
+func (r *Replica) coreLoop() {
+	defer close(r.coreDone)
+	ticker := time.NewTicker(r.cfg.TickInterval)
+	defer ticker.Stop()
+	var backlog []queuedBatch // batches the protocol's queue had no room for, in order
+	wasLeader := false
+	for {
+		select {
+		case <-r.stopping:
+			return
+		case <-ticker.C:
+			r.node.Tick()
+		case batch := <-r.inbound:
+			r.step(batch)
+		case <-r.durableSignal:
+		case <-r.subSignal:
+		}
+		// Take whatever else is ready without blocking: batches, not items.
+		for more := true; more; {
+			select {
+			case batch := <-r.inbound:
+				r.step(batch)
+			default:
+				more = false
+			}
+		}
+		for n := r.durable.Swap(0); n > 0; n-- {
+			r.node.Advance()
+		}
+		backlog = r.propose(backlog)
+		r.handleReadys()
+		st := r.node.Status()
+		if isLeader := st.Role == paxos.Leader; isLeader != wasLeader {
+			wasLeader = isLeader
+			if !isLeader {
+				for _, b := range backlog {
+					r.refuse(b.seq, b.calls, paxos.ErrNotLeader) // never proposed
+				}
+				backlog = nil
+			}
+			r.leadershipChanged(isLeader, st)
+		}
+		r.publishStatus()
+	}
+}
+
+func (r *Replica) step(batch []wire.Message) {
+	for _, m := range batch {
+		if err := r.node.Step(m); err != nil {
+			r.m.badMessages.Inc()
+			r.log.Warn("refused a protocol message", "from", m.From, "err", err)
+		}
+	}
+}
+
+// propose drains the submission queue into batches and proposes them. A
+// batch the protocol has no room for waits in the backlog, in order.
+func (r *Replica) propose(backlog []queuedBatch) []queuedBatch {
+	for len(backlog) > 0 {
+		if err := r.node.Propose(backlog[0].value); err != nil {
+			if errors.Is(err, paxos.ErrQueueFull) {
+				break
+			}
+			r.refuse(backlog[0].seq, backlog[0].calls, err)
+		}
+		backlog[0] = queuedBatch{}
+		backlog = backlog[1:]
+	}
+	r.subMu.Lock()
+	subs := r.subs
+	r.subs = nil
+	r.subMu.Unlock()
+	if len(subs) == 0 {
+		return backlog
+	}
+	if r.node.Status().Role != paxos.Leader {
+		r.refuse(0, subs, paxos.ErrNotLeader)
+		return backlog
+	}
+	for len(subs) > 0 {
+		n, size := 0, batchHeaderSize
+		for n < len(subs) && n < r.cfg.MaxBatchCommands && (n == 0 || size+len(subs[n].cmd)+10 <= r.cfg.MaxBatchBytes) {
+			size += len(subs[n].cmd) + 10
+			n++
+		}
+		b := queuedBatch{calls: subs[:n:n]}
+		subs = subs[n:]
+		r.batchSeq++
+		b.seq = r.batchSeq
+		buf := make([]byte, 0, size)
+		buf = appendBatchHeader(buf, batchHeader{origin: r.cfg.ID, incarnation: r.incarnation, seq: b.seq, count: uint32(n)})
+		for _, c := range b.calls {
+			buf = appendBatchCommand(buf, c.cmd)
+		}
+		b.value = wire.Value{Kind: wire.ValueBatch, Data: buf}
+		r.pendMu.Lock()
+		r.pending[b.seq] = b.calls
+		r.pendMu.Unlock()
+		r.m.proposals.Add(float64(n))
+		r.m.batches.Inc()
+		r.m.batchCommands.Observe(float64(n))
+		if len(backlog) > 0 {
+			backlog = append(backlog, b)
+			continue
+		}
+		if err := r.node.Propose(b.value); err != nil {
+			if errors.Is(err, paxos.ErrQueueFull) {
+				backlog = append(backlog, b)
+				continue
+			}
+			r.refuse(b.seq, b.calls, err)
+		}
+	}
+	return backlog
+}
+
+// refuse fails calls that were never proposed (seq 0: never registered).
+func (r *Replica) refuse(seq uint64, calls []*call, err error) {
+	if errors.Is(err, paxos.ErrNotLeader) {
+		err = &NotLeaderError{Leader: r.node.Status().Leader}
+	}
+	if seq != 0 {
+		r.pendMu.Lock()
+		_, ok := r.pending[seq]
+		delete(r.pending, seq)
+		r.pendMu.Unlock()
+		if !ok {
+			return // already completed elsewhere
+		}
+	}
+	for _, c := range calls {
+		c.complete(nil, err)
+	}
+}
+
+// handleReadys hands every Ready on: Send to the transport now, the Ready to
+// the log writer, chosen entries to the applier.
+func (r *Replica) handleReadys() {
+	for r.node.HasReady() {
+		rd := r.node.Ready()
+		if len(rd.Send) > 0 {
+			r.tr.Send(rd.Send)
+		}
+		if len(rd.Apply) > 0 {
+			r.applier.enqueue(rd.Apply)
+		}
+		for _, v := range rd.Dropped {
+			r.dropped(v)
+		}
+		r.writer.enqueue(&rd)
+	}
+}
+
+// dropped fails the callers of a batch the protocol never proposed.
+func (r *Replica) dropped(v wire.Value) {
+	h, _, err := decodeBatch(v.Data, nil)
+	if err != nil || h.origin != r.cfg.ID || h.incarnation != r.incarnation {
+		return
+	}
+	r.pendMu.Lock()
+	calls := r.pending[h.seq]
+	r.pendMu.Unlock()
+	r.refuse(h.seq, calls, paxos.ErrNotLeader)
+}
+
+// leadershipChanged reports the change and, on losing leadership, fails the
+// callers of every batch still in flight: their outcome is unknown.
+func (r *Replica) leadershipChanged(isLeader bool, st paxos.Status) {
+	if isLeader {
+		r.m.elections.Inc()
+		r.m.isLeader.Set(1)
+		r.log.Info("became leader", "ballot", st.Ballot.String(), "commit", st.Commit)
+		return
+	}
+	r.m.isLeader.Set(0)
+	r.log.Info("no longer leader", "leader", st.Leader)
+	r.pendMu.Lock()
+	pend := r.pending
+	r.pending = map[uint64][]*call{}
+	r.pendMu.Unlock()
+	for _, calls := range pend {
+		for _, c := range calls {
+			c.complete(nil, ErrOutcomeUnknown)
+		}
+	}
+}
+
+// completeBatch hands a batch's results to its callers, if it was proposed
+// by this process.
+func (r *Replica) completeBatch(h batchHeader, results [][]byte) {
+	if h.origin != r.cfg.ID || h.incarnation != r.incarnation {
+		return
+	}
+	r.pendMu.Lock()
+	calls, ok := r.pending[h.seq]
+	delete(r.pending, h.seq)
+	r.pendMu.Unlock()
+	if !ok {
+		return
+	}
+	for i, c := range calls {
+		c.complete(results[i], nil)
+	}
+}
+
+func (r *Replica) publishStatus() {
+	st := r.node.Status()
+	s := &Status{
+		ID: st.ID, Role: st.Role.String(), Leader: st.Leader, Promised: st.Promised.String(),
+		Commit: uint64(st.Commit),
+	}
+	if st.Role != paxos.Follower {
+		s.Ballot = st.Ballot.String()
+	}
+	if p := r.failErr.Load(); p != nil {
+		s.Err = (*p).Error()
+	}
+	if old := r.status.Load(); old != nil && *old == *s {
+		return
+	}
+	r.status.Store(s)
+	r.m.commitIndex.Set(float64(st.Commit))
+	r.m.leader.Set(float64(st.Leader))
+}
