@@ -20,13 +20,13 @@ func workloads(scale int) []workload {
 	var ws []workload
 	for i := range uint64(4) {
 		ws = append(ws,
-			workload{name: "small", seed: 100 + i, dataSize: 4096, warmup: 40, ops: ops(300), maxData: 40, samples: 24, contEach: 64},
-			workload{name: "mixed-wrap", seed: 200 + i, dataSize: 4096, warmup: 80, ops: ops(220), maxData: 600, samples: 24, contEach: 64},
+			workload{name: "small", seed: 100 + i, dataSize: 4096, warmup: 40, ops: ops(600), maxData: 40, samples: 32, contEach: 64},
+			workload{name: "mixed-wrap", seed: 200 + i, dataSize: 4096, warmup: 80, ops: ops(500), maxData: 600, samples: 32, contEach: 64},
 		)
 	}
 	ws = append(ws,
-		workload{name: "large", seed: 300, dataSize: 16384, warmup: 30, ops: ops(120), maxData: 4096, samples: 24, contEach: 64},
-		workload{name: "large", seed: 301, dataSize: 16384, warmup: 30, ops: ops(120), maxData: 4096, samples: 24, contEach: 64},
+		workload{name: "large", seed: 300, dataSize: 16384, warmup: 30, ops: ops(240), maxData: 4096, samples: 32, contEach: 64},
+		workload{name: "large", seed: 301, dataSize: 16384, warmup: 30, ops: ops(240), maxData: 4096, samples: 32, contEach: 64},
 	)
 	return ws
 }

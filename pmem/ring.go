@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"math"
 
 	"github.com/vestalabs/vesta/internal/contract"
 )
@@ -57,7 +58,7 @@ func (r *ring) lapLeft(pos uint64) uint64 { return r.dataSize - pos%r.dataSize }
 // maxPayload is the largest payload a record may carry: a record may take at
 // most half the data area, so an empty log always has room for one whatever
 // the lap position (a pad before it takes less than the record).
-func (r *ring) maxPayload() int { return int(r.dataSize/2) - recHdrSize }
+func (r *ring) maxPayload() int { return int(min(r.dataSize/2-recHdrSize, math.MaxInt32)) }
 
 func (r *ring) used() uint64 { return r.wtail - r.head }
 func (r *ring) free() uint64 { return r.dataSize - r.used() }
@@ -111,6 +112,7 @@ func (r *ring) walk(from, to uint64, fn func(pos uint64, payload []byte) error) 
 	buf := r.m.buf
 	pos := from
 	for pos < to {
+		contract.Invariantf(pos%recAlign == 0, "ring: walk reached unaligned position %d", pos)
 		left := r.lapLeft(pos)
 		if left < recHdrSize { // too little room for a header: the writer skipped it
 			pos += left
