@@ -1,3 +1,5 @@
+//go:build contracts
+
 package sim
 
 import (
