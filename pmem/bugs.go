@@ -6,8 +6,8 @@ package pmem
 type bugSet uint8
 
 const (
-	// bugSkipRecordFlush: end does not flush the record it wrote, so a
-	// commit can name bytes that never reached the media.
+	// bugSkipRecordFlush: commit does not write back the records it makes
+	// live, so it can name bytes that never reached the media.
 	bugSkipRecordFlush bugSet = 1 << iota
 	// bugSkipSlotFence: commit stores the flip word without first fencing
 	// the records and the new metadata slot.

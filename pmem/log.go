@@ -49,10 +49,10 @@ func (d Durability) String() string {
 // records in a mapped file, with the hard state committed atomically with
 // the tail in a double-buffered metadata slot.
 //
-// Append encodes its entries straight into the mapping and starts their
-// write-back (CLWB), so it already persists; Sync fences and commits one new
-// tail covering every Append since the last Sync (group commit), with the
-// latest hard state. A Log is used by one goroutine at a time, except Status,
+// Append encodes its entries straight into the mapping; Sync writes back
+// every line appended since the last Sync, fences, and commits one new tail
+// covering all those Appends (group commit), with the latest hard state. A
+// Log is used by one goroutine at a time, except Status,
 // which any goroutine may call at any time.
 type Log struct {
 	r          ring
@@ -264,9 +264,9 @@ func openOn(m media, name string, d Durability) (*Log, error) {
 }
 
 // Append implements storage.Log: it writes one record holding all entries
-// (copied into the mapping) and starts its write-back, then notes hs as the
-// hard state the next Sync commits when saveHS is set. On error nothing of
-// the call is applied; ErrFull means the caller must Compact first.
+// (copied into the mapping), then notes hs as the hard state the next Sync
+// commits when saveHS is set. On error nothing of the call is applied;
+// ErrFull means the caller must Compact first.
 func (l *Log) Append(entries []wire.Entry, hs paxos.HardState, saveHS bool) error {
 	if l.closed {
 		return ErrClosed
@@ -297,9 +297,10 @@ func (l *Log) Append(entries []wire.Entry, hs paxos.HardState, saveHS bool) erro
 	return nil
 }
 
-// Sync implements storage.Log: one fence makes every record appended since
-// the last Sync durable, and one metadata commit (a second fence) makes them
-// and the latest hard state current. With nothing new it does nothing.
+// Sync implements storage.Log: it writes back the records appended since the
+// last Sync and the next metadata slot, fences (they are durable), then flips
+// the current slot to it and fences again (they are live, with the latest
+// hard state). With nothing new it does nothing.
 func (l *Log) Sync() error {
 	if l.closed {
 		return ErrClosed

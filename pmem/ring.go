@@ -38,6 +38,10 @@ type ring struct {
 	head  uint64 // committed: first live byte
 	tail  uint64 // committed: end of the durable records
 	wtail uint64 // end of the appended records, committed or not (>= tail)
+	// flushed is the end of the appended bytes already written back
+	// (tail <= flushed <= wtail). Records are written back at commit, each
+	// line once, however many records share it.
+	flushed uint64
 	user  [userSize]byte
 
 	// The record between begin and end.
@@ -100,7 +104,7 @@ func (r *ring) recover(m *media, name string) error {
 	r.sb = sb
 	r.dataOff = int(sb.dataOff)
 	r.dataSize = sb.dataSize
-	r.seq, r.head, r.tail, r.wtail, r.user = md.seq, md.head, md.tail, md.tail, md.user
+	r.seq, r.head, r.tail, r.wtail, r.flushed, r.user = md.seq, md.head, md.tail, md.tail, md.tail, md.user
 	r.checkInvariants()
 	return nil
 }
@@ -196,12 +200,10 @@ func (r *ring) writePad(pos, skip uint64) {
 	binary.LittleEndian.PutUint32(h[8:], uint32(pos>>3))
 	binary.LittleEndian.PutUint32(h[12:], crc32c(h[:12]))
 	r.m.wrote(p, recHdrSize)
-	r.m.flush(p, recHdrSize)
 }
 
-// end seals the record begin opened: zero padding, header, checksum, and a
-// flush of its lines. It is durable after the next fence, and live after the
-// next commit.
+// end seals the record begin opened: zero padding, header and checksum. The
+// next commit writes it back, fences, and makes it live.
 func (r *ring) end() {
 	contract.Require(r.recOpen, "ring: end without begin")
 	pos, n := r.recPos, r.recLen
@@ -215,9 +217,6 @@ func (r *ring) end() {
 	binary.LittleEndian.PutUint32(rec[8:], uint32(pos>>3))
 	binary.LittleEndian.PutUint32(rec[12:], crc32.Update(crc32c(rec[:12]), castagnoli, rec[recHdrSize:]))
 	r.m.wrote(p, size)
-	if plantedBugs&bugSkipRecordFlush == 0 {
-		r.m.flush(p, size)
-	}
 	r.wtail = pos + uint64(size)
 	r.recOpen = false
 	if contract.Enabled {
@@ -231,6 +230,19 @@ func (r *ring) end() {
 	r.checkInvariants()
 }
 
+// flushRecords writes back the appended bytes not yet written back: one
+// range, or two where the records wrap around the end of the data area.
+func (r *ring) flushRecords() {
+	for a := r.flushed; a < r.wtail; {
+		n := min(r.wtail-a, r.lapLeft(a))
+		if plantedBugs&bugSkipRecordFlush == 0 {
+			r.m.flush(r.phys(a), int(n))
+		}
+		a += n
+	}
+	r.flushed = r.wtail
+}
+
 // abort drops the record begin opened (a pad it wrote stays; it is valid).
 func (r *ring) abort() {
 	contract.Require(r.recOpen, "ring: abort without begin")
@@ -239,7 +251,9 @@ func (r *ring) abort() {
 
 // commit makes the records appended so far durable and current, with head
 // moved to newHead (a record boundary in [head, wtail]) and user as the
-// committed state. It costs two fences. Nothing to commit costs nothing.
+// committed state: it writes back the new records' lines and the next
+// metadata slot, fences, stores and writes back the flip word, and fences
+// again. Nothing to commit costs nothing.
 func (r *ring) commit(newHead uint64, user *[userSize]byte) error {
 	contract.Require(!r.recOpen, "ring: commit while a record is open")
 	contract.Requiref(r.head <= newHead && newHead <= r.wtail, "ring: new head %d outside [%d,%d]", newHead, r.head, r.wtail)
@@ -253,6 +267,7 @@ func (r *ring) commit(newHead uint64, user *[userSize]byte) error {
 	if seq > maxSeq {
 		return ErrSeqExhausted
 	}
+	r.flushRecords()
 	md := meta{seq: seq, head: newHead, tail: r.wtail, user: *user}
 	off := slotOff(seq)
 	contract.Invariant(off != slotOff(r.seq), "ring: commit would overwrite the current metadata slot")
@@ -287,6 +302,7 @@ func (r *ring) commit(newHead uint64, user *[userSize]byte) error {
 func (r *ring) checkInvariants() {
 	contract.Invariantf(r.head <= r.tail && r.tail <= r.wtail && r.wtail-r.head <= r.dataSize,
 		"ring: head %d, tail %d, write tail %d do not fit a data area of %d", r.head, r.tail, r.wtail, r.dataSize)
+	contract.Invariantf(r.tail <= r.flushed && r.flushed <= r.wtail, "ring: flushed %d outside [%d,%d]", r.flushed, r.tail, r.wtail)
 	contract.Invariantf(r.head%recAlign == 0 && r.tail%recAlign == 0 && r.wtail%recAlign == 0,
 		"ring: positions %d/%d/%d not aligned", r.head, r.tail, r.wtail)
 	contract.Invariantf(r.seq >= 1 && r.seq <= maxSeq, "ring: sequence %d out of range", r.seq)
