@@ -42,7 +42,7 @@ type ring struct {
 	// (tail <= flushed <= wtail). Records are written back at commit, each
 	// line once, however many records share it.
 	flushed uint64
-	user  [userSize]byte
+	user    [userSize]byte
 
 	// The record between begin and end.
 	recOpen bool
