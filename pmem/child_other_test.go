@@ -1,0 +1,7 @@
+//go:build !linux
+
+package pmem
+
+const childEnv = "VESTA_PMEM_CRASH_CHILD"
+
+func crashChild(string) { panic("the process-crash child runs on Linux only") }
