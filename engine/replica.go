@@ -30,15 +30,22 @@ type Status struct {
 	Err      string         `json:"error,omitempty"`
 }
 
-// call is one Propose waiting for its outcome.
+// call is one proposal waiting for its outcome: either a blocked Propose
+// (done) or a ProposeAsync callback (cb).
 type call struct {
 	cmd    []byte
 	done   chan struct{}
+	cb     func(result []byte, err error)
 	result []byte
 	err    error
 }
 
+// complete delivers the outcome; it is called exactly once per call.
 func (c *call) complete(result []byte, err error) {
+	if c.cb != nil {
+		c.cb(result, err)
+		return
+	}
 	c.result, c.err = result, err
 	close(c.done)
 }
@@ -57,6 +64,7 @@ type Replica struct {
 	// Submission queue: Propose appends, the core loop takes all at once.
 	subMu     sync.Mutex
 	subs      []*call
+	subClosed bool // set by Stop: nothing more is queued
 	subSignal chan struct{}
 
 	// Inbound message batches from the transport.
@@ -144,16 +152,8 @@ func (r *Replica) receive(batch []wire.Message) {
 // The replica keeps cmd until the call returns; the caller must not modify it.
 func (r *Replica) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
 	c := &call{cmd: cmd, done: make(chan struct{})}
-	r.subMu.Lock()
-	if len(r.subs) >= r.cfg.MaxQueued {
-		r.subMu.Unlock()
-		return nil, ErrBusy
-	}
-	r.subs = append(r.subs, c)
-	r.subMu.Unlock()
-	select {
-	case r.subSignal <- struct{}{}:
-	default:
+	if err := r.submit(c); err != nil {
+		return nil, err
 	}
 	select {
 	case <-c.done:
@@ -168,6 +168,39 @@ func (r *Replica) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
 			return nil, ErrStopped
 		}
 	}
+}
+
+// ProposeAsync submits cmd and returns at once; done is called exactly once
+// with the state machine's result or an error (the same errors as Propose).
+// done runs on one of the replica's own goroutines (usually the applier's):
+// it must return quickly and must not block or call back into the replica
+// except through ProposeAsync. The replica keeps cmd until done is called.
+// This is the path for callers that keep many commands in flight without a
+// goroutine each.
+func (r *Replica) ProposeAsync(cmd []byte, done func(result []byte, err error)) {
+	if err := r.submit(&call{cmd: cmd, cb: done}); err != nil {
+		done(nil, err)
+	}
+}
+
+// submit queues a call for the core loop.
+func (r *Replica) submit(c *call) error {
+	r.subMu.Lock()
+	if r.subClosed {
+		r.subMu.Unlock()
+		return ErrStopped
+	}
+	if len(r.subs) >= r.cfg.MaxQueued {
+		r.subMu.Unlock()
+		return ErrBusy
+	}
+	r.subs = append(r.subs, c)
+	r.subMu.Unlock()
+	select {
+	case r.subSignal <- struct{}{}:
+	default:
+	}
+	return nil
 }
 
 // Leader returns the replica this one believes leads, 0 if it knows none.
@@ -214,6 +247,7 @@ func (r *Replica) failAll(err error) {
 	r.subMu.Lock()
 	subs := r.subs
 	r.subs = nil
+	r.subClosed = true
 	r.subMu.Unlock()
 	for _, c := range subs {
 		c.complete(nil, err)

@@ -295,3 +295,38 @@ func TestBatchRoundTripAndMalformed(t *testing.T) {
 		}
 	}
 }
+
+// Many commands in flight through ProposeAsync, without a goroutine each:
+// every callback runs exactly once, results in order.
+func TestProposeAsyncCompletesEveryCommandOnce(t *testing.T) {
+	c := newTestCluster(t, 3, memLogs)
+	l := c.replicas[c.leader()]
+	const n = 5000
+	var mu sync.Mutex
+	seen := make([]int, n)
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for i := range n {
+		l.ProposeAsync(fmt.Appendf(nil, "c%d", i), func(res []byte, err error) {
+			defer wg.Done()
+			if err != nil {
+				t.Errorf("command %d: %v", i, err)
+			}
+			mu.Lock()
+			seen[i]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	for i, k := range seen {
+		if k != 1 {
+			t.Fatalf("command %d completed %d times", i, k)
+		}
+	}
+	l.Stop()
+	done := make(chan error, 1)
+	l.ProposeAsync([]byte("late"), func(_ []byte, err error) { done <- err })
+	if err := <-done; !errors.Is(err, ErrStopped) {
+		t.Fatalf("ProposeAsync after Stop: %v", err)
+	}
+}
