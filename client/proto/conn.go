@@ -1,0 +1,271 @@
+package proto
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// ErrBadPreamble means a connection did not start with Preamble.
+var ErrBadPreamble = errors.New("vesta proto: connection does not start with the vesta client preamble (wrong port or protocol?)")
+
+// ReadPreamble reads the first 8 bytes of a connection and checks them.
+func ReadPreamble(r io.Reader) error {
+	var b [len(Preamble)]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return fmt.Errorf("vesta proto: reading the preamble: %w", err)
+	}
+	if b[0] != Preamble[0] || b[1] != Preamble[1] || b[2] != Preamble[2] || b[3] != Preamble[3] ||
+		b[4] != Preamble[4] || b[5] != Preamble[5] {
+		return ErrBadPreamble
+	}
+	if b[6] != Preamble[6] || b[7] != Preamble[7] {
+		return fmt.Errorf("vesta proto: client protocol version %d.%d, this server speaks %d.%d", b[6], b[7], Preamble[6], Preamble[7])
+	}
+	return nil
+}
+
+// Reader reads frames from a stream. Frames that fit its buffer are returned
+// in place, without copying.
+type Reader struct {
+	br       *bufio.Reader
+	maxFrame int
+	discard  int    // bytes of the frame returned last, still in br
+	big      []byte // frames larger than br's buffer
+}
+
+// NewReader reads frames of at most maxFrame bytes (0: DefaultMaxFrameSize)
+// from r through a buffer of bufSize bytes (0: 64 KiB).
+func NewReader(r io.Reader, bufSize, maxFrame int) *Reader {
+	if bufSize <= 0 {
+		bufSize = 64 << 10
+	}
+	if maxFrame <= 0 {
+		maxFrame = DefaultMaxFrameSize
+	}
+	return &Reader{br: bufio.NewReaderSize(r, bufSize), maxFrame: maxFrame}
+}
+
+// Next returns the next frame's body, valid until the next call of Next. At
+// a clean end of stream between frames it returns io.EOF; a stream that ends
+// inside a frame gives io.ErrUnexpectedEOF; a frame length of zero or above
+// the maximum gives a *DecodeError (the stream cannot be resynchronized
+// after it).
+func (r *Reader) Next() ([]byte, error) {
+	if r.discard > 0 {
+		if _, err := r.br.Discard(r.discard); err != nil {
+			return nil, err // cannot happen: the bytes were buffered
+		}
+		r.discard = 0
+	}
+	hdr, err := r.br.Peek(lenSize)
+	if err != nil {
+		if errors.Is(err, io.EOF) && len(hdr) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	n := binary.LittleEndian.Uint32(hdr)
+	if n == 0 {
+		return nil, &DecodeError{"frame length", "zero"}
+	}
+	if uint64(n) > uint64(r.maxFrame) {
+		return nil, &DecodeError{"frame length", fmt.Sprintf("%d above the limit %d", n, r.maxFrame)}
+	}
+	total := lenSize + int(n)
+	if total <= r.br.Size() {
+		b, err := r.br.Peek(total)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		r.discard = total
+		return b[lenSize:], nil
+	}
+	if _, err := r.br.Discard(lenSize); err != nil {
+		return nil, err
+	}
+	if cap(r.big) < int(n) {
+		r.big = make([]byte, n)
+	}
+	body := r.big[:n]
+	if _, err := io.ReadFull(r.br, body); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return body, nil
+}
+
+// Buffered returns how many bytes past the frame returned last are already
+// buffered: while it is at least a frame's worth, Next will not block.
+func (r *Reader) Buffered() int { return r.br.Buffered() - r.discard }
+
+// HasFrame reports whether a whole frame is buffered, so that Next returns
+// it without reading from the stream.
+func (r *Reader) HasFrame() bool {
+	buffered := r.Buffered()
+	if buffered < lenSize {
+		return false
+	}
+	hdr, err := r.br.Peek(r.discard + lenSize)
+	if err != nil {
+		return false
+	}
+	n := binary.LittleEndian.Uint32(hdr[r.discard:])
+	return uint64(buffered) >= uint64(lenSize)+uint64(n)
+}
+
+// Writer gathers frames appended by many goroutines and writes everything
+// queued with one Write call per wake-up of its own goroutine: under load,
+// many frames per system call, and no goroutine per frame.
+type Writer struct {
+	w       io.Writer
+	timeout time.Duration
+	onError func(error)
+
+	mu      sync.Mutex
+	room    sync.Cond // signalled when the writer takes the buffer
+	buf     []byte    // frames queued, not yet handed to w
+	limit   int
+	err     error
+	closing bool
+
+	signal chan struct{}
+	quit   chan struct{}
+	done   chan struct{}
+}
+
+// WriterOptions configure a Writer.
+type WriterOptions struct {
+	// WriteTimeout bounds one Write when w has SetWriteDeadline (a
+	// net.Conn); 0: no bound.
+	WriteTimeout time.Duration
+	// MaxQueued bounds the bytes queued: appends wait while more are (0: 16 MiB).
+	MaxQueued int
+	// OnError is called once, from the writer's goroutine, when a Write fails.
+	OnError func(error)
+}
+
+// NewWriter starts a Writer's goroutine on w. Close stops it.
+func NewWriter(w io.Writer, opts WriterOptions) *Writer {
+	if opts.MaxQueued <= 0 {
+		opts.MaxQueued = 16 << 20
+	}
+	wr := &Writer{w: w, timeout: opts.WriteTimeout, onError: opts.OnError, limit: opts.MaxQueued,
+		signal: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	wr.room.L = &wr.mu
+	go wr.run()
+	return wr
+}
+
+// errWriterClosed is returned by appends after Close.
+var errWriterClosed = errors.New("vesta proto: writer closed")
+
+// WriteRequest queues r's frame. It fails once a Write has failed or the
+// Writer is closed.
+func (w *Writer) WriteRequest(r *Request) error {
+	return w.append(func(b []byte) []byte { return AppendRequest(b, r) })
+}
+
+// WriteResponse queues r's frame. It fails once a Write has failed or the
+// Writer is closed.
+func (w *Writer) WriteResponse(r *Response) error {
+	return w.append(func(b []byte) []byte { return AppendResponse(b, r) })
+}
+
+func (w *Writer) append(enc func([]byte) []byte) error {
+	w.mu.Lock()
+	for len(w.buf) >= w.limit && w.err == nil && !w.closing {
+		w.room.Wait()
+	}
+	if err := w.errLocked(); err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	wasEmpty := len(w.buf) == 0
+	w.buf = enc(w.buf)
+	w.mu.Unlock()
+	if wasEmpty {
+		select {
+		case w.signal <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+func (w *Writer) errLocked() error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.closing {
+		return errWriterClosed
+	}
+	return nil
+}
+
+type deadliner interface{ SetWriteDeadline(time.Time) error }
+
+func (w *Writer) run() {
+	defer close(w.done)
+	var spare []byte
+	for {
+		quitting := false
+		select {
+		case <-w.signal:
+		case <-w.quit:
+			quitting = true // flush what is queued, then stop
+		}
+		w.mu.Lock()
+		out := w.buf
+		w.buf = spare[:0]
+		w.mu.Unlock()
+		w.room.Broadcast()
+		if len(out) > 0 {
+			if d, ok := w.w.(deadliner); ok && w.timeout > 0 {
+				_ = d.SetWriteDeadline(time.Now().Add(w.timeout))
+			}
+			if _, err := w.w.Write(out); err != nil {
+				w.mu.Lock()
+				w.err = fmt.Errorf("vesta proto: write: %w", err)
+				w.buf = nil
+				w.mu.Unlock()
+				w.room.Broadcast()
+				if w.onError != nil {
+					w.onError(err)
+				}
+				return
+			}
+		}
+		if cap(out) > 4<<20 {
+			out = nil // do not keep a burst's buffer forever
+		}
+		spare = out
+		if quitting {
+			return
+		}
+	}
+}
+
+// Close flushes the frames queued so far (a Write that blocks is bounded
+// only by WriteTimeout, or by closing the stream) and stops the writer's
+// goroutine. Appends fail afterwards. Close is idempotent.
+func (w *Writer) Close() {
+	w.mu.Lock()
+	already := w.closing
+	w.closing = true
+	w.mu.Unlock()
+	w.room.Broadcast()
+	if !already {
+		close(w.quit)
+	}
+	<-w.done
+}

@@ -1,0 +1,314 @@
+package proto
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func sampleRequests() []Request {
+	return []Request{
+		{ID: 1, Op: OpGet, Key: []byte("k")},
+		{ID: 2, Client: 7, Seq: 3, Low: 2, Op: OpPut, Key: []byte("key"), Value: []byte("value")},
+		{ID: 3, Client: 7, Seq: 4, Low: 4, Op: OpCAS, Key: []byte("key"), Value: []byte("new"), Expect: []byte("old")},
+		{ID: 1<<64 - 1, Client: 1<<64 - 1, Seq: 1<<64 - 1, Low: 1, Op: OpDelete, Key: bytes.Repeat([]byte{0xff}, 300)},
+		{ID: 5, Client: 9, Op: OpOpenSession},
+		{ID: 6, Op: OpStatus},
+	}
+}
+
+func sampleResponses() []Response {
+	return []Response{
+		{ID: 1, Status: StatusOK, Found: true, Value: []byte("v")},
+		{ID: 2, Status: StatusOK, Swapped: true},
+		{ID: 3, Status: StatusNotLeader, Leader: 2, LeaderAddr: "127.0.0.1:7102"},
+		{ID: 4, Status: StatusUnavailable, Value: []byte("leadership lost")},
+		{ID: 5, Status: StatusError, Value: []byte("bad")},
+		{ID: 6, Status: StatusSessionExpired, Value: []byte("no session")},
+		{ID: 7, Status: StatusOK, Value: bytes.Repeat([]byte("x"), 100000)},
+	}
+}
+
+// norm makes empty and nil slices compare equal.
+func normReq(r Request) Request {
+	for _, p := range []*[]byte{&r.Key, &r.Value, &r.Expect} {
+		if len(*p) == 0 {
+			*p = nil
+		}
+	}
+	return r
+}
+
+func normResp(r Response) Response {
+	if len(r.Value) == 0 {
+		r.Value = nil
+	}
+	return r
+}
+
+func TestRoundTrip(t *testing.T) {
+	for _, want := range sampleRequests() {
+		frame := AppendRequest([]byte("junk"), &want)[4:]
+		if n := binary.LittleEndian.Uint32(frame); int(n) != len(frame)-4 {
+			t.Fatalf("length prefix %d, frame body %d", n, len(frame)-4)
+		}
+		got, err := DecodeRequest(frame[4:])
+		if err != nil {
+			t.Fatalf("%+v: %v", want, err)
+		}
+		if !reflect.DeepEqual(normReq(got), normReq(want)) {
+			t.Fatalf("got %+v, want %+v", got, want)
+		}
+	}
+	for _, want := range sampleResponses() {
+		frame := AppendResponse(nil, &want)
+		got, err := DecodeResponse(frame[4:])
+		if err != nil {
+			t.Fatalf("%+v: %v", want.ID, err)
+		}
+		if !reflect.DeepEqual(normResp(got), normResp(want)) {
+			t.Fatalf("got %+v, want %+v", got, want)
+		}
+	}
+}
+
+// Every strict prefix of a valid frame, and every single-byte change, must
+// decode to an error or a message, never a panic.
+func TestDecodeTruncatedAndMutated(t *testing.T) {
+	for _, r := range sampleRequests() {
+		body := AppendRequest(nil, &r)[4:]
+		for i := 0; i < len(body); i++ {
+			if _, err := DecodeRequest(body[:i]); err == nil {
+				t.Fatalf("request prefix of %d/%d bytes decoded without error", i, len(body))
+			}
+		}
+		for i := range body {
+			m := bytes.Clone(body)
+			m[i] ^= 0xa5
+			_, _ = DecodeRequest(m)
+		}
+	}
+	for _, r := range sampleResponses()[:6] { // the last one's value is large
+		body := AppendResponse(nil, &r)[4:]
+		for i := 0; i < len(body); i++ {
+			if _, err := DecodeResponse(body[:i]); err == nil {
+				t.Fatalf("response prefix of %d/%d bytes decoded without error", i, len(body))
+			}
+		}
+		for i := range body {
+			m := bytes.Clone(body)
+			m[i] ^= 0x5a
+			_, _ = DecodeResponse(m)
+		}
+	}
+}
+
+func TestDecodeErrorsNameTheField(t *testing.T) {
+	good := Request{ID: 1, Client: 2, Seq: 3, Low: 1, Op: OpPut, Key: []byte("k"), Value: []byte("v")}
+	body := AppendRequest(nil, &good)[4:]
+	cases := []struct {
+		name  string
+		edit  func([]byte) []byte
+		field string
+	}{
+		{"kind", func(b []byte) []byte { b[0] = KindResponse; return b }, "kind"},
+		{"op", func(b []byte) []byte { b[33] = 99; return b }, "op"},
+		{"flags", func(b []byte) []byte { b[34] = 1; return b }, "flags"},
+		{"trailing", func(b []byte) []byte { return append(b, 0) }, "request"},
+		{"low above seq", func(b []byte) []byte { binary.LittleEndian.PutUint64(b[25:], 9); return b }, "low"},
+		{"seq without client", func(b []byte) []byte { binary.LittleEndian.PutUint64(b[9:], 0); return b }, "seq"},
+		{"key too long", func(b []byte) []byte {
+			return binary.AppendUvarint(b[:requestFixed], MaxKeySize+1)
+		}, "key"},
+		{"key overruns", func(b []byte) []byte { b[requestFixed] = 100; return b }, "key"},
+		{"bad uvarint", func(b []byte) []byte {
+			return append(b[:requestFixed], 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+		}, "key"},
+	}
+	for _, c := range cases {
+		_, err := DecodeRequest(c.edit(bytes.Clone(body)))
+		var de *DecodeError
+		if !errors.As(err, &de) || de.Field != c.field {
+			t.Errorf("%s: got %v, want a DecodeError on %q", c.name, err, c.field)
+		}
+	}
+	resp := AppendResponse(nil, &Response{ID: 1})[4:]
+	resp[9] = 77
+	if _, err := DecodeResponse(resp); err == nil || !strings.Contains(err.Error(), "status") {
+		t.Errorf("unknown status: got %v", err)
+	}
+}
+
+func TestReader(t *testing.T) {
+	var stream []byte
+	reqs := sampleRequests()
+	for i := range reqs {
+		stream = AppendRequest(stream, &reqs[i])
+	}
+	// A small buffer forces the large-frame path for some frames.
+	r := NewReader(iotestHalfReader{bytes.NewReader(stream)}, 64, 0)
+	for i := range reqs {
+		body, err := r.Next()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		got, err := DecodeRequest(body)
+		if err != nil || !reflect.DeepEqual(normReq(got), normReq(reqs[i])) {
+			t.Fatalf("frame %d: %+v %v", i, got, err)
+		}
+	}
+	if _, err := r.Next(); err != io.EOF {
+		t.Fatalf("at end: %v, want EOF", err)
+	}
+	// Cut inside a frame.
+	r = NewReader(bytes.NewReader(stream[:len(stream)-1]), 0, 0)
+	var err error
+	for err == nil {
+		_, err = r.Next()
+	}
+	if err != io.ErrUnexpectedEOF {
+		t.Fatalf("cut stream: %v, want ErrUnexpectedEOF", err)
+	}
+	// Oversized and empty frames.
+	for _, n := range []uint32{0, 1 << 30} {
+		r = NewReader(bytes.NewReader(binary.LittleEndian.AppendUint32(nil, n)), 0, 1<<20)
+		if _, err := r.Next(); err == nil {
+			t.Fatalf("frame length %d accepted", n)
+		}
+	}
+}
+
+// iotestHalfReader returns at most half of what is asked (at least 1 byte).
+type iotestHalfReader struct{ r io.Reader }
+
+func (h iotestHalfReader) Read(p []byte) (int, error) {
+	return h.r.Read(p[:(len(p)+1)/2])
+}
+
+func TestHasFrame(t *testing.T) {
+	reqs := sampleRequests()
+	var stream []byte
+	for i := range reqs[:3] {
+		stream = AppendRequest(stream, &reqs[i])
+	}
+	r := NewReader(bytes.NewReader(stream), 0, 0)
+	if r.HasFrame() {
+		t.Fatal("HasFrame before any read")
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := r.Next(); err != nil {
+			t.Fatal(err)
+		}
+		if want := i < 2; r.HasFrame() != want {
+			t.Fatalf("after frame %d: HasFrame %v, want %v", i, !want, want)
+		}
+	}
+}
+
+func TestPreamble(t *testing.T) {
+	if err := ReadPreamble(bytes.NewReader(Preamble[:])); err != nil {
+		t.Fatal(err)
+	}
+	if err := ReadPreamble(strings.NewReader("GET / HTTP/1.1\r\n")); !errors.Is(err, ErrBadPreamble) {
+		t.Fatalf("HTTP request: %v", err)
+	}
+	p := Preamble
+	p[7] = 9
+	if err := ReadPreamble(bytes.NewReader(p[:])); err == nil || !strings.Contains(err.Error(), "version") {
+		t.Fatalf("other version: %v", err)
+	}
+}
+
+// Many goroutines write through one Writer; every frame arrives whole.
+func TestWriterConcurrent(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	w := NewWriter(a, WriterOptions{MaxQueued: 1 << 10})
+	const writers, each = 8, 200
+	var wg sync.WaitGroup
+	for g := 0; g < writers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				r := Request{ID: uint64(g*each + i), Op: OpPut, Client: 1, Seq: 1, Key: []byte("k"), Value: bytes.Repeat([]byte{byte(g)}, i)}
+				if err := w.WriteRequest(&r); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	seen := make(map[uint64]bool)
+	rd := NewReader(b, 0, 0)
+	for len(seen) < writers*each {
+		body, err := rd.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := DecodeRequest(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, i := int(r.ID)/each, int(r.ID)%each
+		if !bytes.Equal(r.Value, bytes.Repeat([]byte{byte(g)}, i)) || seen[r.ID] {
+			t.Fatalf("frame %d wrong or repeated", r.ID)
+		}
+		seen[r.ID] = true
+	}
+	wg.Wait()
+	w.Close()
+	if err := w.WriteResponse(&Response{}); err == nil {
+		t.Fatal("write after Close succeeded")
+	}
+}
+
+func TestWriterError(t *testing.T) {
+	a, b := net.Pipe()
+	b.Close()
+	errc := make(chan error, 1)
+	w := NewWriter(a, WriterOptions{OnError: func(err error) { errc <- err }})
+	defer w.Close()
+	_ = w.WriteResponse(&Response{ID: 1})
+	select {
+	case <-errc:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no write error reported")
+	}
+	if err := w.WriteResponse(&Response{ID: 2}); err == nil {
+		t.Fatal("write after a failed write succeeded")
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	for _, r := range sampleRequests() {
+		f.Add(AppendRequest(nil, &r)[4:])
+	}
+	for _, r := range sampleResponses()[:6] {
+		f.Add(AppendResponse(nil, &r)[4:])
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		// What decodes re-encodes to something that decodes the same (the
+		// bytes may differ: a uvarint may be written in more bytes than needed).
+		if r, err := DecodeRequest(b); err == nil {
+			again, err := DecodeRequest(AppendRequest(nil, &r)[4:])
+			if err != nil || !reflect.DeepEqual(normReq(again), normReq(r)) {
+				t.Fatalf("request %+v re-decodes as %+v, %v", r, again, err)
+			}
+		}
+		if r, err := DecodeResponse(b); err == nil {
+			again, err := DecodeResponse(AppendResponse(nil, &r)[4:])
+			if err != nil || !reflect.DeepEqual(normResp(again), normResp(r)) {
+				t.Fatalf("response %+v re-decodes as %+v, %v", r, again, err)
+			}
+		}
+	})
+}

@@ -1,0 +1,191 @@
+package kv
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+)
+
+// apply runs one command of ops and returns its results, copied.
+func apply(t *testing.T, s *Store, ops ...Op) []Result {
+	t.Helper()
+	results := make([][]byte, 1)
+	s.Apply([][]byte{AppendCommand(nil, ops)}, results)
+	out, err := DecodeResults(results[0], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != len(ops) {
+		t.Fatalf("%d results for %d ops: %+v", len(out), len(ops), out)
+	}
+	return out
+}
+
+func put(c, seq, low uint64, k, v string) Op {
+	return Op{Kind: Put, Client: c, Seq: seq, Low: low, Key: []byte(k), Value: []byte(v)}
+}
+
+func get(k string) Op { return Op{Kind: Get, Key: []byte(k)} }
+
+func TestCommandRoundTrip(t *testing.T) {
+	ops := []Op{put(1, 2, 1, "k", "v"), get("x"),
+		{Kind: CAS, Client: 9, Seq: 1 << 40, Low: 3, Key: []byte("a"), Value: []byte("b"), Expect: []byte("c")}}
+	cmd := AppendCommand(nil, ops)
+	got, err := DecodeCommand(cmd, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range ops {
+		if fmt.Sprint(got[i]) != fmt.Sprint(ops[i]) {
+			t.Fatalf("op %d: got %+v want %+v", i, got[i], ops[i])
+		}
+	}
+	for i := 0; i < len(cmd); i++ {
+		if _, err := DecodeCommand(cmd[:i], nil); err == nil {
+			t.Fatalf("prefix of %d bytes decoded", i)
+		}
+	}
+}
+
+func TestBasicOps(t *testing.T) {
+	s := New(Options{})
+	r := apply(t, s, get("a"))
+	if r[0].Code != CodeOK || r[0].Found {
+		t.Fatalf("get of a missing key: %+v", r[0])
+	}
+	apply(t, s, Op{Kind: OpenSession, Client: 5})
+	r = apply(t, s, put(5, 1, 1, "a", "1"), get("a"),
+		Op{Kind: CAS, Client: 5, Seq: 2, Low: 1, Key: []byte("a"), Expect: []byte("0"), Value: []byte("2")},
+		Op{Kind: CAS, Client: 5, Seq: 3, Low: 1, Key: []byte("a"), Expect: []byte("1"), Value: []byte("3")},
+		get("a"),
+		Op{Kind: Delete, Client: 5, Seq: 4, Low: 1, Key: []byte("a")},
+		Op{Kind: Delete, Client: 5, Seq: 5, Low: 1, Key: []byte("a")},
+		get("a"),
+		Op{Kind: CAS, Client: 5, Seq: 6, Low: 1, Key: []byte("b"), Expect: nil, Value: []byte("x")},
+	)
+	want := []Result{
+		{Code: CodeOK}, {Code: CodeOK, Found: true, Value: []byte("1")},
+		{Code: CodeOK}, {Code: CodeOK, Swapped: true}, {Code: CodeOK, Found: true, Value: []byte("3")},
+		{Code: CodeOK, Found: true}, {Code: CodeOK}, {Code: CodeOK},
+		{Code: CodeOK, Swapped: true}, // a missing key's value is empty
+	}
+	for i := range want {
+		if r[i].Code != want[i].Code || r[i].Found != want[i].Found || r[i].Swapped != want[i].Swapped || !bytes.Equal(r[i].Value, want[i].Value) {
+			t.Errorf("op %d: got %+v want %+v", i, r[i], want[i])
+		}
+	}
+	if s.Keys() != 1 || s.Sessions() != 1 {
+		t.Fatalf("keys %d sessions %d", s.Keys(), s.Sessions())
+	}
+}
+
+// A pipelined client's writes apply out of order and are retried; each
+// applies once and every retry gets the first result.
+func TestExactlyOnceWithPipelining(t *testing.T) {
+	s := New(Options{})
+	apply(t, s, Op{Kind: OpenSession, Client: 1})
+	// Writes 1..3 in flight; 3 and 2 apply first.
+	apply(t, s, Op{Kind: CAS, Client: 1, Seq: 3, Low: 1, Key: []byte("c"), Expect: nil, Value: []byte("x")})
+	apply(t, s, put(1, 2, 1, "k", "two"))
+	apply(t, s, put(1, 1, 1, "k", "one"))
+	// Another client overwrites k, then write 2 is retried: it must not apply again.
+	apply(t, s, put(0, 0, 0, "k", "other"))
+	r := apply(t, s, put(1, 2, 1, "k", "two"),
+		Op{Kind: CAS, Client: 1, Seq: 3, Low: 1, Key: []byte("c"), Expect: nil, Value: []byte("x")}, get("k"))
+	if r[0].Code != CodeOK || !r[1].Swapped || string(r[2].Value) != "other" {
+		t.Fatalf("retries re-applied or lost their results: %+v", r)
+	}
+	// The client saw 1..3 acknowledged: low moves to 4 with write 4.
+	apply(t, s, put(1, 4, 4, "k", "four"))
+	if n := len(s.sessions[1].results); n != 1 {
+		t.Fatalf("session keeps %d results after the low mark moved, want 1", n)
+	}
+	// A late duplicate of write 2 is refused, not applied.
+	r = apply(t, s, put(1, 2, 1, "k", "two"), get("k"))
+	if r[0].Code != CodeStale || string(r[1].Value) != "four" {
+		t.Fatalf("late duplicate: %+v", r)
+	}
+}
+
+func TestSessionExpiryAndEviction(t *testing.T) {
+	s := New(Options{MaxSessions: 2})
+	r := apply(t, s, put(7, 1, 1, "k", "v"), get("k"))
+	if r[0].Code != CodeSessionExpired || r[1].Found {
+		t.Fatalf("write without an open session: %+v", r)
+	}
+	apply(t, s, Op{Kind: OpenSession, Client: 1}, Op{Kind: OpenSession, Client: 2})
+	apply(t, s, put(1, 1, 1, "a", "1"))           // 1 is now the most recent
+	apply(t, s, Op{Kind: OpenSession, Client: 3}) // evicts 2
+	if s.Evicted() != 1 {
+		t.Fatalf("evicted %d", s.Evicted())
+	}
+	r = apply(t, s, put(2, 1, 1, "b", "1"), put(1, 2, 1, "a", "2"), Op{Kind: OpenSession, Client: 1})
+	if r[0].Code != CodeSessionExpired || r[1].Code != CodeOK || r[2].Code != CodeOK {
+		t.Fatalf("after eviction: %+v", r)
+	}
+	// Reopening an open session keeps its results.
+	r = apply(t, s, put(1, 2, 1, "a", "again"), get("a"))
+	if string(r[1].Value) != "2" {
+		t.Fatalf("reopen reset the session: %+v", r)
+	}
+}
+
+func TestSessionResultLimit(t *testing.T) {
+	s := New(Options{MaxSessionResults: 3})
+	apply(t, s, Op{Kind: OpenSession, Client: 1})
+	r := apply(t, s, put(1, 1, 1, "a", "1"), put(1, 2, 1, "a", "2"), put(1, 3, 1, "a", "3"), put(1, 4, 1, "a", "4"), get("a"))
+	if r[3].Code != CodeInvalid || string(r[4].Value) != "3" {
+		t.Fatalf("over the limit: %+v", r)
+	}
+	r = apply(t, s, put(1, 4, 2, "a", "4"), get("a"))
+	if r[0].Code != CodeOK || string(r[1].Value) != "4" {
+		t.Fatalf("after acknowledging: %+v", r)
+	}
+}
+
+func TestMalformedCommands(t *testing.T) {
+	s := New(Options{})
+	results := make([][]byte, 4)
+	good := AppendCommand(nil, []Op{get("k")})
+	s.Apply([][]byte{nil, {9}, good[:len(good)-1], AppendCommand(nil, []Op{{Kind: 77}})}, results)
+	for i, res := range results {
+		r, err := DecodeResults(res, nil)
+		if err != nil || len(r) != 1 || r[0].Code != CodeInvalid || len(r[0].Value) == 0 {
+			t.Errorf("command %d: %+v %v", i, r, err)
+		}
+	}
+	if _, err := DecodeResults([]byte{0}, nil); err == nil {
+		t.Error("truncated result decoded")
+	}
+}
+
+// Two stores fed the same random commands end identical (determinism), and
+// random bytes never panic.
+func TestDeterministic(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	a, b := New(Options{MaxSessions: 4, MaxSessionResults: 8}), New(Options{MaxSessions: 4, MaxSessionResults: 8})
+	for i := 0; i < 3000; i++ {
+		var ops []Op
+		for j := rng.IntN(4) + 1; j > 0; j-- {
+			c := rng.Uint64N(6)
+			seq := rng.Uint64N(20)
+			ops = append(ops, Op{Kind: Kind(rng.IntN(6)), Client: c, Seq: seq, Low: rng.Uint64N(seq + 1),
+				Key: []byte{byte('a' + rng.IntN(3))}, Value: []byte{byte(rng.IntN(3))}, Expect: []byte{byte(rng.IntN(3))}})
+		}
+		cmd := AppendCommand(nil, ops)
+		if rng.IntN(20) == 0 {
+			cmd[rng.IntN(len(cmd))] ^= byte(rng.IntN(255) + 1)
+		}
+		ra, rb := make([][]byte, 1), make([][]byte, 1)
+		a.Apply([][]byte{cmd}, ra)
+		b.Apply([][]byte{bytes.Clone(cmd)}, rb)
+		if !bytes.Equal(ra[0], rb[0]) {
+			t.Fatalf("command %d: results differ", i)
+		}
+	}
+	if !reflect.DeepEqual(a.data, b.data) || len(a.sessions) != len(b.sessions) {
+		t.Fatal("stores differ")
+	}
+}
