@@ -36,6 +36,12 @@ import (
 //     unacknowledged or damaged returned as valid;
 //   - for a sample of images, the recovered log accepts an append and a sync,
 //     and recovers again to the state plus that append.
+//
+// The model treats each aligned 8-byte word as failure-atomic. The log relies
+// on that for exactly one word, the flip word, which it writes with a single
+// atomic 8-byte store; every other byte it writes is covered by a checksum or
+// not read until a later fence has made it durable, so finer tearing inside a
+// word could not change the outcome.
 
 // model is the driver's account of what the log holds.
 type model struct {
