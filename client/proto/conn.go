@@ -171,17 +171,14 @@ var errWriterClosed = errors.New("vesta proto: writer closed")
 
 // WriteRequest queues r's frame. It fails once a Write has failed or the
 // Writer is closed.
-func (w *Writer) WriteRequest(r *Request) error {
-	return w.append(func(b []byte) []byte { return AppendRequest(b, r) })
-}
+func (w *Writer) WriteRequest(r *Request) error { return w.append(r, nil) }
 
 // WriteResponse queues r's frame. It fails once a Write has failed or the
 // Writer is closed.
-func (w *Writer) WriteResponse(r *Response) error {
-	return w.append(func(b []byte) []byte { return AppendResponse(b, r) })
-}
+func (w *Writer) WriteResponse(r *Response) error { return w.append(nil, r) }
 
-func (w *Writer) append(enc func([]byte) []byte) error {
+// append queues the frame of req, or else of resp.
+func (w *Writer) append(req *Request, resp *Response) error {
 	w.mu.Lock()
 	for len(w.buf) >= w.limit && w.err == nil && !w.closing {
 		w.room.Wait()
@@ -191,7 +188,11 @@ func (w *Writer) append(enc func([]byte) []byte) error {
 		return err
 	}
 	wasEmpty := len(w.buf) == 0
-	w.buf = enc(w.buf)
+	if req != nil {
+		w.buf = AppendRequest(w.buf, req)
+	} else {
+		w.buf = AppendResponse(w.buf, resp)
+	}
 	w.mu.Unlock()
 	if wasEmpty {
 		select {

@@ -1,0 +1,197 @@
+package client
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/vestalabs/vesta/client/proto"
+	"github.com/vestalabs/vesta/tools/vestad/kv"
+)
+
+// fakeCluster is a stand-in for a vestad cluster: servers that speak the
+// client protocol, one of which "leads" and applies requests to a shared
+// kv.Store, the others answering not-leader with a hint. Faults: a request
+// applied but its response lost (the connection closed instead), a request
+// answered unavailable without applying, a server that never answers.
+type fakeCluster struct {
+	t       *testing.T
+	servers []*fakeServer
+
+	mu          sync.Mutex
+	store       *kv.Store
+	leader      int     // index into servers; -1: none
+	loseReply   float64 // probability that a write applies and its reply is lost
+	unavailable float64 // probability of answering unavailable without applying
+	hang        bool    // the leader reads requests and never answers
+	rng         *rand.Rand
+	applied     map[[2]uint64]int // (client, seq) -> times it reached the store
+
+	conns atomic.Int64 // connections accepted
+}
+
+type fakeServer struct {
+	c    *fakeCluster
+	idx  int
+	ln   net.Listener
+	addr string
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	live map[net.Conn]bool
+}
+
+func newFakeCluster(t *testing.T, n int, opts kv.Options) *fakeCluster {
+	c := &fakeCluster{t: t, store: kv.New(opts), rng: rand.New(rand.NewPCG(1, 2)), applied: map[[2]uint64]int{}}
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := &fakeServer{c: c, idx: i, ln: ln, addr: ln.Addr().String(), live: map[net.Conn]bool{}}
+		c.servers = append(c.servers, s)
+		s.wg.Add(1)
+		go s.acceptLoop()
+	}
+	c.leader = n - 1 // not the first address: clients must follow a redirect
+	t.Cleanup(c.close)
+	return c
+}
+
+func (c *fakeCluster) addrs() []string {
+	var out []string
+	for _, s := range c.servers {
+		out = append(out, s.addr)
+	}
+	return out
+}
+
+func (c *fakeCluster) close() {
+	for _, s := range c.servers {
+		s.ln.Close()
+		s.mu.Lock()
+		for nc := range s.live {
+			nc.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	}
+}
+
+func (c *fakeCluster) setLeader(i int) {
+	c.mu.Lock()
+	c.leader = i
+	c.mu.Unlock()
+}
+
+func (s *fakeServer) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		s.c.conns.Add(1)
+		s.mu.Lock()
+		s.live[nc] = true
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go s.serve(nc)
+	}
+}
+
+func (s *fakeServer) serve(nc net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		nc.Close()
+		s.mu.Lock()
+		delete(s.live, nc)
+		s.mu.Unlock()
+	}()
+	if err := proto.ReadPreamble(nc); err != nil {
+		return
+	}
+	w := proto.NewWriter(nc, proto.WriterOptions{})
+	defer w.Close()
+	rd := proto.NewReader(nc, 0, 0)
+	for {
+		body, err := rd.Next()
+		if err != nil {
+			return
+		}
+		req, err := proto.DecodeRequest(body)
+		if err != nil {
+			s.c.t.Errorf("fake server: %v", err)
+			return
+		}
+		resp, ok := s.handle(&req)
+		if !ok {
+			return // lose the reply: close the connection
+		}
+		if resp == nil {
+			continue // hang
+		}
+		if w.WriteResponse(resp) != nil {
+			return
+		}
+	}
+}
+
+// handle answers one request; ok false means drop the connection instead.
+func (s *fakeServer) handle(req *proto.Request) (resp *proto.Response, ok bool) {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	resp = &proto.Response{ID: req.ID}
+	if req.Op == proto.OpStatus {
+		st := ServerStatus{ID: uint32(s.idx + 1), Role: "follower", Leader: uint32(c.leader + 1)}
+		if c.leader == s.idx {
+			st.Role = "leader"
+		}
+		resp.Value, _ = json.Marshal(st)
+		return resp, true
+	}
+	if c.leader != s.idx {
+		resp.Status = proto.StatusNotLeader
+		if c.leader >= 0 {
+			resp.Leader = uint32(c.leader + 1)
+			resp.LeaderAddr = c.servers[c.leader].addr
+		}
+		return resp, true
+	}
+	if c.hang {
+		return nil, true
+	}
+	if c.rng.Float64() < c.unavailable {
+		resp.Status = proto.StatusUnavailable
+		resp.Value = []byte("fake: try again")
+		return resp, true
+	}
+	op := kv.Op{Kind: kv.Kind(req.Op), Client: req.Client, Seq: req.Seq, Low: req.Low, Key: req.Key, Value: req.Value, Expect: req.Expect}
+	if req.Op.IsWrite() {
+		c.applied[[2]uint64{req.Client, req.Seq}]++
+	}
+	results := make([][]byte, 1)
+	c.store.Apply([][]byte{kv.AppendCommand(nil, []kv.Op{op})}, results)
+	rs, err := kv.DecodeResults(results[0], nil)
+	if err != nil || len(rs) != 1 {
+		c.t.Errorf("fake server: results %v %v", rs, err)
+		return nil, false
+	}
+	r := rs[0]
+	switch r.Code {
+	case kv.CodeOK:
+		resp.Found, resp.Swapped, resp.Value = r.Found, r.Swapped, r.Value
+	case kv.CodeSessionExpired:
+		resp.Status = proto.StatusSessionExpired
+	default:
+		resp.Status = proto.StatusError
+		resp.Value = []byte(r.Code.String() + ": " + string(r.Value))
+	}
+	if req.Op.IsWrite() && c.rng.Float64() < c.loseReply {
+		return nil, false
+	}
+	return resp, true
+}
