@@ -1,0 +1,120 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vestalabs/vesta/bench"
+	"github.com/vestalabs/vesta/engine"
+	"github.com/vestalabs/vesta/engine/storage"
+	"github.com/vestalabs/vesta/engine/transport"
+	"github.com/vestalabs/vesta/engine/wire"
+	"github.com/vestalabs/vesta/pmem"
+	"github.com/vestalabs/vesta/tools/vestad/kv"
+)
+
+// inprocCluster runs every replica in this process over the in-memory
+// transport, each with vestad's key-value state machine, and submits
+// commands straight to the leader with ProposeAsync.
+type inprocCluster struct {
+	replicas []*engine.Replica
+	leader   atomic.Pointer[engine.Replica]
+	bufs     sync.Pool
+}
+
+func startInproc(o *options) (*inprocCluster, error) {
+	net := transport.NewNetwork()
+	var members []wire.ReplicaID
+	for i := 1; i <= o.replicas; i++ {
+		members = append(members, wire.ReplicaID(i))
+	}
+	c := &inprocCluster{}
+	c.bufs.New = func() any { b := make([]byte, 0, 64+o.size); return &b }
+	for _, id := range members {
+		log, err := openLog(o, id)
+		if err != nil {
+			c.stop()
+			return nil, err
+		}
+		r, err := engine.Start(engine.Config{
+			ID: id, Members: members, Log: log,
+			Transport: func(h transport.Handler) (transport.Transport, error) {
+				return net.Join(id, h, transport.MemConfig{QueueLen: 1 << 16})
+			},
+			Window: o.window, MaxBatchCommands: o.maxBatch, MaxBatchBytes: o.maxBatchBytes,
+			TickInterval: 5 * time.Millisecond, ElectionTicks: 20, HeartbeatTicks: 3,
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		}, kv.New(kv.Options{}))
+		if err != nil {
+			c.stop()
+			return nil, err
+		}
+		c.replicas = append(c.replicas, r)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for c.findLeader() == nil {
+		if time.Now().After(deadline) {
+			c.stop()
+			return nil, errors.New("no leader elected within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return c, nil
+}
+
+// openLog opens replica id's log as -log asks.
+func openLog(o *options, id wire.ReplicaID) (storage.Log, error) {
+	dir := filepath.Join(o.dataDir, fmt.Sprintf("r%d", id))
+	switch o.log {
+	case "mem":
+		return storage.NewMemLog(), nil
+	case "wal":
+		return storage.OpenWAL(dir, storage.WALOptions{})
+	case "pmem":
+		if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
+			return nil, err
+		}
+		return pmem.Open(dir+".pmem", pmem.Options{Size: 256 << 20})
+	}
+	return nil, fmt.Errorf("-log %q: want mem, wal or pmem", o.log)
+}
+
+func (c *inprocCluster) findLeader() *engine.Replica {
+	for _, r := range c.replicas {
+		if r.Status().Role == "leader" {
+			c.leader.Store(r)
+			return r
+		}
+	}
+	return nil
+}
+
+// Submit implements bench.Target.
+func (c *inprocCluster) Submit(op bench.Op, done func(error)) {
+	bp := c.bufs.Get().(*[]byte)
+	kop := kv.Op{Kind: kv.Get, Key: op.Key}
+	if op.Write {
+		kop = kv.Op{Kind: kv.Put, Key: op.Key, Value: op.Value}
+	}
+	*bp = kv.AppendCommand((*bp)[:0], []kv.Op{kop})
+	l := c.leader.Load()
+	l.ProposeAsync(*bp, func(_ []byte, err error) {
+		c.bufs.Put(bp)
+		if errors.Is(err, engine.ErrNotLeader) || errors.Is(err, engine.ErrOutcomeUnknown) {
+			c.findLeader()
+		}
+		done(err)
+	})
+}
+
+func (c *inprocCluster) stop() {
+	for _, r := range c.replicas {
+		r.Stop()
+	}
+}

@@ -1,0 +1,168 @@
+// Command vesta-bench measures a Vesta cluster under load and reports every
+// figure next to the conditions it was measured in.
+//
+// By default it starts 3 vestad replicas as separate processes on 127.0.0.1
+// and drives them through the client library from this process; -inproc runs
+// all replicas inside this process over the in-memory transport and submits
+// straight to the leader.
+//
+//	go run ./tools/vesta-bench [-inproc] [-duration 20s] [-clients 4 -inflight 256 | -rate 100000]
+//	    [-size 64] [-reads 0] [-keys 100000] [-zipf 0] [-log mem|wal|pmem] [-data DIR]
+//	    [-json FILE] [-plot FILE.png]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/vestalabs/vesta/bench"
+	"github.com/vestalabs/vesta/internal/contract"
+)
+
+type options struct {
+	inproc        bool
+	replicas      int
+	clients       int
+	inflight      int
+	rate          float64
+	size          int
+	reads         float64
+	keys          int
+	zipf          float64
+	duration      time.Duration
+	warmup        time.Duration
+	log           string
+	dataDir       string
+	transport     string
+	window        int
+	maxBatch      int
+	maxBatchBytes int
+	jsonPath      string
+	plotPath      string
+	vestad        string
+}
+
+func main() {
+	var o options
+	flag.BoolVar(&o.inproc, "inproc", false, "run every replica in this process over the in-memory transport")
+	flag.IntVar(&o.replicas, "replicas", 3, "replicas in the cluster")
+	flag.IntVar(&o.clients, "clients", 4, "closed loop: clients")
+	flag.IntVar(&o.inflight, "inflight", 256, "closed loop: operations each client keeps in flight")
+	flag.Float64Var(&o.rate, "rate", 0, "open loop: operations per second (latency from intended send time); 0 = closed loop")
+	flag.IntVar(&o.size, "size", 64, "value size in bytes")
+	flag.Float64Var(&o.reads, "reads", 0, "fraction of operations that are reads (0..1)")
+	flag.IntVar(&o.keys, "keys", 100000, "distinct keys")
+	flag.Float64Var(&o.zipf, "zipf", 0, "key skew: 0 uniform, else a Zipf exponent > 1")
+	flag.DurationVar(&o.duration, "duration", 20*time.Second, "measured duration")
+	flag.DurationVar(&o.warmup, "warmup", 3*time.Second, "warm-up before measuring")
+	flag.StringVar(&o.log, "log", "mem", "replica log: mem (no durability), wal (file WAL, real fdatasync) or pmem (persistent-memory log)")
+	flag.StringVar(&o.dataDir, "data", "", "directory for the replicas' logs (default: a temporary directory, removed afterwards)")
+	flag.StringVar(&o.transport, "transport", "tcp", "replica transport: tcp (the only one so far; -inproc uses the in-memory transport)")
+	flag.IntVar(&o.window, "window", 256, "leader's pipeline window W, in slots")
+	flag.IntVar(&o.maxBatch, "max-batch", 1024, "most commands per proposed batch")
+	flag.IntVar(&o.maxBatchBytes, "max-batch-bytes", 1<<20, "most bytes per proposed batch")
+	flag.StringVar(&o.jsonPath, "json", "", "write the result as JSON to this file")
+	flag.StringVar(&o.plotPath, "plot", "", "draw throughput over time and the latency distribution into this PNG")
+	flag.StringVar(&o.vestad, "vestad", "", "vestad binary (default: built from this module into a temporary directory)")
+	flag.Parse()
+	if err := run(&o); err != nil {
+		fmt.Fprintln(os.Stderr, "vesta-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func (o *options) check() error {
+	switch {
+	case o.replicas < 1:
+		return fmt.Errorf("-replicas %d: need at least 1", o.replicas)
+	case o.log != "mem" && o.log != "wal" && o.log != "pmem":
+		return fmt.Errorf("-log %q: want mem, wal or pmem", o.log)
+	case o.transport != "tcp":
+		return fmt.Errorf("-transport %q: only tcp exists so far", o.transport)
+	case o.window < 1 || o.maxBatch < 1 || o.maxBatchBytes < 1:
+		return fmt.Errorf("-window, -max-batch and -max-batch-bytes must be at least 1")
+	}
+	return nil
+}
+
+func run(o *options) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	w := bench.Workload{Clients: o.clients, Inflight: o.inflight, Rate: o.rate, Size: o.size, ReadRatio: o.reads,
+		Keys: o.keys, Zipf: o.zipf, Duration: o.duration, Warmup: o.warmup, Seed: uint64(time.Now().UnixNano())}
+	if err := w.Validate(); err != nil {
+		return err
+	}
+	if o.dataDir == "" {
+		dir, err := os.MkdirTemp("", "vesta-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		o.dataDir = dir
+	}
+	cond := bench.MachineConditions()
+	cond.Replicas, cond.Log, cond.Clients, cond.Inflight, cond.Rate = o.replicas, o.log, o.clients, o.inflight, o.rate
+	cond.Size, cond.ReadRatio, cond.Keys, cond.Zipf = o.size, o.reads, o.keys, o.zipf
+	cond.Duration, cond.Warmup = o.duration.String(), o.warmup.String()
+	cond.Window, cond.MaxBatchCommands, cond.MaxBatchBytes = o.window, o.maxBatch, o.maxBatchBytes
+	cond.Contracts = contract.Enabled
+	if o.log == "mem" {
+		cond.Notes = "log mem: nothing is persisted (no durability)"
+	}
+
+	var target bench.Target
+	if o.inproc {
+		cond.Mode, cond.Transport = "inproc (one process)", "in-memory"
+		fmt.Fprintf(os.Stderr, "starting %d replicas in this process (log %s)...\n", o.replicas, o.log)
+		c, err := startInproc(o)
+		if err != nil {
+			return err
+		}
+		defer c.stop()
+		target = c
+	} else {
+		cond.Mode, cond.Transport = "processes on 127.0.0.1, client in the bench process", "tcp"
+		c, err := startProcesses(o)
+		if err != nil {
+			return err
+		}
+		defer c.stop()
+		target = c
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer cancel()
+	fmt.Fprintf(os.Stderr, "running: %s warm-up, then %s measured\n", o.warmup, o.duration)
+	res, err := bench.Run(ctx, target, w, os.Stderr)
+	if err != nil {
+		return err
+	}
+	rep := bench.NewReport(res, cond)
+	if err := rep.WriteTable(os.Stdout); err != nil {
+		return err
+	}
+	if o.jsonPath != "" {
+		f, err := os.Create(o.jsonPath)
+		if err != nil {
+			return err
+		}
+		if err := rep.WriteJSON(f); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	if o.plotPath != "" {
+		if err := bench.WritePlot(o.plotPath, rep, res.Latency); err != nil {
+			return err
+		}
+	}
+	return nil
+}

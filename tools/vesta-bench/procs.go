@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vestalabs/vesta/bench"
+	"github.com/vestalabs/vesta/client"
+)
+
+// procCluster is vestad replicas running as separate processes on
+// 127.0.0.1, driven through the client library.
+type procCluster struct {
+	cmds    []*exec.Cmd
+	clients []*client.Client
+	next    int
+	mu      sync.Mutex
+}
+
+func freePorts(n int) ([]string, error) {
+	var addrs []string
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs, nil
+}
+
+func buildVestad(dir string) (string, error) {
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		return "", fmt.Errorf("finding the module to build vestad (or pass -vestad): %w", err)
+	}
+	bin := filepath.Join(dir, "vestad")
+	build := exec.Command("go", "build", "-o", bin, "./tools/vestad")
+	build.Dir = strings.TrimSpace(string(out))
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return "", fmt.Errorf("building vestad: %w", err)
+	}
+	return bin, nil
+}
+
+func startProcesses(o *options) (*procCluster, error) {
+	bin := o.vestad
+	if bin == "" {
+		fmt.Fprintln(os.Stderr, "building vestad...")
+		var err error
+		if bin, err = buildVestad(o.dataDir); err != nil {
+			return nil, err
+		}
+	}
+	peerAddrs, err := freePorts(o.replicas)
+	if err != nil {
+		return nil, err
+	}
+	clientAddrs, err := freePorts(o.replicas)
+	if err != nil {
+		return nil, err
+	}
+	var peers, clients []string
+	for i := range o.replicas {
+		peers = append(peers, fmt.Sprintf("%d=%s", i+1, peerAddrs[i]))
+		clients = append(clients, fmt.Sprintf("%d=%s", i+1, clientAddrs[i]))
+	}
+	c := &procCluster{}
+	for i := range o.replicas {
+		args := []string{
+			"-id", fmt.Sprint(i + 1), "-peers", strings.Join(peers, ","), "-clients", strings.Join(clients, ","),
+			"-client-addr", clientAddrs[i],
+			"-window", fmt.Sprint(o.window), "-max-batch", fmt.Sprint(o.maxBatch), "-max-batch-bytes", fmt.Sprint(o.maxBatchBytes),
+		}
+		switch o.log {
+		case "mem":
+			args = append(args, "-log", "mem")
+		case "wal":
+			args = append(args, "-data", filepath.Join(o.dataDir, fmt.Sprintf("r%d", i+1)))
+		case "pmem":
+			args = append(args, "-log", "pmem:"+filepath.Join(o.dataDir, fmt.Sprintf("r%d.pmem", i+1)))
+		}
+		logf, err := os.Create(filepath.Join(o.dataDir, fmt.Sprintf("vestad-%d.log", i+1)))
+		if err != nil {
+			c.stop()
+			return nil, err
+		}
+		cmd := exec.Command(bin, args...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			c.stop()
+			return nil, fmt.Errorf("starting vestad %d: %w", i+1, err)
+		}
+		c.cmds = append(c.cmds, cmd)
+	}
+	fmt.Fprintf(os.Stderr, "started %d vestad processes (logs in %s); waiting for a leader...\n", o.replicas, o.dataDir)
+	for range max(o.clients, 1) {
+		cl, err := client.New(clientAddrs, client.Options{})
+		if err != nil {
+			c.stop()
+			return nil, err
+		}
+		c.clients = append(c.clients, cl)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		err := c.clients[0].Put(ctx, []byte("vesta-bench-probe"), []byte("1"))
+		cancel()
+		if err == nil {
+			return c, nil
+		}
+		if time.Now().After(deadline) {
+			c.stop()
+			return nil, fmt.Errorf("cluster not serving within 20s: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Submit implements bench.Target. The client library is synchronous and
+// pipelines concurrent calls over one connection; each operation gets a
+// goroutine, spread over the clients.
+func (c *procCluster) Submit(op bench.Op, done func(error)) {
+	c.mu.Lock()
+	cl := c.clients[c.next%len(c.clients)]
+	c.next++
+	c.mu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var err error
+		if op.Write {
+			err = cl.Put(ctx, op.Key, op.Value)
+		} else {
+			_, _, err = cl.Get(ctx, op.Key)
+		}
+		done(err)
+	}()
+}
+
+func (c *procCluster) stop() {
+	for _, cl := range c.clients {
+		cl.Close()
+	}
+	var errs []error
+	for _, cmd := range c.cmds {
+		cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, cmd := range c.cmds {
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			errs = append(errs, <-done)
+		}
+	}
+	_ = errors.Join(errs...)
+}
