@@ -6,6 +6,9 @@ package pmem
 type recorder struct {
 	events []event
 	arena  []byte // the stored bytes, events point into it
+	// onFence, if set, is called after each fence is recorded (SimDevice
+	// uses it to make the stores so far durable and drop them).
+	onFence func(*recorder)
 }
 
 type eventKind uint8
@@ -33,7 +36,12 @@ func (r *recorder) flush(off, n int) {
 	r.events = append(r.events, event{kind: evFlush, off: off, n: n})
 }
 
-func (r *recorder) fence() { r.events = append(r.events, event{kind: evFence}) }
+func (r *recorder) fence() {
+	r.events = append(r.events, event{kind: evFence})
+	if r.onFence != nil {
+		r.onFence(r)
+	}
+}
 
 func (r *recorder) mark(v int) { r.events = append(r.events, event{kind: evMark, off: v}) }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/anishathalye/porcupine"
 	"github.com/vestalabs/vesta/engine/paxos"
 	"github.com/vestalabs/vesta/engine/wire"
+	"github.com/vestalabs/vesta/pmem"
 )
 
 // tick is the nominal length of one tick in simulated time units.
@@ -66,11 +67,15 @@ type replica struct {
 	syncing int
 	kv      *kvStore
 	applied wire.Slot
+	dev     *pmem.SimDevice // PmemLog: the replica's persistent memory
+	plog    *pmem.Log       // PmemLog: the log open on it
 	queue   []command
 	waiting map[cmdID]int // commands submitted here: client index
 }
 
-// disk is what survives a crash: the last hard state and the latest entry per slot.
+// disk is what survives a crash: the last hard state and the latest entry
+// per slot. With PmemLog it is the model of what the pmem log must recover
+// at least: everything synced.
 type disk struct {
 	hs      paxos.HardState
 	entries []wire.Entry // indexed by slot; zero Ballot means absent
@@ -197,10 +202,17 @@ func (c *cluster) start(r *replica) {
 		Window: c.opts.Window, MaxPending: 64, MaxCatchUpEntries: 32, Seed: c.rng.Uint64(),
 	}
 	var p paxos.Persisted
-	p.HardState = r.disk.hs
-	for _, e := range r.disk.entries {
-		if !e.Ballot.IsZero() {
-			p.Entries = append(p.Entries, e)
+	if c.opts.PmemLog {
+		var ok bool
+		if p, ok = c.recoverPmem(r); !ok {
+			return
+		}
+	} else {
+		p.HardState = r.disk.hs
+		for _, e := range r.disk.entries {
+			if !e.Ballot.IsZero() {
+				p.Entries = append(p.Entries, e)
+			}
 		}
 	}
 	n, err := paxos.New(cfg, p)
@@ -254,6 +266,12 @@ func (c *cluster) handle(e *event) {
 		r := c.replicas[e.node]
 		if !r.up || r.gen != e.gen || r.syncing == 0 {
 			return
+		}
+		if r.plog != nil {
+			if err := r.plog.Sync(); err != nil {
+				c.check.fail("log", "replica %d: pmem sync: %v", r.id, err)
+				return
+			}
 		}
 		for _, rd := range r.pending[:r.syncing] {
 			c.persist(r, rd, len(rd.Entries)+1)
@@ -335,11 +353,24 @@ func (c *cluster) completeDurable(r *replica, k int) {
 }
 
 // startSync begins one sync covering every pending Ready, unless one runs.
+// On a pmem log the Readys are appended now (stores only); the sync's
+// completion fences them.
 func (c *cluster) startSync(r *replica) {
 	if r.syncing > 0 || len(r.pending) == 0 {
 		return
 	}
 	r.syncing = len(r.pending)
+	if r.plog != nil {
+		for _, rd := range r.pending {
+			if len(rd.Entries) == 0 && !rd.SaveHardState {
+				continue
+			}
+			if err := r.plog.Append(rd.Entries, rd.HardState, rd.SaveHardState); err != nil {
+				c.check.fail("log", "replica %d: pmem append: %v", r.id, err)
+				return
+			}
+		}
+	}
 	c.schedule(c.now+c.between(10, 400), &event{kind: evPersisted, node: r.idx, gen: r.gen})
 }
 
@@ -359,6 +390,59 @@ func (c *cluster) persist(r *replica, rd *paxos.Ready, k int) {
 	if k > len(rd.Entries) && rd.SaveHardState {
 		r.disk.hs = rd.HardState
 	}
+}
+
+// recoverPmem opens the replica's pmem log (creating its device on first
+// start), checks that it recovered everything synced, and records what it
+// recovered as durable.
+func (c *cluster) recoverPmem(r *replica) (paxos.Persisted, bool) {
+	if r.dev == nil {
+		dev, err := pmem.NewSimDevice(16 << 20)
+		if err != nil {
+			c.check.fail("log", "replica %d: %v", r.id, err)
+			return paxos.Persisted{}, false
+		}
+		r.dev = dev
+	}
+	l, err := r.dev.Open()
+	if err != nil {
+		c.check.fail("log", "replica %d: pmem recovery failed: %v", r.id, err)
+		return paxos.Persisted{}, false
+	}
+	p, err := l.Load()
+	if err != nil {
+		c.check.fail("log", "replica %d: pmem load failed: %v", r.id, err)
+		return paxos.Persisted{}, false
+	}
+	got := map[wire.Slot]wire.Entry{}
+	for _, e := range p.Entries {
+		got[e.Slot] = e
+	}
+	for _, want := range r.disk.entries {
+		if want.Ballot.IsZero() {
+			continue
+		}
+		e, ok := got[want.Slot]
+		if !ok || (e.Ballot != wire.BallotChosen && e.Ballot.Less(want.Ballot) && want.Ballot != wire.BallotChosen) {
+			c.check.fail("log", "replica %d: pmem recovery lost synced entry %+v (recovered %+v)", r.id, want, e)
+			return paxos.Persisted{}, false
+		}
+	}
+	if p.HardState.Promised.Less(r.disk.hs.Promised) || p.HardState.Commit < r.disk.hs.Commit {
+		c.check.fail("log", "replica %d: pmem recovered hard state %+v, synced %+v", r.id, p.HardState, r.disk.hs)
+		return paxos.Persisted{}, false
+	}
+	// What was recovered is durable now, partial syncs included.
+	for _, e := range p.Entries {
+		c.check.durable(r.idx, e)
+		for wire.Slot(len(r.disk.entries)) <= e.Slot {
+			r.disk.entries = append(r.disk.entries, wire.Entry{})
+		}
+		r.disk.entries[e.Slot] = e
+	}
+	r.disk.hs = p.HardState
+	r.plog = l
+	return p, true
 }
 
 func (c *cluster) apply(r *replica, entries []wire.Entry) {
@@ -461,7 +545,13 @@ func (c *cluster) crashSome() {
 		return
 	}
 	r := up[c.rng.IntN(len(up))]
-	if r.syncing > 0 {
+	if r.plog != nil {
+		// Power fails: of the words stored since the last fence, a random
+		// subset reached the device. Recovery, at restart, decides.
+		pending, kept := r.dev.Crash(c.rng)
+		c.tracef("r%d pmem crash: kept %d of %d unfenced words", r.id, kept, pending)
+		r.plog = nil
+	} else if r.syncing > 0 {
 		// The sync under way is cut short: a random prefix of its records
 		// reached the disk; the next one, if any, was torn and is dropped by
 		// recovery (its CRC fails). Readys queued behind it are lost.

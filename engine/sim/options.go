@@ -31,6 +31,11 @@ type Options struct {
 	NoFaults bool
 	// Window is the leader's pipeline window W.
 	Window int
+	// PmemLog keeps each replica's log on a simulated persistent-memory
+	// device (pmem.SimDevice) instead of the simulator's disk model: a crash
+	// keeps a random subset of the 8-byte words stored since the last fence,
+	// and the replica restarts from what the pmem log recovers.
+	PmemLog bool
 	// NodeHook, if set, is called with every paxos.Node the simulator creates
 	// (at start and on each restart). Test code uses it to plant bugs.
 	NodeHook func(*paxos.Node)
@@ -69,7 +74,7 @@ func (o Options) withDefaults() Options {
 
 // Violation is one failed check of one run.
 type Violation struct {
-	Check  string // which checker: "chosen", "ballot", "applied", "linearizability", "liveness", "panic"
+	Check  string // which checker: "chosen", "ballot", "applied", "linearizability", "liveness", "log", "panic"
 	Detail string
 }
 

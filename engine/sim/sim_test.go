@@ -114,3 +114,19 @@ func TestKVSessionsApplyOnce(t *testing.T) {
 		t.Fatal("truncated batch decoded")
 	}
 }
+
+// Replicas whose logs are pmem logs on simulated persistent memory: crashes
+// keep a random subset of the words stored since the last fence, and the
+// simulator checks that recovery kept everything synced, on top of the
+// usual safety and recovery checks.
+func TestSimulatorSeedsOnPmemLogs(t *testing.T) {
+	for _, replicas := range []int{3, 5} {
+		for seed := uint64(0); seed < 100; seed++ {
+			r := Run(Options{Seed: seed, Replicas: replicas, PmemLog: true})
+			for _, v := range r.Violations {
+				t.Errorf("seed %d [%s] %s: %s\n  replay: go run ./tools/vesta-sim -seed %d -replicas %d -log pmem -v",
+					seed, r.Profile, v.Check, v.Detail, seed, replicas)
+			}
+		}
+	}
+}

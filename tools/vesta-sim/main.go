@@ -27,6 +27,7 @@ func main() {
 	replicas := flag.Int("replicas", 3, "replicas per cluster: 3 or 5")
 	clients := flag.Int("clients", 0, "simulated clients (0: the simulator's default)")
 	healthy := flag.Bool("healthy", false, "no faults at all: a healthy network, no crashes")
+	logKind := flag.String("log", "model", "replica logs: model (the simulator's disk model) or pmem (pmem logs on simulated persistent memory)")
 	verbose := flag.Bool("v", false, "print each seed's event trace")
 	workers := flag.Int("j", runtime.GOMAXPROCS(0), "seeds run in parallel")
 	flag.Parse()
@@ -43,6 +44,10 @@ func main() {
 		fmt.Fprintf(os.Stderr, "vesta-sim: -replicas %d: must be 3 or 5\n", *replicas)
 		os.Exit(2)
 	}
+	if *logKind != "model" && *logKind != "pmem" {
+		fmt.Fprintf(os.Stderr, "vesta-sim: -log %q: must be model or pmem\n", *logKind)
+		os.Exit(2)
+	}
 	if *seeds < 0 || *clients < 0 || *workers < 1 {
 		fmt.Fprintln(os.Stderr, "vesta-sim: -seeds, -clients must be >= 0 and -j >= 1")
 		os.Exit(2)
@@ -51,7 +56,7 @@ func main() {
 		*workers = 1
 	}
 	opts := func(seed uint64) sim.Options {
-		o := sim.Options{Seed: seed, Replicas: *replicas, Clients: *clients, NoFaults: *healthy}
+		o := sim.Options{Seed: seed, Replicas: *replicas, Clients: *clients, NoFaults: *healthy, PmemLog: *logKind == "pmem"}
 		if *verbose {
 			o.Trace = os.Stdout
 		}
@@ -64,6 +69,9 @@ func main() {
 		}
 		if *healthy {
 			s += " -healthy"
+		}
+		if *logKind != "model" {
+			s += " -log " + *logKind
 		}
 		return s + " -v"
 	}
