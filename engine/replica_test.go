@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"path/filepath"
 	"errors"
 	"fmt"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"github.com/vestalabs/vesta/engine/storage"
 	"github.com/vestalabs/vesta/engine/transport"
 	"github.com/vestalabs/vesta/engine/wire"
+	"github.com/vestalabs/vesta/pmem"
 )
 
 // counterSM appends every command to a list; a command's result is its
@@ -175,19 +177,36 @@ func TestConcurrentProposalsApplyEverywhereInOrder(t *testing.T) {
 }
 
 // When the leader stops, another takes over and every command acknowledged
-// before survives, on real files.
+// before survives, on real files: the file WAL, and pmem logs.
 func TestFailoverOnWALKeepsAcknowledgedCommands(t *testing.T) {
-	dirs := map[wire.ReplicaID]string{}
-	c := newTestCluster(t, 3, func(id wire.ReplicaID) func() storage.Log {
-		dirs[id] = t.TempDir()
+	testFailoverKeepsAcknowledged(t, func(id wire.ReplicaID) func() storage.Log {
+		dir := t.TempDir()
 		return func() storage.Log {
-			w, err := storage.OpenWAL(dirs[id], storage.WALOptions{})
+			w, err := storage.OpenWAL(dir, storage.WALOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return w
 		}
 	})
+}
+
+func TestFailoverOnPmemKeepsAcknowledgedCommands(t *testing.T) {
+	testFailoverKeepsAcknowledged(t, func(id wire.ReplicaID) func() storage.Log {
+		path := filepath.Join(t.TempDir(), "replica.pmem")
+		return func() storage.Log {
+			l, err := pmem.Open(path, pmem.Options{Size: 8 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("replica %d log: durability %s (%s)", id, l.Status().Durability, l.Status().DurabilityReason)
+			return l
+		}
+	})
+}
+
+func testFailoverKeepsAcknowledged(t *testing.T, newLog func(wire.ReplicaID) func() storage.Log) {
+	c := newTestCluster(t, 3, newLog)
 	l := c.leader()
 	var acked []string
 	for i := range 50 {
