@@ -2,9 +2,9 @@ package engine
 
 import (
 	"context"
-	"path/filepath"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
