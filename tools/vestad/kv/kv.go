@@ -6,7 +6,7 @@
 // One engine command carries a group of operations (vestad packs the
 // requests that one read from a client connection brought into one command):
 //
-//	command: version u8 (=1) | count uvarint (1..MaxOps) | count × op
+//	command: version u8 (=1) | count u32 (1..MaxOps) | count × op
 //	op:      kind u8 | client u64 | seq u64 | low u64 | key str | value str | expect str
 //	result:  count × (code u8 | flags u8 | value str)
 //
@@ -111,6 +111,8 @@ const (
 	MaxOps = 1 << 16
 	// opFixed is an op's size without its three strings.
 	opFixed = 1 + 8 + 8 + 8
+	// headerSize is a command's size without its operations.
+	headerSize = 1 + 4
 
 	flagFound   = 1 << 0
 	flagSwapped = 1 << 1
@@ -138,25 +140,34 @@ type Result struct {
 
 // AppendCommand appends the command holding ops to dst.
 func AppendCommand(dst []byte, ops []Op) []byte {
-	dst = append(dst, version)
-	dst = binary.AppendUvarint(dst, uint64(len(ops)))
+	start := len(dst)
+	dst = BeginCommand(dst)
 	for i := range ops {
-		op := &ops[i]
-		dst = append(dst, byte(op.Kind))
-		dst = binary.LittleEndian.AppendUint64(dst, op.Client)
-		dst = binary.LittleEndian.AppendUint64(dst, op.Seq)
-		dst = binary.LittleEndian.AppendUint64(dst, op.Low)
-		dst = appendStr(dst, op.Key)
-		dst = appendStr(dst, op.Value)
-		dst = appendStr(dst, op.Expect)
+		dst = AppendOp(dst, &ops[i])
 	}
+	EndCommand(dst[start:], len(ops))
 	return dst
 }
 
-// CommandSize is the encoded size of one op, for sizing buffers.
-func CommandSize(op *Op) int {
-	return opFixed + 3*binary.MaxVarintLen32 + len(op.Key) + len(op.Value) + len(op.Expect)
+// BeginCommand appends a command's header to dst; append its operations
+// with AppendOp, then call EndCommand. This builds a command one operation
+// at a time, without keeping the operations.
+func BeginCommand(dst []byte) []byte { return append(dst, version, 0, 0, 0, 0) }
+
+// AppendOp appends op to a command begun with BeginCommand.
+func AppendOp(dst []byte, op *Op) []byte {
+	dst = append(dst, byte(op.Kind))
+	dst = binary.LittleEndian.AppendUint64(dst, op.Client)
+	dst = binary.LittleEndian.AppendUint64(dst, op.Seq)
+	dst = binary.LittleEndian.AppendUint64(dst, op.Low)
+	dst = appendStr(dst, op.Key)
+	dst = appendStr(dst, op.Value)
+	return appendStr(dst, op.Expect)
 }
+
+// EndCommand records in cmd (which starts with BeginCommand's header) that
+// it holds n operations.
+func EndCommand(cmd []byte, n int) { binary.LittleEndian.PutUint32(cmd[1:], uint32(n)) }
 
 func appendStr(dst, b []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(b)))
@@ -172,15 +183,15 @@ func DecodeCommand(cmd []byte, ops []Op) ([]Op, error) {
 	if cmd[0] != version {
 		return ops, fmt.Errorf("kv: command version %d, want %d", cmd[0], version)
 	}
-	n, k := binary.Uvarint(cmd[1:])
-	if k <= 0 {
-		return ops, fmt.Errorf("kv: command: bad operation count")
+	if len(cmd) < headerSize {
+		return ops, fmt.Errorf("kv: command: header truncated")
 	}
+	n := binary.LittleEndian.Uint32(cmd[1:])
 	if n == 0 || n > MaxOps {
 		return ops, fmt.Errorf("kv: command: %d operations, want 1 to %d", n, MaxOps)
 	}
-	rest := cmd[1+k:]
-	for i := uint64(0); i < n; i++ {
+	rest := cmd[headerSize:]
+	for i := uint32(0); i < n; i++ {
 		if len(rest) < opFixed {
 			return ops, fmt.Errorf("kv: command: operation %d truncated", i)
 		}

@@ -1,0 +1,244 @@
+// Command vestactl operates a vestad cluster: it shows each server's status,
+// reads and writes keys, and lists a replica's write-ahead log.
+//
+//	vestactl status
+//	vestactl put KEY VALUE
+//	vestactl get KEY
+//	vestactl delete KEY
+//	vestactl cas KEY EXPECTED VALUE
+//	vestactl log dump DIR
+//
+// -servers (or $VESTA_SERVERS) lists the servers' client addresses.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vestalabs/vesta/client"
+	"github.com/vestalabs/vesta/engine/storage"
+)
+
+const defaultServers = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usageText = `usage: vestactl [-servers HOST:PORT,...] [-timeout D] COMMAND [ARGS]
+
+commands:
+  status                     each server's role, leader, commit and applied index
+  put KEY VALUE              set KEY to VALUE
+  get KEY                    print KEY's value (exit status 1 if KEY does not exist)
+  delete KEY                 remove KEY
+  cas KEY EXPECTED VALUE     set KEY to VALUE if its value is EXPECTED ("" matches a missing key)
+  log dump DIR               list the write-ahead log in DIR, checking every record's CRC
+                             (exit status 1 if vestad would refuse to open it)
+
+flags:
+`
+
+// usageError is a command line that cannot run; it prints the usage.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("vestactl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	servers := fs.String("servers", envOr("VESTA_SERVERS", defaultServers), "the servers' client `addresses`, comma-separated ($VESTA_SERVERS)")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up on a command after this long")
+	verbose := fs.Bool("v", false, "log the client's redirects and retries")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageText)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *timeout <= 0 {
+		fmt.Fprintf(stderr, "vestactl: -timeout: %v is not positive\n", *timeout)
+		return 2
+	}
+	var addrs []string
+	for _, a := range strings.Split(*servers, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	code, err := command(ctx, fs.Args(), addrs, logger, stdout)
+	var ue *usageError
+	switch {
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "vestactl: %v\n\n", err)
+		fs.Usage()
+		return 2
+	case err != nil:
+		fmt.Fprintf(stderr, "vestactl: %v\n", err)
+		return 1
+	}
+	return code
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// want checks a command's argument count.
+func want(args []string, n int, synopsis string) error {
+	if len(args)-1 != n {
+		return &usageError{fmt.Sprintf("%s takes %d argument(s), got %d: vestactl %s", args[0], n, len(args)-1, synopsis)}
+	}
+	return nil
+}
+
+func command(ctx context.Context, args, addrs []string, logger *slog.Logger, out io.Writer) (int, error) {
+	if len(args) == 0 {
+		return 0, &usageError{"no command"}
+	}
+	if args[0] == "log" {
+		if len(args) < 2 || args[1] != "dump" {
+			return 0, &usageError{"log: the only subcommand is dump: vestactl log dump DIR"}
+		}
+		if len(args) != 3 {
+			return 0, &usageError{"log dump takes one argument: vestactl log dump DIR"}
+		}
+		return logDump(args[2], out)
+	}
+	var err error
+	switch args[0] {
+	case "status":
+		err = want(args, 0, "status")
+	case "put":
+		err = want(args, 2, "put KEY VALUE")
+	case "get":
+		err = want(args, 1, "get KEY")
+	case "delete":
+		err = want(args, 1, "delete KEY")
+	case "cas":
+		err = want(args, 3, "cas KEY EXPECTED VALUE")
+	default:
+		err = &usageError{fmt.Sprintf("unknown command %q", args[0])}
+	}
+	if err != nil {
+		return 0, err
+	}
+	if len(addrs) == 0 {
+		return 0, &usageError{"-servers: no addresses"}
+	}
+	c, err := client.New(addrs, client.Options{Logger: logger})
+	if err != nil {
+		return 0, &usageError{"-servers: " + err.Error()}
+	}
+	defer c.Close()
+	switch args[0] {
+	case "status":
+		return status(ctx, c, addrs, out)
+	case "put":
+		if err := c.Put(ctx, []byte(args[1]), []byte(args[2])); err != nil {
+			return 0, err
+		}
+		fmt.Fprintln(out, "ok")
+	case "get":
+		v, found, err := c.Get(ctx, []byte(args[1]))
+		if err != nil {
+			return 0, err
+		}
+		if !found {
+			fmt.Fprintf(out, "%s: not found\n", args[1])
+			return 1, nil
+		}
+		out.Write(append(v, '\n'))
+	case "delete":
+		existed, err := c.Delete(ctx, []byte(args[1]))
+		if err != nil {
+			return 0, err
+		}
+		if existed {
+			fmt.Fprintln(out, "deleted")
+		} else {
+			fmt.Fprintln(out, "not found (nothing deleted)")
+		}
+	case "cas":
+		swapped, err := c.CAS(ctx, []byte(args[1]), []byte(args[2]), []byte(args[3]))
+		if err != nil {
+			return 0, err
+		}
+		if !swapped {
+			fmt.Fprintln(out, "not swapped: the value is not the expected one")
+			return 1, nil
+		}
+		fmt.Fprintln(out, "swapped")
+	}
+	return 0, nil
+}
+
+// status prints every server's view; exit status 1 if any is unreachable.
+func status(ctx context.Context, c *client.Client, addrs []string, out io.Writer) (int, error) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVER\tID\tROLE\tLEADER\tCOMMIT\tAPPLIED\tLOG")
+	code := 0
+	for _, a := range addrs {
+		st, err := c.Status(ctx, a)
+		if err != nil {
+			code = 1
+			fmt.Fprintf(tw, "%s\t-\tunreachable\t-\t-\t-\t%v\n", a, err)
+			continue
+		}
+		leader := "unknown"
+		if st.Leader != 0 {
+			leader = fmt.Sprint(st.Leader)
+			if st.LeaderAddr != "" {
+				leader += " (" + st.LeaderAddr + ")"
+			}
+		}
+		role := st.Role
+		if st.Err != "" {
+			role += " (failed: " + st.Err + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%s\n", a, st.ID, role, leader, st.Commit, st.Applied, st.Durability)
+	}
+	return code, tw.Flush()
+}
+
+func logDump(dir string, out io.Writer) (int, error) {
+	if fi, err := os.Stat(dir); err != nil {
+		return 0, fmt.Errorf("log dump: %w", err)
+	} else if !fi.IsDir() {
+		return 0, fmt.Errorf("log dump: %s is not a directory (give the replica's -data directory)", dir)
+	}
+	var buf bytes.Buffer
+	if err := storage.DumpWAL(dir, &buf); err != nil {
+		return 0, fmt.Errorf("log dump: %w", err)
+	}
+	if _, err := out.Write(buf.Bytes()); err != nil {
+		return 0, err
+	}
+	if bytes.Contains(buf.Bytes(), []byte("\nOpenWAL refuses this log")) {
+		return 1, nil
+	}
+	return 0, nil
+}

@@ -1,0 +1,349 @@
+// Command vestad runs one replica of a Vesta cluster serving a replicated
+// key-value store to clients (package client, command vestactl).
+//
+//	vestad -id 1 -peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 \
+//	       -clients 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 \
+//	       -data /var/lib/vesta/1 -metrics-addr 127.0.0.1:7201
+//
+// Every replica of a cluster gets the same -peers, -clients and -cluster-id.
+// It serves the client protocol on its -clients address (or -client-addr),
+// Prometheus metrics on /metrics and its status as JSON on /status of
+// -metrics-addr. SIGTERM or SIGINT stops it gracefully.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/vestalabs/vesta/engine"
+	"github.com/vestalabs/vesta/engine/storage"
+	"github.com/vestalabs/vesta/engine/transport"
+	"github.com/vestalabs/vesta/engine/wire"
+	"github.com/vestalabs/vesta/tools/vestad/kv"
+)
+
+var _ engine.StateMachine = (*kv.Store)(nil)
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "vestad:", err)
+		fmt.Fprintln(os.Stderr, "run 'vestad -h' for the flags")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, cfg, nil); err != nil {
+		slog.Error("vestad failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+// config is vestad's parsed command line.
+type config struct {
+	id            wire.ReplicaID
+	peers         map[wire.ReplicaID]string // replication addresses, this replica's included
+	clients       map[wire.ReplicaID]string // client addresses (may be partial)
+	clientAddr    string
+	metricsAddr   string
+	dataDir       string
+	memLog        bool
+	clusterID     uint64
+	tick          time.Duration
+	electionTicks int
+	maxSessions   int
+	logger        *slog.Logger
+}
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	fs := flag.NewFlagSet("vestad", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	id := fs.Uint("id", 0, "this replica's ID, one of -peers (required)")
+	peers := fs.String("peers", "", "every replica's replication address: `ID=HOST:PORT,...` (required; the same on every replica)")
+	clients := fs.String("clients", "", "replicas' client addresses, `ID=HOST:PORT,...`: this replica listens on its own, and not-leader replies name the leader's")
+	clientAddr := fs.String("client-addr", "", "`HOST:PORT` to serve clients on (default: this replica's entry in -clients)")
+	metricsAddr := fs.String("metrics-addr", "", "`HOST:PORT` to serve /metrics and /status on (default: none)")
+	dataDir := fs.String("data", "", "`DIR` of this replica's write-ahead log (required unless -log mem)")
+	logKind := fs.String("log", "wal", "`KIND` of log: wal (durable, in -data) or mem (NO DURABILITY: for experiments only)")
+	clusterID := fs.Uint64("cluster-id", 1, "cluster `ID`: replicas of other clusters are refused (not 0)")
+	tick := fs.Duration("tick", 10*time.Millisecond, "the protocol's unit of time")
+	electionTicks := fs.Int("election-ticks", 0, "ticks without a leader before an election (0: the engine's default)")
+	maxSessions := fs.Int("max-sessions", 100_000, "client sessions kept; the least recently used is evicted beyond it")
+	logLevel := fs.String("log-level", "info", "`LEVEL` of logs: debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "`FORMAT` of logs: text or json")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: vestad -id N -peers ID=ADDR,... -clients ID=ADDR,... -data DIR [flags]\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (every setting is a flag)", fs.Arg(0))
+	}
+	cfg := &config{clientAddr: *clientAddr, metricsAddr: *metricsAddr, dataDir: *dataDir, clusterID: *clusterID,
+		tick: *tick, electionTicks: *electionTicks, maxSessions: *maxSessions}
+	if *id == 0 || *id > 1<<32-1 {
+		return nil, fmt.Errorf("-id: %d is not a replica ID (1 to %d)", *id, uint32(1<<32-1))
+	}
+	cfg.id = wire.ReplicaID(*id)
+	var err error
+	if *peers == "" {
+		return nil, errors.New("-peers: required (every replica's replication address, ID=HOST:PORT,...)")
+	}
+	if cfg.peers, err = parseAddrMap(*peers); err != nil {
+		return nil, fmt.Errorf("-peers: %w", err)
+	}
+	if _, ok := cfg.peers[cfg.id]; !ok {
+		return nil, fmt.Errorf("-peers: has no entry for this replica's -id %d", cfg.id)
+	}
+	cfg.clients = map[wire.ReplicaID]string{}
+	if *clients != "" {
+		if cfg.clients, err = parseAddrMap(*clients); err != nil {
+			return nil, fmt.Errorf("-clients: %w", err)
+		}
+		for cid := range cfg.clients {
+			if _, ok := cfg.peers[cid]; !ok {
+				return nil, fmt.Errorf("-clients: replica %d is not in -peers", cid)
+			}
+		}
+	}
+	if cfg.clientAddr == "" {
+		cfg.clientAddr = cfg.clients[cfg.id]
+		if cfg.clientAddr == "" {
+			return nil, fmt.Errorf("-client-addr: required when -clients has no entry for replica %d", cfg.id)
+		}
+	} else if err := checkAddr(cfg.clientAddr); err != nil {
+		return nil, fmt.Errorf("-client-addr: %w", err)
+	}
+	if cfg.metricsAddr != "" {
+		if err := checkAddr(cfg.metricsAddr); err != nil {
+			return nil, fmt.Errorf("-metrics-addr: %w", err)
+		}
+	}
+	switch *logKind {
+	case "wal":
+		if cfg.dataDir == "" {
+			return nil, errors.New("-data: required (the directory of the write-ahead log), or -log mem for no durability")
+		}
+	case "mem":
+		if cfg.dataDir != "" {
+			return nil, errors.New("-data: given with -log mem, which keeps nothing on disk; drop one of them")
+		}
+		cfg.memLog = true
+	default:
+		return nil, fmt.Errorf("-log: %q is not a log kind (wal or mem)", *logKind)
+	}
+	if cfg.clusterID == 0 {
+		return nil, errors.New("-cluster-id: 0 is not allowed")
+	}
+	if cfg.tick <= 0 {
+		return nil, fmt.Errorf("-tick: %v is not positive", cfg.tick)
+	}
+	if cfg.electionTicks < 0 {
+		return nil, fmt.Errorf("-election-ticks: %d is negative", cfg.electionTicks)
+	}
+	if cfg.maxSessions < 1 {
+		return nil, fmt.Errorf("-max-sessions: %d, need at least 1", cfg.maxSessions)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return nil, fmt.Errorf("-log-level: %q is not debug, info, warn or error", *logLevel)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	switch *logFormat {
+	case "text":
+		cfg.logger = slog.New(slog.NewTextHandler(stderr, hopts))
+	case "json":
+		cfg.logger = slog.New(slog.NewJSONHandler(stderr, hopts))
+	default:
+		return nil, fmt.Errorf("-log-format: %q is not text or json", *logFormat)
+	}
+	return cfg, nil
+}
+
+// parseAddrMap parses "ID=HOST:PORT,ID=HOST:PORT,...".
+func parseAddrMap(s string) (map[wire.ReplicaID]string, error) {
+	out := map[wire.ReplicaID]string{}
+	seen := map[string]wire.ReplicaID{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		idStr, addr, ok := strings.Cut(part, "=")
+		if !ok {
+			return nil, fmt.Errorf("entry %q is not ID=HOST:PORT", part)
+		}
+		n, err := strconv.ParseUint(idStr, 10, 32)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("entry %q: %q is not a replica ID (1 to %d)", part, idStr, uint32(1<<32-1))
+		}
+		id := wire.ReplicaID(n)
+		if _, dup := out[id]; dup {
+			return nil, fmt.Errorf("replica %d appears twice", id)
+		}
+		if err := checkAddr(addr); err != nil {
+			return nil, fmt.Errorf("entry %q: %w", part, err)
+		}
+		if other, dup := seen[addr]; dup {
+			return nil, fmt.Errorf("replicas %d and %d share the address %s", other, id, addr)
+		}
+		out[id], seen[addr] = addr, id
+	}
+	return out, nil
+}
+
+func checkAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT: %v", addr, err)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || (p == 0 && host != "") {
+		if err != nil || p == 0 {
+			return fmt.Errorf("%q: port %q is not 1 to 65535", addr, port)
+		}
+	}
+	return nil
+}
+
+// run starts the replica and its servers and blocks until ctx ends, then
+// stops them. ready, if set, is called with the client and metrics
+// listeners' addresses once serving (tests).
+func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr string)) error {
+	log := cfg.logger
+	var members []wire.ReplicaID
+	others := map[wire.ReplicaID]string{}
+	for id, addr := range cfg.peers {
+		members = append(members, id)
+		if id != cfg.id {
+			others[id] = addr
+		}
+	}
+	slices.Sort(members)
+
+	var store storage.Log
+	durability := "wal " + cfg.dataDir
+	if cfg.memLog {
+		durability = "memory (NO DURABILITY)"
+		log.Warn("*** -log mem: the log is kept in memory only. NOTHING IS DURABLE: a replica that restarts " +
+			"forgets its promises and votes, which can lose acknowledged writes and break consistency. " +
+			"Use -data DIR for anything but experiments. ***")
+		store = storage.NewMemLog()
+	} else {
+		wal, err := storage.OpenWAL(cfg.dataDir, storage.WALOptions{})
+		if err != nil {
+			return fmt.Errorf("-data %s: %w", cfg.dataDir, err)
+		}
+		store = wal
+	}
+
+	// Listen for clients before starting the replica, so a busy address
+	// fails fast and names its flag.
+	cln, err := net.Listen("tcp", cfg.clientAddr)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("-client-addr %s: %w", cfg.clientAddr, err)
+	}
+	var mln net.Listener
+	if cfg.metricsAddr != "" {
+		if mln, err = net.Listen("tcp", cfg.metricsAddr); err != nil {
+			cln.Close()
+			store.Close()
+			return fmt.Errorf("-metrics-addr %s: %w", cfg.metricsAddr, err)
+		}
+	}
+
+	reg := prometheus.NewRegistry()
+	sm := kv.New(kv.Options{MaxSessions: cfg.maxSessions})
+	metrics := newServerMetrics(reg, sm)
+	r, err := engine.Start(engine.Config{
+		ID:      cfg.id,
+		Members: members,
+		Log:     store,
+		Transport: func(h transport.Handler) (transport.Transport, error) {
+			t, err := transport.NewTCP(transport.TCPConfig{ClusterID: cfg.clusterID, ID: cfg.id,
+				ListenAddr: cfg.peers[cfg.id], Peers: others, Logger: log}, h)
+			if err != nil {
+				return nil, fmt.Errorf("-peers: replica %d's address %s: %w", cfg.id, cfg.peers[cfg.id], err)
+			}
+			return t, nil
+		},
+		TickInterval:  cfg.tick,
+		ElectionTicks: cfg.electionTicks,
+		Logger:        log,
+		Registerer:    reg,
+	}, sm)
+	if err != nil {
+		cln.Close()
+		if mln != nil {
+			mln.Close()
+		}
+		store.Close() // Start failed before the replica owned it, or after closing it: Close is safe twice
+		return err
+	}
+
+	srv := newServer(r, cfg.clients, durability, log, metrics)
+	go srv.serve(cln)
+	var hs *http.Server
+	if mln != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(srv.status())
+		})
+		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := hs.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server failed", "err", err)
+			}
+		}()
+	}
+	log.Info("vestad serving", "id", cfg.id, "members", members, "client_addr", cln.Addr().String(),
+		"metrics_addr", addrOf(mln), "log", durability, "cluster_id", cfg.clusterID)
+	if ready != nil {
+		ready(cln.Addr().String(), addrOf(mln))
+	}
+
+	<-ctx.Done()
+	log.Info("vestad stopping")
+	srv.stopReading()
+	stopErr := r.Stop() // answers every request in flight (unavailable)
+	srv.wait(5 * time.Second)
+	if hs != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = hs.Shutdown(sctx)
+		cancel()
+	}
+	if stopErr != nil {
+		return fmt.Errorf("stopping the replica: %w", stopErr)
+	}
+	log.Info("vestad stopped")
+	return nil
+}
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
