@@ -63,7 +63,7 @@ vmlab_run() {
 	echo "%[1]s step=$1 begin t=$(vmlab_up)"
 	( set -e; "vmlab_step_$2" )
 	rc=$?
-	echo "%[1]s step=$1 end rc=$rc t=$(vmlab_up)"
+	echo "%[1]s step=$1 end rc=$rc t=$(vmlab_up)${3:+ optional=1}"
 	if [ "$rc" -ne 0 ] && [ "$3" != optional ]; then vmlab_finish "$rc"; fi
 	return 0
 }

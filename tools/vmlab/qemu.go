@@ -131,6 +131,7 @@ func (t *transcript) observe(line string, at time.Duration) (marker, bool) {
 				s := t.Steps[i]
 				if s.Name == m.Step && !s.finished {
 					s.finished, s.RC, s.HostEnd = true, m.RC, at
+					s.Optional = m.Fields["optional"] == "1"
 					if m.HasT {
 						s.GuestSecs = m.T - s.guestBegin
 					}
