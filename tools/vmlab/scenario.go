@@ -152,11 +152,15 @@ func runScenario(ctx context.Context, p *progress, s *scenario, o options) (*lab
 	} else {
 		defer os.RemoveAll(runDir)
 	}
+	root, err := moduleRoot()
+	if err != nil {
+		return nil, err
+	}
 	rt := newCpioTree()
 	for _, g := range s.GoPrograms {
 		t0 := time.Now()
 		out := filepath.Join(runDir, g.Name)
-		if err := buildGo(g, o.Tags, out); err != nil {
+		if err := buildGo(root, g, o.Tags, out); err != nil {
 			return nil, fmt.Errorf("building %s for the guest: %w", g.Pkg, err)
 		}
 		data, err := os.ReadFile(out)
@@ -243,13 +247,30 @@ func judge(env *runEnv, s *scenario, t *transcript) error {
 	return nil
 }
 
-// buildGo builds a program or test binary for the guest: pure Go, static,
-// so that it needs nothing from the initramfs.
-func buildGo(g goProgram, tags, out string) error {
-	goTool, ok := lookTool("go")
-	if !ok {
-		goTool = "/usr/local/go/bin/go"
+func goTool() string {
+	if p, ok := lookTool("go"); ok {
+		return p
 	}
+	return "/usr/local/go/bin/go"
+}
+
+// moduleRoot is the directory of the main module (scenario packages are
+// relative to it), wherever in the tree vmlab was started.
+func moduleRoot() (string, error) {
+	out, err := exec.Command(goTool(), "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside a Go module: run vmlab from the vesta tree")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// buildGo builds a program or test binary for the guest in the module at
+// root: pure Go, static, so that it needs nothing from the initramfs.
+func buildGo(root string, g goProgram, tags, out string) error {
 	args := []string{"build"}
 	if g.Test {
 		args = []string{"test", "-c"}
@@ -258,7 +279,8 @@ func buildGo(g goProgram, tags, out string) error {
 		args = append(args, "-tags", tags)
 	}
 	args = append(args, "-o", out, g.Pkg)
-	cmd := exec.Command(goTool, args...)
+	cmd := exec.Command(goTool(), args...)
+	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	var b bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &b, &b
