@@ -138,9 +138,9 @@ func (g *gen) next() Op {
 	return Op{Write: true, Key: g.key, Value: g.value}
 }
 
-// finish records one completed operation that was meant to start at t0.
-func (r *run) finish(t0 time.Time, err error) {
-	now := time.Now()
+// finish records one completed operation that was meant to start at t0 and
+// completed at now.
+func (r *run) finish(t0, now time.Time, err error) {
 	r.done.Add(1)
 	r.outstand.Add(-1)
 	in := now.UnixNano() >= r.measFrom.Load() && now.UnixNano() < r.measTo.Load()
@@ -234,7 +234,11 @@ func (r *run) startSlot(g *gen) {
 	var t0 time.Time
 	var done func(error)
 	done = func(err error) {
-		r.finish(t0, err)
+		// One clock read serves as this operation's end and the next one's
+		// start: on some virtual machines a read costs tens of nanoseconds.
+		now := time.Now()
+		r.finish(t0, now, err)
+		t0 = now
 		if r.stopping.Load() {
 			r.inflight.Done()
 			return
@@ -242,7 +246,7 @@ func (r *run) startSlot(g *gen) {
 		if err != nil {
 			// Do not spin on a failing target; errors may also come
 			// synchronously from Submit, so never recurse here.
-			go func() { time.Sleep(time.Millisecond); issue() }()
+			go func() { time.Sleep(time.Millisecond); t0 = time.Now(); issue() }()
 			return
 		}
 		issue()
@@ -253,9 +257,9 @@ func (r *run) startSlot(g *gen) {
 			return
 		}
 		r.outstand.Add(1)
-		t0 = time.Now()
 		r.target.Submit(g.next(), done)
 	}
+	t0 = time.Now()
 	issue()
 }
 
@@ -293,7 +297,7 @@ func (r *run) openLoop(ctx context.Context, start time.Time) {
 		r.outstand.Add(1)
 		t0 := intended
 		r.target.Submit(g.next(), func(err error) {
-			r.finish(t0, err)
+			r.finish(t0, time.Now(), err)
 			mu.Lock()
 			free = append(free, g)
 			mu.Unlock()

@@ -19,8 +19,10 @@ import (
 //     prefix of them (possibly with a torn last record, which recovery drops).
 //   - Durability: every record appended before a Sync that returned nil
 //     survives any crash.
-//   - Ownership: Append copies what it needs before returning; the caller may
-//     reuse the entries' buffers afterwards.
+//   - Ownership: Append copies what it needs of the entries slice before
+//     returning; the caller may reuse that slice afterwards. The bytes of each
+//     Value.Data are immutable (the wire.Value contract), so a Log may keep
+//     references to them instead of copying.
 //   - Recovery: Load returns the state the durable records describe: the last
 //     hard state, and the entries in append order (a later entry for a slot
 //     replaces an earlier one, which the caller resolves). Corruption before
@@ -48,12 +50,10 @@ type MemLog struct {
 // NewMemLog returns an empty in-memory log.
 func NewMemLog() *MemLog { return &MemLog{} }
 
-// Append implements Log; it copies the entries' data.
+// Append implements Log. It keeps references to the values' bytes, which are
+// immutable, rather than copies: a durability-off replica pays no copy.
 func (l *MemLog) Append(entries []wire.Entry, hs paxos.HardState, saveHS bool) error {
-	for _, e := range entries {
-		e.Value.Data = append([]byte(nil), e.Value.Data...)
-		l.entries = append(l.entries, e)
-	}
+	l.entries = append(l.entries, entries...)
 	if saveHS {
 		l.hs = hs
 	}

@@ -50,7 +50,7 @@ func startInproc(o *options) (*inprocCluster, error) {
 			Window: o.window, MaxBatchCommands: o.maxBatch, MaxBatchBytes: o.maxBatchBytes,
 			TickInterval: 5 * time.Millisecond, ElectionTicks: 20, HeartbeatTicks: 3,
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		}, kv.New(kv.Options{}))
+		}, newStateMachine(o.sm))
 		if err != nil {
 			c.stop()
 			return nil, err
@@ -83,6 +83,18 @@ func openLog(o *options, id wire.ReplicaID) (storage.Log, error) {
 		return pmem.Open(dir+".pmem", pmem.Options{Size: 256 << 20})
 	}
 	return nil, fmt.Errorf("-log %q: want mem, wal or pmem", o.log)
+}
+
+// nullSM applies nothing: with it a run measures the engine alone.
+type nullSM struct{}
+
+func (nullSM) Apply(cmds, results [][]byte) {}
+
+func newStateMachine(kind string) engine.StateMachine {
+	if kind == "null" {
+		return nullSM{}
+	}
+	return kv.New(kv.Options{})
 }
 
 func (c *inprocCluster) findLeader() *engine.Replica {

@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/vestalabs/vesta/bench"
@@ -44,6 +46,8 @@ type options struct {
 	jsonPath      string
 	plotPath      string
 	vestad        string
+	cpuProfile    string
+	sm            string
 }
 
 func main() {
@@ -68,6 +72,8 @@ func main() {
 	flag.StringVar(&o.jsonPath, "json", "", "write the result as JSON to this file")
 	flag.StringVar(&o.plotPath, "plot", "", "draw throughput over time and the latency distribution into this PNG")
 	flag.StringVar(&o.vestad, "vestad", "", "vestad binary (default: built from this module into a temporary directory)")
+	flag.StringVar(&o.sm, "sm", "kv", "-inproc state machine: kv (vestad's key-value store) or null (applies nothing: measures the engine alone)")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the measured window) to this file")
 	flag.Parse()
 	if err := run(&o); err != nil {
 		fmt.Fprintln(os.Stderr, "vesta-bench:", err)
@@ -81,6 +87,10 @@ func (o *options) check() error {
 		return fmt.Errorf("-replicas %d: need at least 1", o.replicas)
 	case o.log != "mem" && o.log != "wal" && o.log != "pmem":
 		return fmt.Errorf("-log %q: want mem, wal or pmem", o.log)
+	case o.sm != "kv" && o.sm != "null":
+		return fmt.Errorf("-sm %q: want kv or null", o.sm)
+	case o.sm != "kv" && !o.inproc:
+		return fmt.Errorf("-sm %s needs -inproc (vestad always runs the key-value store)", o.sm)
 	case o.transport != "tcp":
 		return fmt.Errorf("-transport %q: only tcp exists so far", o.transport)
 	case o.window < 1 || o.maxBatch < 1 || o.maxBatchBytes < 1:
@@ -112,9 +122,14 @@ func run(o *options) error {
 	cond.Duration, cond.Warmup = o.duration.String(), o.warmup.String()
 	cond.Window, cond.MaxBatchCommands, cond.MaxBatchBytes = o.window, o.maxBatch, o.maxBatchBytes
 	cond.Contracts = contract.Enabled
+	var notes []string
 	if o.log == "mem" {
-		cond.Notes = "log mem: nothing is persisted (no durability)"
+		notes = append(notes, "log mem: nothing is persisted (no durability)")
 	}
+	if o.sm == "null" {
+		notes = append(notes, "state machine null: commands are replicated but applied as no-ops")
+	}
+	cond.Notes = strings.Join(notes, "; ")
 
 	var target bench.Target
 	if o.inproc {
@@ -138,6 +153,17 @@ func run(o *options) error {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()
 	fmt.Fprintf(os.Stderr, "running: %s warm-up, then %s measured\n", o.warmup, o.duration)
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	res, err := bench.Run(ctx, target, w, os.Stderr)
 	if err != nil {
 		return err
