@@ -11,18 +11,23 @@ SIM_SEEDS ?= 3000
 SIM_PKG   := ./engine/sim
 RACE_PKGS  = $(shell $(GO) list ./... | grep -v '/engine/sim$$')
 
-.PHONY: all test test-race test-sim sim lint bench fuzz clean
+.PHONY: all test test-race test-sim vmlab sim lint bench fuzz clean
 
 all: lint test
 
 ## test: every test, with contracts on, with the race detector where affordable.
-test: test-race test-sim
+test: test-race test-sim vmlab
 
 test-race:
 	$(GO) test -tags $(TAGS) -race -count=1 $(RACE_PKGS)
 
 test-sim:
 	$(GO) test -tags $(TAGS) -count=1 $(SIM_PKG)/...
+
+## vmlab: pmem's tests in a QEMU guest on an emulated NVDIMM mounted -o dax
+## (root with apt: installs what it needs; elsewhere it prints SKIP and passes).
+vmlab:
+	$(GO) run ./tools/vmlab test-pmem
 
 ## sim: thousands of simulated seeds, for 3 and for 5 replicas.
 sim:
