@@ -40,10 +40,18 @@ type call struct {
 	err    error
 }
 
-// complete delivers the outcome; it is called exactly once per call.
+// asyncCalls recycles ProposeAsync's call records: the asynchronous write
+// path allocates nothing per command in steady state.
+var asyncCalls = sync.Pool{New: func() any { return new(call) }}
+
+// complete delivers the outcome; it is called exactly once per call. An
+// asynchronous call is recycled before its callback runs: nothing refers to
+// it any more, and the callback may well submit the next command.
 func (c *call) complete(result []byte, err error) {
-	if c.cb != nil {
-		c.cb(result, err)
+	if cb := c.cb; cb != nil {
+		*c = call{}
+		asyncCalls.Put(c)
+		cb(result, err)
 		return
 	}
 	c.result, c.err = result, err
@@ -64,7 +72,8 @@ type Replica struct {
 	// Submission queue: Propose appends, the core loop takes all at once.
 	subMu     sync.Mutex
 	subs      []*call
-	subClosed bool // set by Stop: nothing more is queued
+	subSpare  []*call // core loop only: the other half of the double buffer
+	subClosed bool    // set by Stop: nothing more is queued
 	subSignal chan struct{}
 
 	// Inbound message batches from the transport.
@@ -178,7 +187,11 @@ func (r *Replica) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
 // This is the path for callers that keep many commands in flight without a
 // goroutine each.
 func (r *Replica) ProposeAsync(cmd []byte, done func(result []byte, err error)) {
-	if err := r.submit(&call{cmd: cmd, cb: done}); err != nil {
+	c := asyncCalls.Get().(*call)
+	c.cmd, c.cb = cmd, done
+	if err := r.submit(c); err != nil {
+		*c = call{}
+		asyncCalls.Put(c)
 		done(nil, err)
 	}
 }
@@ -340,10 +353,14 @@ func (r *Replica) propose(backlog []queuedBatch) []queuedBatch {
 		backlog[0] = queuedBatch{}
 		backlog = backlog[1:]
 	}
+	// Swap the queue with an empty buffer of the same capacity: no
+	// allocation on either side in steady state.
 	r.subMu.Lock()
 	subs := r.subs
-	r.subs = nil
+	r.subs = r.subSpare[:0]
 	r.subMu.Unlock()
+	taken := subs
+	defer func() { clear(taken); r.subSpare = taken[:0] }()
 	if len(subs) == 0 {
 		return backlog
 	}
@@ -357,7 +374,8 @@ func (r *Replica) propose(backlog []queuedBatch) []queuedBatch {
 			size += len(subs[n].cmd) + 10
 			n++
 		}
-		b := queuedBatch{calls: subs[:n:n]}
+		// The batch's own copy of its calls: subs' array is reused.
+		b := queuedBatch{calls: append([]*call(nil), subs[:n]...)}
 		subs = subs[n:]
 		r.batchSeq++
 		b.seq = r.batchSeq
