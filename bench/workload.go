@@ -232,8 +232,7 @@ func (r *run) startSlot(g *gen) {
 	r.inflight.Add(1)
 	var issue func()
 	var t0 time.Time
-	var done func(error)
-	done = func(err error) {
+	done := func(err error) {
 		// One clock read serves as this operation's end and the next one's
 		// start: on some virtual machines a read costs tens of nanoseconds.
 		now := time.Now()

@@ -243,12 +243,6 @@ func (r *ring) flushRecords() {
 	r.flushed = r.wtail
 }
 
-// abort drops the record begin opened (a pad it wrote stays; it is valid).
-func (r *ring) abort() {
-	contract.Require(r.recOpen, "ring: abort without begin")
-	r.recOpen = false
-}
-
 // commit makes the records appended so far durable and current, with head
 // moved to newHead (a record boundary in [head, wtail]) and user as the
 // committed state: it writes back the new records' lines and the next
