@@ -78,6 +78,11 @@ type Options struct {
 	// WriteTimeout bounds one write to a server's connection (10 s); a server
 	// that takes longer is treated as failed.
 	WriteTimeout time.Duration
+	// AttemptTimeout bounds one try of a request at one server (2 s; negative:
+	// no bound); past it the request is sent again, to the next server. It
+	// keeps a call from waiting on a server that stopped answering (paused,
+	// partitioned) while another leads; a write's retry is safe (its session).
+	AttemptTimeout time.Duration
 	// Logger receives redirects and connection failures at Debug (slog.Default()).
 	Logger *slog.Logger
 }
@@ -97,6 +102,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.WriteTimeout <= 0 {
 		o.WriteTimeout = 10 * time.Second
+	}
+	if o.AttemptTimeout == 0 {
+		o.AttemptTimeout = 2 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -272,20 +280,27 @@ func (c *Client) attempt(ctx context.Context, req *proto.Request, s *session) (r
 		if err := ctx.Err(); err != nil {
 			return resp, sent, c.giveUp(req, sent, err)
 		}
-		cn, err := c.conn(ctx, addr)
+		actx, cancel := ctx, context.CancelFunc(nil)
+		if c.opts.AttemptTimeout > 0 {
+			actx, cancel = context.WithTimeout(ctx, c.opts.AttemptTimeout)
+		}
+		cn, err := c.conn(actx, addr)
 		if err == nil {
 			if s != nil {
 				req.Low = s.lowMark()
 			}
 			sent++
-			resp, err = cn.roundTrip(ctx, req)
+			resp, err = cn.roundTrip(actx, req)
+		}
+		if cancel != nil {
+			cancel()
 		}
 		switch {
 		case errors.Is(err, ErrClosed):
 			return resp, sent, err
 		case err != nil && ctx.Err() != nil:
 			return resp, sent, c.giveUp(req, sent, ctx.Err())
-		case err != nil:
+		case err != nil: // the server failed, or did not answer in AttemptTimeout
 			c.log.Debug("vesta client: server failed", "addr", addr, "err", err)
 			addr = c.nextAddr(addr)
 		case resp.Status == proto.StatusOK:

@@ -257,3 +257,25 @@ func TestSessionWindow(t *testing.T) {
 		t.Fatalf("after the window moved: %d %v", seq, err)
 	}
 }
+
+// A server that stops answering (paused) is given up on after
+// AttemptTimeout and the request goes to the next server.
+func TestAttemptTimeoutMovesOn(t *testing.T) {
+	fc := newFakeCluster(t, 2, kv.Options{})
+	fc.setLeader(1)
+	fc.mu.Lock()
+	fc.mute = 0 // the first address the client tries
+	fc.mu.Unlock()
+	c, err := New(fc.addrs(), Options{AttemptTimeout: 50 * time.Millisecond, BackoffMin: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx := ctxT(t)
+	if err := c.Put(ctx, []byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, err := c.Get(ctx, []byte("k")); err != nil || string(v) != "v" {
+		t.Fatalf("get: %q %v", v, err)
+	}
+}

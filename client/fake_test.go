@@ -27,6 +27,7 @@ type fakeCluster struct {
 	loseReply   float64 // probability that a write applies and its reply is lost
 	unavailable float64 // probability of answering unavailable without applying
 	hang        bool    // the leader reads requests and never answers
+	mute        int     // index of a server that reads requests and never answers (-1: none)
 	rng         *rand.Rand
 	applied     map[[2]uint64]int // (client, seq) -> times it reached the store
 
@@ -44,7 +45,7 @@ type fakeServer struct {
 }
 
 func newFakeCluster(t *testing.T, n int, opts kv.Options) *fakeCluster {
-	c := &fakeCluster{t: t, store: kv.New(opts), rng: rand.New(rand.NewPCG(1, 2)), applied: map[[2]uint64]int{}}
+	c := &fakeCluster{t: t, store: kv.New(opts), rng: rand.New(rand.NewPCG(1, 2)), applied: map[[2]uint64]int{}, mute: -1}
 	for i := 0; i < n; i++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -145,6 +146,9 @@ func (s *fakeServer) handle(req *proto.Request) (resp *proto.Response, ok bool) 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	resp = &proto.Response{ID: req.ID}
+	if c.mute == s.idx {
+		return nil, true
+	}
 	if req.Op == proto.OpStatus {
 		st := ServerStatus{ID: uint32(s.idx + 1), Role: "follower", Leader: uint32(c.leader + 1)}
 		if c.leader == s.idx {
