@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/vestalabs/vesta/internal/contract"
 )
 
 // scale sizes the concurrent tests: smaller under the race detector
@@ -205,6 +207,9 @@ func TestShardedConcurrentExactlyOnce(t *testing.T) {
 // TestConsumerRoleIsChecked: in contracts builds two goroutines popping at
 // once is caught; here the overlap is forced by entering the role by hand.
 func TestConsumerRoleIsChecked(t *testing.T) {
+	if !contract.Enabled {
+		t.Skip("the check exists only with -tags contracts")
+	}
 	var s solo
 	s.enter("consumer")
 	defer func() {

@@ -278,3 +278,33 @@ func TestPopClearsSlots(t *testing.T) {
 		}
 	}
 }
+
+// TestPushPopAllocateNothing: the hand-off itself never allocates, in
+// contracts builds as in production ones.
+func TestPushPopAllocateNothing(t *testing.T) {
+	x := new(int)
+	in := []*int{x, x, x, x}
+	out := make([]*int, 4)
+	s := NewSPSC[*int](8)
+	m := NewMPSC[*int](8)
+	sh := NewSharded[*int](2, 8)
+	h := sh.Producer()
+	for name, fn := range map[string]func(){
+		"SPSC":     func() { s.TryPush(x); s.PushBatch(in); s.PopBatch(out); s.PopBatch(out) },
+		"MPSC":     func() { m.TryPush(x); m.PushBatch(in); m.PopBatch(out); m.PopBatch(out) },
+		"Sharded":  func() { sh.TryPush(x); sh.PushBatch(in); sh.PopBatch(out); sh.PopBatch(out); sh.PopBatch(out) },
+		"Producer": func() { h.TryPush(x); h.PushBatch(in); sh.PopBatch(out); sh.PopBatch(out); sh.PopBatch(out) },
+		"Arm": func() {
+			s.Arm()
+			s.Disarm()
+			m.Arm()
+			m.Disarm()
+			sh.Arm()
+			sh.Disarm()
+		},
+	} {
+		if a := testing.AllocsPerRun(100, fn); a != 0 {
+			t.Errorf("%s: %v allocs per run, want 0", name, a)
+		}
+	}
+}

@@ -13,8 +13,9 @@ import (
 type solo struct{ busy atomic.Int32 }
 
 func (s *solo) enter(role string) {
-	if contract.Enabled {
-		contract.Requiref(s.busy.CompareAndSwap(0, 1), "ringbuf: two goroutines act as the %s at once", role)
+	// Not Requiref(cond, …, role): its arguments would allocate on every call.
+	if contract.Enabled && !s.busy.CompareAndSwap(0, 1) {
+		contract.Requiref(false, "ringbuf: two goroutines act as the %s at once", role)
 	}
 }
 
