@@ -234,11 +234,11 @@ func TestCapacityRoundsUpToPowerOfTwo(t *testing.T) {
 		if got := NewSPSC[int](tc.in).Cap(); got != tc.want {
 			t.Errorf("NewSPSC(%d).Cap() = %d, want %d", tc.in, got, tc.want)
 		}
-		if got := NewMPSC[int](tc.in).Cap(); got != max(tc.want, 2) {
-			t.Errorf("NewMPSC(%d).Cap() = %d, want %d", tc.in, got, max(tc.want, 2))
+		if got := NewMPSC[int](tc.in).Cap(); got != tc.want {
+			t.Errorf("NewMPSC(%d).Cap() = %d, want %d", tc.in, got, tc.want)
 		}
-		if got := NewSharded[int](3, tc.in).Cap(); got != 3*max(tc.want, 2) {
-			t.Errorf("NewSharded(3, %d).Cap() = %d, want %d", tc.in, got, 3*max(tc.want, 2))
+		if got := NewSharded[int](3, tc.in).Cap(); got != 3*tc.want {
+			t.Errorf("NewSharded(3, %d).Cap() = %d, want %d", tc.in, got, 3*tc.want)
 		}
 	}
 	for _, bad := range []int{0, -1, maxCapacity + 1} {
@@ -272,8 +272,8 @@ func TestPopClearsSlots(t *testing.T) {
 	m := NewMPSC[*int](4)
 	m.PushBatch([]*int{x, x, x})
 	m.PopBatch(dst)
-	for i := range m.q.slots {
-		if m.q.slots[i].val != nil {
+	for i := range m.q.buf {
+		if m.q.buf[i] != nil {
 			t.Fatalf("MPSC slot %d still holds a pointer after pop", i)
 		}
 	}

@@ -39,7 +39,7 @@ type Sharded[T any] struct {
 }
 
 // NewSharded returns shards rings of capacity items each (rounded up to a
-// power of two, at least 2); shards <= 0 means runtime.GOMAXPROCS(0). It panics if
+// power of two); shards <= 0 means runtime.GOMAXPROCS(0). It panics if
 // capacity is not in [1, 1<<30] or shards exceeds 1<<16.
 func NewSharded[T any](shards, capacity int) *Sharded[T] {
 	if shards <= 0 {
@@ -61,7 +61,7 @@ func NewSharded[T any](shards, capacity int) *Sharded[T] {
 func (s *Sharded[T]) Shards() int { return len(s.shards) }
 
 // Cap returns the total capacity, shards times the capacity of one.
-func (s *Sharded[T]) Cap() int { return len(s.shards) * len(s.shards[0].slots) }
+func (s *Sharded[T]) Cap() int { return len(s.shards) * len(s.shards[0].buf) }
 
 // Len returns the number of items pushed or being pushed and not yet popped,
 // summed over shards: a snapshot, not a consistent cut.
