@@ -160,11 +160,13 @@ func (q *mpsc[T]) len() int {
 // one atomic load per pushed batch it meets and one store.
 //
 // Progress: producers are lock-free (a failed CAS means another producer
-// succeeded). The consumer reads positions in order, so a producer that has
-// claimed a position but not yet written it (preempted between its CAS and
-// its store, a few instructions) holds back the items behind it until it
-// resumes; the consumer sees the ring as empty meanwhile and is woken by
-// that producer's publication. Nothing is lost or reordered.
+// succeeded) and never wait for each other. The consumer reads positions in
+// order, so a producer that has claimed positions but not yet published
+// them (preempted between its CAS and its publishing store, that is during
+// the copy of its items) holds back the items behind it until it resumes:
+// the consumer sees no item meanwhile and is woken by that publication, and
+// if the ring fills up meanwhile, pushes fail as full. Nothing is lost or
+// reordered.
 //
 // Values sit in one array, so batches move with memmove; neighbouring
 // pushes share cache lines, which costs some transfers between producers
