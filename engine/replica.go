@@ -208,10 +208,16 @@ func (r *Replica) submit(c *call) error {
 		return ErrBusy
 	}
 	r.subs = append(r.subs, c)
+	first := len(r.subs) == 1
 	r.subMu.Unlock()
-	select {
-	case r.subSignal <- struct{}{}:
-	default:
+	// Only the submission that found the queue empty wakes the core loop:
+	// the others know a wake-up is already on its way (the core loop takes
+	// the whole queue at once), so no channel operation per command.
+	if first {
+		select {
+		case r.subSignal <- struct{}{}:
+		default:
+		}
 	}
 	return nil
 }
