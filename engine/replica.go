@@ -30,12 +30,25 @@ type Status struct {
 	Err      string         `json:"error,omitempty"`
 }
 
+// Completion receives the outcome of a ProposeAsync. A pooled object that
+// implements it lets a caller keep many commands in flight without an
+// allocation per command; CompletionFunc adapts a plain function.
+type Completion interface {
+	Complete(result []byte, err error)
+}
+
+// CompletionFunc adapts a function to Completion.
+type CompletionFunc func(result []byte, err error)
+
+// Complete calls f.
+func (f CompletionFunc) Complete(result []byte, err error) { f(result, err) }
+
 // call is one proposal waiting for its outcome: either a blocked Propose
-// (done) or a ProposeAsync callback (cb).
+// (done) or a ProposeAsync completion (cb).
 type call struct {
 	cmd    []byte
 	done   chan struct{}
-	cb     func(result []byte, err error)
+	cb     Completion
 	result []byte
 	err    error
 }
@@ -51,7 +64,7 @@ func (c *call) complete(result []byte, err error) {
 	if cb := c.cb; cb != nil {
 		*c = call{}
 		asyncCalls.Put(c)
-		cb(result, err)
+		cb.Complete(result, err)
 		return
 	}
 	c.result, c.err = result, err
@@ -181,18 +194,25 @@ func (r *Replica) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
 
 // ProposeAsync submits cmd and returns at once; done is called exactly once
 // with the state machine's result or an error (the same errors as Propose).
-// done runs on one of the replica's own goroutines (usually the applier's):
-// it must return quickly and must not block or call back into the replica
-// except through ProposeAsync. The replica keeps cmd until done is called.
-// This is the path for callers that keep many commands in flight without a
-// goroutine each.
+// It runs on one of the replica's own goroutines (usually the applier's), or
+// on the caller's before ProposeAsync returns if the command is refused at
+// once (ErrStopped, ErrBusy): it must return quickly and must not block. The
+// replica keeps cmd until done is called. This is the path for callers that
+// keep many commands in flight without a goroutine each; ProposeWith is the
+// same without even a closure per command.
 func (r *Replica) ProposeAsync(cmd []byte, done func(result []byte, err error)) {
+	r.ProposeWith(cmd, CompletionFunc(done))
+}
+
+// ProposeWith is ProposeAsync with a Completion: a pooled object that
+// implements it makes a proposal allocate nothing at all.
+func (r *Replica) ProposeWith(cmd []byte, done Completion) {
 	c := asyncCalls.Get().(*call)
 	c.cmd, c.cb = cmd, done
 	if err := r.submit(c); err != nil {
 		*c = call{}
 		asyncCalls.Put(c)
-		done(nil, err)
+		done.Complete(nil, err)
 	}
 }
 

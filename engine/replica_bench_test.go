@@ -58,20 +58,20 @@ func BenchmarkInProcessPropose(b *testing.B) {
 	var failed atomic.Int64
 	// One callback for every command: no closure allocated per command, so
 	// allocs/op counts the engine's own allocations (per batch, amortized).
-	done := func(_ []byte, err error) {
+	done := CompletionFunc(func(_ []byte, err error) {
 		if err != nil {
 			failed.Add(1)
 		}
 		<-sem
 		wg.Done()
-	}
+	})
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
 	for range b.N {
 		sem <- struct{}{}
 		wg.Add(1)
-		leader.ProposeAsync(cmd, done)
+		leader.ProposeWith(cmd, done)
 	}
 	wg.Wait()
 	if f := failed.Load(); f > 0 {

@@ -344,7 +344,7 @@ func TestProposeAsyncCompletesEveryCommandOnce(t *testing.T) {
 	}
 	l.Stop()
 	done := make(chan error, 1)
-	l.ProposeAsync([]byte("late"), func(_ []byte, err error) { done <- err })
+	l.ProposeWith([]byte("late"), CompletionFunc(func(_ []byte, err error) { done <- err }))
 	if err := <-done; !errors.Is(err, ErrStopped) {
 		t.Fatalf("ProposeAsync after Stop: %v", err)
 	}

@@ -25,7 +25,27 @@ import (
 type inprocCluster struct {
 	replicas []*engine.Replica
 	leader   atomic.Pointer[engine.Replica]
-	bufs     sync.Pool
+	ops      sync.Pool // *inprocOp
+}
+
+// inprocOp is one operation in flight: its encoded command and the
+// harness's callback. Pooled, and an engine.Completion itself, so an
+// operation allocates nothing.
+type inprocOp struct {
+	c    *inprocCluster
+	cmd  []byte
+	done func(error)
+}
+
+// Complete implements engine.Completion.
+func (op *inprocOp) Complete(_ []byte, err error) {
+	c, done := op.c, op.done
+	op.done = nil
+	c.ops.Put(op)
+	if errors.Is(err, engine.ErrNotLeader) || errors.Is(err, engine.ErrOutcomeUnknown) {
+		c.findLeader()
+	}
+	done(err)
 }
 
 func startInproc(o *options) (*inprocCluster, error) {
@@ -35,7 +55,7 @@ func startInproc(o *options) (*inprocCluster, error) {
 		members = append(members, wire.ReplicaID(i))
 	}
 	c := &inprocCluster{}
-	c.bufs.New = func() any { b := make([]byte, 0, 64+o.size); return &b }
+	c.ops.New = func() any { return &inprocOp{c: c, cmd: make([]byte, 0, 64+o.size)} }
 	for _, id := range members {
 		log, err := openLog(o, id)
 		if err != nil {
@@ -109,20 +129,14 @@ func (c *inprocCluster) findLeader() *engine.Replica {
 
 // Submit implements bench.Target.
 func (c *inprocCluster) Submit(op bench.Op, done func(error)) {
-	bp := c.bufs.Get().(*[]byte)
+	io := c.ops.Get().(*inprocOp)
 	kop := kv.Op{Kind: kv.Get, Key: op.Key}
 	if op.Write {
 		kop = kv.Op{Kind: kv.Put, Key: op.Key, Value: op.Value}
 	}
-	*bp = kv.AppendCommand((*bp)[:0], []kv.Op{kop})
-	l := c.leader.Load()
-	l.ProposeAsync(*bp, func(_ []byte, err error) {
-		c.bufs.Put(bp)
-		if errors.Is(err, engine.ErrNotLeader) || errors.Is(err, engine.ErrOutcomeUnknown) {
-			c.findLeader()
-		}
-		done(err)
-	})
+	io.cmd = kv.AppendCommand(io.cmd[:0], []kv.Op{kop})
+	io.done = done
+	c.leader.Load().ProposeWith(io.cmd, io)
 }
 
 func (c *inprocCluster) stop() {
