@@ -38,6 +38,7 @@ const usageText = `usage: vestactl [-servers HOST:PORT,...] [-timeout D] COMMAND
 
 commands:
   status                     each server's role, leader, commit and applied index
+                             (exit status 1 if a server does not answer)
   put KEY VALUE              set KEY to VALUE
   get KEY                    print KEY's value (exit status 1 if KEY does not exist)
   delete KEY                 remove KEY
