@@ -238,8 +238,16 @@ func (c *Client) Status(ctx context.Context, addr string) (ServerStatus, error) 
 	return st, nil
 }
 
+// ErrTooLarge is returned, without sending anything, for a key above
+// proto.MaxKeySize or a value above proto.MaxValueSize.
+var ErrTooLarge = errors.New("vesta client: key or value too large")
+
 // do runs one request to completion, retrying as the package comment says.
 func (c *Client) do(ctx context.Context, req *proto.Request) (proto.Response, error) {
+	if len(req.Key) > proto.MaxKeySize || len(req.Value) > proto.MaxValueSize || len(req.Expect) > proto.MaxValueSize {
+		return proto.Response{}, fmt.Errorf("%w: key %d bytes (limit %d), value %d and expected value %d bytes (limit %d)",
+			ErrTooLarge, len(req.Key), proto.MaxKeySize, len(req.Value), len(req.Expect), proto.MaxValueSize)
+	}
 	if !req.Op.IsWrite() {
 		resp, _, err := c.attempt(ctx, req, nil)
 		return resp, err

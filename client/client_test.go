@@ -279,3 +279,18 @@ func TestAttemptTimeoutMovesOn(t *testing.T) {
 		t.Fatalf("get: %q %v", v, err)
 	}
 }
+
+func TestTooLarge(t *testing.T) {
+	fc := newFakeCluster(t, 1, kv.Options{})
+	c := newTestClient(t, fc.addrs())
+	big := make([]byte, 1<<20+1)
+	if err := c.Put(ctxT(t), []byte("k"), big); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized value: %v", err)
+	}
+	if _, _, err := c.Get(ctxT(t), big); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized key: %v", err)
+	}
+	if err := c.Put(ctxT(t), []byte("k"), big[:1<<20]); err != nil {
+		t.Fatalf("value at the limit: %v", err)
+	}
+}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -153,9 +152,9 @@ func TestProcessFaults(t *testing.T) {
 // with the race detector when this test has it (reusing its build cache).
 func buildBinaries(t *testing.T, dir string) (vestad, vestactl string) {
 	t.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
 	}
 	args := []string{"build", "-tags", "contracts", "-o", dir}
 	if raceEnabled() {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -178,6 +179,13 @@ func TestServeClients(t *testing.T) {
 	}
 	if existed, err := c.Delete(ctx, []byte("k-0-0")); err != nil || !existed {
 		t.Fatalf("delete: %v %v", existed, err)
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), proto.MaxValueSize/16)
+	if err := c.Put(ctx, []byte("big"), big); err != nil {
+		t.Fatalf("put of a value at the size limit: %v", err)
+	}
+	if v, _, err := c.Get(ctx, []byte("big")); err != nil || !bytes.Equal(v, big) {
+		t.Fatalf("get of a value at the size limit: %d bytes, %v", len(v), err)
 	}
 
 	// Status over the client protocol and over HTTP agree on the leader.
