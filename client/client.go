@@ -461,7 +461,8 @@ type session struct {
 	next     uint64              // the next sequence number to hand out
 	low      uint64              // every number below is finished
 	finished map[uint64]struct{} // finished numbers above low
-	progress chan struct{}       // closed when low moves
+	progress chan struct{}       // closed when low moves, if waiting
+	waiting  bool                // someone waits on progress
 }
 
 func newSession(id uint64, window int) *session {
@@ -480,6 +481,7 @@ func (s *session) begin(ctx context.Context, quit <-chan struct{}) (uint64, erro
 			return seq, nil
 		}
 		wait := s.progress
+		s.waiting = true
 		s.mu.Unlock()
 		select {
 		case <-wait:
@@ -508,8 +510,11 @@ func (s *session) end(seq uint64) {
 		delete(s.finished, s.low)
 		s.low++
 	}
-	close(s.progress)
-	s.progress = make(chan struct{})
+	if s.waiting {
+		close(s.progress)
+		s.progress = make(chan struct{})
+		s.waiting = false
+	}
 }
 
 func (s *session) lowMark() uint64 {

@@ -256,6 +256,25 @@ func TestSessionWindow(t *testing.T) {
 	if seq, err := s.begin(ctx, nil); seq != 4 || err != nil {
 		t.Fatalf("after the window moved: %d %v", seq, err)
 	}
+	// The window (3..5) is full; a waiting begin wakes when it moves.
+	if seq, _ := s.begin(ctx, nil); seq != 5 {
+		t.Fatalf("seq %d, want 5", seq)
+	}
+	got := make(chan uint64)
+	go func() {
+		seq, _ := s.begin(ctx, nil)
+		got <- seq
+	}()
+	time.Sleep(20 * time.Millisecond)
+	s.end(3)
+	select {
+	case seq := <-got:
+		if seq != 6 {
+			t.Fatalf("woken begin got %d, want 6", seq)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a waiting begin was not woken when the window moved")
+	}
 }
 
 // A server that stops answering (paused) is given up on after

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -225,6 +226,9 @@ func (w *Writer) run() {
 		case <-w.quit:
 			quitting = true // flush what is queued, then stop
 		}
+		// Let the goroutines that are about to append do so first: on a
+		// busy machine this turns many small writes into one.
+		runtime.Gosched()
 		w.mu.Lock()
 		out := w.buf
 		w.buf = spare[:0]

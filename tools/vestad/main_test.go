@@ -60,7 +60,7 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 }
 
 // freeAddrs returns n loopback addresses that were free a moment ago.
-func freeAddrs(t *testing.T, n int) []string {
+func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
 	var lns []net.Listener
 	var out []string
@@ -94,7 +94,7 @@ type inProcCluster struct {
 	errs         []chan error
 }
 
-func startInProc(t *testing.T, n int) *inProcCluster {
+func startInProc(t testing.TB, n int) *inProcCluster {
 	t.Helper()
 	addrs := freeAddrs(t, 3*n)
 	peers, clients, metrics := addrs[:n], addrs[n:2*n], addrs[2*n:]
@@ -126,7 +126,7 @@ func startInProc(t *testing.T, n int) *inProcCluster {
 	return c
 }
 
-func (c *inProcCluster) stop(t *testing.T, i int) {
+func (c *inProcCluster) stop(t testing.TB, i int) {
 	if c.cancels[i] == nil {
 		return
 	}
@@ -269,4 +269,34 @@ func TestMalformedClientsAreClosed(t *testing.T) {
 	if err := c.Put(ctx, []byte("k"), []byte("v")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// BenchmarkPipelinedPut measures 64-byte puts from many goroutines sharing
+// one client (one connection per server) against three in-process replicas
+// with in-memory logs: the client protocol, the server and the engine,
+// without disks. It measures; it asserts nothing about speed.
+func BenchmarkPipelinedPut(b *testing.B) {
+	cl := startInProc(b, 3)
+	c, err := client.New(cl.clientAddrs, client.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Put(ctx, []byte("warm"), []byte("up")); err != nil {
+		b.Fatal(err)
+	}
+	value := bytes.Repeat([]byte("v"), 64)
+	b.SetParallelism(128)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		key := []byte("key-0000")
+		for i := 0; pb.Next(); i++ {
+			key[4] = byte('0' + i%10)
+			if err := c.Put(ctx, key, value); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
