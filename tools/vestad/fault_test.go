@@ -110,7 +110,7 @@ func TestProcessFaults(t *testing.T) {
 
 	// Every acknowledged write of a write-once key reads back.
 	verified := load.verify(t, ctx)
-	t.Logf("%6.2fs %d operations recorded (%d acknowledged, %d with unknown outcome); %d acknowledged writes verified by reading back",
+	t.Logf("%6.2fs %d operations in the history, the final reads included (%d answered, %d with unknown outcome); %d acknowledged writes verified by reading back",
 		time.Since(start).Seconds(), len(load.ops), load.acked, load.unknown, verified)
 	if verified == 0 {
 		t.Fatal("no acknowledged write to verify: the load did nothing")
