@@ -35,6 +35,7 @@ import (
 	"github.com/vestalabs/vesta/engine/storage"
 	"github.com/vestalabs/vesta/engine/transport"
 	"github.com/vestalabs/vesta/engine/wire"
+	"github.com/vestalabs/vesta/pmem"
 	"github.com/vestalabs/vesta/tools/vestad/kv"
 )
 
@@ -67,6 +68,11 @@ type config struct {
 	metricsAddr   string
 	dataDir       string
 	memLog        bool
+	pmemPath      string // -log pmem:PATH
+	pmemSize      int64
+	window        int
+	maxBatch      int
+	maxBatchBytes int
 	clusterID     uint64
 	tick          time.Duration
 	electionTicks int
@@ -83,7 +89,11 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	clientAddr := fs.String("client-addr", "", "`HOST:PORT` to serve clients on (default: this replica's entry in -clients)")
 	metricsAddr := fs.String("metrics-addr", "", "`HOST:PORT` to serve /metrics and /status on (default: none)")
 	dataDir := fs.String("data", "", "`DIR` of this replica's write-ahead log (required unless -log mem)")
-	logKind := fs.String("log", "wal", "`KIND` of log: wal (durable, in -data) or mem (NO DURABILITY: for experiments only)")
+	logKind := fs.String("log", "wal", "`KIND` of log: wal (durable, in -data), pmem:PATH (persistent-memory log file at PATH; DAX-mapped where the file system allows) or mem (NO DURABILITY: for experiments only)")
+	pmemSize := fs.Int64("pmem-size", 1<<30, "size in `BYTES` of a new -log pmem file (an existing file keeps its size); the log does not shrink until snapshots exist")
+	window := fs.Int("window", 0, "the leader's pipeline window, in slots (0: the engine's default)")
+	maxBatch := fs.Int("max-batch", 0, "most commands per proposed batch (0: the engine's default)")
+	maxBatchBytes := fs.Int("max-batch-bytes", 0, "most bytes per proposed batch (0: the engine's default)")
 	clusterID := fs.Uint64("cluster-id", 1, "cluster `ID`: replicas of other clusters are refused (not 0)")
 	tick := fs.Duration("tick", 10*time.Millisecond, "the protocol's unit of time")
 	electionTicks := fs.Int("election-ticks", 0, "ticks without a leader before an election (0: the engine's default)")
@@ -101,7 +111,16 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("unexpected argument %q (every setting is a flag)", fs.Arg(0))
 	}
 	cfg := &config{clientAddr: *clientAddr, metricsAddr: *metricsAddr, dataDir: *dataDir, clusterID: *clusterID,
-		tick: *tick, electionTicks: *electionTicks, maxSessions: *maxSessions}
+		tick: *tick, electionTicks: *electionTicks, maxSessions: *maxSessions, pmemSize: *pmemSize,
+		window: *window, maxBatch: *maxBatch, maxBatchBytes: *maxBatchBytes}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"-window", *window}, {"-max-batch", *maxBatch}, {"-max-batch-bytes", *maxBatchBytes}} {
+		if f.v < 0 {
+			return nil, fmt.Errorf("%s: %d is negative", f.name, f.v)
+		}
+	}
 	if *id == 0 || *id > 1<<32-1 {
 		return nil, fmt.Errorf("-id: %d is not a replica ID (1 to %d)", *id, uint32(1<<32-1))
 	}
@@ -140,18 +159,29 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			return nil, fmt.Errorf("-metrics-addr: %w", err)
 		}
 	}
-	switch *logKind {
-	case "wal":
+	switch kind := *logKind; {
+	case strings.HasPrefix(kind, "pmem:"):
+		cfg.pmemPath = strings.TrimPrefix(kind, "pmem:")
+		if cfg.pmemPath == "" {
+			return nil, errors.New("-log pmem:PATH: the path of the log file is missing")
+		}
+		if cfg.dataDir != "" {
+			return nil, errors.New("-data: given with -log pmem:PATH, which keeps the log in that file; drop one of them")
+		}
+		if cfg.pmemSize < 1<<20 {
+			return nil, fmt.Errorf("-pmem-size: %d bytes is too small (at least 1 MiB)", cfg.pmemSize)
+		}
+	case kind == "wal":
 		if cfg.dataDir == "" {
 			return nil, errors.New("-data: required (the directory of the write-ahead log), or -log mem for no durability")
 		}
-	case "mem":
+	case kind == "mem":
 		if cfg.dataDir != "" {
 			return nil, errors.New("-data: given with -log mem, which keeps nothing on disk; drop one of them")
 		}
 		cfg.memLog = true
 	default:
-		return nil, fmt.Errorf("-log: %q is not a log kind (wal or mem)", *logKind)
+		return nil, fmt.Errorf("-log: %q is not a log kind (wal, pmem:PATH or mem)", *logKind)
 	}
 	if cfg.clusterID == 0 {
 		return nil, errors.New("-cluster-id: 0 is not allowed")
@@ -246,6 +276,19 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 			"forgets its promises and votes, which can lose acknowledged writes and break consistency. " +
 			"Use -data DIR for anything but experiments. ***")
 		store = storage.NewMemLog()
+	} else if cfg.pmemPath != "" {
+		pl, err := pmem.Open(cfg.pmemPath, pmem.Options{Size: cfg.pmemSize})
+		if err != nil {
+			return fmt.Errorf("-log pmem:%s: %w", cfg.pmemPath, err)
+		}
+		st := pl.Status()
+		durability = fmt.Sprintf("pmem %s (%s)", cfg.pmemPath, st.Durability)
+		log.Info("pmem log open", "path", cfg.pmemPath, "durability", st.Durability.String(),
+			"why", st.DurabilityReason, "flush", st.Flush.String(), "capacity", st.Capacity)
+		if st.Durability != pmem.DurabilityDAX {
+			log.Warn("pmem log is not on DAX persistent memory", "durability", st.Durability.String(), "why", st.DurabilityReason)
+		}
+		store = pl
 	} else {
 		wal, err := storage.OpenWAL(cfg.dataDir, storage.WALOptions{})
 		if err != nil {
@@ -271,6 +314,25 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 	}
 
 	reg := prometheus.NewRegistry()
+	logKind := "wal"
+	switch {
+	case cfg.memLog:
+		logKind = "mem"
+	case cfg.pmemPath != "":
+		logKind = "pmem"
+	}
+	durabilityMode := "fdatasync"
+	if pl, ok := store.(*pmem.Log); ok {
+		durabilityMode = pl.Status().Durability.String()
+		registerPmemMetrics(reg, pl)
+	} else if cfg.memLog {
+		durabilityMode = "none"
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "vesta_log_info",
+		Help:        "The replica's log: its kind and the durability it actually has (1 for the one in use).",
+		ConstLabels: prometheus.Labels{"kind": logKind, "durability": durabilityMode},
+	}, func() float64 { return 1 }))
 	sm := kv.New(kv.Options{MaxSessions: cfg.maxSessions})
 	metrics := newServerMetrics(reg, sm)
 	r, err := engine.Start(engine.Config{
@@ -285,10 +347,13 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 			}
 			return t, nil
 		},
-		TickInterval:  cfg.tick,
-		ElectionTicks: cfg.electionTicks,
-		Logger:        log,
-		Registerer:    reg,
+		TickInterval:     cfg.tick,
+		ElectionTicks:    cfg.electionTicks,
+		Window:           cfg.window,
+		MaxBatchCommands: cfg.maxBatch,
+		MaxBatchBytes:    cfg.maxBatchBytes,
+		Logger:           log,
+		Registerer:       reg,
 	}, sm)
 	if err != nil {
 		cln.Close()
@@ -346,4 +411,22 @@ func addrOf(ln net.Listener) string {
 		return ""
 	}
 	return ln.Addr().String()
+}
+
+// registerPmemMetrics exposes the pmem log's counters and occupancy.
+func registerPmemMetrics(reg prometheus.Registerer, l *pmem.Log) {
+	gauge := func(name, help string, f func(pmem.Status) float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
+			func() float64 { return f(l.Status()) }))
+	}
+	counter := func(name, help string, f func(pmem.Status) float64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return f(l.Status()) }))
+	}
+	gauge("vesta_pmem_capacity_bytes", "Bytes in the pmem log's data area.", func(s pmem.Status) float64 { return float64(s.Capacity) })
+	gauge("vesta_pmem_used_bytes", "Bytes between the pmem log's head and write position.", func(s pmem.Status) float64 { return float64(s.Used) })
+	counter("vesta_pmem_appends_total", "Append calls on the pmem log.", func(s pmem.Status) float64 { return float64(s.Appends) })
+	counter("vesta_pmem_syncs_total", "Sync calls on the pmem log.", func(s pmem.Status) float64 { return float64(s.Syncs) })
+	counter("vesta_pmem_record_bytes_total", "Bytes of records written to the pmem log.", func(s pmem.Status) float64 { return float64(s.RecordBytes) })
+	counter("vesta_pmem_full_rejects_total", "Appends refused because the pmem log was full.", func(s pmem.Status) float64 { return float64(s.FullRejects) })
 }

@@ -46,6 +46,11 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-log-format=xml"}, "-log-format"},
 		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-max-sessions=0"}, "-max-sessions"},
 		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "extra"}, "argument"},
+		{[]string{"-id=1", peers, clients, "-log=pmem:"}, "-log pmem"},
+		{[]string{"-id=1", peers, clients, "-log=pmem:/tmp/p", "-data=/tmp/x"}, "-data"},
+		{[]string{"-id=1", peers, clients, "-log=pmem:/tmp/p", "-pmem-size=10"}, "-pmem-size"},
+		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-window=-1"}, "-window"},
+		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-max-batch=-1"}, "-max-batch"},
 	}
 	for _, c := range cases {
 		_, err := parseFlags(c.args, io.Discard)
@@ -56,6 +61,10 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 	cfg, err := parseFlags([]string{"-id=2", peers, clients, "-log=mem"}, io.Discard)
 	if err != nil || cfg.clientAddr != "127.0.0.1:7102" || !cfg.memLog || len(cfg.peers) != 3 {
 		t.Fatalf("good flags: %+v %v", cfg, err)
+	}
+	cfg, err = parseFlags([]string{"-id=1", peers, clients, "-log=pmem:/dev/shm/r1.pmem", "-pmem-size=1073741824", "-window=64"}, io.Discard)
+	if err != nil || cfg.pmemPath != "/dev/shm/r1.pmem" || cfg.pmemSize != 1<<30 || cfg.window != 64 {
+		t.Fatalf("pmem flags: %+v %v", cfg, err)
 	}
 }
 
