@@ -97,10 +97,13 @@ func openLog(o *options, id wire.ReplicaID) (storage.Log, error) {
 	case "wal":
 		return storage.OpenWAL(dir, storage.WALOptions{})
 	case "pmem":
-		if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
-			return nil, err
+		path := filepath.Join(o.pmemDir, fmt.Sprintf("vesta-bench-r%d-%d.pmem", id, os.Getpid()))
+		o.cleanup = append(o.cleanup, path)
+		l, err := pmem.Open(path, pmem.Options{Size: o.pmemSize})
+		if err == nil {
+			o.durability = fmt.Sprintf("pmem %s (%s)", path, l.Status().Durability)
 		}
-		return pmem.Open(dir+".pmem", pmem.Options{Size: 256 << 20})
+		return l, err
 	}
 	return nil, fmt.Errorf("-log %q: want mem, wal or pmem", o.log)
 }

@@ -48,6 +48,10 @@ type options struct {
 	vestad        string
 	cpuProfile    string
 	sm            string
+	pmemDir       string
+	pmemSize      int64
+	cleanup       []string // files to remove at the end
+	durability    string   // what the replicas report of their log
 }
 
 func main() {
@@ -63,7 +67,7 @@ func main() {
 	flag.Float64Var(&o.zipf, "zipf", 0, "key skew: 0 uniform, else a Zipf exponent > 1")
 	flag.DurationVar(&o.duration, "duration", 20*time.Second, "measured duration")
 	flag.DurationVar(&o.warmup, "warmup", 3*time.Second, "warm-up before measuring")
-	flag.StringVar(&o.log, "log", "mem", "replica log: mem (no durability), wal (file WAL, real fdatasync) or pmem (persistent-memory log)")
+	flag.StringVar(&o.log, "log", "pmem", "replica log: mem (no durability), wal (file WAL, real fdatasync) or pmem (persistent-memory log)")
 	flag.StringVar(&o.dataDir, "data", "", "directory for the replicas' logs (default: a temporary directory, removed afterwards)")
 	flag.StringVar(&o.transport, "transport", "tcp", "replica transport: tcp (the only one so far; -inproc uses the in-memory transport)")
 	flag.IntVar(&o.window, "window", 256, "leader's pipeline window W, in slots")
@@ -72,6 +76,8 @@ func main() {
 	flag.StringVar(&o.jsonPath, "json", "", "write the result as JSON to this file")
 	flag.StringVar(&o.plotPath, "plot", "", "draw throughput over time and the latency distribution into this PNG")
 	flag.StringVar(&o.vestad, "vestad", "", "vestad binary (default: built from this module into a temporary directory)")
+	flag.StringVar(&o.pmemDir, "pmem-dir", "/dev/shm", "-log pmem: the directory of the replicas' pmem log files (a DAX mount for real persistent memory)")
+	flag.Int64Var(&o.pmemSize, "pmem-size", 2<<30, "-log pmem: bytes per replica's log file; logs do not shrink until snapshots exist, so size it for the run")
 	flag.StringVar(&o.sm, "sm", "kv", "-inproc state machine: kv (vestad's key-value store) or null (applies nothing: measures the engine alone)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the measured window) to this file")
 	flag.Parse()
@@ -103,6 +109,11 @@ func run(o *options) error {
 	if err := o.check(); err != nil {
 		return err
 	}
+	defer func() {
+		for _, p := range o.cleanup {
+			os.Remove(p)
+		}
+	}()
 	w := bench.Workload{Clients: o.clients, Inflight: o.inflight, Rate: o.rate, Size: o.size, ReadRatio: o.reads,
 		Keys: o.keys, Zipf: o.zipf, Duration: o.duration, Warmup: o.warmup, Seed: uint64(time.Now().UnixNano())}
 	if err := w.Validate(); err != nil {
@@ -125,6 +136,9 @@ func run(o *options) error {
 	var notes []string
 	if o.log == "mem" {
 		notes = append(notes, "log mem: nothing is persisted (no durability)")
+	}
+	if o.log == "wal" {
+		cond.Log = "wal (file WAL, real fdatasync, in " + o.dataDir + ")"
 	}
 	if o.sm == "null" {
 		notes = append(notes, "state machine null: commands are replicated but applied as no-ops")
@@ -149,6 +163,9 @@ func run(o *options) error {
 		}
 		defer c.stop()
 		target = c
+	}
+	if o.durability != "" {
+		cond.Log += " — replica 1 reports: " + o.durability
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer cancel()

@@ -95,7 +95,9 @@ func startProcesses(o *options) (*procCluster, error) {
 		case "wal":
 			args = append(args, "-data", filepath.Join(o.dataDir, fmt.Sprintf("r%d", i+1)))
 		case "pmem":
-			args = append(args, "-log", "pmem:"+filepath.Join(o.dataDir, fmt.Sprintf("r%d.pmem", i+1)))
+			path := filepath.Join(o.pmemDir, fmt.Sprintf("vesta-bench-r%d-%d.pmem", i+1, os.Getpid()))
+			o.cleanup = append(o.cleanup, path)
+			args = append(args, "-log", "pmem:"+path, "-pmem-size", fmt.Sprint(o.pmemSize))
 		}
 		logf, err := os.Create(filepath.Join(o.dataDir, fmt.Sprintf("vestad-%d.log", i+1)))
 		if err != nil {
@@ -126,6 +128,9 @@ func startProcesses(o *options) (*procCluster, error) {
 		err := c.clients[0].Put(ctx, []byte("vesta-bench-probe"), []byte("1"))
 		cancel()
 		if err == nil {
+			if st, err := c.clients[0].Status(context.Background(), clientAddrs[0]); err == nil && st.Durability != "" {
+				o.durability = st.Durability
+			}
 			return c, nil
 		}
 		if time.Now().After(deadline) {
