@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"strconv"
 	"testing"
 )
 
@@ -187,5 +188,24 @@ func TestDeterministic(t *testing.T) {
 	}
 	if !reflect.DeepEqual(a.data, b.data) || len(a.sessions) != len(b.sessions) {
 		t.Fatal("stores differ")
+	}
+}
+
+// BenchmarkSessionPuts applies pipelined session writes (256 in flight, the
+// low mark trailing) to 1000 keys: the session bookkeeping's cost per write.
+func BenchmarkSessionPuts(b *testing.B) {
+	s := New(Options{})
+	res := make([][]byte, 1)
+	s.Apply([][]byte{AppendCommand(nil, []Op{{Kind: OpenSession, Client: 1}})}, res)
+	var cmd []byte
+	key := []byte("k0000")
+	val := make([]byte, 64)
+	b.ReportAllocs()
+	for i := range b.N {
+		seq := uint64(i) + 1
+		key[4] = byte('0' + i%10)
+		key[3] = byte('0' + (i/10)%10)
+		cmd = AppendCommand(cmd[:0], []Op{{Kind: Put, Client: 1, Seq: seq, Low: max(1, seq-256), Key: key, Value: val}})
+		s.Apply([][]byte{cmd}, res)
 	}
 }
