@@ -1,7 +1,6 @@
 package client
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"sync"
@@ -11,63 +10,38 @@ import (
 
 // conn is one connection to one server, shared by every call to it.
 type conn struct {
-	c     *Client
-	addr  string
-	ready chan struct{} // closed once dialled (or failed to)
-
-	// Set before ready is closed, then read-only.
-	nc net.Conn
-	w  *proto.Writer
+	c    *Client
+	addr string
 
 	mu      sync.Mutex
-	pending map[uint64]*call
+	nc      net.Conn // nil until dialled
+	w       *proto.Writer
+	queued  []*op // sent before the connection was up
+	pending map[uint64]*op
 	nextID  uint64
-	err     error // set once the connection failed; pending is then empty
+	err     error // set once the connection failed; pending and queued are then empty
 }
 
-// call is one request waiting for its response.
-type call struct {
-	resp proto.Response // Value copied out of the read buffer
-	err  error
-	done chan struct{} // one token when resp or err is set
-}
-
-var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
-
-// conn returns the client's connection to addr, dialling it if there is none.
-func (c *Client) conn(ctx context.Context, addr string) (*conn, error) {
+// connTo returns the client's connection to addr, starting to dial one if
+// there is none. It does not wait for the dial.
+func (c *Client) connTo(addr string) (*conn, error) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.closed {
-		c.mu.Unlock()
 		return nil, ErrClosed
 	}
 	cn := c.conns[addr]
 	if cn == nil {
-		cn = &conn{c: c, addr: addr, ready: make(chan struct{}), pending: map[uint64]*call{}}
+		cn = &conn{c: c, addr: addr, pending: map[uint64]*op{}}
 		c.conns[addr] = cn
-		c.mu.Unlock()
-		cn.dial()
-	} else {
-		c.mu.Unlock()
-	}
-	select {
-	case <-cn.ready:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	cn.mu.Lock()
-	err := cn.err
-	cn.mu.Unlock()
-	if err != nil {
-		return nil, err
+		go cn.dial()
 	}
 	return cn, nil
 }
 
-// dial connects, sends the preamble and starts the reader; on failure it
-// marks the connection failed and forgets it.
+// dial connects, sends the preamble, sends the requests queued meanwhile
+// and starts the reader; on failure it fails the connection.
 func (cn *conn) dial() {
-	defer close(cn.ready)
 	d := net.Dialer{Timeout: cn.c.opts.DialTimeout}
 	nc, err := d.Dial("tcp", cn.addr)
 	if err == nil {
@@ -94,45 +68,71 @@ func (cn *conn) dial() {
 		return
 	}
 	cn.nc, cn.w = nc, w
+	queued := cn.queued
+	cn.queued = nil
+	var werr error
+	for _, o := range queued {
+		if werr = cn.sendLocked(o); werr != nil {
+			break
+		}
+	}
 	cn.mu.Unlock()
 	go cn.readLoop()
+	if werr != nil {
+		cn.fail(fmt.Errorf("vesta client: writing to %s: %w", cn.addr, werr))
+	}
 }
 
-// roundTrip sends req (setting its ID) and waits for the response.
-func (cn *conn) roundTrip(ctx context.Context, req *proto.Request) (proto.Response, error) {
-	cl := callPool.Get().(*call)
+// submit sends o on this connection, or queues it until it is dialled.
+func (cn *conn) submit(o *op) {
 	cn.mu.Lock()
-	if cn.err != nil {
-		err := cn.err
+	if err := cn.err; err != nil {
 		cn.mu.Unlock()
-		callPool.Put(cl)
-		return proto.Response{}, err
+		o.attemptFailed(cn.addr, err)
+		return
 	}
-	cn.nextID++
-	id := cn.nextID
-	req.ID = id
-	cn.pending[id] = cl
+	if cn.w == nil {
+		cn.queued = append(cn.queued, o)
+		cn.mu.Unlock()
+		return
+	}
+	err := cn.sendLocked(o)
 	cn.mu.Unlock()
-	if err := cn.w.WriteRequest(req); err != nil {
+	if err != nil {
 		cn.fail(fmt.Errorf("vesta client: writing to %s: %w", cn.addr, err))
 	}
-	select {
-	case <-cl.done:
-	case <-ctx.Done():
-		cn.mu.Lock()
-		_, waiting := cn.pending[id]
-		delete(cn.pending, id)
-		cn.mu.Unlock()
-		if waiting {
-			callPool.Put(cl)
-			return proto.Response{}, ctx.Err()
-		}
-		<-cl.done // completed meanwhile
+}
+
+// sendLocked numbers o's request, records it as pending and queues its
+// frame on the writer, all under cn.mu: whoever takes o from pending finds
+// its frame already encoded. An abandoned o is dropped.
+func (cn *conn) sendLocked(o *op) error {
+	if o.sess != nil {
+		o.req.Low = o.sess.lowMark()
 	}
-	resp, err := cl.resp, cl.err
-	cl.resp, cl.err = proto.Response{}, nil
-	callPool.Put(cl)
-	return resp, err
+	o.sent.Add(1) // before the check: see abandon
+	if o.state.Load() != 0 {
+		return nil
+	}
+	cn.nextID++
+	o.req.ID = cn.nextID
+	o.sentAt = cn.c.now.Load()
+	cn.pending[o.req.ID] = o
+	return cn.w.WriteRequest(&o.req)
+}
+
+// takeExpired removes and appends to out the pending requests sent before
+// the coarse time before.
+func (cn *conn) takeExpired(before int64, out []*op) []*op {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	for id, o := range cn.pending {
+		if o.sentAt < before {
+			delete(cn.pending, id)
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 func (cn *conn) readLoop() {
@@ -149,24 +149,19 @@ func (cn *conn) readLoop() {
 			return
 		}
 		cn.mu.Lock()
-		cl := cn.pending[resp.ID]
+		o := cn.pending[resp.ID]
 		delete(cn.pending, resp.ID)
 		cn.mu.Unlock()
-		if cl == nil {
-			continue // its caller gave up
+		if o == nil {
+			continue // timed out, or its caller gave up
 		}
-		if len(resp.Value) > 0 {
-			resp.Value = append([]byte(nil), resp.Value...)
-		} else {
-			resp.Value = nil
-		}
-		cl.resp = resp
-		cl.done <- struct{}{}
+		o.handle(cn.addr, resp) // resp.Value aliases the read buffer until the next frame
 	}
 }
 
-// fail marks the connection failed with err, fails its pending calls, closes
-// it and forgets it, so the next call dials again. Idempotent.
+// fail marks the connection failed with err, fails its queued and pending
+// requests' attempts, closes it and forgets it, so the next attempt dials
+// again. Idempotent.
 func (cn *conn) fail(err error) {
 	cn.mu.Lock()
 	if cn.err != nil {
@@ -174,8 +169,8 @@ func (cn *conn) fail(err error) {
 		return
 	}
 	cn.err = err
-	pending := cn.pending
-	cn.pending = map[uint64]*call{}
+	pending, queued := cn.pending, cn.queued
+	cn.pending, cn.queued = map[uint64]*op{}, nil
 	nc, w := cn.nc, cn.w
 	cn.mu.Unlock()
 	c := cn.c
@@ -187,9 +182,11 @@ func (cn *conn) fail(err error) {
 	if nc != nil {
 		nc.Close()
 	}
-	for _, cl := range pending {
-		cl.err = err
-		cl.done <- struct{}{}
+	for _, o := range queued {
+		o.attemptFailed(cn.addr, err)
+	}
+	for _, o := range pending {
+		o.attemptFailed(cn.addr, err)
 	}
 	if w != nil {
 		// Not here: fail may run on the writer's own goroutine (OnError).

@@ -1,0 +1,658 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vestalabs/vesta/client/proto"
+)
+
+// This file is the one path every call takes. A call is an op record that
+// moves between the client's structures: a session's queue (waiting for a
+// sequence number), the queue of writes waiting for a session to open, a
+// connection's dial queue or its pending map (sent, waiting for the
+// response), or a retry timer. Whoever removes it from one of them, under
+// that structure's lock, owns it and moves it on; no goroutine, context or
+// timer is made per call. Attempt timeouts are enforced by the client's
+// sweeper, which scans the connections' pending requests every tick.
+//
+// An op finishes once: finish and abandon (a blocking caller whose context
+// ended) race on state. The owner that finds an op abandoned drops it (it
+// is then never reused: the abandoning caller may still read it).
+
+// op is one call in progress.
+type op struct {
+	c     *Client
+	req   proto.Request // Key, Value, Expect alias the caller's slices
+	state atomic.Int32  // 0 while in progress; 1 once finished or abandoned
+	sent  atomic.Int32  // sends in the current session (see abandon)
+	seq   atomic.Uint64 // the write's sequence number while it holds one
+	sess  *session      // a write's session (set before seq)
+	write bool
+
+	// Owned by whoever holds the op.
+	addr   string        // the server the next attempt goes to
+	delay  time.Duration // the next retry's backoff
+	hops   int           // redirects followed in a row
+	sentAt int64         // c.now at the last send
+	fixed  bool          // one attempt at addr, no retry (Status)
+
+	// Completion: exactly one of these is set.
+	putDone func(error)
+	getDone func(value []byte, found bool, err error)
+	onDone  func(o *op, resp proto.Response, err error) // internal (session opening)
+	ch      chan struct{}                               // a blocking caller: resp, err hold the outcome
+	resp    proto.Response
+	err     error
+}
+
+var opPool = sync.Pool{New: func() any { return new(op) }}
+
+func (c *Client) newOp() *op {
+	o := opPool.Get().(*op)
+	o.c = c
+	o.addr = *c.leader.Load()
+	o.delay = c.opts.BackoffMin
+	return o
+}
+
+// release returns a finished op to the pool. Only its owner may, and never
+// an abandoned one.
+func (o *op) release() {
+	ch := o.ch
+	*o = op{} // the atomics are zero: nothing else refers to o
+	o.ch = ch
+	opPool.Put(o)
+}
+
+// ErrTooLarge is returned, without sending anything, for a key above
+// proto.MaxKeySize or a value above proto.MaxValueSize.
+var ErrTooLarge = errors.New("vesta client: key or value too large")
+
+func checkSize(key, value, expect []byte) error {
+	if len(key) > proto.MaxKeySize || len(value) > proto.MaxValueSize || len(expect) > proto.MaxValueSize {
+		return fmt.Errorf("%w: key %d bytes (limit %d), value %d and expected value %d bytes (limit %d)",
+			ErrTooLarge, len(key), proto.MaxKeySize, len(value), len(expect), proto.MaxValueSize)
+	}
+	return nil
+}
+
+// PutAsync sets key to value and calls done with the outcome, exactly once.
+// It does not wait: many calls may be in flight, and they are sent in
+// batches. Writes are exactly-once as with Put; PutAsync retries (through
+// redirects, unavailable servers, failed connections and attempt timeouts)
+// until the write is acknowledged, the server refuses it for good, or the
+// client is closed (ErrClosed, which matches no ErrOutcomeUnknown although
+// the write may have applied, as with Put).
+//
+// The caller must leave key and value unmodified until done runs. done runs
+// on one of the client's goroutines (a connection's reader, mostly), or on
+// the goroutine calling Close, or before PutAsync returns when the call
+// fails at once (ErrTooLarge, ErrClosed); it must not block, since the
+// responses of its connection wait while it runs. It may start other calls.
+func (c *Client) PutAsync(key, value []byte, done func(err error)) {
+	if err := checkSize(key, value, nil); err != nil {
+		done(err)
+		return
+	}
+	o := c.newOp()
+	o.req = proto.Request{Op: proto.OpPut, Key: key, Value: value}
+	o.putDone = done
+	c.start(o)
+}
+
+// GetAsync reads key, through the log (linearizable), and calls done with
+// its value and whether it exists, exactly once; see PutAsync for the rules
+// of done and of key. The value passed to done is the caller's.
+func (c *Client) GetAsync(key []byte, done func(value []byte, found bool, err error)) {
+	if err := checkSize(key, nil, nil); err != nil {
+		done(nil, false, err)
+		return
+	}
+	o := c.newOp()
+	o.req = proto.Request{Op: proto.OpGet, Key: key}
+	o.getDone = done
+	c.start(o)
+}
+
+// Get returns key's value and whether the key exists.
+func (c *Client) Get(ctx context.Context, key []byte) (value []byte, found bool, err error) {
+	resp, err := c.do(ctx, proto.Request{Op: proto.OpGet, Key: key})
+	if err != nil {
+		return nil, false, err
+	}
+	return resp.Value, resp.Found, nil
+}
+
+// Put sets key to value.
+func (c *Client) Put(ctx context.Context, key, value []byte) error {
+	_, err := c.do(ctx, proto.Request{Op: proto.OpPut, Key: key, Value: value})
+	return err
+}
+
+// Delete removes key and reports whether it existed.
+func (c *Client) Delete(ctx context.Context, key []byte) (existed bool, err error) {
+	resp, err := c.do(ctx, proto.Request{Op: proto.OpDelete, Key: key})
+	return resp.Found, err
+}
+
+// CAS sets key to value if its current value equals expect (a missing key's
+// value is empty) and reports whether it did.
+func (c *Client) CAS(ctx context.Context, key, expect, value []byte) (swapped bool, err error) {
+	resp, err := c.do(ctx, proto.Request{Op: proto.OpCAS, Key: key, Expect: expect, Value: value})
+	return resp.Swapped, err
+}
+
+// Status asks the server at addr (not necessarily one of the client's) for
+// its status. It does not retry.
+func (c *Client) Status(ctx context.Context, addr string) (ServerStatus, error) {
+	var st ServerStatus
+	o := c.newOp()
+	o.req = proto.Request{Op: proto.OpStatus}
+	o.addr, o.fixed = addr, true
+	resp, err := c.wait(ctx, o)
+	if err != nil {
+		return st, err
+	}
+	if resp.Status != proto.StatusOK {
+		return st, &ServerError{addr, resp.Status.String() + ": " + string(resp.Value)}
+	}
+	if err := json.Unmarshal(resp.Value, &st); err != nil {
+		return st, fmt.Errorf("vesta client: status of %s: %w", addr, err)
+	}
+	return st, nil
+}
+
+// do runs one request to completion, retrying as the package comment says,
+// and waits for it.
+func (c *Client) do(ctx context.Context, req proto.Request) (proto.Response, error) {
+	if err := checkSize(req.Key, req.Value, req.Expect); err != nil {
+		return proto.Response{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return proto.Response{}, err
+	}
+	o := c.newOp()
+	o.req = req
+	return c.wait(ctx, o)
+}
+
+// wait starts o and waits for its outcome or for ctx to end.
+func (c *Client) wait(ctx context.Context, o *op) (proto.Response, error) {
+	if o.ch == nil {
+		o.ch = make(chan struct{}, 1)
+	}
+	ch := o.ch
+	c.start(o)
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		if write, sent, ok := o.abandon(); ok {
+			if write && sent > 0 {
+				return proto.Response{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, ctx.Err())
+			}
+			return proto.Response{}, ctx.Err()
+		}
+		<-ch // finished meanwhile
+	}
+	resp, err := o.resp, o.err
+	o.release()
+	return resp, err
+}
+
+// abandon ends o for a caller that stops waiting: it reports whether it
+// did (o had not finished), whether o is a write and how often it was sent
+// in its session. A write's sequence number is finished at once, so the low
+// mark moves past it as the blocking path always did.
+func (o *op) abandon() (write bool, sent int32, ok bool) {
+	if !o.state.CompareAndSwap(0, 1) {
+		return false, 0, false
+	}
+	// A send counts itself before it checks state, so a send that this
+	// load misses sees state set and does not happen.
+	sent = o.sent.Load()
+	if q := o.seq.Swap(0); q != 0 {
+		o.sess.end(q)
+	}
+	return o.write, sent, true
+}
+
+// finish completes o with its outcome, unless it already finished or was
+// abandoned. The caller must own o; o may be reused once finish returns.
+func (o *op) finish(resp proto.Response, err error) {
+	if !o.state.CompareAndSwap(0, 1) {
+		return
+	}
+	if q := o.seq.Swap(0); q != 0 {
+		o.sess.end(q)
+	}
+	switch {
+	case o.putDone != nil:
+		done := o.putDone
+		o.release()
+		done(err)
+	case o.getDone != nil:
+		done := o.getDone
+		o.release()
+		if err != nil {
+			done(nil, false, err)
+			return
+		}
+		done(copyValue(resp.Value), resp.Found, nil)
+	case o.onDone != nil:
+		o.onDone(o, resp, err)
+	default:
+		resp.Value = copyValue(resp.Value)
+		o.resp, o.err = resp, err
+		o.ch <- struct{}{}
+	}
+}
+
+// copyValue copies a value out of a connection's read buffer.
+func copyValue(v []byte) []byte {
+	if len(v) == 0 {
+		return nil
+	}
+	return append([]byte(nil), v...)
+}
+
+// start sends o on its way: a write first needs a session and a sequence
+// number.
+func (c *Client) start(o *op) {
+	o.write = o.req.Op.IsWrite()
+	if !o.write {
+		c.send(o)
+		return
+	}
+	c.startWrite(o)
+}
+
+// startWrite gives the write o a sequence number in the client's session,
+// opening one if there is none, and sends it; if the window is full it
+// queues o, to be started when the window moves.
+func (c *Client) startWrite(o *op) {
+	c.sessMu.Lock()
+	if c.isClosed.Load() {
+		c.sessMu.Unlock()
+		o.finish(proto.Response{}, ErrClosed)
+		return
+	}
+	s := c.sess
+	if s == nil {
+		c.sessWaiters = append(c.sessWaiters, o)
+		open := !c.opening
+		c.opening = true
+		c.sessMu.Unlock()
+		if open {
+			c.openSession()
+		}
+		return
+	}
+	c.sessMu.Unlock()
+	o.sess = s
+	switch s.begin(o) {
+	case beginQueued:
+		return
+	case beginClosed:
+		o.finish(proto.Response{}, ErrClosed)
+		return
+	}
+	c.launch(o)
+}
+
+// launch sends a write that just got its sequence number, unless its caller
+// abandoned it meanwhile.
+func (c *Client) launch(o *op) {
+	o.req.Client, o.req.Seq = o.sess.id, o.seq.Load()
+	if o.state.Load() != 0 {
+		if q := o.seq.Swap(0); q != 0 {
+			o.sess.end(q)
+		}
+		return
+	}
+	c.send(o)
+}
+
+// openSession opens a new session through the log and then starts the
+// writes that wait for it.
+func (c *Client) openSession() {
+	s := newSession(randomID(), c.opts.MaxUnacked)
+	o := c.newOp()
+	o.req = proto.Request{Op: proto.OpOpenSession, Client: s.id}
+	o.onDone = func(o *op, _ proto.Response, err error) {
+		o.release()
+		c.sessMu.Lock()
+		c.opening = false
+		if err == nil {
+			c.sess = s
+		}
+		waiters := c.sessWaiters
+		c.sessWaiters = nil
+		c.sessMu.Unlock()
+		if err != nil {
+			err = fmt.Errorf("vesta client: opening a session: %w", err)
+			for _, w := range waiters {
+				w.finish(proto.Response{}, err)
+			}
+			return
+		}
+		c.log.Debug("vesta client: session opened", "session", s.id)
+		for _, w := range waiters {
+			if w.state.Load() == 0 {
+				c.startWrite(w)
+			}
+		}
+	}
+	c.send(o)
+}
+
+// send makes one attempt of o at o.addr.
+func (c *Client) send(o *op) {
+	cn, err := c.connTo(o.addr)
+	if err != nil {
+		o.finish(proto.Response{}, err)
+		return
+	}
+	cn.submit(o)
+}
+
+var errSessionExpired = errors.New("vesta client: session expired")
+
+// errAttemptTimeout fails an attempt that got no answer in AttemptTimeout.
+var errAttemptTimeout = errors.New("vesta client: no answer within the attempt timeout")
+
+// handle takes the response to o's attempt at addr.
+func (o *op) handle(addr string, resp proto.Response) {
+	c := o.c
+	if o.state.Load() != 0 {
+		return // abandoned
+	}
+	if o.fixed {
+		o.finish(resp, nil)
+		return
+	}
+	switch resp.Status {
+	case proto.StatusOK:
+		c.setLeader(addr)
+		o.finish(resp, nil)
+		return
+	case proto.StatusNotLeader:
+		c.log.Debug("vesta client: not the leader", "addr", addr, "leader", resp.Leader, "leader_addr", resp.LeaderAddr)
+		if resp.LeaderAddr != "" && resp.LeaderAddr != addr && o.hops < len(c.addrs) {
+			o.hops++
+			o.addr = resp.LeaderAddr
+			c.setLeader(o.addr)
+			c.send(o) // a fresh hint: follow it at once
+			return
+		}
+		o.addr = c.nextAddr(addr)
+	case proto.StatusUnavailable:
+		c.log.Debug("vesta client: server unavailable", "addr", addr, "msg", string(resp.Value))
+	case proto.StatusSessionExpired:
+		o.expired()
+		return
+	default:
+		o.finish(resp, &ServerError{addr, string(resp.Value)})
+		return
+	}
+	c.retry(o)
+}
+
+// attemptFailed takes the failure of o's attempt at addr: the connection
+// failed, or the attempt timed out.
+func (o *op) attemptFailed(addr string, err error) {
+	c := o.c
+	if o.state.Load() != 0 {
+		return
+	}
+	if o.fixed || errors.Is(err, ErrClosed) {
+		o.finish(proto.Response{}, err)
+		return
+	}
+	c.log.Debug("vesta client: server failed", "addr", addr, "err", err)
+	o.addr = c.nextAddr(addr)
+	c.retry(o)
+}
+
+// expired handles a refusal because the server forgot o's session: a write
+// sent once is sent again in a new session; one sent more often may have
+// applied in the old one.
+func (o *op) expired() {
+	c, s := o.c, o.sess
+	if !o.write {
+		o.finish(proto.Response{}, errSessionExpired)
+		return
+	}
+	c.expire(s)
+	if o.sent.Load() > 1 {
+		o.finish(proto.Response{}, fmt.Errorf("%w: the server forgot the client's session while the write was being retried", ErrOutcomeUnknown))
+		return
+	}
+	q := o.seq.Swap(0)
+	if q == 0 {
+		return // abandoned meanwhile; its caller finished the number
+	}
+	s.end(q)
+	c.log.Debug("vesta client: session expired; opening a new one", "session", s.id)
+	o.sent.Store(0)
+	o.hops = 0
+	c.startWrite(o)
+}
+
+// retry sends o again after a backoff: about o.delay (drawn from its upper
+// half), which then doubles.
+func (c *Client) retry(o *op) {
+	o.hops = 0
+	d := o.delay/2 + mrand.N(o.delay/2+1)
+	o.delay = min(2*o.delay, c.opts.BackoffMax)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		o.finish(proto.Response{}, ErrClosed)
+		return
+	}
+	c.sleeping[o] = time.AfterFunc(d, func() {
+		c.mu.Lock()
+		delete(c.sleeping, o)
+		closed := c.closed
+		c.mu.Unlock()
+		if closed {
+			o.finish(proto.Response{}, ErrClosed)
+			return
+		}
+		if o.state.Load() != 0 {
+			return
+		}
+		c.send(o)
+	})
+	c.mu.Unlock()
+}
+
+func (c *Client) setLeader(addr string) {
+	if *c.leader.Load() == addr {
+		return
+	}
+	c.mu.Lock()
+	c.leader.Store(&addr)
+	c.mu.Unlock()
+}
+
+// nextAddr moves the client's guess of the leader off failed, round robin
+// over the configured addresses, and returns it.
+func (c *Client) nextAddr(failed string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	leader := *c.leader.Load()
+	if leader == failed {
+		p := &c.addrs[c.rr%len(c.addrs)]
+		c.rr++
+		if *p == failed && len(c.addrs) > 1 {
+			p = &c.addrs[c.rr%len(c.addrs)]
+			c.rr++
+		}
+		c.leader.Store(p)
+		leader = *p
+	}
+	return leader
+}
+
+// expire drops s if it is still the client's session.
+func (c *Client) expire(s *session) {
+	c.sessMu.Lock()
+	if c.sess == s {
+		c.sess = nil
+	}
+	c.sessMu.Unlock()
+}
+
+// sweep refreshes the coarse clock and fails the attempts that have waited
+// longer than AttemptTimeout, every tick, until the client closes.
+func (c *Client) sweep() {
+	defer close(c.sweeperDone)
+	t := time.NewTicker(c.tick)
+	defer t.Stop()
+	// An op's sentAt is the coarse clock, up to a tick before the send: an
+	// attempt times out between AttemptTimeout and AttemptTimeout+2 ticks.
+	limit := int64(c.opts.AttemptTimeout + c.tick)
+	var expired []*op
+	for {
+		select {
+		case <-c.quit:
+			return
+		case <-t.C:
+		}
+		now := int64(time.Since(c.epoch))
+		c.now.Store(now)
+		c.mu.Lock()
+		conns := make([]*conn, 0, len(c.conns))
+		for _, cn := range c.conns {
+			conns = append(conns, cn)
+		}
+		c.mu.Unlock()
+		for _, cn := range conns {
+			expired = cn.takeExpired(now-limit, expired[:0])
+			for i, o := range expired {
+				o.attemptFailed(cn.addr, errAttemptTimeout)
+				expired[i] = nil
+			}
+		}
+	}
+}
+
+func randomID() uint64 {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			panic(err) // crypto/rand does not fail on supported platforms
+		}
+		if id := binary.LittleEndian.Uint64(b[:]); id != 0 {
+			return id
+		}
+	}
+}
+
+// session numbers a client's writes and tracks which are acknowledged.
+type session struct {
+	id     uint64
+	window uint64
+
+	mu       sync.Mutex
+	next     uint64              // the next sequence number to hand out
+	low      uint64              // every number below is finished
+	finished map[uint64]struct{} // finished numbers above low
+	waiters  []*op               // writes waiting for the window to move, in order
+	closed   bool
+}
+
+func newSession(id uint64, window int) *session {
+	return &session{id: id, window: uint64(window), next: 1, low: 1, finished: map[uint64]struct{}{}}
+}
+
+type beginResult int
+
+const (
+	begun beginResult = iota
+	beginQueued
+	beginClosed
+)
+
+// begin gives o the next sequence number (o.seq), or queues o while the
+// window is full (end starts it later).
+func (s *session) begin(o *op) beginResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return beginClosed
+	}
+	if len(s.waiters) == 0 && s.next-s.low < s.window {
+		o.seq.Store(s.next)
+		s.next++
+		return begun
+	}
+	s.waiters = append(s.waiters, o)
+	return beginQueued
+}
+
+// end marks seq finished: acknowledged, or abandoned by its caller (a
+// server then refuses it if it arrives after the low mark passed it). It
+// starts the writes the moved window lets in.
+func (s *session) end(seq uint64) {
+	s.mu.Lock()
+	if seq != s.low {
+		s.finished[seq] = struct{}{}
+		s.mu.Unlock()
+		return
+	}
+	s.low++
+	for {
+		if _, ok := s.finished[s.low]; !ok {
+			break
+		}
+		delete(s.finished, s.low)
+		s.low++
+	}
+	if len(s.waiters) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	var start []*op
+	for len(s.waiters) > 0 && s.next-s.low < s.window {
+		o := s.waiters[0]
+		s.waiters[0] = nil
+		s.waiters = s.waiters[1:]
+		if o.state.Load() != 0 {
+			continue // abandoned while it waited
+		}
+		o.seq.Store(s.next)
+		s.next++
+		start = append(start, o)
+	}
+	s.mu.Unlock()
+	for _, o := range start {
+		o.c.launch(o)
+	}
+}
+
+// close refuses further writes and returns those waiting.
+func (s *session) close() []*op {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	w := s.waiters
+	s.waiters = nil
+	return w
+}
+
+func (s *session) lowMark() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.low
+}
