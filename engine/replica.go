@@ -103,6 +103,10 @@ type Replica struct {
 
 	writer  *logWriter
 	applier *applier
+	// inline: the log's sync is cheap, so the core loop persists Readys
+	// itself (group commit still: one sync per loop iteration).
+	inline      bool
+	inlineBatch []*paxos.Ready
 
 	status   atomic.Pointer[Status]
 	stopOnce sync.Once
@@ -150,6 +154,9 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 	}
 	r.writer = newLogWriter(r)
 	r.applier = newApplier(r)
+	if cs, ok := cfg.Log.(storage.CheapSyncer); ok && cs.CheapSync() {
+		r.inline = true
+	}
 	r.publishStatus()
 	r.log.Info("replica started", "members", cfg.Members, "promised", persisted.HardState.Promised.String(),
 		"commit", persisted.HardState.Commit, "entries", len(persisted.Entries))
@@ -452,8 +459,34 @@ func (r *Replica) refuse(seq uint64, calls []*call, err error) {
 }
 
 // handleReadys hands every Ready on: Send to the transport now, the Ready to
-// the log writer, chosen entries to the applier.
+// the log writer (or, with a cheap log, persists them here), chosen entries
+// to the applier.
 func (r *Replica) handleReadys() {
+	for {
+		r.takeReadys()
+		if !r.inline || len(r.inlineBatch) == 0 {
+			return
+		}
+		// One append per Ready, one sync for all, then their messages
+		// and Advance; Advance may make more work (a leader's own durable
+		// votes choose slots), hence the loop.
+		batch := r.inlineBatch
+		if err := r.writer.persist(batch); err != nil {
+			r.fail(err)
+			return
+		}
+		for _, rd := range batch {
+			if len(rd.SendAfterPersist) > 0 {
+				r.tr.Send(rd.SendAfterPersist)
+			}
+			r.node.Advance()
+		}
+		clear(batch)
+		r.inlineBatch = batch[:0]
+	}
+}
+
+func (r *Replica) takeReadys() {
 	for r.node.HasReady() {
 		rd := r.node.Ready()
 		if len(rd.Send) > 0 {
@@ -464,6 +497,10 @@ func (r *Replica) handleReadys() {
 		}
 		for _, v := range rd.Dropped {
 			r.dropped(v)
+		}
+		if r.inline {
+			r.inlineBatch = append(r.inlineBatch, &rd)
+			continue
 		}
 		r.writer.enqueue(&rd)
 	}

@@ -297,6 +297,10 @@ func (l *Log) Append(entries []wire.Entry, hs paxos.HardState, saveHS bool) erro
 	return nil
 }
 
+// CheapSync implements storage.CheapSyncer: true unless every fence is an
+// msync (a page-cache mapping), which costs milliseconds.
+func (l *Log) CheapSync() bool { return l.m.method != FlushMsync }
+
 // Sync implements storage.Log: it writes back the records appended since the
 // last Sync and the next metadata slot, fences (they are durable), then flips
 // the current slot to it and fences again (they are live, with the latest

@@ -40,6 +40,15 @@ type Log interface {
 	Close() error
 }
 
+// CheapSyncer is implemented by a Log whose Sync costs about as much as a
+// function call (memory, or persistent memory flushed with CPU
+// instructions). The replica runtime then persists inline in its core loop
+// instead of handing each Ready to a log-writer goroutine: the hand-off would
+// cost more than the sync.
+type CheapSyncer interface {
+	CheapSync() bool
+}
+
 // MemLog is a Log in memory: nothing survives the process. It is for tests,
 // and for a durability-off mode that must say so loudly.
 type MemLog struct {
@@ -62,6 +71,9 @@ func (l *MemLog) Append(entries []wire.Entry, hs paxos.HardState, saveHS bool) e
 
 // Sync implements Log; memory needs no sync.
 func (l *MemLog) Sync() error { return nil }
+
+// CheapSync implements CheapSyncer.
+func (l *MemLog) CheapSync() bool { return true }
 
 // Load implements Log.
 func (l *MemLog) Load() (paxos.Persisted, error) {
