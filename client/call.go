@@ -477,11 +477,16 @@ func (c *Client) retry(o *op) {
 }
 
 func (c *Client) setLeader(addr string) {
-	if *c.leader.Load() == addr {
-		return
+	if *c.leader.Load() != addr {
+		c.storeLeader(addr) // apart, so that addr escapes only when it changes
 	}
+}
+
+func (c *Client) storeLeader(addr string) {
+	p := new(string)
+	*p = addr
 	c.mu.Lock()
-	c.leader.Store(&addr)
+	c.leader.Store(p)
 	c.mu.Unlock()
 }
 
