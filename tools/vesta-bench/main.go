@@ -52,6 +52,7 @@ type options struct {
 	pmemSize      int64
 	cleanup       []string // files to remove at the end
 	durability    string   // what the replicas report of their log
+	profileDir    string
 }
 
 func main() {
@@ -80,6 +81,7 @@ func main() {
 	flag.Int64Var(&o.pmemSize, "pmem-size", 2<<30, "-log pmem: bytes per replica's log file; logs do not shrink until snapshots exist, so size it for the run")
 	flag.StringVar(&o.sm, "sm", "kv", "-inproc state machine: kv (vestad's key-value store) or null (applies nothing: measures the engine alone)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the measured window) to this file")
+	flag.StringVar(&o.profileDir, "profile", "", "process mode: write CPU profiles of every vestad over the measured window into this directory")
 	flag.Parse()
 	if err := run(&o); err != nil {
 		fmt.Fprintln(os.Stderr, "vesta-bench:", err)
@@ -163,6 +165,12 @@ func run(o *options) error {
 		}
 		defer c.stop()
 		target = c
+		if o.profileDir != "" {
+			go func() {
+				time.Sleep(o.warmup)
+				c.profile(o.profileDir, o.duration)
+			}()
+		}
 	}
 	if o.durability != "" {
 		cond.Log += " — replica 1 reports: " + o.durability

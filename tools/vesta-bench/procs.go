@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,10 +23,10 @@ import (
 // procCluster is vestad replicas running as separate processes on
 // 127.0.0.1, driven through the client library.
 type procCluster struct {
+	metrics []string // each replica's metrics (and pprof) address
 	cmds    []*exec.Cmd
 	clients []*client.Client
-	next    int
-	mu      sync.Mutex
+	next    atomic.Uint64
 }
 
 func freePorts(n int) ([]string, error) {
@@ -77,16 +80,20 @@ func startProcesses(o *options) (*procCluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	metricsAddrs, err := freePorts(o.replicas)
+	if err != nil {
+		return nil, err
+	}
 	var peers, clients []string
 	for i := range o.replicas {
 		peers = append(peers, fmt.Sprintf("%d=%s", i+1, peerAddrs[i]))
 		clients = append(clients, fmt.Sprintf("%d=%s", i+1, clientAddrs[i]))
 	}
-	c := &procCluster{}
+	c := &procCluster{metrics: metricsAddrs}
 	for i := range o.replicas {
 		args := []string{
 			"-id", fmt.Sprint(i + 1), "-peers", strings.Join(peers, ","), "-clients", strings.Join(clients, ","),
-			"-client-addr", clientAddrs[i],
+			"-client-addr", clientAddrs[i], "-metrics-addr", metricsAddrs[i],
 			"-window", fmt.Sprint(o.window), "-max-batch", fmt.Sprint(o.maxBatch), "-max-batch-bytes", fmt.Sprint(o.maxBatchBytes),
 		}
 		switch o.log {
@@ -113,7 +120,8 @@ func startProcesses(o *options) (*procCluster, error) {
 		}
 		c.cmds = append(c.cmds, cmd)
 	}
-	fmt.Fprintf(os.Stderr, "started %d vestad processes (logs in %s); waiting for a leader...\n", o.replicas, o.dataDir)
+	fmt.Fprintf(os.Stderr, "started %d vestad processes (logs in %s, metrics and pprof on %s); waiting for a leader...\n",
+		o.replicas, o.dataDir, strings.Join(metricsAddrs, " "))
 	for range max(o.clients, 1) {
 		cl, err := client.New(clientAddrs, client.Options{})
 		if err != nil {
@@ -141,25 +149,16 @@ func startProcesses(o *options) (*procCluster, error) {
 	}
 }
 
-// Submit implements bench.Target. The client library is synchronous and
-// pipelines concurrent calls over one connection; each operation gets a
-// goroutine, spread over the clients.
+// Submit implements bench.Target through the client's asynchronous calls,
+// spread round robin over the clients: no goroutine, context or timer per
+// operation. done runs on the client's connection reader.
 func (c *procCluster) Submit(op bench.Op, done func(error)) {
-	c.mu.Lock()
-	cl := c.clients[c.next%len(c.clients)]
-	c.next++
-	c.mu.Unlock()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		var err error
-		if op.Write {
-			err = cl.Put(ctx, op.Key, op.Value)
-		} else {
-			_, _, err = cl.Get(ctx, op.Key)
-		}
-		done(err)
-	}()
+	cl := c.clients[c.next.Add(1)%uint64(len(c.clients))]
+	if op.Write {
+		cl.PutAsync(op.Key, op.Value, done)
+		return
+	}
+	cl.GetAsync(op.Key, func(_ []byte, _ bool, err error) { done(err) })
 }
 
 func (c *procCluster) stop() {
@@ -181,4 +180,29 @@ func (c *procCluster) stop() {
 		}
 	}
 	_ = errors.Join(errs...)
+}
+
+// profile fetches a CPU profile of every replica over the next d, into dir.
+func (c *procCluster) profile(dir string, d time.Duration) {
+	var wg sync.WaitGroup
+	for i, addr := range c.metrics {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(d.Seconds()))
+			resp, err := http.Get(url)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "profile of replica %d: %v\n", i+1, err)
+				return
+			}
+			defer resp.Body.Close()
+			f, err := os.Create(filepath.Join(dir, fmt.Sprintf("vestad-%d.pprof", i+1)))
+			if err != nil {
+				return
+			}
+			defer f.Close()
+			io.Copy(f, resp.Body)
+		}()
+	}
+	wg.Wait()
 }
