@@ -178,7 +178,8 @@ func (r *Replica) receive(batch []wire.Message) {
 // machine's result. It fails with a *NotLeaderError on a replica that does not
 // lead, ErrOutcomeUnknown if leadership is lost after proposing, ErrBusy,
 // ErrStopped, or the context's error (the command may still apply then).
-// The replica keeps cmd until the call returns; the caller must not modify it.
+// The replica may read cmd until the command's outcome is known — even after
+// Propose returned because ctx ended — so the caller must not modify it.
 func (r *Replica) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
 	c := &call{cmd: cmd, done: make(chan struct{})}
 	if err := r.submit(c); err != nil {
