@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"container/heap"
 	"errors"
 	"fmt"
@@ -781,17 +782,51 @@ func (c *cluster) finish() {
 			ch.fail("liveness", "client %d: %v issued after recovery never completed", cl.id, *cl.cur)
 		}
 	}
-	// Abandoned operations stay open to the end of time.
+	// An abandoned operation may still take effect, but only before the same
+	// client's next completed operation is applied: the session refuses any
+	// command at or below the last sequence number it applied. So it stays
+	// open until that operation's return, or to the end of time if there is
+	// none. (Open-ended operations make the check exponentially harder.)
 	end := c.now + 1
-	for i := range c.history {
-		if c.history[i].Return < 0 {
-			c.history[i].Return = end
+	nextOK := map[int]int64{}
+	for i := len(c.history) - 1; i >= 0; i-- {
+		op := &c.history[i]
+		if op.Return < 0 {
+			op.Return = end
+			if r, ok := nextOK[op.ClientId]; ok {
+				op.Return = r
+			}
+		} else {
+			nextOK[op.ClientId] = op.Return
 		}
 	}
 	switch porcupine.CheckOperationsTimeout(kvModel, c.history, 20*time.Second) {
 	case porcupine.Illegal:
-		ch.fail("linearizability", "the client history of %d operations is not linearizable", len(c.history))
+		ch.fail("linearizability", "the client history of %d operations is not linearizable%s", len(c.history), explainIllegal(c.history))
 	case porcupine.Unknown:
 		ch.fail("linearizability", "the linearizability check of %d operations timed out", len(c.history))
 	}
+}
+
+// explainIllegal lists the operations on the first key whose history is not
+// linearizable, in call order: where to start reading the trace.
+func explainIllegal(history []porcupine.Operation) string {
+	for _, part := range kvModel.Partition(history) {
+		if porcupine.CheckOperations(kvModel, part) {
+			continue
+		}
+		part = slices.Clone(part)
+		slices.SortFunc(part, func(a, b porcupine.Operation) int { return cmp.Compare(a.Call, b.Call) })
+		var b strings.Builder
+		fmt.Fprintf(&b, "; the operations on key %s (client [call, return] in time units; ? = outcome unknown):", part[0].Input.(kvInput).Key)
+		for i, op := range part {
+			if i == 200 {
+				fmt.Fprintf(&b, "\n    ... %d more", len(part)-i)
+				break
+			}
+			fmt.Fprintf(&b, "\n    client %d [%d, %d] %s", op.ClientId+1, op.Call, op.Return, kvModel.DescribeOperation(op.Input, op.Output))
+		}
+		return b.String()
+	}
+	return ""
 }

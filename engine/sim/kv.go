@@ -132,8 +132,12 @@ type kvOutput struct {
 }
 
 // kvModel is the sequential specification of one key (histories are
-// partitioned by key).
-var kvModel = porcupine.Model{
+// partitioned by key). It is nondeterministic: a write whose outcome the
+// client never learned may or may not have taken effect, so its step yields
+// both states. That lets such an operation keep a bounded interval (see
+// cluster.finish) instead of staying open to the end of time, which would make
+// the check exponentially harder.
+var kvModel = (&porcupine.NondeterministicModel{
 	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
 		byKey := map[string][]porcupine.Operation{}
 		var keys []string
@@ -150,25 +154,36 @@ var kvModel = porcupine.Model{
 		}
 		return out
 	},
-	Init: func() any { return "" },
-	Step: func(state, input, output any) (bool, any) {
+	Init: func() []any { return []any{""} },
+	Step: func(state, input, output any) []any {
 		st, in, out := state.(string), input.(kvInput), output.(kvOutput)
 		switch in.Op {
 		case opGet:
-			return out.Unknown || out.Result.Value == st, st
+			if out.Unknown || out.Result.Value == st {
+				return []any{st}
+			}
+			return nil
 		case opPut:
-			return true, in.Value
+			if out.Unknown && in.Value != st {
+				return []any{st, in.Value} // not applied, or applied
+			}
+			return []any{in.Value}
 		case opCAS:
 			swapped := st == in.Expect
-			if out.Unknown || out.Result.OK == swapped {
-				if swapped {
-					return true, in.Value
-				}
-				return true, st
+			switch {
+			case out.Unknown && swapped && in.Value != st:
+				return []any{st, in.Value}
+			case out.Unknown:
+				return []any{st}
+			case out.Result.OK != swapped:
+				return nil
+			case swapped:
+				return []any{in.Value}
+			default:
+				return []any{st}
 			}
-			return false, st
 		}
-		return false, st
+		return nil
 	},
 	DescribeOperation: func(input, output any) string {
 		in, out := input.(kvInput), output.(kvOutput)
@@ -185,4 +200,4 @@ var kvModel = porcupine.Model{
 			return fmt.Sprintf("cas(%s,%s->%s) -> %s", in.Key, in.Expect, in.Value, res)
 		}
 	},
-}
+}).ToModel()

@@ -3,6 +3,7 @@ package sim
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/anishathalye/porcupine"
@@ -128,5 +129,21 @@ func TestSimulatorSeedsOnPmemLogs(t *testing.T) {
 					seed, r.Profile, v.Check, v.Detail, seed, replicas)
 			}
 		}
+	}
+}
+
+// A violation of linearizability names the key and lists its operations.
+func TestExplainIllegalListsTheKey(t *testing.T) {
+	op := func(client int, in kvInput, out kvOutput, call, ret int64) porcupine.Operation {
+		return porcupine.Operation{ClientId: client, Input: in, Output: out, Call: call, Return: ret}
+	}
+	h := []porcupine.Operation{
+		op(0, kvInput{Op: opPut, Key: "a", Value: "1"}, kvOutput{Result: result{OK: true}}, 0, 10),
+		op(1, kvInput{Op: opGet, Key: "a"}, kvOutput{Result: result{Value: "2", OK: true}}, 20, 30),
+		op(1, kvInput{Op: opGet, Key: "b"}, kvOutput{Result: result{OK: true}}, 20, 30),
+	}
+	got := explainIllegal(h)
+	if !strings.Contains(got, "key a") || !strings.Contains(got, "get(a)") || strings.Contains(got, "get(b)") {
+		t.Fatalf("explanation: %q", got)
 	}
 }
