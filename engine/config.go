@@ -14,8 +14,10 @@ import (
 )
 
 // StateMachine is the application's replicated state. The runtime applies
-// one batch at a time, in slot order, from one goroutine; every replica
-// applies the same batches in the same order.
+// one batch at a time, in slot order, never concurrently (from the applier
+// goroutine, or from the core loop when the applier is idle; each call
+// happens after the previous one returned); every replica applies the same
+// batches in the same order.
 type StateMachine interface {
 	// Apply executes cmds, which were chosen in this order, and sets
 	// results[i] to the result of cmds[i] (len(results) == len(cmds)). The
