@@ -10,16 +10,16 @@ import (
 // applier applies chosen entries to the state machine in slot order and
 // completes the callers of batches this replica proposed.
 type applier struct {
-	r       *Replica
-	mu      sync.Mutex
-	queue   [][]wire.Entry
-	busy    bool // someone (the applier or the core loop) is applying now
+	r     *Replica
+	mu    sync.Mutex
+	queue [][]wire.Entry
+	busy  bool // someone (the applier or the core loop) is applying now
 	// inline scratch, used by the core loop only while it holds busy
 	icmds, iresults [][]byte
-	signal  chan struct{}
-	quit    chan struct{}
-	done    chan struct{}
-	applied atomic.Uint64 // every slot below is applied
+	signal          chan struct{}
+	quit            chan struct{}
+	done            chan struct{}
+	applied         atomic.Uint64 // every slot below is applied
 }
 
 func newApplier(r *Replica) *applier {
