@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"math/bits"
+	"strconv"
 )
 
 // On-media layout. Every multi-byte field is little-endian.
@@ -219,15 +220,4 @@ func toLE64(v uint64) uint64 {
 	return v
 }
 
-func utoa(v uint64) string {
-	var b [20]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + v%10)
-		v /= 10
-		if v == 0 {
-			return string(b[i:])
-		}
-	}
-}
+func utoa(v uint64) string { return strconv.FormatUint(v, 10) }

@@ -3,6 +3,7 @@ package paxos
 import (
 	"math/bits"
 	"math/rand/v2"
+	"strconv"
 
 	"github.com/vestalabs/vesta/engine/wire"
 	"github.com/vestalabs/vesta/internal/contract"
@@ -378,15 +379,4 @@ func (n *Node) ownAcceptedFrom(from wire.Slot) []wire.Entry {
 	return out
 }
 
-func itoa(v uint64) string {
-	var buf [20]byte
-	i := len(buf)
-	for {
-		i--
-		buf[i] = byte('0' + v%10)
-		v /= 10
-		if v == 0 {
-			return string(buf[i:])
-		}
-	}
-}
+func itoa(v uint64) string { return strconv.FormatUint(v, 10) }
