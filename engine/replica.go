@@ -299,6 +299,12 @@ func (r *Replica) failAll(err error) {
 	for _, c := range subs {
 		c.complete(nil, err)
 	}
+	r.failPending(err)
+}
+
+// failPending completes the callers of every batch proposed and not yet
+// applied with err.
+func (r *Replica) failPending(err error) {
 	r.pendMu.Lock()
 	pend := r.pending
 	r.pending = map[uint64][]*call{}
@@ -530,15 +536,7 @@ func (r *Replica) leadershipChanged(isLeader bool, st paxos.Status) {
 	}
 	r.m.isLeader.Set(0)
 	r.log.Info("no longer leader", "leader", st.Leader)
-	r.pendMu.Lock()
-	pend := r.pending
-	r.pending = map[uint64][]*call{}
-	r.pendMu.Unlock()
-	for _, calls := range pend {
-		for _, c := range calls {
-			c.complete(nil, ErrOutcomeUnknown)
-		}
-	}
+	r.failPending(ErrOutcomeUnknown)
 }
 
 // completeBatch hands a batch's results to its callers, if it was proposed
