@@ -116,7 +116,9 @@ type Replica struct {
 }
 
 // Start validates cfg, recovers the replica's state from cfg.Log, and starts
-// its goroutines. The replica owns cfg.Log from then on.
+// its goroutines. The replica owns cfg.Log once Start returns successfully
+// (Stop closes it); if Start fails, cfg.Log is untouched and still the
+// caller's to close.
 func Start(cfg Config, sm StateMachine) (*Replica, error) {
 	cfg.setDefaults()
 	if sm == nil {
