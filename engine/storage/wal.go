@@ -80,6 +80,7 @@ type WAL struct {
 	salt    uint32
 	written int64  // bytes of the segment in the file; buf goes at this offset
 	synced  int64  // bytes of the segment known durable
+	marked  int64  // the highest synced mark encoded into the segment's records
 	records uint64 // records in the segment, buffered ones included (the seal counts them)
 	buf     []byte // encoded records not yet written, owned by the WAL
 
@@ -94,14 +95,18 @@ var _ Log = (*WAL)(nil)
 // OpenWAL opens the write-ahead log in dir, creating dir and an empty log
 // where there is none, and recovers it (see Load):
 //
-//   - The newest segment's torn tail (a record cut short or failing its
-//     checksum with no valid record after it, or zero-filled preallocated
-//     space) is truncated, and the segment re-preallocated.
-//   - Damage anywhere else (a bad record followed by a valid one, a bad or
-//     unsealed segment that is not the newest, a missing segment, a bad
-//     segment header) refuses to open with a *CorruptionError naming the
-//     file and byte offset: those records may have been durable, and a
-//     replica must not forget a promise or a vote.
+//   - The newest segment's torn or unsynced tail is truncated at its first
+//     bad record, and the segment re-preallocated: a record cut short or
+//     failing its checksum, zero-filled preallocated space, and valid
+//     records after a bad one when none of them proves by its synced mark
+//     that the bad one had been synced (a power failure may write unsynced
+//     pages back out of order; see wal_format.go).
+//   - Damage anywhere else (a bad record that a later record's synced mark
+//     shows was synced, any damage to a segment that is not the newest, a
+//     missing segment, a bad segment header or unknown format version)
+//     refuses to open with a *CorruptionError naming the file and byte
+//     offset: those records were durable, and a replica must not forget a
+//     promise or a vote.
 //
 // Left-over temporary segments from an interrupted rollover are removed. The
 // directory is locked (file LOCK) until Close.
@@ -247,7 +252,7 @@ func (w *WAL) collect(recs []record) {
 			w.loaded.Entries = append(w.loaded.Entries, e)
 		case kindHardState:
 			w.loaded.HardState = decodeHardState(r.body)
-		case kindSeal:
+		case kindSeal, kindMark:
 		default:
 			contract.Invariantf(false, "scan passed record kind %d", r.kind)
 		}
@@ -290,6 +295,10 @@ func (w *WAL) resume(seq uint64, path string, s *segmentScan, truncate bool) err
 	}
 	w.path, w.seq, w.salt = path, seq, segmentSalt(seq)
 	w.written, w.synced, w.records = s.end, s.end, uint64(len(s.recs))
+	w.marked = segHeaderSize
+	if len(s.recs) > 0 {
+		w.marked = s.recs[len(s.recs)-1].mark
+	}
 	return nil
 }
 
@@ -317,7 +326,7 @@ func (w *WAL) createSegment(seq uint64) error {
 		return &FailedError{Op: op, File: tmp, Err: err}
 	}
 	w.file, w.path, w.seq, w.salt = f, path, seq, segmentSalt(seq)
-	w.written, w.synced, w.records = segHeaderSize, segHeaderSize, 0
+	w.written, w.synced, w.records, w.marked = segHeaderSize, segHeaderSize, 0, segHeaderSize
 	return nil
 }
 
@@ -376,8 +385,9 @@ func (w *WAL) Append(entries []wire.Entry, hs paxos.HardState, saveHS bool) erro
 			return err
 		}
 		start := len(w.buf)
-		w.buf = appendEntryRecord(w.buf, e, w.salt)
+		w.buf = appendEntryRecord(w.buf, e, w.synced, w.salt)
 		w.records++
+		w.marked = w.synced
 		if contract.Enabled {
 			r := w.checkEncoded(start, kindEntry)
 			got := decodeEntry(r.body)
@@ -391,8 +401,9 @@ func (w *WAL) Append(entries []wire.Entry, hs paxos.HardState, saveHS bool) erro
 			return err
 		}
 		start := len(w.buf)
-		w.buf = appendHardStateRecord(w.buf, hs, w.salt)
+		w.buf = appendHardStateRecord(w.buf, hs, w.synced, w.salt)
 		w.records++
+		w.marked = w.synced
 		w.lastHS = hs
 		if contract.Enabled {
 			r := w.checkEncoded(start, kindHardState)
@@ -433,7 +444,7 @@ func (w *WAL) reserve(size int) error {
 
 // roll seals the current segment, makes it durable and starts the next.
 func (w *WAL) roll() error {
-	w.buf = appendSealRecord(w.buf, w.records, w.salt)
+	w.buf = appendCountRecord(w.buf, kindSeal, w.records, w.synced, w.salt)
 	if err := w.flush(); err != nil {
 		return err
 	}
@@ -512,7 +523,10 @@ func (w *WAL) Load() (paxos.Persisted, error) {
 
 // Close implements Log: it writes what is buffered without syncing it (so
 // a clean shutdown keeps it in the page cache, but a crash may lose it),
-// closes the segment and releases the directory lock.
+// closes the segment and releases the directory lock. When records are
+// synced that no record's synced mark covers yet, it writes a synced-mark
+// record first, so that recovery can tell later damage to them from a torn
+// tail (see wal_format.go).
 func (w *WAL) Close() error {
 	if w.closed {
 		return ErrWALClosed
@@ -520,6 +534,12 @@ func (w *WAL) Close() error {
 	w.closed = true
 	var err error
 	if w.err == nil && w.file != nil {
+		end := w.written + int64(len(w.buf))
+		if w.synced > w.marked && end+markRecordSize+sealRecordSize <= w.opts.SegmentSize {
+			w.buf = appendCountRecord(w.buf, kindMark, w.records, w.synced, w.salt)
+			w.records++
+			w.marked = w.synced
+		}
 		err = w.flush()
 	}
 	if w.file != nil {
@@ -546,6 +566,7 @@ func (w *WAL) checkInvariants() {
 	contract.Invariant(w.file != nil, "no segment open")
 	contract.Invariant(w.written%recAlign == 0 && len(w.buf)%recAlign == 0, "records misaligned")
 	contract.Invariant(segHeaderSize <= w.synced && w.synced <= w.written, "synced beyond written, or into the header")
+	contract.Invariant(segHeaderSize <= w.marked && w.marked <= w.synced, "synced mark beyond what is synced")
 	contract.Invariant(w.records > 0 || end == segHeaderSize, "segment bytes without records")
 	// Past its first record a segment keeps room for its seal (or it was
 	// recovered from a run with larger segments, and rolls at the next record).

@@ -67,7 +67,11 @@ func DumpWALFS(fs vfs.FS, dir string, out io.Writer) error {
 				problem = cerr.Error()
 			}
 		case truncate:
-			fmt.Fprintf(bw, "  verdict: torn tail at offset %d (%s); OpenWAL truncates it\n", s.end, s.reason)
+			if s.resync >= 0 {
+				fmt.Fprintf(bw, "  verdict: unsynced tail at offset %d (%s; no later record's synced mark covers it); OpenWAL truncates it\n", s.end, s.reason)
+			} else {
+				fmt.Fprintf(bw, "  verdict: torn tail at offset %d (%s); OpenWAL truncates it\n", s.end, s.reason)
+			}
 		default:
 			fmt.Fprintf(bw, "  verdict: ok\n")
 		}
@@ -128,7 +132,9 @@ func describeRecord(r record) string {
 		hs := decodeHardState(r.body)
 		return fmt.Sprintf("hardstate promised=%v commit=%d", hs.Promised, hs.Commit)
 	case kindSeal:
-		return fmt.Sprintf("seal      records=%d", decodeSeal(r.body))
+		return fmt.Sprintf("seal      records=%d synced=%d", decodeCount(r.body), r.mark)
+	case kindMark:
+		return fmt.Sprintf("mark      records=%d synced=%d", decodeCount(r.body), r.mark)
 	}
 	return fmt.Sprintf("kind=%d", r.kind)
 }

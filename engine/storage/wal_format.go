@@ -13,7 +13,7 @@ import (
 	"github.com/vestalabs/vesta/internal/contract"
 )
 
-// The WAL's on-disk format, version 1. All integers are little-endian.
+// The WAL's on-disk format, version 2. All integers are little-endian.
 //
 // A WAL is a directory of segment files named %016x.wal after their sequence
 // number, which counts up from 1 without gaps, and a LOCK file. A segment is
@@ -24,7 +24,7 @@ import (
 // Segment header (32 bytes):
 //
 //	[0:8]   magic "VESTAWAL"
-//	[8:12]  format version (1)
+//	[8:12]  format version (2; version 1 had no synced marks and is refused)
 //	[12:16] flags (0)
 //	[16:24] sequence number (matches the file name)
 //	[24:28] reserved (0)
@@ -32,12 +32,15 @@ import (
 //
 // Records follow from offset 32, each starting at a multiple of 8:
 //
-//	[0:4]   hcrc: CRC32C of [4:16], seeded with the segment's salt
+//	[0:4]   hcrc: CRC32C of [4:24], seeded with the segment's salt
 //	[4:8]   body length n, 1 <= n <= maxBody
 //	[8:12]  dcrc: CRC32C of the body, seeded with the segment's salt
-//	[12]    kind: 1 entry, 2 hard state, 3 seal
+//	[12]    kind: 1 entry, 2 hard state, 3 seal, 4 synced mark
 //	[13:16] reserved (0)
-//	[16:16+n] body, then zero padding to a multiple of 8
+//	[16:24] synced mark: the offset up to which the segment was durable
+//	        (fdatasync returned) when the record was encoded; a multiple of
+//	        8, at least 32 and at most the record's own offset
+//	[24:24+n] body, then zero padding to a multiple of 8
 //
 // The salt is the CRC32C of the segment's sequence number, so a record copied
 // from another segment never checks. The header checksum lets recovery test
@@ -47,27 +50,56 @@ import (
 //
 // Bodies:
 //
-//	entry:      slot u64, ballot round u64, ballot replica u32, value kind u8, value data
-//	hard state: promised round u64, promised replica u32, commit u64
-//	seal:       number of records before it in the segment, u64
+//	entry:       slot u64, ballot round u64, ballot replica u32, value kind u8, value data
+//	hard state:  promised round u64, promised replica u32, commit u64
+//	seal:        number of records before it in the segment, u64
+//	synced mark: number of records before it in the segment, u64 (the
+//	             record exists for its header's synced mark only)
 //
 // A seal is the last record of every segment but the newest: it is written
 // and synced before the next segment is created, so a full segment that lost
 // its last records can be told from one that ended there.
+//
+// Synced marks tell damage in the unsynced tail from damage to synced data.
+// After a power failure the kernel may have written the unsynced pages out of
+// order, so the newest segment's unsynced tail may read as a bad record
+// followed by valid ones. Recovery looks at every valid record after the
+// first bad one, at offset X:
+//
+//   - A later valid record whose synced mark is above X was encoded when X
+//     was already durable (marks are record boundaries, so the whole record
+//     at X was): X is synced data gone bad, and OpenWAL refuses the log,
+//     naming the file and X.
+//   - Otherwise nothing proves X was ever synced: it lies in the unsynced
+//     tail, and recovery truncates at X, dropping the later records too
+//     (they may depend on X, and none of them was acknowledged, since a
+//     Sync that returned nil would have made X durable first).
+//
+// Proof needs a record written after the Sync that made X durable, so the
+// last synced batch of a segment is unproven until the next write. Close
+// therefore writes a synced-mark record (without syncing it) when records
+// are synced that no record's mark covers yet: damage at rest after a clean
+// shutdown is refused. What stays undecidable from the bytes is damage to the
+// last synced batch of a process that crashed before writing again; it is
+// treated as a torn tail, as a bad last record always was. Segments other
+// than the newest were synced whole before their successor was created: any
+// damage in them is refused, marks or not.
 const (
 	walMagic      = "VESTAWAL"
-	walVersion    = 1
+	walVersion    = 2
 	segHeaderSize = 32
-	recHeaderSize = 16
+	recHeaderSize = 24
 	recAlign      = 8
 
 	kindEntry     byte = 1
 	kindHardState byte = 2
 	kindSeal      byte = 3
+	kindMark      byte = 4
 
 	entryFixedSize = 8 + 8 + 4 + 1
 	hardStateSize  = 8 + 4 + 8
 	sealBodySize   = 8
+	markBodySize   = 8
 
 	// MaxValueSize is the largest value data an entry may carry.
 	MaxValueSize = 1 << 30
@@ -75,6 +107,8 @@ const (
 
 	// sealRecordSize is the room a segment keeps for its seal.
 	sealRecordSize = recHeaderSize + sealBodySize
+	// markRecordSize is the size of a synced-mark record.
+	markRecordSize = recHeaderSize + markBodySize
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -120,7 +154,8 @@ func checkSegmentHeader(data []byte, seq uint64) string {
 	case binary.LittleEndian.Uint32(data[28:]) != crc32.Checksum(data[:28], castagnoli):
 		return "segment header checksum mismatch"
 	case binary.LittleEndian.Uint32(data[8:]) != walVersion:
-		return fmt.Sprintf("unknown format version %d", binary.LittleEndian.Uint32(data[8:]))
+		return fmt.Sprintf("unknown format version %d (this build reads version %d only)",
+			binary.LittleEndian.Uint32(data[8:]), walVersion)
 	case binary.LittleEndian.Uint64(data[16:]) != seq:
 		return fmt.Sprintf("header names segment %d", binary.LittleEndian.Uint64(data[16:]))
 	}
@@ -128,19 +163,22 @@ func checkSegmentHeader(data []byte, seq uint64) string {
 }
 
 // sealRecord fills in the header of the record rec (header, body and
-// padding), whose body is already in place.
-func sealRecord(rec []byte, kind byte, n int, salt uint32) {
+// padding), whose body is already in place. mark is the offset up to which
+// the segment is durable now.
+func sealRecord(rec []byte, kind byte, n int, mark int64, salt uint32) {
 	contract.Require(len(rec) == recordSize(n), "record buffer does not fit the body")
 	contract.Require(n >= 1 && n <= maxBody, "body length out of range")
+	contract.Require(mark >= segHeaderSize && mark%recAlign == 0, "synced mark out of range")
 	binary.LittleEndian.PutUint32(rec[4:], uint32(n))
 	binary.LittleEndian.PutUint32(rec[8:], crc32.Update(salt, castagnoli, rec[recHeaderSize:recHeaderSize+n]))
 	rec[12], rec[13], rec[14], rec[15] = kind, 0, 0, 0
+	binary.LittleEndian.PutUint64(rec[16:], uint64(mark))
 	clear(rec[recHeaderSize+n:])
 	binary.LittleEndian.PutUint32(rec[0:], crc32.Update(salt, castagnoli, rec[4:recHeaderSize]))
 }
 
 // appendEntryRecord appends the record of e to buf.
-func appendEntryRecord(buf []byte, e *wire.Entry, salt uint32) []byte {
+func appendEntryRecord(buf []byte, e *wire.Entry, mark int64, salt uint32) []byte {
 	n := entryFixedSize + len(e.Value.Data)
 	start := len(buf)
 	buf = grow(buf, recordSize(n))
@@ -151,11 +189,11 @@ func appendEntryRecord(buf []byte, e *wire.Entry, salt uint32) []byte {
 	binary.LittleEndian.PutUint32(b[16:], uint32(e.Ballot.Replica))
 	b[20] = byte(e.Value.Kind)
 	copy(b[entryFixedSize:], e.Value.Data)
-	sealRecord(rec, kindEntry, n, salt)
+	sealRecord(rec, kindEntry, n, mark, salt)
 	return buf
 }
 
-func appendHardStateRecord(buf []byte, hs paxos.HardState, salt uint32) []byte {
+func appendHardStateRecord(buf []byte, hs paxos.HardState, mark int64, salt uint32) []byte {
 	start := len(buf)
 	buf = grow(buf, recordSize(hardStateSize))
 	rec := buf[start:]
@@ -163,16 +201,19 @@ func appendHardStateRecord(buf []byte, hs paxos.HardState, salt uint32) []byte {
 	binary.LittleEndian.PutUint64(b[0:], hs.Promised.Round)
 	binary.LittleEndian.PutUint32(b[8:], uint32(hs.Promised.Replica))
 	binary.LittleEndian.PutUint64(b[12:], uint64(hs.Commit))
-	sealRecord(rec, kindHardState, hardStateSize, salt)
+	sealRecord(rec, kindHardState, hardStateSize, mark, salt)
 	return buf
 }
 
-func appendSealRecord(buf []byte, records uint64, salt uint32) []byte {
+// appendCountRecord appends a seal or synced-mark record, whose body is the
+// number of records before it in the segment.
+func appendCountRecord(buf []byte, kind byte, records uint64, mark int64, salt uint32) []byte {
+	contract.Require(kind == kindSeal || kind == kindMark, "not a counting record kind")
 	start := len(buf)
 	buf = grow(buf, recordSize(sealBodySize))
 	rec := buf[start:]
 	binary.LittleEndian.PutUint64(rec[recHeaderSize:], records)
-	sealRecord(rec, kindSeal, sealBodySize, salt)
+	sealRecord(rec, kind, sealBodySize, mark, salt)
 	return buf
 }
 
@@ -187,10 +228,18 @@ func grow(buf []byte, n int) []byte {
 }
 
 // record is a record found valid at off; body aliases the segment's bytes.
+// mark is its synced mark, unchecked against off (see markPlausible).
 type record struct {
 	off  int64
+	mark int64
 	kind byte
 	body []byte
+}
+
+// markPlausible reports whether r's synced mark could have been written at
+// r.off: a record boundary at or before the record itself.
+func (r record) markPlausible() bool {
+	return r.mark >= segHeaderSize && r.mark%recAlign == 0 && r.mark <= r.off
 }
 
 func (r record) size() int64 { return int64(recordSize(len(r.body))) }
@@ -211,6 +260,7 @@ func checkRecord(data []byte, off int64, salt uint32) (record, string) {
 	}
 	n := int64(binary.LittleEndian.Uint32(h[4:]))
 	kind := h[12]
+	mark := binary.LittleEndian.Uint64(h[16:])
 	switch {
 	case n < 1 || n > maxBody:
 		return record{}, fmt.Sprintf("body length %d out of range", n)
@@ -226,15 +276,19 @@ func checkRecord(data []byte, off int64, salt uint32) (record, string) {
 	switch {
 	case kind == kindEntry && n < entryFixedSize,
 		kind == kindHardState && n != hardStateSize,
-		kind == kindSeal && n != sealBodySize:
+		kind == kindSeal && n != sealBodySize,
+		kind == kindMark && n != markBodySize:
 		return record{}, fmt.Sprintf("body length %d wrong for record kind %d", n, kind)
-	case kind != kindEntry && kind != kindHardState && kind != kindSeal:
+	case kind != kindEntry && kind != kindHardState && kind != kindSeal && kind != kindMark:
 		return record{}, fmt.Sprintf("unknown record kind %d", kind)
 	}
 	if !allZero(data[off+recHeaderSize+n : off+int64(recordSize(int(n)))]) {
 		return record{}, "padding not zero"
 	}
-	return record{off: off, kind: kind, body: body}, ""
+	if mark > 1<<62 { // keeps the int64 conversion exact
+		return record{}, fmt.Sprintf("synced mark %d out of range", mark)
+	}
+	return record{off: off, mark: int64(mark), kind: kind, body: body}, ""
 }
 
 var zeroPage [4096]byte
@@ -262,6 +316,26 @@ func findRecord(data []byte, from int64, salt uint32) int64 {
 	return -1
 }
 
+// findProof looks at the valid records at or after from for one whose
+// synced mark proves the record at bad was durable (a plausible mark above
+// bad). It returns that record, or ok false. After a valid record it goes on
+// past its end, elsewhere at every aligned offset.
+func findProof(data []byte, from, bad int64, salt uint32) (proof record, ok bool) {
+	off := (from + recAlign - 1) &^ (recAlign - 1)
+	for off+recHeaderSize <= int64(len(data)) {
+		r, reason := checkRecord(data, off, salt)
+		if reason != "" {
+			off += recAlign
+			continue
+		}
+		if r.markPlausible() && r.mark > bad {
+			return r, true
+		}
+		off += r.size()
+	}
+	return record{}, false
+}
+
 func decodeEntry(body []byte) wire.Entry {
 	contract.Require(len(body) >= entryFixedSize, "entry body too short")
 	return wire.Entry{
@@ -279,8 +353,9 @@ func decodeHardState(body []byte) paxos.HardState {
 	}
 }
 
-func decodeSeal(body []byte) uint64 {
-	contract.Require(len(body) == sealBodySize, "seal body has the wrong size")
+// decodeCount decodes the body of a seal or synced-mark record.
+func decodeCount(body []byte) uint64 {
+	contract.Require(len(body) == sealBodySize, "seal or mark body has the wrong size")
 	return binary.LittleEndian.Uint64(body)
 }
 
@@ -292,7 +367,11 @@ type segmentScan struct {
 	reason string   // why there is no valid record at end ("" when end == len)
 	zero   bool     // every byte from end on is zero
 	resync int64    // first valid record after end, or -1
-	sealed bool     // the last valid record is a seal
+	// proof is a valid record after end whose synced mark is above end: the
+	// record at end was durable, so the damage is not an unsynced tail.
+	proof    record
+	hasProof bool
+	sealed   bool // the last valid record is a seal
 	// sealErr says why the seal is wrong: not last, or with a wrong count.
 	sealErr string
 }
@@ -306,8 +385,13 @@ func scanSegment(data []byte, seq uint64) segmentScan {
 	}
 	salt := segmentSalt(seq)
 	off := int64(segHeaderSize)
+	lastMark := int64(segHeaderSize)
 	for off < int64(len(data)) {
 		r, reason := checkRecord(data, off, salt)
+		if reason == "" && (!r.markPlausible() || r.mark < lastMark) {
+			// Checksums pass but no writer could have written this mark here.
+			reason = fmt.Sprintf("synced mark %d impossible here (previous mark %d)", r.mark, lastMark)
+		}
 		if reason != "" {
 			s.reason = reason
 			break
@@ -317,12 +401,13 @@ func scanSegment(data []byte, seq uint64) segmentScan {
 			s.sealErr = fmt.Sprintf("record at offset %d follows the segment's seal", off)
 		}
 		if r.kind == kindSeal {
-			if count := decodeSeal(r.body); count != uint64(len(s.recs)) && s.sealErr == "" {
+			if count := decodeCount(r.body); count != uint64(len(s.recs)) && s.sealErr == "" {
 				s.sealErr = fmt.Sprintf("seal counts %d records, segment has %d", count, len(s.recs))
 			}
 			s.sealed = true
 		}
 		s.recs = append(s.recs, r)
+		lastMark = r.mark
 		off += r.size()
 	}
 	s.end = off
@@ -331,20 +416,29 @@ func scanSegment(data []byte, seq uint64) segmentScan {
 	if !s.zero {
 		s.resync = findRecord(data, s.end+recAlign, salt)
 		contract.Ensure(s.resync == -1 || s.resync > s.end, "resync before the end")
+		if s.resync >= 0 {
+			s.proof, s.hasProof = findProof(data, s.resync, s.end, salt)
+			contract.Ensure(!s.hasProof || s.proof.off >= s.resync, "proof before the resync")
+		}
 	}
 	return s
 }
 
 // verdict decides what a scanned segment means for recovery: nil when its
-// records can be used (a torn tail in the newest segment included), or why
-// the log must not open. truncate reports a torn tail to cut off at s.end.
+// records can be used (a torn or unsynced tail in the newest segment
+// included), or why the log must not open. truncate reports a tail to cut
+// off at s.end.
 func (s *segmentScan) verdict(file string, newest bool) (truncate bool, err *CorruptionError) {
 	switch {
 	case s.header != "":
 		return false, &CorruptionError{File: file, Offset: 0, Reason: s.header}
-	case s.resync >= 0:
+	case s.hasProof:
 		return false, &CorruptionError{File: file, Offset: s.end, Reason: fmt.Sprintf(
-			"%s, and a valid record follows at offset %d", s.reason, s.resync)}
+			"%s, in synced data: the valid record at offset %d was written when the segment was durable up to offset %d",
+			s.reason, s.proof.off, s.proof.mark)}
+	case !newest && s.resync >= 0:
+		return false, &CorruptionError{File: file, Offset: s.end, Reason: fmt.Sprintf(
+			"%s, and a valid record follows at offset %d, in a segment that is not the newest", s.reason, s.resync)}
 	case s.sealErr != "":
 		return false, &CorruptionError{File: file, Offset: s.end, Reason: s.sealErr}
 	case !newest && !s.zero:
@@ -352,5 +446,7 @@ func (s *segmentScan) verdict(file string, newest bool) (truncate bool, err *Cor
 	case !newest && !s.sealed:
 		return false, &CorruptionError{File: file, Offset: s.end, Reason: "segment ends without a seal but a newer segment exists"}
 	}
+	// The newest segment's damage from s.end on is unproven to be synced:
+	// an unsynced tail, torn or written back out of order.
 	return !s.zero, nil
 }
