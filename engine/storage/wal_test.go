@@ -2,8 +2,10 @@ package storage
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -654,5 +656,65 @@ func TestDumpWALShowsATornTail(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("dump lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestWALCorruptionProvenBySyncedMarkIsRefused: a killed process leaves no
+// Close mark, but a batch written after a Sync carries the offset synced
+// then: damage to the earlier, synced batch is refused even though only
+// valid records follow it in the newest segment.
+func TestWALCorruptionProvenBySyncedMarkIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	rng := rand.New(rand.NewPCG(13, 13))
+	w := openWAL(t, dir, WALOptions{SegmentSize: 8192})
+	for i := range 10 {
+		mustAppend(t, w, []wire.Entry{entry(wire.Slot(i), 50, rng)}, paxos.HardState{}, false)
+		if i == 4 || i == 9 {
+			mustSync(t, w)
+		}
+	}
+	w.abandon()
+	seg := segments(t, vfs.Default, dir)[0]
+	recs := recordsOf(t, seg)
+	if len(recs) != 10 {
+		t.Fatalf("%d records", len(recs))
+	}
+	for _, victim := range []record{recs[1], recs[4]} {
+		flipByte(t, seg, victim.off+recHeaderSize+2)
+		_, err := OpenWAL(dir, WALOptions{SegmentSize: 8192})
+		ce := wantCorruption(t, err, seg, victim.off)
+		if !strings.Contains(ce.Reason, "synced") {
+			t.Fatalf("reason %q does not say the data was synced", ce.Reason)
+		}
+		flipByte(t, seg, victim.off+recHeaderSize+2)
+	}
+	// The same damage in the second batch, which no later record shows
+	// synced, reads as a torn tail: recovery keeps what precedes it.
+	flipByte(t, seg, recs[7].off+recHeaderSize+2)
+	w = openWAL(t, dir, WALOptions{SegmentSize: 8192})
+	defer w.Close()
+	if got := len(load(t, w).Entries); got != 7 {
+		t.Fatalf("recovered %d entries, want 7", got)
+	}
+}
+
+func TestWALOlderFormatVersionIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	w := openWAL(t, dir, WALOptions{})
+	w.Close()
+	seg := segments(t, vfs.Default, dir)[0]
+	data, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	binary.LittleEndian.PutUint32(data[8:], 1)
+	binary.LittleEndian.PutUint32(data[28:], crc32.Checksum(data[:28], castagnoli))
+	if err := os.WriteFile(seg, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = OpenWAL(dir, WALOptions{})
+	ce := wantCorruption(t, err, seg, 0)
+	if !strings.Contains(ce.Reason, "unknown format version 1") {
+		t.Fatalf("reason %q does not name the version", ce.Reason)
 	}
 }

@@ -36,8 +36,11 @@ const (
 // and removals made since, in order. A crash keeps, for each file and each
 // directory independently, the durable state plus a random prefix of the
 // operations since; a write cut off by the crash may be torn at any byte
-// (the bytes it did not reach keep their old contents). Directories are
-// implicit: MkdirAll always succeeds and directories are always durable.
+// (the bytes it did not reach keep their old contents). CrashOutOfOrder
+// models a kernel that writes dirty pages back in any order instead: each
+// sector of a file independently keeps its own random prefix of the writes.
+// Directories are implicit: MkdirAll always succeeds and directories are
+// always durable.
 type MemFS struct {
 	mu      sync.Mutex
 	live    map[string]*memNode // the namespace the running process sees
@@ -245,12 +248,31 @@ func (m *MemFS) Lock(name string) (io.Closer, error) {
 // now: per file and per directory, the durable state plus a random prefix
 // of what happened since (see MemFS). Everything in the result is durable.
 // m is left as it was; files open on m stay open on m only.
-func (m *MemFS) Crash(rng *rand.Rand) *MemFS { return m.crash(rng) }
+func (m *MemFS) Crash(rng *rand.Rand) *MemFS { return m.crash(rng, 0) }
+
+// CrashOutOfOrder returns the file system a machine would find after losing
+// power now, with the kernel having written the dirty pages of each file
+// back in no particular order: directories as in Crash; each file's size is
+// its size after a random prefix of the operations since its last Sync, and
+// each sector (sector bytes, aligned) of it independently holds its
+// contents after another random prefix of those operations, the synced
+// contents for the empty prefix (bytes beyond the file's size at that point
+// read as zero). A sector is written whole or not at all. So the unsynced
+// part of a file may read as new sectors, then old ones, then new ones;
+// what was synced is always kept. m is left as it was.
+func (m *MemFS) CrashOutOfOrder(rng *rand.Rand, sector int) *MemFS {
+	if sector <= 0 || rng == nil {
+		panic("vfs: CrashOutOfOrder needs a random source and a positive sector size")
+	}
+	return m.crash(rng, sector)
+}
 
 // CrashSyncedOnly is the harshest crash: it keeps only what was synced.
-func (m *MemFS) CrashSyncedOnly() *MemFS { return m.crash(nil) }
+func (m *MemFS) CrashSyncedOnly() *MemFS { return m.crash(nil, 0) }
 
-func (m *MemFS) crash(rng *rand.Rand) *MemFS {
+// crash keeps, per file, a prefix of the unsynced operations (sector 0) or
+// per sector prefixes of them (sector > 0); a nil rng keeps none.
+func (m *MemFS) crash(rng *rand.Rand, sector int) *MemFS {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	ns := make(map[string]*memNode, len(m.durable))
@@ -282,7 +304,12 @@ func (m *MemFS) crash(rng *rand.Rand) *MemFS {
 		old := ns[p]
 		n, ok := done[old]
 		if !ok {
-			data := old.afterCrash(rng)
+			var data []byte
+			if sector > 0 {
+				data = old.afterOutOfOrderCrash(rng, sector)
+			} else {
+				data = old.afterCrash(rng)
+			}
 			n = &memNode{data: data, synced: slices.Clone(data)}
 			done[old] = n
 		}
@@ -310,6 +337,47 @@ func (n *memNode) afterCrash(rng *rand.Rand) []byte {
 		data = torn.apply(data)
 	}
 	return data
+}
+
+// afterOutOfOrderCrash is the contents an out-of-order crash leaves (see
+// CrashOutOfOrder).
+func (n *memNode) afterOutOfOrderCrash(rng *rand.Rand, sector int) []byte {
+	if len(n.ops) == 0 {
+		return slices.Clone(n.synced)
+	}
+	// The size after each prefix of the operations.
+	sizes := make([]int64, len(n.ops)+1)
+	sizes[0] = int64(len(n.synced))
+	for i, op := range n.ops {
+		if op.size >= 0 {
+			sizes[i+1] = op.size
+		} else {
+			sizes[i+1] = max(sizes[i], op.off+int64(len(op.data)))
+		}
+	}
+	size := sizes[rng.IntN(len(sizes))]
+	out := make([]byte, size)
+	sectors := (size + int64(sector) - 1) / int64(sector)
+	// Which prefix each sector keeps; then replay the operations once,
+	// copying each sector out when its prefix has been applied.
+	keep := make([][]int64, len(n.ops)+1)
+	for s := range sectors {
+		k := rng.IntN(len(n.ops) + 1)
+		keep[k] = append(keep[k], s)
+	}
+	data := slices.Clone(n.synced)
+	for k := range keep {
+		if k > 0 {
+			data = n.ops[k-1].apply(data)
+		}
+		for _, s := range keep[k] {
+			lo, hi := s*int64(sector), min((s+1)*int64(sector), size)
+			if lo < int64(len(data)) {
+				copy(out[lo:hi], data[lo:min(hi, int64(len(data)))])
+			}
+		}
+	}
+	return out
 }
 
 func (op fileOp) apply(data []byte) []byte {

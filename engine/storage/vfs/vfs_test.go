@@ -189,3 +189,50 @@ func TestMemFSFault(t *testing.T) {
 		t.Fatal("write through a read-only handle succeeded")
 	}
 }
+
+func TestMemFSCrashOutOfOrder(t *testing.T) {
+	const sector = 4
+	fs := NewMemFS()
+	f, _ := fs.Create("/d/f")
+	f.WriteAt([]byte("synced.."), 0)
+	f.Sync()
+	fs.SyncDir("/d")
+	f.WriteAt([]byte("AAAA"), 8)
+	f.WriteAt([]byte("BBBBCCCC"), 12)
+	f.WriteAt([]byte("aa"), 8) // a sector written twice: it may keep either version
+	full := []byte("synced..aaAABBBBCCCC")
+	seen := map[string]bool{}
+	for seed := range uint64(500) {
+		got := readAll(t, fs.CrashOutOfOrder(rand.New(rand.NewPCG(seed, 3)), sector), "/d/f")
+		if len(got) < 8 || string(got[:8]) != "synced.." || len(got) > len(full) {
+			t.Fatalf("seed %d: crash left %q: synced contents lost or size wrong", seed, got)
+		}
+		for s := 8; s < len(got); s += sector {
+			sec := string(got[s:min(s+sector, len(got))])
+			var ok bool
+			switch s {
+			case 8:
+				ok = sec == "\x00\x00\x00\x00" || sec == "AAAA" || sec == "aaAA"
+			default:
+				ok = sec == "\x00\x00\x00\x00"[:len(sec)] || sec == string(full[s:s+len(sec)])
+			}
+			if !ok {
+				t.Fatalf("seed %d: sector at %d is %q in %q: neither old nor written whole", seed, s, sec, got)
+			}
+		}
+		seen[string(got)] = true
+	}
+	for _, want := range []string{
+		"synced..\x00\x00\x00\x00BBBBCCCC", // later sectors without an earlier one
+		"synced..AAAA\x00\x00\x00\x00CCCC", // a hole between written sectors
+		"synced..aaAABBBBCCCC",
+		"synced..",
+	} {
+		if !seen[want] {
+			t.Fatalf("out-of-order crashes never left %q (%d outcomes)", want, len(seen))
+		}
+	}
+	if got := readAll(t, fs, "/d/f"); !bytes.Equal(got, full) {
+		t.Fatalf("crash changed the original: %q", got)
+	}
+}
