@@ -33,11 +33,14 @@ type Conditions struct {
 	Duration   string  `json:"duration"`
 	Warmup     string  `json:"warmup"`
 	// Batching settings of the replicas.
-	Window           int    `json:"window"`
-	MaxBatchCommands int    `json:"max_batch_commands"`
-	MaxBatchBytes    int    `json:"max_batch_bytes"`
-	Contracts        bool   `json:"contracts"`
-	Notes            string `json:"notes,omitempty"`
+	Window           int  `json:"window"`
+	MaxBatchCommands int  `json:"max_batch_commands"`
+	MaxBatchBytes    int  `json:"max_batch_bytes"`
+	Contracts        bool `json:"contracts"`
+	// CPUIdle is how idle CPUs wake: the machine's idle policy and any PM
+	// QoS wake-up latency limit held during the run.
+	CPUIdle string `json:"cpu_idle,omitempty"`
+	Notes   string `json:"notes,omitempty"`
 }
 
 // MachineConditions fills in what the machine and toolchain say.
@@ -118,6 +121,7 @@ func (r Report) WriteTable(w io.Writer) error {
 	}
 	rows := [][2]string{
 		{"machine", fmt.Sprintf("%s, %d cores (GOMAXPROCS %d), %s", c.CPU, c.Cores, c.GOMAXPROCS, c.Kernel)},
+		{"cpu idle", c.CPUIdle},
 		{"go", c.GoVersion + map[bool]string{true: ", contracts ON (slower)", false: ""}[c.Contracts]},
 		{"cluster", fmt.Sprintf("%d replicas as %s, log %s, transport %s", c.Replicas, c.Mode, c.Log, c.Transport)},
 		{"load", load},
@@ -129,6 +133,9 @@ func (r Report) WriteTable(w io.Writer) error {
 		rows = append(rows, [2]string{"notes", c.Notes})
 	}
 	for _, row := range rows {
+		if row[1] == "" {
+			continue
+		}
 		fmt.Fprintf(tw, "  %s\t%s\n", row[0], row[1])
 	}
 	return tw.Flush()

@@ -23,9 +23,11 @@ import (
 
 	"github.com/vestalabs/vesta/bench"
 	"github.com/vestalabs/vesta/internal/contract"
+	"github.com/vestalabs/vesta/pmqos"
 )
 
 type options struct {
+	wakeLatency   time.Duration
 	inproc        bool
 	replicas      int
 	clients       int
@@ -82,6 +84,8 @@ func main() {
 	flag.StringVar(&o.sm, "sm", "kv", "-inproc state machine: kv (vestad's key-value store) or null (applies nothing: measures the engine alone)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the measured window) to this file")
 	flag.StringVar(&o.profileDir, "profile", "", "process mode: write CPU profiles of every vestad over the measured window into this directory")
+	flag.Var(pmqos.Flag{D: &o.wakeLatency}, "cpu-wake-latency", "for the run, hold a PM QoS limit on how long idle CPUs take to wake: a `DURATION` (0: they poll instead of halting; "+
+		"needs root), or off to leave the machine's setting. Reported with the figures")
 	flag.Parse()
 	if err := run(&o); err != nil {
 		fmt.Fprintln(os.Stderr, "vesta-bench:", err)
@@ -135,6 +139,20 @@ func run(o *options) error {
 	cond.Duration, cond.Warmup = o.duration.String(), o.warmup.String()
 	cond.Window, cond.MaxBatchCommands, cond.MaxBatchBytes = o.window, o.maxBatch, o.maxBatchBytes
 	cond.Contracts = contract.Enabled
+	cond.CPUIdle = pmqos.IdlePolicy()
+	if o.wakeLatency >= 0 {
+		req, err := pmqos.Hold(o.wakeLatency)
+		if err != nil {
+			return fmt.Errorf("-cpu-wake-latency %v: %w (pass -cpu-wake-latency -1 to run without it)", o.wakeLatency, err)
+		}
+		defer req.Close()
+		cond.CPUIdle += fmt.Sprintf("; PM QoS wake-up limit %v held by vesta-bench for the run", req.Limit())
+		if req.Limit() == 0 {
+			cond.CPUIdle += " (idle CPUs poll)"
+		}
+	} else {
+		cond.CPUIdle += "; no PM QoS limit held (-cpu-wake-latency off)"
+	}
 	var notes []string
 	if o.log == "mem" {
 		notes = append(notes, "log mem: nothing is persisted (no durability)")
