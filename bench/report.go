@@ -120,7 +120,7 @@ func (r Report) WriteTable(w io.Writer) error {
 		load = fmt.Sprintf("open loop at %.0f ops/s (latency from intended send time)", c.Rate)
 	}
 	rows := [][2]string{
-		{"machine", fmt.Sprintf("%s, %d cores (GOMAXPROCS %d), %s", c.CPU, c.Cores, c.GOMAXPROCS, c.Kernel)},
+		{"machine", fmt.Sprintf("%s, %d cores (bench process GOMAXPROCS %d), %s", c.CPU, c.Cores, c.GOMAXPROCS, c.Kernel)},
 		{"cpu idle", c.CPUIdle},
 		{"go", c.GoVersion + map[bool]string{true: ", contracts ON (slower)", false: ""}[c.Contracts]},
 		{"cluster", fmt.Sprintf("%d replicas as %s, log %s, transport %s", c.Replicas, c.Mode, c.Log, c.Transport)},

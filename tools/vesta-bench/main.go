@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -28,6 +29,8 @@ import (
 
 type options struct {
 	wakeLatency   time.Duration
+	replicaProcs  int
+	clientProcs   int
 	inproc        bool
 	replicas      int
 	clients       int
@@ -86,6 +89,8 @@ func main() {
 	flag.StringVar(&o.profileDir, "profile", "", "process mode: write CPU profiles of every vestad over the measured window into this directory")
 	flag.Var(pmqos.Flag{D: &o.wakeLatency}, "cpu-wake-latency", "for the run, hold a PM QoS limit on how long idle CPUs take to wake: a `DURATION` (0: they poll instead of halting; "+
 		"needs root), or off to leave the machine's setting. Reported with the figures")
+	flag.IntVar(&o.replicaProcs, "replica-procs", 0, "process mode: GOMAXPROCS of each vestad (0: the machine's cores shared out among the replicas and the client, at least 1)")
+	flag.IntVar(&o.clientProcs, "client-procs", 0, "process mode: GOMAXPROCS of this process, which runs the clients (0: the same share as -replica-procs)")
 	flag.Parse()
 	if err := run(&o); err != nil {
 		fmt.Fprintln(os.Stderr, "vesta-bench:", err)
@@ -105,6 +110,8 @@ func (o *options) check() error {
 		return fmt.Errorf("-sm %s needs -inproc (vestad always runs the key-value store)", o.sm)
 	case o.transport != "tcp":
 		return fmt.Errorf("-transport %q: only tcp exists so far", o.transport)
+	case o.replicaProcs < 0 || o.clientProcs < 0:
+		return fmt.Errorf("-replica-procs %d, -client-procs %d: want 0 (automatic) or more", o.replicaProcs, o.clientProcs)
 	case o.window < 1 || o.maxBatch < 1 || o.maxBatchBytes < 1:
 		return fmt.Errorf("-window, -max-batch and -max-batch-bytes must be at least 1")
 	}
@@ -176,7 +183,19 @@ func run(o *options) error {
 		defer c.stop()
 		target = c
 	} else {
-		cond.Mode, cond.Transport = "processes on 127.0.0.1, client in the bench process", "tcp"
+		// Every process gets its share of the cores: on a machine with
+		// fewer cores than processes, spare Ps only add thread wake-ups
+		// (docs/PERFORMANCE.md, step 11).
+		share := max(1, runtime.NumCPU()/(o.replicas+1))
+		if o.replicaProcs == 0 {
+			o.replicaProcs = share
+		}
+		if o.clientProcs == 0 {
+			o.clientProcs = share
+		}
+		runtime.GOMAXPROCS(o.clientProcs)
+		cond.GOMAXPROCS = o.clientProcs
+		cond.Mode, cond.Transport = fmt.Sprintf("processes on 127.0.0.1 (GOMAXPROCS %d each), client in the bench process (GOMAXPROCS %d)", o.replicaProcs, o.clientProcs), "tcp"
 		c, err := startProcesses(o)
 		if err != nil {
 			return err

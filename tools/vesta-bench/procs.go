@@ -112,6 +112,7 @@ func startProcesses(o *options) (*procCluster, error) {
 			return nil, err
 		}
 		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", o.replicaProcs))
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
