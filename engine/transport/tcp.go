@@ -9,7 +9,10 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"os"
+	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/vestalabs/vesta/engine/wire"
@@ -189,7 +192,12 @@ func NewTCP(cfg TCPConfig, h Handler) (*TCP, error) {
 			ln.Close()
 			return nil, errors.New("transport: peer with replica ID 0")
 		}
-		t.peers[id] = &peer{t: t, id: id, addr: addr, wake: make(chan struct{}, 1)}
+		p := &peer{t: t, id: id, addr: addr, wake: make(chan struct{}, 1)}
+		p.writeFn = func(fd uintptr) bool {
+			p.dn, p.derr = writeOnce(fd, p.dbuf)
+			return true // one attempt: never wait for the socket
+		}
+		t.peers[id] = p
 	}
 	t.wg.Add(1 + len(t.peers))
 	go t.acceptLoop()
@@ -209,6 +217,8 @@ func (t *TCP) Stats() Stats { return t.stats.snapshot() }
 // queue, so msgs is free for reuse when Send returns. Every message's From
 // must be this replica's ID.
 func (t *TCP) Send(msgs []wire.Message) {
+	var buf [8]*peer
+	flush := buf[:0] // peers whose queue this call made non-empty
 	for i := range msgs {
 		m := &msgs[i]
 		contract.Requiref(m.From == t.cfg.ID, "transport %d: Send of a %v from %d", t.cfg.ID, m.Type, m.From)
@@ -217,7 +227,12 @@ func (t *TCP) Send(msgs []wire.Message) {
 			t.stats.dropNoPeer.Add(1)
 			continue
 		}
-		p.enqueue(m)
+		if p.enqueue(m) && !slices.Contains(flush, p) {
+			flush = append(flush, p)
+		}
+	}
+	for _, p := range flush {
+		p.flush()
 	}
 }
 
@@ -508,19 +523,42 @@ func (t *TCP) sleep(d time.Duration) bool {
 
 // peer is the outbound side of one peer: its queue of encoded frames and the
 // writer goroutine that drains it.
+//
+// Whoever writes to the connection holds the single-writer token (writing):
+// the writer goroutine, or a sender that found the queue empty, the token
+// free and the connection up (flush). Taking and releasing the token and
+// looking at the queue happen under mu, so frames leave in queue order, one
+// writer at a time, and whoever releases the token with frames queued wakes
+// the writer goroutine.
 type peer struct {
 	t    *TCP
 	id   wire.ReplicaID
 	addr string
-	wake chan struct{} // capacity 1: "the queue became non-empty"
+	wake chan struct{} // capacity 1: "there may be something to write"
 
-	mu     sync.Mutex
-	queue  []chunk // frames waiting, oldest first
-	spare  []chunk // the other queue slice, swapped in by take
-	free   [][]byte
-	queued int // bytes in queue
+	mu      sync.Mutex
+	queue   []chunk // frames waiting, oldest first
+	spare   []chunk // the other queue slice, swapped in by takeLocked
+	free    [][]byte
+	queued  int  // bytes in queue
+	writing bool // the single-writer token
+	// The writer goroutine's connection while it is up, for direct writes;
+	// nil while it is down or failed. Only the writer goroutine sets it.
+	conn net.Conn
+	raw  syscall.RawConn
+	// A direct write's failure, for the writer goroutine to close the
+	// connection for and count.
+	failErr    error
+	failFrames int
 
-	iov net.Buffers // the writer's scratch
+	iov net.Buffers // the writer goroutine's scratch
+
+	// The direct write's arguments and results (held with the token), and
+	// its callback, built once so that a direct write allocates nothing.
+	dbuf    []byte
+	dn      int
+	derr    error
+	writeFn func(fd uintptr) bool
 }
 
 type chunk struct {
@@ -528,15 +566,16 @@ type chunk struct {
 	frames int
 }
 
-// enqueue encodes m at the tail of the queue, or drops it.
-func (p *peer) enqueue(m *wire.Message) {
+// enqueue encodes m at the tail of the queue, or drops it; true if the queue
+// was empty before it, so the caller must flush.
+func (p *peer) enqueue(m *wire.Message) bool {
 	t := p.t
 	size := wire.FrameSize(m)
 	p.mu.Lock()
 	if p.queued > 0 && p.queued+size > t.cfg.MaxQueueBytes {
 		p.mu.Unlock()
 		t.stats.dropFull.Add(1)
-		return
+		return false
 	}
 	if len(p.queue) == 0 || cap(p.queue[len(p.queue)-1].b)-len(p.queue[len(p.queue)-1].b) < size {
 		var b []byte
@@ -554,33 +593,109 @@ func (p *peer) enqueue(m *wire.Message) {
 		p.mu.Unlock()
 		t.stats.dropEncode.Add(1)
 		t.log.Error("transport: dropped a message the codec refused", "peer", p.id, "type", m.Type, "err", err)
-		return
+		return false
 	}
 	c.frames++
 	p.queued += size
 	first := p.queued == size
 	p.mu.Unlock()
-	if first {
-		select {
-		case p.wake <- struct{}{}:
-		default:
-		}
+	return first
+}
+
+// signal wakes the writer goroutine, or leaves it a wake-up.
+func (p *peer) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
 	}
 }
 
-// take removes every queued chunk; the caller hands them back with recycle.
-func (p *peer) take() []chunk {
+// flush sends what a Send queued, after the queue was empty: if no one
+// holds the token and the connection is up, the sender writes the frames
+// itself, one non-blocking write system call, sparing the writer
+// goroutine's wake-up (two per request on the replication path). Whatever
+// that leaves (the token busy, the connection down, more than one chunk, a
+// full socket buffer, a partial write, a failure to close the connection
+// for) is the writer goroutine's, and it is woken. flush never waits: not
+// for the socket, a dial or a backoff.
+func (p *peer) flush() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	if !directWrites || p.writing || p.raw == nil || len(p.queue) != 1 {
+		p.mu.Unlock()
+		p.signal()
+		return
+	}
+	p.writing = true
+	q := p.takeLocked()
+	conn, raw := p.conn, p.raw
+	p.mu.Unlock()
+
+	c := q[0]
+	n, err := p.writeDirect(conn, raw, c.b)
+	t := p.t
+	if n > 0 {
+		t.stats.writeCalls.Add(1)
+		t.stats.directCalls.Add(1)
+		t.stats.bytesSent.Add(uint64(n))
+	}
+	p.mu.Lock()
+	switch {
+	case err == nil && n == len(c.b):
+		t.stats.framesSent.Add(uint64(c.frames))
+	case err == nil || retryable(err):
+		// The socket buffer is full: the rest goes first, by the writer
+		// goroutine, which may wait for the peer. Its frames are counted as
+		// sent when the rest is.
+		p.queue = append(p.queue, chunk{})
+		copy(p.queue[1:], p.queue)
+		p.queue[0] = chunk{b: c.b[n:], frames: c.frames}
+		p.queued += len(c.b) - n
+		q[0] = chunk{} // its buffer is back in the queue
+	default:
+		// The connection failed: nobody knows which of these frames the
+		// peer got. The writer goroutine closes the connection, counts the
+		// loss and redials; no direct write uses it meanwhile.
+		p.conn, p.raw = nil, nil
+		p.failErr, p.failFrames = err, c.frames
+	}
+	p.recycleLocked(q)
+	p.writing = false
+	more := len(p.queue) > 0 || p.failErr != nil
+	p.mu.Unlock()
+	if more {
+		p.signal()
+	}
+}
+
+// writeDirect makes one non-blocking write of b to conn (through raw); the
+// caller holds the token. A write deadline the writer goroutine left behind
+// that has passed since is cleared: this write cannot block, and the writer
+// goroutine sets its own before each of its writes.
+func (p *peer) writeDirect(conn net.Conn, raw syscall.RawConn, b []byte) (int, error) {
+	p.dbuf, p.dn, p.derr = b, 0, nil
+	err := raw.Write(p.writeFn)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		conn.SetWriteDeadline(time.Time{})
+		err = raw.Write(p.writeFn)
+	}
+	n := p.dn
+	if err == nil {
+		err = p.derr
+	}
+	p.dbuf, p.dn, p.derr = nil, 0, nil
+	return n, err
+}
+
+// takeLocked removes every queued chunk; the caller hands them back with
+// recycleLocked.
+func (p *peer) takeLocked() []chunk {
 	q := p.queue
 	p.queue, p.spare = p.spare[:0], nil
 	p.queued = 0
 	return q
 }
 
-func (p *peer) recycle(q []chunk) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+func (p *peer) recycleLocked(q []chunk) {
 	for i := range q {
 		if cap(q[i].b) == chunkSize && len(p.free) < 4 {
 			p.free = append(p.free, q[i].b[:0])
@@ -591,12 +706,16 @@ func (p *peer) recycle(q []chunk) {
 }
 
 // run is the writer goroutine: connect, then write whatever is queued, one
-// gathered write per wake-up; on failure redial with backoff.
+// gathered write per wake-up; on failure, its own or a direct write's,
+// redial with backoff.
 func (p *peer) run() {
 	t := p.t
 	defer t.wg.Done()
 	var conn net.Conn
 	defer func() {
+		p.mu.Lock()
+		p.conn, p.raw = nil, nil
+		p.mu.Unlock()
 		if conn != nil {
 			t.untrack(conn)
 		}
@@ -635,11 +754,34 @@ func (p *peer) run() {
 			}
 			connected = true
 			t.log.Info("transport: peer connected", "peer", p.id, "dir", "out", "remote", addrString(conn))
+			var raw syscall.RawConn
+			if sc, ok := conn.(syscall.Conn); ok && directWrites {
+				if r, err := sc.SyscallConn(); err == nil {
+					raw = r
+				}
+			}
+			p.mu.Lock()
+			p.conn, p.raw = conn, raw
+			p.mu.Unlock()
 		}
 
-		q := p.take()
-		if len(q) == 0 {
-			p.recycle(q)
+		p.mu.Lock()
+		if ferr := p.failErr; ferr != nil {
+			frames := p.failFrames
+			p.failErr, p.failFrames = nil, 0
+			p.mu.Unlock()
+			if t.closing() {
+				return
+			}
+			t.stats.dropDisconnect.Add(uint64(frames))
+			t.closeFor(conn, p.id, "out", ReasonWriteError, ferr)
+			conn = nil
+			continue
+		}
+		if p.writing || len(p.queue) == 0 {
+			// Nothing to write, or a sender is writing; it wakes us if it
+			// leaves anything.
+			p.mu.Unlock()
 			select {
 			case <-p.wake:
 				continue
@@ -647,6 +789,10 @@ func (p *peer) run() {
 				return
 			}
 		}
+		p.writing = true
+		q := p.takeLocked()
+		p.mu.Unlock()
+
 		p.iov = p.iov[:0]
 		frames := 0
 		for i := range q {
@@ -658,7 +804,13 @@ func (p *peer) run() {
 		}
 		iov := p.iov // WriteTo consumes the slice it is called on
 		n, err := iov.WriteTo(conn)
-		p.recycle(q)
+		p.mu.Lock()
+		p.recycleLocked(q)
+		p.writing = false
+		if err != nil {
+			p.conn, p.raw = nil, nil
+		}
+		p.mu.Unlock()
 		if err != nil {
 			if t.closing() {
 				return

@@ -100,6 +100,7 @@ type counters struct {
 	dropFull, dropNoPeer, dropEncode      atomic.Uint64
 	dropDisconnect                        atomic.Uint64
 	connects, reconnects, dialFailures    atomic.Uint64
+	directCalls                           atomic.Uint64 // TCP: of writeCalls, those made by a sender (tests look)
 
 	mu     sync.Mutex
 	closed map[string]uint64

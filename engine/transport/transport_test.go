@@ -726,3 +726,166 @@ func TestTCPReconnectingPeerSupersedesOldConnection(t *testing.T) {
 	waitFor(t, "the old connection to be counted", func() bool { return tr.Stats().Closed[ReasonSuperseded] == 1 })
 	checkStreams(t, 1, col.snapshot(), []wire.ReplicaID{2}, 2)
 }
+
+// Senders on several goroutines, values large enough to fill the socket
+// buffers and a handler that stalls now and then: frames to one peer still
+// arrive in each sender's order, whether a sender wrote them itself, left
+// the rest of a partial write to the writer goroutine, or only queued them,
+// and the byte counts of both sides agree.
+func TestTCPConcurrentSendersKeepOrder(t *testing.T) {
+	checkNoLeak(t)
+	lnA, lnB := listen(t), listen(t)
+	var mu sync.Mutex
+	next := map[uint64]int{}
+	got := 0
+	var bad string
+	recv := func(batch []wire.Message) {
+		mu.Lock()
+		for _, m := range batch {
+			g := m.Ballot.Round
+			if int(m.Slot) != next[g] && bad == "" {
+				bad = fmt.Sprintf("sender %d: got #%d, want #%d", g, m.Slot, next[g])
+			}
+			next[g] = int(m.Slot) + 1
+			got++
+		}
+		n := got
+		mu.Unlock()
+		if n%97 == 0 {
+			time.Sleep(2 * time.Millisecond) // let the socket buffers fill
+		}
+	}
+	logsA, logsB := &logBuf{}, &logBuf{}
+	cfgA := testConfig(1, lnA, map[wire.ReplicaID]string{2: lnB.Addr().String()}, logsA)
+	cfgA.MaxQueueBytes = 256 << 20
+	a, err := NewTCP(cfgA, func([]wire.Message) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := NewTCP(testConfig(2, lnB, map[wire.ReplicaID]string{1: lnA.Addr().String()}, logsB), recv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+
+	// Once the connection is up, senders can write themselves.
+	a.Send([]wire.Message{{Type: wire.MsgAccept, From: 1, To: 2, Ballot: wire.Ballot{Round: 99, Replica: 1}}})
+	waitFor(t, "the connection", func() bool { mu.Lock(); defer mu.Unlock(); return got == 1 })
+
+	const senders, n = 4, 1500
+	var wg sync.WaitGroup
+	for g := range senders {
+		wg.Go(func() {
+			for seq := range n {
+				size := 64
+				switch {
+				case seq%500 == 250:
+					size = 4 << 20 // its own chunk; more than a socket buffer takes at once
+				case seq%10 == 0:
+					size = 48 << 10
+				}
+				m := wire.Message{Type: wire.MsgAccept, From: 1, To: 2, Ballot: wire.Ballot{Round: uint64(g), Replica: 1}, Slot: wire.Slot(seq),
+					Entries: []wire.Entry{{Slot: wire.Slot(seq), Value: wire.Value{Kind: wire.ValueBatch, Data: make([]byte, size)}}}}
+				a.Send([]wire.Message{m})
+				if seq%50 == 0 {
+					time.Sleep(100 * time.Microsecond) // let queues drain, so senders write too
+				}
+			}
+		})
+	}
+	wg.Wait()
+	waitFor(t, "every message", func() bool { mu.Lock(); defer mu.Unlock(); return got == 1+senders*n || bad != "" })
+	mu.Lock()
+	defer mu.Unlock()
+	if bad != "" {
+		t.Fatal(bad)
+	}
+	// The sender counts a write after it returns, maybe after the delivery.
+	waitFor(t, "the sender's counts", func() bool { return a.Stats().FramesSent == 1+senders*n })
+	sa, sb := a.Stats(), b.Stats()
+	if sa.FramesSent != 1+senders*n || sa.BytesSent != sb.BytesReceived || sa.DroppedQueueFull+sa.DroppedOnDisconnect != 0 || len(sa.Closed) != 0 {
+		t.Fatalf("stats sender %+v receiver %+v", sa, sb)
+	}
+}
+
+// A sender's direct write into a connection whose peer went away hands the
+// failure to the writer goroutine: the connection is closed for
+// write_error, its frames counted as lost, the peer redialled with backoff;
+// Send neither blocks nor writes meanwhile.
+func TestTCPDirectWriteFailureIsTheWritersToHandle(t *testing.T) {
+	checkNoLeak(t)
+	nodes := startCluster(t, 1, 2)
+	a, b := nodes[1], nodes[2]
+	a.tr.Send([]wire.Message{testMsg(1, 2, 0)}) // queued until the connection is up
+	waitFor(t, "first delivery", func() bool { return b.col.count() == 1 })
+	// A message on an idle connection is written by its sender (unless the
+	// writer goroutine has not yet let go of the token after the last one).
+	seq := 1
+	for ; a.tr.stats.directCalls.Load() == 0; seq++ {
+		if seq > 100 {
+			t.Fatalf("no message on an idle connection was written by its sender; stats %+v", a.tr.Stats())
+		}
+		a.tr.Send([]wire.Message{testMsg(1, 2, seq)})
+		waitFor(t, "delivery", func() bool { return b.col.count() == seq+1 })
+	}
+	b.tr.Close()
+	deadline := time.Now().Add(patience)
+	for ; a.tr.Stats().Closed[ReasonWriteError] == 0; seq++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("write failure not handled; stats %+v\n%s", a.tr.Stats(), a.logs)
+		}
+		start := time.Now()
+		a.tr.Send([]wire.Message{testMsg(1, 2, seq)})
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("Send blocked %v", d)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	waitFor(t, "a failed redial", func() bool { return a.tr.Stats().DialFailures > 0 })
+	s := a.tr.Stats()
+	if s.DroppedOnDisconnect == 0 || s.Closed[ReasonWriteError] != 1 {
+		t.Fatalf("stats %+v\n%s", s, a.logs)
+	}
+	sent := s.FramesSent
+	for seq := range 10 {
+		start := time.Now()
+		a.tr.Send([]wire.Message{testMsg(1, 2, 1000+seq)})
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("Send blocked %v while the peer is down", d)
+		}
+	}
+	if s := a.tr.Stats(); s.FramesSent != sent {
+		t.Fatalf("frames sent while the peer is down: %+v", s)
+	}
+}
+
+// A frame larger than the socket takes at once, sent on an idle connection:
+// its sender writes what fits and leaves the rest to the writer goroutine;
+// the frames queued meanwhile follow it, in order and intact.
+func TestTCPPartialDirectWriteIsFinishedByTheWriter(t *testing.T) {
+	checkNoLeak(t)
+	nodes := startCluster(t, 1, 2)
+	a, b := nodes[1], nodes[2]
+	a.tr.Send([]wire.Message{testMsg(1, 2, 0)})
+	waitFor(t, "first delivery", func() bool { return b.col.count() == 1 })
+	big := testMsg(1, 2, 1)
+	big.Entries[0].Value.Data = bytes.Repeat([]byte("y"), 12<<20)
+	a.tr.Send([]wire.Message{big})
+	const n = 50
+	for seq := 2; seq < n; seq++ {
+		a.tr.Send([]wire.Message{testMsg(1, 2, seq)})
+	}
+	waitFor(t, "every message", func() bool { return b.col.count() == n })
+	waitFor(t, "the sender's counts", func() bool { return a.tr.Stats().FramesSent == n })
+	got := b.col.snapshot()
+	if !got[1].Entries[0].Value.Equal(big.Entries[0].Value) {
+		t.Fatal("large value corrupted")
+	}
+	got[1] = testMsg(1, 2, 1)
+	checkStreams(t, 2, got, []wire.ReplicaID{1}, n)
+	sa, sb := a.tr.Stats(), b.tr.Stats()
+	if sa.FramesSent != n || sa.BytesSent != sb.BytesReceived || len(sa.Closed) != 0 {
+		t.Fatalf("stats sender %+v receiver %+v", sa, sb)
+	}
+}
