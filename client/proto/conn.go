@@ -214,11 +214,16 @@ func (w *Writer) errLocked() error {
 	return nil
 }
 
+// busyWriteBytes is the write size above which the writer counts the
+// stream as busy and batches (a handful of small frames).
+const busyWriteBytes = 512
+
 type deadliner interface{ SetWriteDeadline(time.Time) error }
 
 func (w *Writer) run() {
 	defer close(w.done)
 	var spare []byte
+	lastWrite := 0 // bytes of the previous write
 	for {
 		quitting := false
 		select {
@@ -226,9 +231,13 @@ func (w *Writer) run() {
 		case <-w.quit:
 			quitting = true // flush what is queued, then stop
 		}
-		// Let the goroutines that are about to append do so first: on a
-		// busy machine this turns many small writes into one.
-		runtime.Gosched()
+		// While busy (the previous write carried several frames' worth),
+		// let the goroutines about to append do so first: that turns many
+		// small writes into one. While idle, write at once: the yield
+		// would add the rest of the waker's work to a lone frame's latency.
+		if lastWrite > busyWriteBytes {
+			runtime.Gosched()
+		}
 		w.mu.Lock()
 		out := w.buf
 		w.buf = spare[:0]
@@ -238,6 +247,7 @@ func (w *Writer) run() {
 			if d, ok := w.w.(deadliner); ok && w.timeout > 0 {
 				_ = d.SetWriteDeadline(time.Now().Add(w.timeout))
 			}
+			lastWrite = len(out)
 			if _, err := w.w.Write(out); err != nil {
 				w.mu.Lock()
 				w.err = fmt.Errorf("vesta proto: write: %w", err)
