@@ -75,6 +75,9 @@ func (k Kind) String() string {
 
 func (k Kind) isWrite() bool { return k == Put || k == Delete || k == CAS }
 
+// hasKey reports whether executing k reads or writes a key.
+func (k Kind) hasKey() bool { return k >= Get && k <= CAS }
+
 // Code is an operation's outcome.
 type Code uint8
 
@@ -176,47 +179,97 @@ func appendStr(dst, b []byte) []byte {
 
 // DecodeCommand decodes cmd into ops[:0], aliasing cmd.
 func DecodeCommand(cmd []byte, ops []Op) ([]Op, error) {
+	var buf [16]rec
+	recs, err := parseCommand(cmd, buf[:0])
 	ops = ops[:0]
+	for i := range recs {
+		r := &recs[i]
+		ops = append(ops, Op{Kind: r.kind, Client: r.client, Seq: r.seq, Low: r.low,
+			Key: r.key.in(cmd), Value: r.value.in(cmd), Expect: r.expect.in(cmd)})
+	}
+	return ops, err
+}
+
+// span is a string's place in a command: cmd[off : off+n].
+type span struct{ off, n int }
+
+func (sp span) in(cmd []byte) []byte { return cmd[sp.off : sp.off+sp.n : sp.off+sp.n] }
+
+// rec is an operation as the store decodes it: an Op whose strings are
+// spans of the command instead of slices. Decoding into recs writes no
+// pointers (no write barriers, nothing kept reachable), which made
+// decoding take half the time it took into Ops.
+type rec struct {
+	kind               Kind
+	client, seq, low   uint64
+	key, value, expect span
+}
+
+// parseCommand appends cmd's operations to recs. On an error, the
+// operations before the one in error are appended. The one decoder of
+// commands: what it refuses, and its messages, are part of the replicated
+// results.
+func parseCommand(cmd []byte, recs []rec) ([]rec, error) {
 	if len(cmd) == 0 {
-		return ops, fmt.Errorf("kv: empty command")
+		return recs, fmt.Errorf("kv: empty command")
 	}
 	if cmd[0] != version {
-		return ops, fmt.Errorf("kv: command version %d, want %d", cmd[0], version)
+		return recs, fmt.Errorf("kv: command version %d, want %d", cmd[0], version)
 	}
 	if len(cmd) < headerSize {
-		return ops, fmt.Errorf("kv: command: header truncated")
+		return recs, fmt.Errorf("kv: command: header truncated")
 	}
 	n := binary.LittleEndian.Uint32(cmd[1:])
 	if n == 0 || n > MaxOps {
-		return ops, fmt.Errorf("kv: command: %d operations, want 1 to %d", n, MaxOps)
+		return recs, fmt.Errorf("kv: command: %d operations, want 1 to %d", n, MaxOps)
 	}
-	rest := cmd[headerSize:]
+	pos := headerSize
 	for i := uint32(0); i < n; i++ {
-		if len(rest) < opFixed {
-			return ops, fmt.Errorf("kv: command: operation %d truncated", i)
+		if len(cmd)-pos < opFixed {
+			return recs, fmt.Errorf("kv: command: operation %d truncated", i)
 		}
-		op := Op{
-			Kind:   Kind(rest[0]),
-			Client: binary.LittleEndian.Uint64(rest[1:]),
-			Seq:    binary.LittleEndian.Uint64(rest[9:]),
-			Low:    binary.LittleEndian.Uint64(rest[17:]),
+		b := cmd[pos : pos+opFixed]
+		r := rec{
+			kind:   Kind(b[0]),
+			client: binary.LittleEndian.Uint64(b[1:]),
+			seq:    binary.LittleEndian.Uint64(b[9:]),
+			low:    binary.LittleEndian.Uint64(b[17:]),
 		}
-		rest = rest[opFixed:]
-		var err error
-		for _, f := range []struct {
-			name string
-			p    *[]byte
-		}{{"key", &op.Key}, {"value", &op.Value}, {"expect", &op.Expect}} {
-			if *f.p, rest, err = takeStr(rest); err != nil {
-				return ops, fmt.Errorf("kv: command: operation %d: %s: %w", i, f.name, err)
+		pos += opFixed
+		var strs [3]span // key, value, expect
+		for f := range strs {
+			// A string under 128 bytes (a one-byte length) inline.
+			if pos < len(cmd) {
+				if n := int(cmd[pos]); n < 0x80 && n < len(cmd)-pos {
+					strs[f] = span{pos + 1, n}
+					pos += 1 + n
+					continue
+				}
+			}
+			var err error
+			if strs[f], pos, err = takeSpan(cmd, pos); err != nil {
+				return recs, fmt.Errorf("kv: command: operation %d: %s: %w", i, strNames[f], err)
 			}
 		}
-		ops = append(ops, op)
+		r.key, r.value, r.expect = strs[0], strs[1], strs[2]
+		recs = append(recs, r)
 	}
-	if len(rest) != 0 {
-		return ops, fmt.Errorf("kv: command: %d bytes after the last operation", len(rest))
+	if pos != len(cmd) {
+		return recs, fmt.Errorf("kv: command: %d bytes after the last operation", len(cmd)-pos)
 	}
-	return ops, nil
+	return recs, nil
+}
+
+var strNames = [3]string{"key", "value", "expect"}
+
+// takeSpan locates the str at cmd[pos:] and returns where the next begins.
+func takeSpan(cmd []byte, pos int) (span, int, error) {
+	val, rest, err := takeStr(cmd[pos:])
+	if err != nil {
+		return span{}, 0, err
+	}
+	end := len(cmd) - len(rest)
+	return span{end - len(val), len(val)}, end, nil
 }
 
 func takeStr(b []byte) (val, rest []byte, err error) {
@@ -273,21 +326,18 @@ const DefaultMaxSessionResults = 1 << 16
 // (the engine's applier); Keys and Sessions may be called from any.
 type Store struct {
 	opts     Options
-	data     map[string]string
+	data     *table
 	sessions map[uint64]*session
-	lru      session // sentinel of the list of sessions, most recently used first
-	ops      []Op
+	lru      session  // sentinel of the list of sessions, most recently used first
+	last     *session // the session of the last session write (nil once evicted): a command's writes are mostly one client's
+	recs     []rec    // decoded operations: see decode
+	hashes   []uint64 // their keys' hashes
+	ends     []int    // where each decoded command's recs end
 	scratch  []byte
+	sink     uint64 // keeps touchAhead's loads from being optimized away
 
 	nkeys, nsessions atomic.Int64
 	evicted          atomic.Uint64
-}
-
-type session struct {
-	id         uint64
-	low        uint64           // results below were acknowledged and are forgotten
-	results    map[uint64]saved // by sequence number, all >= low
-	prev, next *session
 }
 
 // saved is a write's result: writes return no value.
@@ -304,7 +354,7 @@ func New(opts Options) *Store {
 	if opts.MaxSessionResults <= 0 {
 		opts.MaxSessionResults = DefaultMaxSessionResults
 	}
-	s := &Store{opts: opts, data: map[string]string{}, sessions: map[uint64]*session{}}
+	s := &Store{opts: opts, data: newTable(), sessions: map[uint64]*session{}}
 	s.lru.next, s.lru.prev = &s.lru, &s.lru
 	return s
 }
@@ -319,113 +369,176 @@ func (s *Store) Sessions() int { return int(s.nsessions.Load()) }
 func (s *Store) Evicted() uint64 { return s.evicted.Load() }
 
 // Apply implements engine.StateMachine.
+//
+// A random key's slot and entry are each a cache miss, and taken one
+// operation at a time they add up. So Apply works through cmds a stretch at a
+// time: it decodes commands (hashing their keys) until it holds chunkOps
+// operations, then executes them in order, touching the memory of each
+// touchGroup operations just before executing them, across command
+// boundaries (vestad's commands often hold a few operations), so that their
+// misses overlap. Touching only reads: the results are those of executing
+// every operation in order.
 func (s *Store) Apply(cmds [][]byte, results [][]byte) {
-	for i, cmd := range cmds {
-		results[i] = s.applyCommand(cmd)
+	for len(cmds) > 0 {
+		k := s.decode(cmds, results)
+		s.execute(cmds[:k], results[:k])
+		cmds, results = cmds[k:], results[k:]
 	}
-	s.nkeys.Store(int64(len(s.data)))
-	s.nsessions.Store(int64(len(s.sessions)))
-}
-
-func (s *Store) applyCommand(cmd []byte) []byte {
-	ops, err := DecodeCommand(cmd, s.ops)
-	s.ops = ops[:0]
-	if err != nil {
-		// Every replica decodes the same bytes and refuses them alike.
-		return appendResult(nil, CodeInvalid, 0, []byte(err.Error()))
+	if cap(s.recs) > 4*chunkOps {
+		s.recs, s.hashes = nil, nil // a huge command's
 	}
-	out := s.scratch[:0]
-	for i := range ops {
-		out = s.apply(out, &ops[i])
-	}
-	clear(ops) // do not keep the command's bytes reachable
-	s.scratch = out
 	if cap(s.scratch) > 1<<20 {
 		s.scratch = nil
 	}
-	return append([]byte(nil), out...)
+	s.nkeys.Store(int64(s.data.Len()))
+	s.nsessions.Store(int64(len(s.sessions)))
 }
 
-// apply executes one operation and appends its result to out.
-func (s *Store) apply(out []byte, op *Op) []byte {
+const (
+	// chunkOps is how many operations Apply decodes before executing them.
+	chunkOps = 256
+	// touchGroup is how many operations' memory is touched at once.
+	touchGroup = 32
+)
+
+// decode decodes the first commands of cmds into s.recs, their key hashes
+// into s.hashes and where each command's operations end into s.ends, until
+// it holds chunkOps operations, and returns how many commands it decoded. It
+// sets the result of each command it refuses.
+func (s *Store) decode(cmds [][]byte, results [][]byte) int {
+	recs, hashes, ends := s.recs[:0], s.hashes[:0], s.ends[:0]
+	k := 0
+	for ; k < len(cmds) && len(recs) < chunkOps; k++ {
+		base := len(recs)
+		var err error
+		if recs, err = parseCommand(cmds[k], recs); err != nil {
+			recs = recs[:base]
+			// Every replica decodes the same bytes and refuses them alike.
+			results[k] = appendResult(nil, CodeInvalid, 0, []byte(err.Error()))
+		}
+		for i := base; i < len(recs); i++ {
+			var h uint64
+			if recs[i].kind.hasKey() {
+				h = s.data.hash(recs[i].key.in(cmds[k]))
+			}
+			hashes = append(hashes, h)
+		}
+		ends = append(ends, len(recs))
+	}
+	s.recs, s.hashes, s.ends = recs, hashes, ends
+	return k
+}
+
+// execute executes the commands decode decoded and sets their results.
+func (s *Store) execute(cmds [][]byte, results [][]byte) {
+	recs, hashes := s.recs, s.hashes
+	touched, begin := 0, 0
+	for k, cmd := range cmds {
+		end := s.ends[k]
+		if begin == end {
+			continue // refused: a decoded command holds operations
+		}
+		out := s.scratch[:0]
+		for i := begin; i < end; i++ {
+			if i == touched {
+				touched = min(i+touchGroup, len(recs))
+				s.touchAhead(hashes[i:touched])
+			}
+			out = s.apply(out, cmd, &recs[i], hashes[i])
+		}
+		// The engine owns the result: a copy, out is reused.
+		results[k] = append([]byte(nil), out...)
+		s.scratch = out
+		begin = end
+	}
+}
+
+// touchAhead loads, without changing anything, the home slots of the keys
+// with hashes hs and the entries they point to: the memory that executing
+// their operations reads first. Separate tight loops (few instructions per
+// load) keep many loads in flight before the processor's reorder window
+// fills. A key-less operation's hash is 0: touching slot 0 is harmless.
+func (s *Store) touchAhead(hs []uint64) {
+	t := s.data
+	var sink uint64
+	for _, h := range hs {
+		sink |= t.touchSlot(h)
+	}
+	for _, h := range hs {
+		sink |= t.touchEntry(h)
+	}
+	s.sink += sink
+}
+
+// apply executes one operation of cmd, whose key hashes to h, and appends
+// its result to out.
+func (s *Store) apply(out, cmd []byte, r *rec, h uint64) []byte {
 	switch {
-	case op.Kind == Get:
-		v, ok := s.data[string(op.Key)]
+	case r.kind == Get:
+		v, ok := s.data.Get(r.key.in(cmd), h)
 		var flags byte
 		if ok {
 			flags = flagFound
 		}
-		return appendResult(out, CodeOK, flags, []byte(v))
-	case op.Kind == OpenSession:
-		if op.Client == 0 {
+		return appendResult(out, CodeOK, flags, v)
+	case r.kind == OpenSession:
+		if r.client == 0 {
 			return appendResult(out, CodeInvalid, 0, []byte("open-session: client ID 0"))
 		}
-		s.openSession(op.Client)
+		s.openSession(r.client)
 		return appendResult(out, CodeOK, 0, nil)
-	case !op.Kind.isWrite():
-		return appendResult(out, CodeInvalid, 0, []byte("unknown operation "+op.Kind.String()))
-	case op.Client == 0 || op.Seq == 0:
-		code, flags := s.write(op)
+	case !r.kind.isWrite():
+		return appendResult(out, CodeInvalid, 0, []byte("unknown operation "+r.kind.String()))
+	case r.client == 0 || r.seq == 0:
+		code, flags := s.write(cmd, r, h)
 		return appendResult(out, code, flags, nil)
 	}
-	ss := s.sessions[op.Client]
-	if ss == nil {
-		return appendResult(out, CodeSessionExpired, 0, nil)
+	ss := s.last
+	if ss == nil || ss.id != r.client {
+		if ss = s.sessions[r.client]; ss == nil {
+			return appendResult(out, CodeSessionExpired, 0, nil)
+		}
+		s.last = ss
 	}
 	s.touch(ss)
-	if op.Low > ss.low {
-		ss.advance(op.Low)
+	if r.low > ss.low {
+		ss.advance(r.low)
 	}
-	if op.Seq < ss.low {
+	if r.seq < ss.low {
 		return appendResult(out, CodeStale, 0, nil)
 	}
-	if r, ok := ss.results[op.Seq]; ok {
-		return appendResult(out, r.code, r.flags, nil)
+	if sv, ok := ss.result(r.seq); ok {
+		return appendResult(out, sv.code, sv.flags, nil)
 	}
-	if len(ss.results) >= s.opts.MaxSessionResults {
+	if ss.n >= s.opts.MaxSessionResults {
 		return appendResult(out, CodeInvalid, 0, []byte(fmt.Sprintf(
-			"session holds %d unacknowledged writes, the limit", len(ss.results))))
+			"session holds %d unacknowledged writes, the limit", ss.n)))
 	}
-	code, flags := s.write(op)
-	ss.results[op.Seq] = saved{code, flags}
+	code, flags := s.write(cmd, r, h)
+	ss.save(r.seq, saved{code, flags})
 	return appendResult(out, code, flags, nil)
 }
 
-// write executes a put, delete or cas.
-func (s *Store) write(op *Op) (Code, byte) {
-	switch op.Kind {
+// write executes a put, delete or cas of a key that hashes to h.
+func (s *Store) write(cmd []byte, r *rec, h uint64) (Code, byte) {
+	key := r.key.in(cmd)
+	switch r.kind {
 	case Put:
-		s.data[string(op.Key)] = string(op.Value)
+		s.data.Put(key, r.value.in(cmd), h)
 		return CodeOK, 0
 	case Delete:
-		if _, ok := s.data[string(op.Key)]; ok {
-			delete(s.data, string(op.Key))
+		if s.data.Delete(key, h) {
 			return CodeOK, flagFound
 		}
 		return CodeOK, 0
 	default: // CAS
-		if cur := s.data[string(op.Key)]; cur == string(op.Expect) {
-			s.data[string(op.Key)] = string(op.Value)
+		// A missing key's value is empty: a cas expecting empty creates it.
+		if cur, _ := s.data.Get(key, h); string(cur) == string(r.expect.in(cmd)) {
+			s.data.Put(key, r.value.in(cmd), h)
 			return CodeOK, flagSwapped
 		}
 		return CodeOK, 0
 	}
-}
-
-// advance forgets the results below low.
-func (ss *session) advance(low uint64) {
-	if low-ss.low <= uint64(len(ss.results)) {
-		for q := ss.low; q < low; q++ {
-			delete(ss.results, q)
-		}
-	} else {
-		for q := range ss.results {
-			if q < low {
-				delete(ss.results, q)
-			}
-		}
-	}
-	ss.low = low
 }
 
 func (s *Store) openSession(id uint64) {
@@ -437,9 +550,12 @@ func (s *Store) openSession(id uint64) {
 		old := s.lru.prev
 		s.unlink(old)
 		delete(s.sessions, old.id)
+		if s.last == old {
+			s.last = nil
+		}
 		s.evicted.Add(1)
 	}
-	ss := &session{id: id, low: 1, results: map[uint64]saved{}}
+	ss := &session{id: id, low: 1}
 	s.sessions[id] = ss
 	s.pushFront(ss)
 }

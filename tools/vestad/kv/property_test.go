@@ -1,0 +1,277 @@
+package kv
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+
+	"pgregory.net/rapid"
+)
+
+// client is the test's model of one client: the next sequence number it
+// would use and its low mark.
+type client struct{ next, low uint64 }
+
+// genOp draws an operation: fresh writes, retries, stale and far-ahead
+// sequence numbers, advancing low marks, sessionless writes, unknown kinds,
+// empty and long keys and values.
+func genOp(t *rapid.T, clients map[uint64]*client, keys [][]byte) Op {
+	op := Op{
+		Kind:   rapid.SampledFrom([]Kind{Get, Put, Put, Put, Delete, CAS, CAS, OpenSession, 0, 9}).Draw(t, "kind"),
+		Client: rapid.Uint64Range(0, 5).Draw(t, "client"),
+		Key:    rapid.SampledFrom(keys).Draw(t, "key"),
+	}
+	val := func(label string) []byte {
+		switch rapid.IntRange(0, 4).Draw(t, label+"Kind") {
+		case 0:
+			return nil
+		case 1: // a key's value, so that cas matches
+			return rapid.SampledFrom(keys).Draw(t, label)
+		case 2: // long: moves the entry, then shrinks leave capacity unused
+			return bytes.Repeat([]byte{byte(rapid.IntRange(0, 255).Draw(t, label+"Byte"))}, rapid.IntRange(100, 3000).Draw(t, label+"Len"))
+		default:
+			return []byte(rapid.StringN(0, 12, -1).Draw(t, label))
+		}
+	}
+	op.Value = val("value")
+	op.Expect = val("expect")
+	c := clients[op.Client]
+	if c == nil {
+		c = &client{next: 1, low: 1}
+		clients[op.Client] = c
+	}
+	switch rapid.IntRange(0, 9).Draw(t, "seqKind") {
+	case 0, 1, 2: // a fresh write
+		op.Seq = c.next
+		c.next++
+	case 3: // a retry
+		op.Seq = c.low + rapid.Uint64Range(0, c.next-c.low).Draw(t, "retry")
+	case 4: // stale
+		op.Seq = rapid.Uint64Range(0, c.low).Draw(t, "stale")
+	case 5: // far ahead of the mark: beyond a session's ring
+		op.Seq = c.next + rapid.SampledFrom([]uint64{16, 100, 5000, ringMax - 3, ringMax + 7, 1 << 40}).Draw(t, "ahead")
+		c.next = max(c.next, op.Seq+1)
+	case 6: // the far end of the sequence space
+		op.Seq = ^uint64(0) - rapid.Uint64Range(0, 3).Draw(t, "top")
+	default:
+		op.Seq = 0 // sessionless
+	}
+	op.Low = c.low
+	switch rapid.IntRange(0, 5).Draw(t, "lowKind") {
+	case 0, 1: // the client saw some writes acknowledged
+		c.low = min(c.next, c.low+rapid.Uint64Range(0, 20).Draw(t, "lowStep"))
+		op.Low = c.low
+	case 2: // a jump, possibly past the ring
+		c.low += rapid.SampledFrom([]uint64{1, 15, 16, 17, 1000, ringMax, 1 << 41}).Draw(t, "lowJump")
+		c.next = max(c.next, c.low)
+		op.Low = c.low
+	case 3: // a late duplicate with an old mark
+		op.Low = rapid.Uint64Range(0, c.low).Draw(t, "oldLow")
+	}
+	return op
+}
+
+// TestStoreMatchesReference runs random command sequences on the store and
+// on the reference (the store before its hash table and session rings) and
+// requires the same result bytes and the same counts after every command.
+func TestStoreMatchesReference(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		opts := Options{
+			MaxSessions:       rapid.IntRange(0, 4).Draw(t, "maxSessions"),
+			MaxSessionResults: rapid.SampledFrom([]int{0, 1, 3, 8, 40}).Draw(t, "maxSessionResults"),
+		}
+		s, ref := New(opts), newRef(opts)
+		keys := rapid.SliceOfN(rapid.OneOf(
+			rapid.SliceOfN(rapid.ByteRange('a', 'c'), 0, 3),
+			rapid.SliceOfN(rapid.Byte(), 0, 40),
+			rapid.Just(bytes.Repeat([]byte("long key "), 50)),
+		), 1, 60).Draw(t, "keys")
+		clients := map[uint64]*client{}
+		for c := range rapid.IntRange(1, 60).Draw(t, "commands") {
+			ops := make([]Op, rapid.IntRange(1, 40).Draw(t, "ops"))
+			for i := range ops {
+				ops[i] = genOp(t, clients, keys)
+			}
+			cmd := AppendCommand(nil, ops)
+			switch rapid.IntRange(0, 30).Draw(t, "malformed") {
+			case 0:
+				cmd = cmd[:rapid.IntRange(0, len(cmd)-1).Draw(t, "truncate")]
+			case 1:
+				cmd[rapid.IntRange(0, len(cmd)-1).Draw(t, "flip")] ^= byte(rapid.IntRange(1, 255).Draw(t, "bits"))
+			}
+			got, want := make([][]byte, 2), make([][]byte, 2)
+			// Two commands per Apply: the second a copy, so retries are common.
+			s.Apply([][]byte{cmd, bytes.Clone(cmd)}, got)
+			ref.Apply([][]byte{bytes.Clone(cmd), bytes.Clone(cmd)}, want)
+			for i := range got {
+				if !bytes.Equal(got[i], want[i]) {
+					t.Fatalf("command %d.%d: results\n%s\nwant\n%s", c, i, describe(got[i]), describe(want[i]))
+				}
+			}
+			compareStores(t, s, ref)
+		}
+	})
+}
+
+func describe(res []byte) string {
+	r, err := DecodeResults(res, nil)
+	return fmt.Sprintf("%+v %v", r, err)
+}
+
+func compareStores(t interface {
+	Fatalf(string, ...any)
+}, s *Store, ref *refStore) {
+	if s.Keys() != ref.Keys() || s.Sessions() != ref.Sessions() || s.Evicted() != ref.Evicted() {
+		t.Fatalf("keys %d sessions %d evicted %d, reference %d %d %d",
+			s.Keys(), s.Sessions(), s.Evicted(), ref.Keys(), ref.Sessions(), ref.Evicted())
+	}
+	if err := s.data.check(s.data.hash); err != nil {
+		t.Fatalf("table: %v", err)
+	}
+	if got := contents(s.data); !reflect.DeepEqual(got, ref.data) {
+		t.Fatalf("contents differ: %d keys, reference %d", len(got), len(ref.data))
+	}
+	for id, rs := range ref.sessions {
+		ss := s.sessions[id]
+		if ss == nil || ss.low != rs.low || ss.n != len(rs.results) {
+			t.Fatalf("session %d: %+v, reference low %d with %d results", id, ss, rs.low, len(rs.results))
+		}
+		if err := ss.check(); err != nil {
+			t.Fatalf("session %d: %v", id, err)
+		}
+		for seq, r := range rs.results {
+			if got, ok := ss.result(seq); !ok || got != saved(r) {
+				t.Fatalf("session %d: result of %d is %+v %v, want %+v", id, seq, got, ok, r)
+			}
+		}
+	}
+	// The LRU orders must agree, or the stores would evict differently.
+	for a, b := s.lru.next, ref.lru.next; a != &s.lru || b != &ref.lru; a, b = a.next, b.next {
+		if a == &s.lru || b == &ref.lru || a.id != b.id {
+			t.Fatalf("session LRU orders differ")
+		}
+	}
+}
+
+// TestStoreMatchesReferenceLong drives many keys through the store, so the
+// table grows, compacts and deletes at scale, and one pipelined client
+// through a ring that grows to its largest.
+func TestStoreMatchesReferenceLong(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	opts := Options{MaxSessions: 3}
+	s, ref := New(opts), newRef(opts)
+	apply := func(ops []Op) {
+		cmd := AppendCommand(nil, ops)
+		got, want := make([][]byte, 1), make([][]byte, 1)
+		s.Apply([][]byte{cmd}, got)
+		ref.Apply([][]byte{cmd}, want)
+		if !bytes.Equal(got[0], want[0]) {
+			t.Fatalf("results\n%s\nwant\n%s", describe(got[0]), describe(want[0]))
+		}
+	}
+	apply([]Op{{Kind: OpenSession, Client: 1}, {Kind: OpenSession, Client: 2}})
+	seq, low := uint64(1), uint64(1)
+	for round := range 300 {
+		ops := make([]Op, 200)
+		for i := range ops {
+			k := []byte(fmt.Sprintf("k%d", rng.IntN(5000+round*20)))
+			v := bytes.Repeat([]byte{byte(round)}, rng.IntN(3)*rng.IntN(100))
+			op := Op{Kind: []Kind{Get, Put, Put, Delete, CAS}[rng.IntN(5)], Key: k, Value: v, Expect: v[:len(v)/2]}
+			if rng.IntN(2) == 0 {
+				op.Client, op.Seq, op.Low = 1, seq, low
+				seq++
+				// The client keeps up to ~20 000 writes unacknowledged:
+				// more than a ring holds.
+				if seq%2000 == 0 && seq > 20_000 {
+					low = seq - uint64(rng.IntN(20_000))
+				}
+			}
+			ops[i] = op
+		}
+		apply(ops)
+	}
+	compareStores(t, s, ref)
+	if len(s.sessions[1].ring) != ringMax {
+		t.Errorf("ring of %d, want it grown to %d", len(s.sessions[1].ring), ringMax)
+	}
+}
+
+// TestSessionMatchesMap checks a session's ring and far map against a map.
+func TestSessionMatchesMap(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		ss := &session{low: rapid.SampledFrom([]uint64{1, 12345, 1<<64 - 50000}).Draw(t, "low")}
+		model := map[uint64]saved{}
+		for range rapid.IntRange(1, 300).Draw(t, "steps") {
+			seq := ss.low + rapid.OneOf(
+				rapid.Uint64Range(0, 40), rapid.Uint64Range(0, 3000),
+				rapid.Uint64Range(ringMax-40, ringMax+40), rapid.Uint64Range(0, 1<<40),
+			).Draw(t, "ahead")
+			switch rapid.IntRange(0, 3).Draw(t, "step") {
+			case 0, 1:
+				if _, ok := model[seq]; !ok && seq >= ss.low {
+					r := saved{Code(rapid.IntRange(0, 3).Draw(t, "code")), byte(rapid.IntRange(0, 3).Draw(t, "flags"))}
+					ss.save(seq, r)
+					model[seq] = r
+				}
+			case 2:
+				if seq > ss.low {
+					ss.advance(seq)
+					for q := range model {
+						if q < seq {
+							delete(model, q)
+						}
+					}
+				}
+			}
+			if ss.n != len(model) {
+				t.Fatalf("%d results, want %d", ss.n, len(model))
+			}
+			if err := ss.check(); err != nil {
+				t.Fatal(err)
+			}
+			if got, ok := ss.result(seq); seq >= ss.low && (ok != hasKey(model, seq) || got != model[seq]) {
+				t.Fatalf("result of %d: %+v %v, want %+v", seq, got, ok, model[seq])
+			}
+		}
+		for q, r := range model {
+			if got, ok := ss.result(q); !ok || got != r {
+				t.Fatalf("result of %d: %+v %v, want %+v", q, got, ok, r)
+			}
+		}
+	})
+}
+
+func hasKey(m map[uint64]saved, k uint64) bool { _, ok := m[k]; return ok }
+
+// TestDecodeMatchesReference: DecodeCommand decodes what the decoder it
+// replaced decoded, and refuses what it refused with the same message
+// (messages are part of the replicated results).
+func TestDecodeMatchesReference(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		var cmd []byte
+		if rapid.Bool().Draw(t, "raw") {
+			cmd = rapid.SliceOfN(rapid.Byte(), 0, 64).Draw(t, "bytes")
+		} else {
+			ops := make([]Op, rapid.IntRange(1, 5).Draw(t, "ops"))
+			for i := range ops {
+				ops[i] = Op{Kind: Kind(rapid.Byte().Draw(t, "kind")), Client: rapid.Uint64().Draw(t, "client"),
+					Seq: rapid.Uint64().Draw(t, "seq"), Low: rapid.Uint64().Draw(t, "low"),
+					Key:    rapid.SliceOfN(rapid.Byte(), 0, 200).Draw(t, "key"),
+					Value:  rapid.SliceOfN(rapid.Byte(), 0, 200).Draw(t, "value"),
+					Expect: rapid.SliceOfN(rapid.Byte(), 0, 3).Draw(t, "expect")}
+			}
+			cmd = AppendCommand(nil, ops)
+			for range rapid.IntRange(0, 3).Draw(t, "flips") {
+				cmd[rapid.IntRange(0, len(cmd)-1).Draw(t, "at")] = rapid.Byte().Draw(t, "to")
+			}
+			cmd = cmd[:rapid.IntRange(0, len(cmd)).Draw(t, "len")]
+		}
+		got, err := DecodeCommand(cmd, nil)
+		want, wantErr := refDecodeCommand(cmd, nil)
+		if fmt.Sprint(err) != fmt.Sprint(wantErr) || fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("decoded %v %v, want %v %v", got, err, want, wantErr)
+		}
+	})
+}
