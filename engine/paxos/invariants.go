@@ -24,13 +24,16 @@ func (n *Node) checkInvariants() {
 	if n.applied > n.commit {
 		fail("applied %d beyond commit %d", n.applied, n.commit)
 	}
-	if int(n.commit) > len(n.log) {
-		fail("commit %d beyond the log (%d slots)", n.commit, len(n.log))
+	if n.commit > n.end() {
+		fail("commit %d beyond the log (ends at %d)", n.commit, n.end())
 	}
-	if n.commit > 0 && !n.log[n.commit-1].chosen {
+	if n.base > n.released || n.released > n.applied {
+		fail("base %d, released %d, applied %d out of order", n.base, n.released, n.applied)
+	}
+	if n.commit > n.base && !n.at(n.commit-1).chosen {
 		fail("slot %d below commit not chosen", n.commit-1)
 	}
-	if int(n.commit) < len(n.log) && n.log[n.commit].chosen {
+	if n.commit < n.end() && n.at(n.commit).chosen {
 		fail("commit index %d stops before a chosen slot", n.commit)
 	}
 	if n.role != Follower {
@@ -49,20 +52,20 @@ func (n *Node) checkInvariants() {
 			fail("leader next slot %d, unsent %d, commit %d out of order", n.nextSlot, n.unsent, n.commit)
 		}
 		for s := n.commit; s < n.nextSlot; s++ {
-			if st := &n.log[s]; !st.chosen && st.ballot != n.ballot {
+			if st := n.at(s); !st.chosen && st.ballot != n.ballot {
 				fail("leader slot %d holds ballot %v, leading %v", s, st.ballot, n.ballot)
 			}
 		}
-		for s := int(n.nextSlot); s < len(n.log); s++ {
-			if st := &n.log[s]; st.chosen || n.ballot.Less(st.ballot) {
+		for s := n.nextSlot; s < n.end(); s++ {
+			if st := n.at(s); st.chosen || n.ballot.Less(st.ballot) {
 				fail("leader sees slot %d beyond next slot %d holding %v", s, n.nextSlot, st.ballot)
 			}
 		}
 	}
 	// Below the commit index every slot is chosen and never changes again;
 	// above it, nothing is accepted above the promise.
-	for s := int(n.commit); s < len(n.log); s++ {
-		if st := &n.log[s]; st.ballot != wire.BallotChosen && n.promised.Less(st.ballot) {
+	for s := n.commit; s < n.end(); s++ {
+		if st := n.at(s); st.ballot != wire.BallotChosen && n.promised.Less(st.ballot) {
 			fail("slot %d accepted in %v above the promise %v", s, st.ballot, n.promised)
 		}
 	}

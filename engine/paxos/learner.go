@@ -8,8 +8,8 @@ import (
 // below c is chosen, with the value b's leader proposed. An entry this replica
 // accepted in b therefore holds the chosen value; any other must be fetched.
 func (n *Node) learnCommit(from wire.ReplicaID, b wire.Ballot, c wire.Slot) {
-	for n.commit < c && int(n.commit) < len(n.log) {
-		st := &n.log[n.commit]
+	for n.commit < c && n.commit < n.end() {
+		st := n.at(n.commit)
 		if !st.chosen && st.ballot != b {
 			break
 		}
@@ -38,13 +38,17 @@ func (n *Node) requestCatchUp(peer wire.ReplicaID, upTo wire.Slot) {
 // facts, not votes, so they leave without waiting for persistence.
 func (n *Node) onCatchUpRequest(m wire.Message) {
 	lo, hi := m.Slot, min(m.Commit, n.commit)
-	if lo >= hi {
+	if lo >= hi || lo < n.released {
+		// Nothing to send, or values this replica released because every
+		// member reported holding them durably (release.go): only a replica
+		// whose log was wiped asks for those, and it cannot be helped
+		// without snapshots.
 		return
 	}
 	hi = min(hi, lo+wire.Slot(n.cfg.MaxCatchUpEntries))
 	entries := make([]wire.Entry, 0, hi-lo)
 	for s := lo; s < hi; s++ {
-		entries = append(entries, wire.Entry{Slot: s, Ballot: wire.BallotChosen, Value: n.log[s].value})
+		entries = append(entries, wire.Entry{Slot: s, Ballot: wire.BallotChosen, Value: n.at(s).value})
 	}
 	n.send1(wire.Message{Type: wire.MsgCatchUp, To: m.From, Commit: n.commit, Entries: entries})
 }
@@ -60,7 +64,10 @@ func (n *Node) onCatchUp(m wire.Message) {
 	}
 	for _, e := range m.Entries {
 		if e.Slot < n.commit {
-			n.requiref(n.log[e.Slot].value.Equal(e.Value), "slot %d: catch-up value %v contradicts chosen %v", e.Slot, e.Value, n.log[e.Slot].value)
+			if e.Slot < n.released {
+				continue // released here: known chosen, value no longer kept
+			}
+			n.requiref(n.at(e.Slot).value.Equal(e.Value), "slot %d: catch-up value %v contradicts chosen %v", e.Slot, e.Value, n.at(e.Slot).value)
 			continue
 		}
 		n.learnChosen(e.Slot, e.Value)

@@ -59,6 +59,9 @@ type Status struct {
 	Ballot   wire.Ballot // the ballot led or sought, when candidate or leader
 	Commit   wire.Slot
 	Applied  wire.Slot
+	// Released is where the values this replica still holds begin: below
+	// it every member holds every chosen value durably (see Node.release).
+	Released wire.Slot
 	NextSlot wire.Slot // leader: the next slot it will propose
 	Pending  int       // leader: proposals waiting for room in the window
 }
@@ -101,10 +104,19 @@ type Node struct {
 
 	// Acceptor and learner state.
 	promised wire.Ballot
-	log      []slotState // slot s lives at log[s]; later issues add a start offset
-	commit   wire.Slot   // every slot below is chosen and its value is in log
+	log      []slotState // slot s lives at log[s-base]; see at
+	base     wire.Slot   // the first slot log holds; slots below are released
+	released wire.Slot   // values below are dropped: every member holds them durably (release.go)
+	commit   wire.Slot   // every slot below is chosen and, from released on, its value is in log
 	applied  wire.Slot   // every slot below has been handed out in Ready.Apply
 	leader   wire.ReplicaID
+
+	// What is known durable, for release.go. durableCommit is this
+	// replica's commit index as far as its log holds it; peerCommit[i] is the
+	// highest commit index member i reported in a message that left it only
+	// once durable (Accepted, Promise, Nack).
+	durableCommit wire.Slot
+	peerCommit    []wire.Slot
 
 	// Timers, in ticks.
 	electionElapsed  int
@@ -152,10 +164,11 @@ func New(cfg Config, p Persisted) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:    cfg,
-		index:  make(map[wire.ReplicaID]int, len(cfg.Members)),
-		quorum: len(cfg.Members)/2 + 1,
-		rng:    rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.ID))),
+		cfg:        cfg,
+		index:      make(map[wire.ReplicaID]int, len(cfg.Members)),
+		quorum:     len(cfg.Members)/2 + 1,
+		rng:        rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.ID))),
+		peerCommit: make([]wire.Slot, len(cfg.Members)),
 	}
 	for i, m := range cfg.Members {
 		n.index[m] = i
@@ -177,12 +190,13 @@ func New(cfg Config, p Persisted) (*Node, error) {
 		}
 	}
 	for s := wire.Slot(0); s < p.HardState.Commit; s++ {
-		if int(s) >= len(n.log) || n.log[s].ballot.IsZero() {
+		if s >= n.end() || n.at(s).ballot.IsZero() {
 			return nil, &RestoreError{Reason: "commit index " + itoa(uint64(p.HardState.Commit)) + " covers slot " + itoa(uint64(s)) + " which has no entry"}
 		}
-		n.log[s].chosen = true
+		n.at(s).chosen = true
 	}
 	n.commit = p.HardState.Commit
+	n.durableCommit = p.HardState.Commit
 	n.advanceCommit()
 	n.savedHS = p.HardState
 	n.maxRoundSeen = n.promised.Round
@@ -195,7 +209,7 @@ func New(cfg Config, p Persisted) (*Node, error) {
 func (n *Node) Status() Status {
 	st := Status{
 		ID: n.cfg.ID, Role: n.role, Leader: n.leader, Promised: n.promised,
-		Commit: n.commit, Applied: n.applied,
+		Commit: n.commit, Applied: n.applied, Released: n.released,
 	}
 	if n.role != Follower {
 		st.Ballot = n.ballot
@@ -237,11 +251,16 @@ func (n *Node) Ready() Ready {
 	if n.applied < n.commit {
 		rd.Apply = make([]wire.Entry, 0, n.commit-n.applied)
 		for s := n.applied; s < n.commit; s++ {
-			st := &n.log[s]
+			st := n.at(s)
 			contract.Invariantf(st.chosen, "slot %d below commit %d is not chosen", s, n.commit)
 			rd.Apply = append(rd.Apply, wire.Entry{Slot: s, Ballot: st.ballot, Value: st.value})
 		}
 		n.applied = n.commit
+	}
+	if n.role == Leader {
+		// Followers release on the leader's Accepts and Heartbeats; the
+		// leader releases as it announces.
+		n.release(n.releasePoint())
 	}
 	n.inflight = append(n.inflight, inflightReady{entries: rd.Entries, hs: rd.HardState, saveHS: rd.SaveHardState})
 	n.unstable, n.send, n.sendAfter, n.dropped = nil, nil, nil, nil
@@ -263,11 +282,14 @@ func (n *Node) Advance() {
 	done := n.inflight[0]
 	n.inflight[0] = inflightReady{}
 	n.inflight = n.inflight[1:]
+	if done.saveHS && done.hs.Commit > n.durableCommit {
+		n.durableCommit = done.hs.Commit
+	}
 	// The leader's own vote counts only now that it is durable.
 	if n.role == Leader {
 		for _, e := range done.entries {
 			if e.Ballot == n.ballot && e.Slot >= n.commit && e.Slot < n.nextSlot {
-				st := &n.log[e.Slot]
+				st := n.at(e.Slot)
 				if st.ballot == n.ballot {
 					st.votes |= n.self
 					n.checkChosen(e.Slot)
@@ -286,13 +308,21 @@ func (n *Node) Advance() {
 	n.checkInvariants()
 }
 
-// slot returns the state of slot s, growing the log as needed.
+// slot returns the state of slot s, growing the log as needed. Slots below
+// base are gone: callers check s >= released first.
 func (n *Node) slot(s wire.Slot) *slotState {
-	for wire.Slot(len(n.log)) <= s {
+	contract.Require(s >= n.base, "slot below the log's base")
+	for n.end() <= s {
 		n.log = append(n.log, slotState{})
 	}
-	return &n.log[s]
+	return n.at(s)
 }
+
+// at returns the state of slot s, which the log holds: base <= s < end().
+func (n *Node) at(s wire.Slot) *slotState { return &n.log[s-n.base] }
+
+// end is the slot after the last one the log holds.
+func (n *Node) end() wire.Slot { return n.base + wire.Slot(len(n.log)) }
 
 // accept records value v in slot s under ballot b (durably, via Ready).
 func (n *Node) accept(s wire.Slot, b wire.Ballot, v wire.Value) {
@@ -323,7 +353,7 @@ func (n *Node) learnChosen(s wire.Slot, v wire.Value) {
 // advanceCommit moves the commit index over the contiguous chosen prefix.
 func (n *Node) advanceCommit() {
 	old := n.commit
-	for int(n.commit) < len(n.log) && n.log[n.commit].chosen {
+	for n.commit < n.end() && n.at(n.commit).chosen {
 		n.commit++
 	}
 	contract.Ensure(n.commit >= old, "commit index moved back")
@@ -365,8 +395,8 @@ func (n *Node) effectiveQuorum() int {
 // promise reports them: entries below the commit index as chosen.
 func (n *Node) ownAcceptedFrom(from wire.Slot) []wire.Entry {
 	var out []wire.Entry
-	for s := from; int(s) < len(n.log); s++ {
-		st := &n.log[s]
+	for s := from; s < n.end(); s++ {
+		st := n.at(s)
 		if st.ballot.IsZero() {
 			continue
 		}

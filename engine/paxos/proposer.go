@@ -42,6 +42,7 @@ func (n *Node) broadcastPrepare(retry bool) {
 }
 
 func (n *Node) onPromise(m wire.Message) {
+	n.noteDurableCommit(m.From, m.Commit)
 	if n.role != Candidate || m.Ballot != n.ballot || n.promises&n.bit(m.From) != 0 {
 		return // stale or duplicate
 	}
@@ -169,21 +170,23 @@ func (n *Node) broadcastNewAccepts() {
 	}
 	entries := make([]wire.Entry, 0, n.nextSlot-n.unsent)
 	for s := n.unsent; s < n.nextSlot; s++ {
-		st := &n.log[s]
+		st := n.at(s)
 		entries = append(entries, wire.Entry{Slot: s, Ballot: n.ballot, Value: st.value})
 	}
 	n.unsent = n.nextSlot
+	rp := n.releasePoint()
 	for _, p := range n.cfg.Members {
 		if p != n.cfg.ID {
-			n.send1(wire.Message{Type: wire.MsgAccept, To: p, Ballot: n.ballot, Commit: n.commit, Entries: entries})
+			n.send1(wire.Message{Type: wire.MsgAccept, To: p, Ballot: n.ballot, Slot: rp, Commit: n.commit, Entries: entries})
 		}
 	}
 }
 
 func (n *Node) broadcastHeartbeat() {
+	rp := n.releasePoint()
 	for _, p := range n.cfg.Members {
 		if p != n.cfg.ID {
-			n.send1(wire.Message{Type: wire.MsgHeartbeat, To: p, Ballot: n.ballot, Commit: n.commit})
+			n.send1(wire.Message{Type: wire.MsgHeartbeat, To: p, Ballot: n.ballot, Slot: rp, Commit: n.commit})
 		}
 	}
 }
@@ -192,6 +195,7 @@ func (n *Node) broadcastHeartbeat() {
 // are not chosen and that the peer has not acknowledged.
 func (n *Node) retransmit() {
 	end := min(n.unsent, n.nextSlot)
+	rp := n.releasePoint()
 	for _, p := range n.cfg.Members {
 		if p == n.cfg.ID {
 			continue
@@ -199,19 +203,20 @@ func (n *Node) retransmit() {
 		bit := n.bit(p)
 		var entries []wire.Entry
 		for s := n.commit; s < end; s++ {
-			st := &n.log[s]
+			st := n.at(s)
 			if st.chosen || st.votes&bit != 0 {
 				continue
 			}
 			entries = append(entries, wire.Entry{Slot: s, Ballot: n.ballot, Value: st.value})
 		}
 		if len(entries) > 0 {
-			n.send1(wire.Message{Type: wire.MsgAccept, To: p, Ballot: n.ballot, Commit: n.commit, Entries: entries})
+			n.send1(wire.Message{Type: wire.MsgAccept, To: p, Ballot: n.ballot, Slot: rp, Commit: n.commit, Entries: entries})
 		}
 	}
 }
 
 func (n *Node) onAccepted(m wire.Message) {
+	n.noteDurableCommit(m.From, m.Commit)
 	if n.role != Leader || m.Ballot != n.ballot {
 		return
 	}
@@ -220,7 +225,7 @@ func (n *Node) onAccepted(m wire.Message) {
 	for _, r := range m.Ranges {
 		lo, hi := max(r.Lo, n.commit), min(r.Hi, n.nextSlot)
 		for s := lo; s < hi; s++ {
-			n.log[s].votes |= bit
+			n.at(s).votes |= bit
 			n.checkChosen(s)
 		}
 	}
@@ -230,7 +235,7 @@ func (n *Node) onAccepted(m wire.Message) {
 
 // checkChosen marks slot s chosen once a quorum accepted it in the leader's ballot.
 func (n *Node) checkChosen(s wire.Slot) {
-	st := &n.log[s]
+	st := n.at(s)
 	if st.chosen || !n.isQuorum(st.votes) {
 		return
 	}
@@ -239,6 +244,7 @@ func (n *Node) checkChosen(s wire.Slot) {
 }
 
 func (n *Node) onNack(m wire.Message) {
+	n.noteDurableCommit(m.From, m.Commit)
 	if n.role == Follower || !n.ballot.Less(m.Ballot) {
 		return
 	}

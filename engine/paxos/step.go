@@ -131,6 +131,13 @@ func (n *Node) onPrepare(m wire.Message) {
 		n.sendRevealing(wire.Message{Type: wire.MsgNack, To: m.From, Ballot: n.promised, Commit: n.commit})
 		return
 	}
+	if m.Slot < n.released {
+		// The values from m.Slot on are no longer all here, so no faithful
+		// promise can be made. No correct candidate prepares from below a
+		// release point (release.go), so this is a stale message; ignoring it
+		// (no promise, and no raised promise to disturb the leader) is safe.
+		return
+	}
 	if n.promised.Less(m.Ballot) {
 		n.promised = m.Ballot
 		if n.role != Follower {
@@ -163,6 +170,11 @@ func (n *Node) onAccept(m wire.Message) {
 	n.resetElectionTimer()
 	var ranges []wire.SlotRange
 	for _, e := range m.Entries {
+		if e.Slot < n.released {
+			// Chosen and released: only a stale duplicate asks, and not
+			// voting is always safe.
+			continue
+		}
 		if st := n.slot(e.Slot); st.chosen {
 			// A new leader re-proposes from its own commit index, so it may
 			// send slots this replica knows are chosen; the value must match.
@@ -178,6 +190,7 @@ func (n *Node) onAccept(m wire.Message) {
 		}
 	}
 	n.learnCommit(m.From, m.Ballot, m.Commit)
+	n.release(m.Slot) // the leader's release point; release clamps it to applied
 	n.sendRevealing(wire.Message{Type: wire.MsgAccepted, To: m.From, Ballot: m.Ballot, Commit: n.commit, Ranges: ranges})
 }
 

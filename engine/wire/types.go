@@ -142,7 +142,9 @@ type Message struct {
 	From   ReplicaID
 	To     ReplicaID
 	Ballot Ballot
-	// Slot: Prepare's first slot; CatchUpRequest's first wanted slot.
+	// Slot: Prepare's first slot; CatchUpRequest's first wanted slot;
+	// Accept's and Heartbeat's release point (every member holds every
+	// chosen value below it durably, so receivers may drop those values).
 	Slot Slot
 	// Commit: the sender's commit index (every slot below it is chosen);
 	// CatchUpRequest's end of the wanted range.
@@ -159,6 +161,10 @@ func (m Message) String() string {
 	case MsgCatchUpRequest:
 		s += fmt.Sprintf(" want=[%d,%d)", m.Slot, m.Commit)
 		return s
+	case MsgAccept, MsgHeartbeat:
+		if m.Slot > 0 {
+			s += fmt.Sprintf(" release=%d", m.Slot)
+		}
 	}
 	s += fmt.Sprintf(" commit=%d", m.Commit)
 	if len(m.Entries) > 0 {
