@@ -25,6 +25,16 @@ type Options struct {
 	// Flush overrides how stores are made durable; FlushAuto picks the best.
 	// A CPU flush on a page-cache mapping is refused: it would not persist.
 	Flush FlushMethod
+	// Prefault maps every page of the file writable at Open
+	// (madvise MADV_POPULATE_WRITE), in the spirit of PMDK's
+	// prefault.at_open, so that appends never take a page fault. On tmpfs
+	// with 4 KiB pages a fault costs about a microsecond and an append of
+	// 64 B commands takes one every ~40 commands, which measurably slows a
+	// busy replica; prefaulting costs open time instead (about 0.2 s per
+	// GiB on tmpfs here) and page tables (2 MiB per GiB with 4 KiB pages).
+	// A kernel without MADV_POPULATE_WRITE (before 5.14) leaves the log
+	// faulting on demand, and Status says so.
+	Prefault bool
 }
 
 // Open opens the log file at path, creating and formatting it when it does
@@ -103,6 +113,14 @@ func Open(path string, opts Options) (*Log, error) {
 	if err != nil {
 		closeAll()
 		return nil, err
+	}
+	if opts.Prefault {
+		if err := unix.Madvise(buf, unix.MADV_POPULATE_WRITE); err != nil {
+			if why != "" {
+				why += "; "
+			}
+			why += "prefault refused (" + err.Error() + "): pages fault on first use"
+		}
 	}
 	l.why = why
 	l.close = closeAll

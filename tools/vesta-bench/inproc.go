@@ -99,7 +99,7 @@ func openLog(o *options, id wire.ReplicaID) (storage.Log, error) {
 	case "pmem":
 		path := filepath.Join(o.pmemDir, fmt.Sprintf("vesta-bench-r%d-%d.pmem", id, os.Getpid()))
 		o.cleanup = append(o.cleanup, path)
-		l, err := pmem.Open(path, pmem.Options{Size: o.pmemSize})
+		l, err := pmem.Open(path, pmem.Options{Size: o.pmemSize, Prefault: true})
 		if err == nil {
 			o.durability = fmt.Sprintf("pmem %s (%s)", path, l.Status().Durability)
 		}

@@ -212,6 +212,9 @@ func run(o *options) error {
 		defer c.stop()
 		target = c
 		if o.profileDir != "" {
+			if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+				return fmt.Errorf("-profile: %w", err)
+			}
 			go func() {
 				time.Sleep(o.warmup)
 				c.profile(o.profileDir, o.duration)

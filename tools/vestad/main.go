@@ -72,6 +72,7 @@ type config struct {
 	memLog        bool
 	pmemPath      string // -log pmem:PATH
 	pmemSize      int64
+	pmemPrefault  bool
 	window        int
 	maxBatch      int
 	maxBatchBytes int
@@ -94,6 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	dataDir := fs.String("data", "", "`DIR` of this replica's write-ahead log (required unless -log mem)")
 	logKind := fs.String("log", "wal", "`KIND` of log: wal (durable, in -data), pmem:PATH (persistent-memory log file at PATH; DAX-mapped where the file system allows) or mem (NO DURABILITY: for experiments only)")
 	pmemSize := fs.Int64("pmem-size", 1<<30, "size in `BYTES` of a new -log pmem file (an existing file keeps its size); the log does not shrink until snapshots exist")
+	pmemPrefault := fs.Bool("pmem-prefault", true, "-log pmem: map every page of the log at start, so appends never take a page fault (costs start-up time in proportion to the file's size)")
 	window := fs.Int("window", 0, "the leader's pipeline window, in slots (0: the engine's default)")
 	maxBatch := fs.Int("max-batch", 0, "most commands per proposed batch (0: the engine's default)")
 	maxBatchBytes := fs.Int("max-batch-bytes", 0, "most bytes per proposed batch (0: the engine's default)")
@@ -118,7 +120,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("unexpected argument %q (every setting is a flag)", fs.Arg(0))
 	}
 	cfg := &config{clientAddr: *clientAddr, metricsAddr: *metricsAddr, dataDir: *dataDir, clusterID: *clusterID,
-		tick: *tick, electionTicks: *electionTicks, maxSessions: *maxSessions, pmemSize: *pmemSize, wakeLatency: *wakeLatency,
+		tick: *tick, electionTicks: *electionTicks, maxSessions: *maxSessions, pmemSize: *pmemSize, pmemPrefault: *pmemPrefault, wakeLatency: *wakeLatency,
 		window: *window, maxBatch: *maxBatch, maxBatchBytes: *maxBatchBytes}
 	for _, f := range []struct {
 		name string
@@ -293,7 +295,7 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 			"Use -data DIR for anything but experiments. ***")
 		store = storage.NewMemLog()
 	} else if cfg.pmemPath != "" {
-		pl, err := pmem.Open(cfg.pmemPath, pmem.Options{Size: cfg.pmemSize})
+		pl, err := pmem.Open(cfg.pmemPath, pmem.Options{Size: cfg.pmemSize, Prefault: cfg.pmemPrefault})
 		if err != nil {
 			return fmt.Errorf("-log pmem:%s: %w", cfg.pmemPath, err)
 		}
