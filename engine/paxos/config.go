@@ -27,9 +27,18 @@ type Config struct {
 	MaxPending int
 	// MaxCatchUpEntries bounds the chosen entries sent in one catch-up reply.
 	MaxCatchUpEntries int
+	// MaxCatchUpBytes bounds the value bytes of one catch-up reply, which
+	// always carries at least one entry (0: DefaultMaxCatchUpBytes). Keep it
+	// well under the transport's frame limit: a reply too large to send
+	// would leave the replica asking for it behind for good.
+	MaxCatchUpBytes int
 	// Seed seeds the election-timeout randomization (deterministically).
 	Seed uint64
 }
+
+// DefaultMaxCatchUpBytes is MaxCatchUpBytes when zero: a quarter of the
+// wire codec's default frame limit.
+const DefaultMaxCatchUpBytes = 4 << 20
 
 // DefaultConfig returns a Config with sensible timing for a tick of about
 // 10 ms on a LAN; the caller sets ID and Members.
@@ -76,6 +85,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPending < 0 {
 		return &ConfigError{"MaxPending", fmt.Sprintf("%d, need at least 0", c.MaxPending)}
+	}
+	if c.MaxCatchUpBytes < 0 {
+		return &ConfigError{"MaxCatchUpBytes", fmt.Sprintf("%d, need 0 (the default) or more", c.MaxCatchUpBytes)}
 	}
 	if c.MaxCatchUpEntries < 1 {
 		return &ConfigError{"MaxCatchUpEntries", fmt.Sprintf("%d, need at least 1", c.MaxCatchUpEntries)}

@@ -34,7 +34,8 @@ func (n *Node) requestCatchUp(peer wire.ReplicaID, upTo wire.Slot) {
 }
 
 // onCatchUpRequest answers with the chosen values this replica knows in the
-// wanted range, at most Config.MaxCatchUpEntries of them. Chosen values are
+// wanted range, at most Config.MaxCatchUpEntries of them and, past the
+// first, at most Config.MaxCatchUpBytes of value bytes. Chosen values are
 // facts, not votes, so they leave without waiting for persistence.
 func (n *Node) onCatchUpRequest(m wire.Message) {
 	lo, hi := m.Slot, min(m.Commit, n.commit)
@@ -46,9 +47,18 @@ func (n *Node) onCatchUpRequest(m wire.Message) {
 		return
 	}
 	hi = min(hi, lo+wire.Slot(n.cfg.MaxCatchUpEntries))
+	budget := n.cfg.MaxCatchUpBytes
+	if budget == 0 {
+		budget = DefaultMaxCatchUpBytes
+	}
 	entries := make([]wire.Entry, 0, hi-lo)
 	for s := lo; s < hi; s++ {
-		entries = append(entries, wire.Entry{Slot: s, Ballot: wire.BallotChosen, Value: n.at(s).value})
+		v := n.at(s).value
+		if len(entries) > 0 && len(v.Data) > budget {
+			break
+		}
+		budget -= len(v.Data)
+		entries = append(entries, wire.Entry{Slot: s, Ballot: wire.BallotChosen, Value: v})
 	}
 	n.send1(wire.Message{Type: wire.MsgCatchUp, To: m.From, Commit: n.commit, Entries: entries})
 }

@@ -131,6 +131,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		"Window":            func(c *Config) { c.Window = 0 },
 		"MaxPending":        func(c *Config) { c.MaxPending = -1 },
 		"MaxCatchUpEntries": func(c *Config) { c.MaxCatchUpEntries = 0 },
+		"MaxCatchUpBytes":   func(c *Config) { c.MaxCatchUpBytes = -1 },
 	}
 	for field, mutate := range cases {
 		cfg := base

@@ -128,32 +128,63 @@ func TestReleaseStopsAtApplied(t *testing.T) {
 	}
 }
 
-// A Prepare from below the release point (necessarily stale) gets no
-// promise, and does not raise this replica's promise either.
-func TestPrepareBelowReleaseGetsNoPromise(t *testing.T) {
+// A Prepare from below this replica's commit index (a candidate that is
+// behind, or a stale message from below the release point) gets no promise:
+// a Nack telling the candidate how far behind it is, no raised promise, and
+// no reset of the election timer. From the commit index on, it promises.
+func TestPrepareFromBehindGetsNack(t *testing.T) {
 	n := releasedNode(t)
 	before := n.Status().Promised
-	mustStep(t, n, prepare(3, 9, 2))
+	for _, from := range []wire.Slot{2, 6} { // below the release point; below the commit index
+		mustStep(t, n, prepare(3, 9, from))
+		msgs, _ := drain(n)
+		if len(msgs) != 1 || msgs[0].Type != wire.MsgNack || msgs[0].Commit != 8 || msgs[0].Ballot != before {
+			t.Fatalf("Prepare from %d: want one Nack with commit 8 and ballot %v: %v", from, before, msgs)
+		}
+		if n.Status().Promised != before {
+			t.Fatalf("promise moved from %v to %v", before, n.Status().Promised)
+		}
+	}
+	mustStep(t, n, prepare(3, 9, 8))
 	msgs, _ := drain(n)
-	for _, m := range msgs {
-		if m.Type == wire.MsgPromise {
-			t.Fatalf("promised from slot 2, below release point 6: %v", m)
+	if len(msgs) != 1 || msgs[0].Type != wire.MsgPromise || len(msgs[0].Entries) != 0 {
+		t.Fatalf("want a promise from slot 8 reporting nothing: %v", msgs)
+	}
+}
+
+// A candidate that is behind cannot hold the cluster: the replicas ahead of
+// it keep their election timers running while it retries, so one of them
+// runs and wins, and the candidate, told how far behind it is, catches up.
+func TestCandidateBehindDoesNotStallTheCluster(t *testing.T) {
+	c := newTestCluster(t, 3)
+	c.elect(1)
+	c.drop = func(m wire.Message) bool { return m.To == 3 || m.From == 3 }
+	c.proposeMany(1, 50)
+	// The leader goes silent; replica 3, far behind, comes back and runs.
+	c.drop = func(m wire.Message) bool { return m.To == 1 || m.From == 1 }
+	var won wire.ReplicaID
+	for range 200 {
+		for id := wire.ReplicaID(2); id <= 3; id++ {
+			c.nodes[id].Tick()
+		}
+		c.settle()
+		for id := wire.ReplicaID(2); id <= 3; id++ {
+			if c.nodes[id].Status().Role == Leader {
+				won = id
+			}
+		}
+		if won != 0 {
+			break
 		}
 	}
-	if n.Status().Promised != before {
-		t.Fatalf("promise moved from %v to %v", before, n.Status().Promised)
+	if won != 2 {
+		t.Fatalf("want replica 2 (up to date) to win, got %d; statuses %+v %+v", won, c.nodes[2].Status(), c.nodes[3].Status())
 	}
-	// From the release point on, the promise is given with what it holds.
-	mustStep(t, n, prepare(3, 9, 6))
-	msgs, _ = drain(n)
-	var got *wire.Message
-	for i := range msgs {
-		if msgs[i].Type == wire.MsgPromise {
-			got = &msgs[i]
-		}
+	for range 10 {
+		c.heartbeat(2)
 	}
-	if got == nil || len(got.Entries) != 2 || got.Entries[0].Slot != 6 {
-		t.Fatalf("want a promise reporting slots 6 and 7: %v", msgs)
+	if got, want := c.nodes[3].Status().Commit, c.nodes[2].Status().Commit; got != want || got < 50 {
+		t.Fatalf("replica 3 commit %d, leader %d (want at least 50)", got, want)
 	}
 }
 
@@ -198,5 +229,39 @@ func TestCatchUpRepeatingReleasedSlots(t *testing.T) {
 	}})
 	if st := n.Status(); st.Commit != 8 || st.Released != 6 {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+// A catch-up reply stops at MaxCatchUpBytes of values (a reply too large for
+// the transport's frame limit would never arrive), but always carries one.
+func TestCatchUpReplyIsBoundedInBytes(t *testing.T) {
+	cfg := testConfig(1, 3)
+	cfg.MaxCatchUpBytes = 10
+	var p Persisted
+	p.HardState.Commit = 4
+	for s := range wire.Slot(4) {
+		p.Entries = append(p.Entries, wire.Entry{Slot: s, Ballot: wire.BallotChosen, Value: batch("0123456")}) // 7 bytes each
+	}
+	n, err := New(cfg, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drain(n)
+	for _, tc := range []struct {
+		from wire.Slot
+		want int
+	}{{0, 1}, {3, 1}} {
+		mustStep(t, n, wire.Message{Type: wire.MsgCatchUpRequest, From: 2, To: 1, Slot: tc.from, Commit: 4})
+		msgs, _ := drain(n)
+		if len(msgs) != 1 || len(msgs[0].Entries) != tc.want || msgs[0].Entries[0].Slot != tc.from {
+			t.Fatalf("from %d: want %d entries from there: %v", tc.from, tc.want, msgs)
+		}
+	}
+	cfg.MaxCatchUpBytes = 14
+	n, _ = New(cfg, p)
+	drain(n)
+	mustStep(t, n, wire.Message{Type: wire.MsgCatchUpRequest, From: 2, To: 1, Slot: 0, Commit: 4})
+	if msgs, _ := drain(n); len(msgs) != 1 || len(msgs[0].Entries) != 2 {
+		t.Fatalf("want two entries of 7 bytes within 14: %v", msgs)
 	}
 }

@@ -131,11 +131,19 @@ func (n *Node) onPrepare(m wire.Message) {
 		n.sendRevealing(wire.Message{Type: wire.MsgNack, To: m.From, Ballot: n.promised, Commit: n.commit})
 		return
 	}
-	if m.Slot < n.released {
-		// The values from m.Slot on are no longer all here, so no faithful
-		// promise can be made. No correct candidate prepares from below a
-		// release point (release.go), so this is a stale message; ignoring it
-		// (no promise, and no raised promise to disturb the leader) is safe.
+	if m.Slot < n.commit {
+		// The candidate lacks chosen values this replica has (its commit
+		// index is behind), so it could not lead before catching up, and its
+		// promises could be too large to send: every chosen value from its
+		// commit index on. Refuse, the way Raft voters refuse a candidate
+		// whose log is behind theirs: no promise, no raised promise (the
+		// leader, if any, keeps going), and no reset of this replica's
+		// election timer, so that a replica that is up to date runs if the
+		// leader is gone. The Nack tells the candidate how far behind it is,
+		// so it catches up. Not promising is always safe. This also covers
+		// stale Prepares from below the release point (release.go), whose
+		// values may be gone here.
+		n.sendRevealing(wire.Message{Type: wire.MsgNack, To: m.From, Ballot: n.promised, Commit: n.commit})
 		return
 	}
 	if n.promised.Less(m.Ballot) {

@@ -84,7 +84,7 @@ func main() {
 	flag.StringVar(&o.plotPath, "plot", "", "draw throughput over time and the latency distribution into this PNG")
 	flag.StringVar(&o.vestad, "vestad", "", "vestad binary (default: built from this module into a temporary directory)")
 	flag.StringVar(&o.pmemDir, "pmem-dir", "/dev/shm", "-log pmem: the directory of the replicas' pmem log files (a DAX mount for real persistent memory)")
-	flag.Int64Var(&o.pmemSize, "pmem-size", 2<<30, "-log pmem: bytes per replica's log file; logs do not shrink until snapshots exist, so size it for the run")
+	flag.Int64Var(&o.pmemSize, "pmem-size", 0, "-log pmem: bytes per replica's log file (0: sized for the run, within the free space of -pmem-dir); logs keep every record until snapshots exist")
 	flag.StringVar(&o.sm, "sm", "kv", "-inproc state machine: kv (vestad's key-value store) or null (applies nothing: measures the engine alone)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the measured window) to this file")
 	flag.StringVar(&o.profileDir, "profile", "", "process mode: write CPU profiles of every vestad over the measured window into this directory")
@@ -114,6 +114,8 @@ func (o *options) check() error {
 		return fmt.Errorf("-transport %q: only tcp exists so far", o.transport)
 	case o.replicaProcs < 0 || o.clientProcs < 0:
 		return fmt.Errorf("-replica-procs %d, -client-procs %d: want 0 (automatic) or more", o.replicaProcs, o.clientProcs)
+	case o.pmemSize < 0:
+		return fmt.Errorf("-pmem-size %d: want 0 (sized for the run) or a size in bytes", o.pmemSize)
 	case o.window < 1 || o.maxBatch < 1 || o.maxBatchBytes < 1:
 		return fmt.Errorf("-window, -max-batch and -max-batch-bytes must be at least 1")
 	}
@@ -175,6 +177,17 @@ func run(o *options) error {
 	}
 	if o.log == "wal" {
 		cond.Log = "wal (file WAL, real fdatasync, in " + o.dataDir + ")"
+	}
+	if o.log == "pmem" {
+		how := fmt.Sprintf("%d MiB per replica (-pmem-size)", o.pmemSize>>20)
+		if o.pmemSize == 0 {
+			size, why, err := pmemAutoSize(o.pmemDir, o.replicas, o.size, o.warmup, o.duration)
+			if err != nil {
+				return err
+			}
+			o.pmemSize, how = size, why
+		}
+		cond.Log = "pmem, " + how
 	}
 	if o.sm == "null" {
 		notes = append(notes, "state machine null: commands are replicated but applied as no-ops")
