@@ -25,6 +25,12 @@ type Config struct {
 	Window int
 	// MaxPending is how many proposals may wait for room in the window.
 	MaxPending int
+	// MaxInflightBytes bounds the value bytes a leader keeps proposed and
+	// not yet chosen, besides Window's bound in slots; the window always
+	// admits one slot (0: DefaultMaxInflightBytes). It bounds what a
+	// promise carries after the leader fails, which must fit in one frame
+	// of the transport: Window times the largest batch may not.
+	MaxInflightBytes int
 	// MaxCatchUpEntries bounds the chosen entries sent in one catch-up reply.
 	MaxCatchUpEntries int
 	// MaxCatchUpBytes bounds the value bytes of one catch-up reply, which
@@ -39,6 +45,11 @@ type Config struct {
 // DefaultMaxCatchUpBytes is MaxCatchUpBytes when zero: a quarter of the
 // wire codec's default frame limit.
 const DefaultMaxCatchUpBytes = 4 << 20
+
+// DefaultMaxInflightBytes is MaxInflightBytes when zero: with values of at
+// most that much above a leader's commit index, a promise stays well under
+// the wire codec's default frame limit of 16 MiB.
+const DefaultMaxInflightBytes = 4 << 20
 
 // DefaultConfig returns a Config with sensible timing for a tick of about
 // 10 ms on a LAN; the caller sets ID and Members.
@@ -85,6 +96,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPending < 0 {
 		return &ConfigError{"MaxPending", fmt.Sprintf("%d, need at least 0", c.MaxPending)}
+	}
+	if c.MaxInflightBytes < 0 {
+		return &ConfigError{"MaxInflightBytes", fmt.Sprintf("%d, need 0 (the default) or more", c.MaxInflightBytes)}
 	}
 	if c.MaxCatchUpBytes < 0 {
 		return &ConfigError{"MaxCatchUpBytes", fmt.Sprintf("%d, need 0 (the default) or more", c.MaxCatchUpBytes)}

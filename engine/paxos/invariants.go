@@ -51,6 +51,9 @@ func (n *Node) checkInvariants() {
 		if n.nextSlot < n.commit || n.unsent > n.nextSlot {
 			fail("leader next slot %d, unsent %d, commit %d out of order", n.nextSlot, n.unsent, n.commit)
 		}
+		if b := n.countInflight(); b != n.inflightBytes {
+			fail("leader counts %d bytes in flight, holds %d", n.inflightBytes, b)
+		}
 		for s := n.commit; s < n.nextSlot; s++ {
 			if st := n.at(s); !st.chosen && st.ballot != n.ballot {
 				fail("leader slot %d holds ballot %v, leading %v", s, st.ballot, n.ballot)

@@ -132,6 +132,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		"MaxPending":        func(c *Config) { c.MaxPending = -1 },
 		"MaxCatchUpEntries": func(c *Config) { c.MaxCatchUpEntries = 0 },
 		"MaxCatchUpBytes":   func(c *Config) { c.MaxCatchUpBytes = -1 },
+		"MaxInflightBytes":  func(c *Config) { c.MaxInflightBytes = -1 },
 	}
 	for field, mutate := range cases {
 		cfg := base

@@ -128,16 +128,17 @@ type Node struct {
 	maxRoundSeen     uint64
 
 	// Candidate and leader state.
-	role         Role
-	ballot       wire.Ballot
-	prepareFrom  wire.Slot
-	promises     uint64 // members whose promise for ballot arrived (self once durable)
-	merged       map[wire.Slot]wire.Entry
-	selfPromised bool
-	nextSlot     wire.Slot
-	unsent       wire.Slot // first slot not yet broadcast in ballot
-	pending      []wire.Value
-	heardFrom    uint64
+	role          Role
+	ballot        wire.Ballot
+	prepareFrom   wire.Slot
+	promises      uint64 // members whose promise for ballot arrived (self once durable)
+	merged        map[wire.Slot]wire.Entry
+	selfPromised  bool
+	nextSlot      wire.Slot
+	inflightBytes int       // value bytes in [commit, nextSlot): see windowHasRoom
+	unsent        wire.Slot // first slot not yet broadcast in ballot
+	pending       []wire.Value
+	heardFrom     uint64
 
 	// Work for the next Ready.
 	savedHS   HardState // last hard state handed out to persist
@@ -354,6 +355,9 @@ func (n *Node) learnChosen(s wire.Slot, v wire.Value) {
 func (n *Node) advanceCommit() {
 	old := n.commit
 	for n.commit < n.end() && n.at(n.commit).chosen {
+		if n.role == Leader && n.commit < n.nextSlot {
+			n.inflightBytes -= len(n.at(n.commit).value.Data)
+		}
 		n.commit++
 	}
 	contract.Ensure(n.commit >= old, "commit index moved back")

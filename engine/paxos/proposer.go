@@ -106,6 +106,7 @@ func (n *Node) becomeLeader() {
 	}
 	n.merged = nil
 	n.nextSlot = end
+	n.inflightBytes = n.countInflight()
 	n.unsent = n.prepareFrom
 	n.heartbeatElapsed = 0
 	n.quorumElapsed = 0
@@ -135,7 +136,32 @@ func (n *Node) Propose(v wire.Value) error {
 	return nil
 }
 
-func (n *Node) windowHasRoom() bool { return n.nextSlot < n.commit+wire.Slot(n.cfg.Window) }
+// windowHasRoom reports whether the leader may propose one more slot: fewer
+// than Window slots and MaxInflightBytes of values are proposed and not
+// chosen, or none at all.
+func (n *Node) windowHasRoom() bool {
+	if n.nextSlot == n.commit {
+		return true
+	}
+	return n.nextSlot < n.commit+wire.Slot(n.cfg.Window) && n.inflightBytes < n.maxInflightBytes()
+}
+
+func (n *Node) maxInflightBytes() int {
+	if n.cfg.MaxInflightBytes == 0 {
+		return DefaultMaxInflightBytes
+	}
+	return n.cfg.MaxInflightBytes
+}
+
+// countInflight recomputes inflightBytes over [commit, nextSlot): after an
+// election, whose re-proposals the window did not admit one by one.
+func (n *Node) countInflight() int {
+	b := 0
+	for s := n.commit; s < n.nextSlot; s++ {
+		b += len(n.at(s).value.Data)
+	}
+	return b
+}
 
 func (n *Node) proposeNext(v wire.Value) {
 	contract.Require(n.role == Leader, "proposeNext by a non-leader")
@@ -145,6 +171,7 @@ func (n *Node) proposeNext(v wire.Value) {
 	contract.Invariantf(st.ballot.Less(n.ballot) && !st.chosen, "slot %d proposed twice (holds %v)", s, st.ballot)
 	st.votes = 0
 	n.accept(s, n.ballot, v)
+	n.inflightBytes += len(v.Data)
 	if n.bugs&BugCountUnpersistedVote != 0 {
 		st.votes |= n.self
 	}

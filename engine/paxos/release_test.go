@@ -265,3 +265,41 @@ func TestCatchUpReplyIsBoundedInBytes(t *testing.T) {
 		t.Fatalf("want two entries of 7 bytes within 14: %v", msgs)
 	}
 }
+
+// The leader keeps at most MaxInflightBytes of values proposed and not yet
+// chosen (besides Window slots), and always admits one slot: what a promise
+// carries after a leader fails stays bounded, so it fits in a frame.
+func TestInflightBytesBoundTheWindow(t *testing.T) {
+	c := newTestCluster(t, 3)
+	for _, n := range c.nodes {
+		n.cfg.MaxInflightBytes, n.cfg.Window, n.cfg.MaxPending = 10, 100, 100
+	}
+	c.elect(1)
+	c.drop = func(m wire.Message) bool { return m.From != 1 } // nothing is acknowledged
+	l := c.nodes[1]
+	for i := range 5 {
+		if err := l.Propose(batch("abcdef" + itoa(uint64(i)))); err != nil { // 7 bytes each
+			t.Fatal(err)
+		}
+	}
+	c.settle()
+	st := l.Status()
+	if in := st.NextSlot - st.Commit; in != 2 || st.Pending != 3 {
+		t.Fatalf("in flight %d slots with %d pending, want 2 (14 bytes reach the bound of 10) and 3", in, st.Pending)
+	}
+	c.drop = nil
+	for range 5 {
+		c.heartbeat(1)
+	}
+	if st := l.Status(); st.Pending != 0 || st.Commit != st.NextSlot {
+		t.Fatalf("once acknowledged, everything commits: %+v", st)
+	}
+	// One value larger than the bound still goes through, alone.
+	if err := l.Propose(batch("0123456789abcdef")); err != nil {
+		t.Fatal(err)
+	}
+	c.settle()
+	if st := l.Status(); st.Commit != st.NextSlot || st.Pending != 0 {
+		t.Fatalf("a value over the bound must still be proposed: %+v", st)
+	}
+}

@@ -54,10 +54,10 @@ func pmemAutoSize(dir string, replicas, size int, warmup, duration time.Duration
 			dir, free>>20, replicas, pmemAutoMin>>20)
 	}
 	if want > room {
-		return room, fmt.Sprintf("%d MiB per replica, all that %s (or memory) has room for (a run at %.1f M ops/s would need %d MiB; it stops with a full log past that)",
+		return room, fmt.Sprintf("%d MiB per replica, all that %s (or memory) has room for (a run at %.2f M ops/s would need %d MiB; it stops with a full log past that)",
 			room>>20, dir, pmemAutoRate/1e6, want>>20), nil
 	}
-	return want, fmt.Sprintf("%d MiB per replica, sized for %.1f M ops/s over the run", want>>20, pmemAutoRate/1e6), nil
+	return want, fmt.Sprintf("%d MiB per replica, sized for %.2f M ops/s over the run", want>>20, pmemAutoRate/1e6), nil
 }
 
 // memAvailable reads MemAvailable from /proc/meminfo, in bytes.
