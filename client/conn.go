@@ -17,7 +17,7 @@ type conn struct {
 	nc      net.Conn // nil until dialled
 	w       *proto.Writer
 	queued  []*op // sent before the connection was up
-	pending map[uint64]*op
+	pending pendingTable
 	nextID  uint64
 	err     error // set once the connection failed; pending and queued are then empty
 }
@@ -32,7 +32,7 @@ func (c *Client) connTo(addr string) (*conn, error) {
 	}
 	cn := c.conns[addr]
 	if cn == nil {
-		cn = &conn{c: c, addr: addr, pending: map[uint64]*op{}}
+		cn = &conn{c: c, addr: addr}
 		c.conns[addr] = cn
 		go cn.dial()
 	}
@@ -117,7 +117,7 @@ func (cn *conn) sendLocked(o *op) error {
 	cn.nextID++
 	o.req.ID = cn.nextID
 	o.sentAt = cn.c.now.Load()
-	cn.pending[o.req.ID] = o
+	cn.pending.put(o.req.ID, o)
 	return cn.w.WriteRequest(&o.req)
 }
 
@@ -126,13 +126,7 @@ func (cn *conn) sendLocked(o *op) error {
 func (cn *conn) takeExpired(before int64, out []*op) []*op {
 	cn.mu.Lock()
 	defer cn.mu.Unlock()
-	for id, o := range cn.pending {
-		if o.sentAt < before {
-			delete(cn.pending, id)
-			out = append(out, o)
-		}
-	}
-	return out
+	return cn.pending.takeIf(func(o *op) bool { return o.sentAt < before }, out)
 }
 
 func (cn *conn) readLoop() {
@@ -149,8 +143,7 @@ func (cn *conn) readLoop() {
 			return
 		}
 		cn.mu.Lock()
-		o := cn.pending[resp.ID]
-		delete(cn.pending, resp.ID)
+		o := cn.pending.take(resp.ID)
 		cn.mu.Unlock()
 		if o == nil {
 			continue // timed out, or its caller gave up
@@ -169,8 +162,8 @@ func (cn *conn) fail(err error) {
 		return
 	}
 	cn.err = err
-	pending, queued := cn.pending, cn.queued
-	cn.pending, cn.queued = map[uint64]*op{}, nil
+	pending, queued := cn.pending.takeAll(), cn.queued
+	cn.queued = nil
 	nc, w := cn.nc, cn.w
 	cn.mu.Unlock()
 	c := cn.c
