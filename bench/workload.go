@@ -86,9 +86,9 @@ type Result struct {
 
 // run is the shared state of one workload run.
 type run struct {
-	w        Workload
-	target   Target
-	hist     Histogram
+	w      Workload
+	target Target
+	hist   Histogram
 	// base is the run's start. Operation times are nanoseconds since it,
 	// read with time.Since: one monotonic clock read, where time.Now reads
 	// the wall clock too (~10% of a loaded bench process's CPU here).
