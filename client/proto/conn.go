@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -138,6 +140,24 @@ type Writer struct {
 	limit   int
 	err     error
 	closing bool
+	// writing is the single-writer token: the goroutine or an appender
+	// writing directly (see append). lastWrite is the size of the last
+	// write, which says whether the stream is busy; lastEnd is when the
+	// last write ended (monoNow), which says whether it is idle.
+	writing   bool
+	lastWrite int
+	lastEnd   int64
+	direct    int // direct writes made, for tests
+
+	// For direct writes: w's raw descriptor (nil if it has none), a spare
+	// buffer, and the write's arguments and callback, built once so that a
+	// direct write allocates nothing. Guarded by the token.
+	raw     syscall.RawConn
+	dspare  []byte
+	dbuf    []byte
+	dn      int
+	derr    error
+	writeFn func(fd uintptr) bool
 
 	signal chan struct{}
 	quit   chan struct{}
@@ -153,6 +173,11 @@ type WriterOptions struct {
 	MaxQueued int
 	// OnError is called once, from the writer's goroutine, when a Write fails.
 	OnError func(error)
+	// DirectWrites lets an append to an idle stream (nothing written for
+	// idleGap) write its frame itself, one non-blocking system call on the
+	// caller's goroutine, instead of waking the writer's goroutine. It
+	// needs w to be a net.Conn (a syscall.Conn) on a Unix system.
+	DirectWrites bool
 }
 
 // NewWriter starts a Writer's goroutine on w. Close stops it.
@@ -163,6 +188,15 @@ func NewWriter(w io.Writer, opts WriterOptions) *Writer {
 	wr := &Writer{w: w, timeout: opts.WriteTimeout, onError: opts.OnError, limit: opts.MaxQueued,
 		signal: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	wr.room.L = &wr.mu
+	if sc, ok := w.(syscall.Conn); ok && directWrites && opts.DirectWrites {
+		if raw, err := sc.SyscallConn(); err == nil {
+			wr.raw = raw
+			wr.writeFn = func(fd uintptr) bool {
+				wr.dn, wr.derr = writeOnce(fd, wr.dbuf)
+				return true // one attempt: never wait for the socket
+			}
+		}
+	}
 	go wr.run()
 	return wr
 }
@@ -194,14 +228,72 @@ func (w *Writer) append(req *Request, resp *Response) error {
 	} else {
 		w.buf = AppendResponse(w.buf, resp)
 	}
+	if wasEmpty && !w.writing && w.raw != nil && monoNow()-w.lastEnd > int64(idleGap) {
+		// Idle stream: write the frame here, one non-blocking system call,
+		// sparing the wake-up of the writer's goroutine on a lone request's
+		// path (docs/PERFORMANCE.md). Under load, frames come closer than
+		// idleGap and gather in the goroutine's writes as before.
+		w.writeDirectLocked()
+		return nil
+	}
 	w.mu.Unlock()
 	if wasEmpty {
-		select {
-		case w.signal <- struct{}{}:
-		default:
-		}
+		w.wake()
 	}
 	return nil
+}
+
+func (w *Writer) wake() {
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+// writeDirectLocked writes the queued frames with one non-blocking write,
+// holding the token; called with mu held, returns with it released.
+// Whatever the write leaves (a full socket buffer, a partial write, an
+// error) goes back in front of the queue for the writer's goroutine, which
+// may wait for the socket and reports errors.
+func (w *Writer) writeDirectLocked() {
+	w.writing = true
+	out := w.buf
+	w.buf = w.dspare[:0]
+	w.dspare = nil
+	w.mu.Unlock()
+
+	w.dbuf, w.dn, w.derr = out, 0, nil
+	err := w.raw.Write(w.writeFn)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// A deadline the goroutine set for an earlier write has passed;
+		// this write cannot block, and the goroutine sets its own.
+		if d, ok := w.w.(deadliner); ok {
+			_ = d.SetWriteDeadline(time.Time{})
+		}
+		err = w.raw.Write(w.writeFn)
+	}
+	n := w.dn
+	w.dbuf, w.dn, w.derr = nil, 0, nil
+
+	w.mu.Lock()
+	w.writing = false
+	w.lastWrite = n
+	w.lastEnd = monoNow()
+	w.direct++
+	if n < len(out) {
+		// Not all written: the rest goes first, by the goroutine.
+		rest := append(make([]byte, 0, len(out)-n+len(w.buf)), out[n:]...)
+		w.buf = append(rest, w.buf...)
+	} else {
+		w.dspare = out[:0]
+	}
+	more := len(w.buf) > 0
+	w.mu.Unlock()
+	w.room.Broadcast()
+	if more {
+		w.wake()
+	}
+	_ = err // an error leaves bytes unwritten: the goroutine's write meets it too
 }
 
 func (w *Writer) errLocked() error {
@@ -214,6 +306,17 @@ func (w *Writer) errLocked() error {
 	return nil
 }
 
+// idleGap is how long a stream must have gone without a write for an
+// appender to write its frame directly: longer than the gaps between frames
+// under load, shorter than a request's round trip.
+const idleGap = 50 * time.Microsecond
+
+// monoStart anchors monoNow.
+var monoStart = time.Now()
+
+// monoNow reads the monotonic clock only (time.Now reads the wall clock too).
+func monoNow() int64 { return int64(time.Since(monoStart)) }
+
 // busyWriteBytes is the write size above which the writer counts the
 // stream as busy and batches (a handful of small frames).
 const busyWriteBytes = 512
@@ -223,7 +326,6 @@ type deadliner interface{ SetWriteDeadline(time.Time) error }
 func (w *Writer) run() {
 	defer close(w.done)
 	var spare []byte
-	lastWrite := 0 // bytes of the previous write
 	for {
 		quitting := false
 		select {
@@ -235,21 +337,42 @@ func (w *Writer) run() {
 		// let the goroutines about to append do so first: that turns many
 		// small writes into one. While idle, write at once: the yield
 		// would add the rest of the waker's work to a lone frame's latency.
-		if lastWrite > busyWriteBytes {
+		w.mu.Lock()
+		busy := w.lastWrite > busyWriteBytes
+		w.mu.Unlock()
+		if busy {
 			runtime.Gosched()
 		}
 		w.mu.Lock()
+		if w.writing {
+			// An appender is writing directly; it wakes this goroutine if
+			// it leaves anything behind.
+			w.mu.Unlock()
+			if quitting {
+				w.waitDirect()
+				w.mu.Lock()
+			} else {
+				continue
+			}
+		}
 		out := w.buf
 		w.buf = spare[:0]
+		if len(out) > 0 {
+			w.writing = true
+			w.lastWrite = len(out)
+		}
 		w.mu.Unlock()
 		w.room.Broadcast()
 		if len(out) > 0 {
 			if d, ok := w.w.(deadliner); ok && w.timeout > 0 {
 				_ = d.SetWriteDeadline(time.Now().Add(w.timeout))
 			}
-			lastWrite = len(out)
-			if _, err := w.w.Write(out); err != nil {
-				w.mu.Lock()
+			_, err := w.w.Write(out)
+			end := monoNow()
+			w.mu.Lock()
+			w.writing = false
+			w.lastEnd = end
+			if err != nil {
 				w.err = fmt.Errorf("vesta proto: write: %w", err)
 				w.buf = nil
 				w.mu.Unlock()
@@ -258,6 +381,13 @@ func (w *Writer) run() {
 					w.onError(err)
 				}
 				return
+			}
+			again := len(w.buf) > 0
+			w.mu.Unlock()
+			if again && !quitting {
+				// Appends that came while this write ran found the token
+				// taken and left their wake-up for this goroutine.
+				w.wake()
 			}
 		}
 		if cap(out) > 4<<20 {
@@ -283,4 +413,18 @@ func (w *Writer) Close() {
 		close(w.quit)
 	}
 	<-w.done
+}
+
+// waitDirect waits, without the lock, for an appender's direct write to
+// finish: it never blocks on the socket, so this is short.
+func (w *Writer) waitDirect() {
+	for {
+		w.mu.Lock()
+		writing := w.writing
+		w.mu.Unlock()
+		if !writing {
+			return
+		}
+		runtime.Gosched()
+	}
 }
