@@ -118,7 +118,13 @@ func (cn *conn) sendLocked(o *op) error {
 	cn.nextID++
 	o.req.ID = cn.nextID
 	o.sentAt = cn.c.now.Load()
+	alone := cn.pending.len() == 0
 	cn.pending.put(o.req.ID, o)
+	if alone {
+		// Nothing else in flight here: no other request follows this one
+		// soon, so it leaves at once (proto.WriteRequestAlone).
+		return cn.w.WriteRequestAlone(&o.req)
+	}
 	return cn.w.WriteRequest(&o.req)
 }
 

@@ -142,11 +142,9 @@ type Writer struct {
 	closing bool
 	// writing is the single-writer token: the goroutine or an appender
 	// writing directly (see append). lastWrite is the size of the last
-	// write, which says whether the stream is busy; lastEnd is when the
-	// last write ended (monoNow), which says whether it is idle.
+	// write, which says whether the stream is busy.
 	writing   bool
 	lastWrite int
-	lastEnd   int64
 	direct    int // direct writes made, for tests
 
 	// For direct writes: w's raw descriptor (nil if it has none), a spare
@@ -173,10 +171,10 @@ type WriterOptions struct {
 	MaxQueued int
 	// OnError is called once, from the writer's goroutine, when a Write fails.
 	OnError func(error)
-	// DirectWrites lets an append to an idle stream (nothing written for
-	// idleGap) write its frame itself, one non-blocking system call on the
-	// caller's goroutine, instead of waking the writer's goroutine. It
-	// needs w to be a net.Conn (a syscall.Conn) on a Unix system.
+	// DirectWrites lets WriteRequestAlone and WriteResponseAlone write a
+	// lone frame to an idle stream themselves, one non-blocking system call
+	// on the caller's goroutine, instead of waking the writer's goroutine.
+	// It needs w to be a net.Conn (a syscall.Conn) on a Unix system.
 	DirectWrites bool
 }
 
@@ -206,14 +204,28 @@ var errWriterClosed = errors.New("vesta proto: writer closed")
 
 // WriteRequest queues r's frame. It fails once a Write has failed or the
 // Writer is closed.
-func (w *Writer) WriteRequest(r *Request) error { return w.append(r, nil) }
+func (w *Writer) WriteRequest(r *Request) error { return w.append(r, nil, false) }
 
 // WriteResponse queues r's frame. It fails once a Write has failed or the
 // Writer is closed.
-func (w *Writer) WriteResponse(r *Response) error { return w.append(nil, r) }
+func (w *Writer) WriteResponse(r *Response) error { return w.append(nil, r, false) }
 
-// append queues the frame of req, or else of resp.
-func (w *Writer) append(req *Request, resp *Response) error {
+// WriteRequestAlone is WriteRequest for a frame no other will follow soon
+// (the caller has nothing else in flight on this stream): with
+// WriterOptions.DirectWrites, when nothing is queued or being written, the
+// frame is written at once on the caller's goroutine, one non-blocking system
+// call, instead of by the writer's goroutine after a wake-up. Frames that
+// others follow must not use it: written one by one, they would reach the
+// peer one by one, and it batches what arrives together.
+func (w *Writer) WriteRequestAlone(r *Request) error { return w.append(r, nil, true) }
+
+// WriteResponseAlone is WriteResponse for a frame no other will follow soon;
+// see WriteRequestAlone.
+func (w *Writer) WriteResponseAlone(r *Response) error { return w.append(nil, r, true) }
+
+// append queues the frame of req, or else of resp; alone: see
+// WriteRequestAlone.
+func (w *Writer) append(req *Request, resp *Response, alone bool) error {
 	w.mu.Lock()
 	for len(w.buf) >= w.limit && w.err == nil && !w.closing {
 		w.room.Wait()
@@ -228,11 +240,10 @@ func (w *Writer) append(req *Request, resp *Response) error {
 	} else {
 		w.buf = AppendResponse(w.buf, resp)
 	}
-	if wasEmpty && !w.writing && w.raw != nil && monoNow()-w.lastEnd > int64(idleGap) {
-		// Idle stream: write the frame here, one non-blocking system call,
-		// sparing the wake-up of the writer's goroutine on a lone request's
-		// path (docs/PERFORMANCE.md). Under load, frames come closer than
-		// idleGap and gather in the goroutine's writes as before.
+	if alone && wasEmpty && !w.writing && w.raw != nil {
+		// Idle stream and a lone frame: write it here, sparing the wake-up
+		// of the writer's goroutine on an unloaded request's path
+		// (docs/PERFORMANCE.md step 18).
 		w.writeDirectLocked()
 		return nil
 	}
@@ -278,7 +289,6 @@ func (w *Writer) writeDirectLocked() {
 	w.mu.Lock()
 	w.writing = false
 	w.lastWrite = n
-	w.lastEnd = monoNow()
 	w.direct++
 	if n < len(out) {
 		// Not all written: the rest goes first, by the goroutine.
@@ -305,17 +315,6 @@ func (w *Writer) errLocked() error {
 	}
 	return nil
 }
-
-// idleGap is how long a stream must have gone without a write for an
-// appender to write its frame directly: longer than the gaps between frames
-// under load, shorter than a request's round trip.
-const idleGap = 50 * time.Microsecond
-
-// monoStart anchors monoNow.
-var monoStart = time.Now()
-
-// monoNow reads the monotonic clock only (time.Now reads the wall clock too).
-func monoNow() int64 { return int64(time.Since(monoStart)) }
 
 // busyWriteBytes is the write size above which the writer counts the
 // stream as busy and batches (a handful of small frames).
@@ -368,10 +367,8 @@ func (w *Writer) run() {
 				_ = d.SetWriteDeadline(time.Now().Add(w.timeout))
 			}
 			_, err := w.w.Write(out)
-			end := monoNow()
 			w.mu.Lock()
 			w.writing = false
-			w.lastEnd = end
 			if err != nil {
 				w.err = fmt.Errorf("vesta proto: write: %w", err)
 				w.buf = nil

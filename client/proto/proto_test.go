@@ -315,8 +315,9 @@ func FuzzDecode(f *testing.F) {
 
 // With direct writes on a real TCP connection, frames from concurrent
 // appenders arrive whole and each appender's in order, whether they went
-// out directly (idle gaps) or through the writer's goroutine (bursts, large
-// frames that fill the socket buffer), and Close flushes the rest.
+// out directly (frames written alone to an idle stream) or through the
+// writer's goroutine (bursts, large frames that fill the socket buffer,
+// alone frames that find the stream busy), and Close flushes the rest.
 func TestWriterDirectWritesKeepOrder(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -358,12 +359,14 @@ func TestWriterDirectWritesKeepOrder(t *testing.T) {
 					size = 300 << 10 // larger than the socket buffer takes at once
 				}
 				r := Request{ID: uint64(g*each + i), Op: OpPut, Key: []byte("k"), Value: bytes.Repeat([]byte{byte(g)}, size)}
-				if err := w.WriteRequest(&r); err != nil {
+				write := w.WriteRequest
+				if i%10 == 0 {
+					time.Sleep(100 * time.Microsecond) // let the stream go idle
+					write = w.WriteRequestAlone
+				}
+				if err := write(&r); err != nil {
 					t.Error(err)
 					return
-				}
-				if i%10 == 0 {
-					time.Sleep(2 * idleGap) // let the stream go idle: the next append writes directly
 				}
 			}
 		}()

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vestalabs/vesta/client/proto"
@@ -143,6 +144,7 @@ type serverConn struct {
 	w        *proto.Writer
 	sem      chan struct{}  // a token per request in flight
 	inflight sync.WaitGroup // groups proposed and not completed
+	groups   atomic.Int32   // the same, counted: 1 means a group is alone
 }
 
 // group is the requests of one read, proposed as one kv command.
@@ -271,6 +273,7 @@ func (c *serverConn) propose(g *group) *group {
 	kv.EndCommand(g.cmd, len(g.ids))
 	c.s.m.groupSize.Observe(float64(len(g.ids)))
 	c.inflight.Add(1)
+	c.groups.Add(1)
 	c.s.r.ProposeAsync(g.cmd, g.done)
 	return c.newGroup()
 }
@@ -291,6 +294,11 @@ func (g *group) complete(result []byte, err error) {
 		}
 	}
 	var nle *engine.NotLeaderError
+	// One request, and no other group in flight on this connection: the
+	// client has nothing else outstanding here, so its response leaves at
+	// once (proto.WriteResponseAlone). Under load there are always other
+	// groups, and responses gather as before.
+	alone := len(g.ids) == 1 && c.groups.Load() == 1
 	for i, id := range g.ids {
 		resp := proto.Response{ID: id}
 		switch {
@@ -321,7 +329,11 @@ func (g *group) complete(result []byte, err error) {
 			resp.Value = []byte(err.Error())
 		}
 		s.m.responses[resp.Status].Inc()
-		_ = c.w.WriteResponse(&resp) // fails only when the connection is gone
+		if alone {
+			_ = c.w.WriteResponseAlone(&resp) // fails only when the connection is gone
+		} else {
+			_ = c.w.WriteResponse(&resp)
+		}
 		<-c.sem
 	}
 	clear(g.res)
@@ -331,6 +343,7 @@ func (g *group) complete(result []byte, err error) {
 		g.cmd = nil
 	}
 	g.c = nil
+	c.groups.Add(-1)
 	c.inflight.Done()
 	groupPool.Put(g)
 }
