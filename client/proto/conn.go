@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vestalabs/vesta/internal/nbwrite"
 )
 
 // ErrBadPreamble means a connection did not start with Preamble.
@@ -186,11 +188,11 @@ func NewWriter(w io.Writer, opts WriterOptions) *Writer {
 	wr := &Writer{w: w, timeout: opts.WriteTimeout, onError: opts.OnError, limit: opts.MaxQueued,
 		signal: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	wr.room.L = &wr.mu
-	if sc, ok := w.(syscall.Conn); ok && directWrites && opts.DirectWrites {
+	if sc, ok := w.(syscall.Conn); ok && nbwrite.Supported && opts.DirectWrites {
 		if raw, err := sc.SyscallConn(); err == nil {
 			wr.raw = raw
 			wr.writeFn = func(fd uintptr) bool {
-				wr.dn, wr.derr = writeOnce(fd, wr.dbuf)
+				wr.dn, wr.derr = nbwrite.Once(fd, wr.dbuf)
 				return true // one attempt: never wait for the socket
 			}
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vestalabs/vesta/engine/wire"
 	"github.com/vestalabs/vesta/internal/contract"
+	"github.com/vestalabs/vesta/internal/nbwrite"
 )
 
 // TCPConfig configures a TCP transport. Zero durations and sizes take the
@@ -194,7 +195,7 @@ func NewTCP(cfg TCPConfig, h Handler) (*TCP, error) {
 		}
 		p := &peer{t: t, id: id, addr: addr, wake: make(chan struct{}, 1)}
 		p.writeFn = func(fd uintptr) bool {
-			p.dn, p.derr = writeOnce(fd, p.dbuf)
+			p.dn, p.derr = nbwrite.Once(fd, p.dbuf)
 			return true // one attempt: never wait for the socket
 		}
 		t.peers[id] = p
@@ -620,7 +621,7 @@ func (p *peer) signal() {
 // for the socket, a dial or a backoff.
 func (p *peer) flush() {
 	p.mu.Lock()
-	if !directWrites || p.writing || p.raw == nil || len(p.queue) != 1 {
+	if !nbwrite.Supported || p.writing || p.raw == nil || len(p.queue) != 1 {
 		p.mu.Unlock()
 		p.signal()
 		return
@@ -642,7 +643,7 @@ func (p *peer) flush() {
 	switch {
 	case err == nil && n == len(c.b):
 		t.stats.framesSent.Add(uint64(c.frames))
-	case err == nil || retryable(err):
+	case err == nil || nbwrite.Retryable(err):
 		// The socket buffer is full: the rest goes first, by the writer
 		// goroutine, which may wait for the peer. Its frames are counted as
 		// sent when the rest is.
@@ -755,7 +756,7 @@ func (p *peer) run() {
 			connected = true
 			t.log.Info("transport: peer connected", "peer", p.id, "dir", "out", "remote", addrString(conn))
 			var raw syscall.RawConn
-			if sc, ok := conn.(syscall.Conn); ok && directWrites {
+			if sc, ok := conn.(syscall.Conn); ok && nbwrite.Supported {
 				if r, err := sc.SyscallConn(); err == nil {
 					raw = r
 				}
