@@ -137,10 +137,12 @@ func startProcesses(o *options) (*procCluster, error) {
 		err := c.clients[0].Put(ctx, []byte("vesta-bench-probe"), []byte("1"))
 		cancel()
 		if err == nil {
-			if st, err := c.clients[0].Status(context.Background(), clientAddrs[0]); err == nil && st.Durability != "" {
-				o.durability = st.Durability
+			// A quorum serves; wait for every replica to answer too (one
+			// that prefaults a large log starts later), so that the load
+			// meets the whole cluster and replica 1 reports its log.
+			if err = c.waitAllServing(clientAddrs, deadline, o); err == nil {
+				return c, nil
 			}
-			return c, nil
 		}
 		if time.Now().After(deadline) {
 			c.stop()
@@ -148,6 +150,29 @@ func startProcesses(o *options) (*procCluster, error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// waitAllServing waits until every replica answers a status request, until
+// deadline; replica 1's answer gives o.durability.
+func (c *procCluster) waitAllServing(addrs []string, deadline time.Time, o *options) error {
+	for i, addr := range addrs {
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			st, err := c.clients[0].Status(ctx, addr)
+			cancel()
+			if err == nil {
+				if i == 0 {
+					o.durability = st.Durability
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("replica %d (%s) not answering: %w", i+1, addr, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nil
 }
 
 // Submit implements bench.Target through the client's asynchronous calls,
