@@ -59,7 +59,7 @@ func (cn *conn) dial() {
 	w := proto.NewWriter(nc, proto.WriterOptions{
 		WriteTimeout: cn.c.opts.WriteTimeout,
 		OnError:      func(err error) { cn.fail(fmt.Errorf("vesta client: writing to %s: %w", cn.addr, err)) },
-		DirectWrites: true, // a lone request leaves at once (docs/PERFORMANCE.md step 18)
+		DirectWrites: true, // a lone request leaves at once (docs/PERFORMANCE.md step 20)
 	})
 	cn.mu.Lock()
 	if cn.err != nil { // the client closed meanwhile

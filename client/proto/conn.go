@@ -245,7 +245,7 @@ func (w *Writer) append(req *Request, resp *Response, alone bool) error {
 	if alone && wasEmpty && !w.writing && w.raw != nil {
 		// Idle stream and a lone frame: write it here, sparing the wake-up
 		// of the writer's goroutine on an unloaded request's path
-		// (docs/PERFORMANCE.md step 18).
+		// (docs/PERFORMANCE.md step 20).
 		w.writeDirectLocked()
 		return nil
 	}
@@ -283,7 +283,7 @@ func (w *Writer) writeDirectLocked() {
 		if d, ok := w.w.(deadliner); ok {
 			_ = d.SetWriteDeadline(time.Time{})
 		}
-		err = w.raw.Write(w.writeFn)
+		_ = w.raw.Write(w.writeFn)
 	}
 	n := w.dn
 	w.dbuf, w.dn, w.derr = nil, 0, nil
@@ -293,7 +293,9 @@ func (w *Writer) writeDirectLocked() {
 	w.lastWrite = n
 	w.direct++
 	if n < len(out) {
-		// Not all written: the rest goes first, by the goroutine.
+		// Not all written (a full socket buffer, or an error, which the
+		// goroutine's own write then meets and reports): the rest goes
+		// first, by the goroutine.
 		rest := append(make([]byte, 0, len(out)-n+len(w.buf)), out[n:]...)
 		w.buf = append(rest, w.buf...)
 	} else {
@@ -305,7 +307,6 @@ func (w *Writer) writeDirectLocked() {
 	if more {
 		w.wake()
 	}
-	_ = err // an error leaves bytes unwritten: the goroutine's write meets it too
 }
 
 func (w *Writer) errLocked() error {

@@ -176,7 +176,7 @@ func (c *serverConn) run() {
 		// queued is bounded by maxInFlight responses.
 		MaxQueued:    1 << 62,
 		OnError:      func(error) { c.nc.Close() },
-		DirectWrites: true, // a lone response leaves at once (docs/PERFORMANCE.md step 18)
+		DirectWrites: true, // a lone response leaves at once (docs/PERFORMANCE.md step 20)
 	})
 	if tc, ok := c.nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
