@@ -40,7 +40,9 @@ type Conditions struct {
 	// CPUIdle is how idle CPUs wake: the machine's idle policy and any PM
 	// QoS wake-up latency limit held during the run.
 	CPUIdle string `json:"cpu_idle,omitempty"`
-	Notes   string `json:"notes,omitempty"`
+	// Sched is the Linux scheduling policy of the benchmark's processes.
+	Sched string `json:"sched,omitempty"`
+	Notes string `json:"notes,omitempty"`
 }
 
 // MachineConditions fills in what the machine and toolchain say.
@@ -122,6 +124,7 @@ func (r Report) WriteTable(w io.Writer) error {
 	rows := [][2]string{
 		{"machine", fmt.Sprintf("%s, %d cores (bench process GOMAXPROCS %d), %s", c.CPU, c.Cores, c.GOMAXPROCS, c.Kernel)},
 		{"cpu idle", c.CPUIdle},
+		{"scheduling", c.Sched},
 		{"go", c.GoVersion + map[bool]string{true: ", contracts ON (slower)", false: ""}[c.Contracts]},
 		{"cluster", fmt.Sprintf("%d replicas as %s, log %s, transport %s", c.Replicas, c.Mode, c.Log, c.Transport)},
 		{"load", load},

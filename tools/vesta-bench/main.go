@@ -25,11 +25,14 @@ import (
 	"github.com/vestalabs/vesta/bench"
 	"github.com/vestalabs/vesta/internal/contract"
 	"github.com/vestalabs/vesta/pmqos"
+	"github.com/vestalabs/vesta/schedpolicy"
 )
 
 type options struct {
 	wakeLatency    time.Duration
 	wakeLatencySet bool // -cpu-wake-latency given on the command line
+	sched          string
+	schedSet       bool // -sched given on the command line
 	replicaProcs   int
 	clientProcs    int
 	inproc         bool
@@ -90,10 +93,15 @@ func main() {
 	flag.StringVar(&o.profileDir, "profile", "", "process mode: write CPU profiles of every vestad over the measured window into this directory")
 	flag.Var(pmqos.Flag{D: &o.wakeLatency}, "cpu-wake-latency", "for the run, hold a PM QoS limit on how long idle CPUs take to wake: a `DURATION` (0: they poll instead of halting; "+
 		"needs root), or off to leave the machine's setting. Reported with the figures")
+	flag.StringVar(&o.sched, "sched", "batch", "Linux scheduling `POLICY` of the bench process and every vestad: batch (no wake-up preemption: with more processes than cores, "+
+		"a woken replica no longer preempts the leader mid-write; docs/PERFORMANCE.md step 21) or normal (the default policy). Reported with the figures")
 	flag.IntVar(&o.replicaProcs, "replica-procs", 0, "process mode: GOMAXPROCS of each vestad (0: the machine's cores shared out among the replicas and the client, at least 1)")
 	flag.IntVar(&o.clientProcs, "client-procs", 0, "process mode: GOMAXPROCS of this process, which runs the clients (0: the same share as -replica-procs)")
 	flag.Parse()
-	flag.Visit(func(f *flag.Flag) { o.wakeLatencySet = o.wakeLatencySet || f.Name == "cpu-wake-latency" })
+	flag.Visit(func(f *flag.Flag) {
+		o.wakeLatencySet = o.wakeLatencySet || f.Name == "cpu-wake-latency"
+		o.schedSet = o.schedSet || f.Name == "sched"
+	})
 	if err := run(&o); err != nil {
 		fmt.Fprintln(os.Stderr, "vesta-bench:", err)
 		os.Exit(1)
@@ -114,6 +122,8 @@ func (o *options) check() error {
 		return fmt.Errorf("-transport %q: only tcp exists so far", o.transport)
 	case o.replicaProcs < 0 || o.clientProcs < 0:
 		return fmt.Errorf("-replica-procs %d, -client-procs %d: want 0 (automatic) or more", o.replicaProcs, o.clientProcs)
+	case o.sched != string(schedpolicy.Normal) && o.sched != string(schedpolicy.Batch):
+		return fmt.Errorf("-sched %q: want batch or normal", o.sched)
 	case o.pmemSize < 0:
 		return fmt.Errorf("-pmem-size %d: want 0 (sized for the run) or a size in bytes", o.pmemSize)
 	case o.window < 1 || o.maxBatch < 1 || o.maxBatchBytes < 1:
@@ -170,6 +180,18 @@ func run(o *options) error {
 		}
 	} else {
 		cond.CPUIdle += "; no PM QoS limit held (-cpu-wake-latency off)"
+	}
+	cond.Sched = o.sched + " (bench process and every replica)"
+	if err := schedpolicy.Set(schedpolicy.Policy(o.sched)); err != nil {
+		if o.schedSet {
+			return fmt.Errorf("-sched %s: %w (pass -sched normal to run without it)", o.sched, err)
+		}
+		fmt.Fprintf(os.Stderr, "vesta-bench: leaving the normal scheduling policy: %v\n", err)
+		o.sched = string(schedpolicy.Normal)
+		cond.Sched = "normal (could not set batch: " + err.Error() + ")"
+	}
+	if o.sched == string(schedpolicy.Batch) {
+		cond.Sched += ": SCHED_BATCH, no wake-up preemption"
 	}
 	var notes []string
 	if o.log == "mem" {

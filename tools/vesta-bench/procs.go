@@ -94,6 +94,7 @@ func startProcesses(o *options) (*procCluster, error) {
 		args := []string{
 			"-id", fmt.Sprint(i + 1), "-peers", strings.Join(peers, ","), "-clients", strings.Join(clients, ","),
 			"-client-addr", clientAddrs[i], "-metrics-addr", metricsAddrs[i],
+			"-sched", o.sched,
 			"-window", fmt.Sprint(o.window), "-max-batch", fmt.Sprint(o.maxBatch), "-max-batch-bytes", fmt.Sprint(o.maxBatchBytes),
 		}
 		switch o.log {

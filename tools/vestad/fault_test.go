@@ -218,6 +218,11 @@ func newProcCluster(t *testing.T, dir, bin string, n int) *procCluster {
 			logPath: filepath.Join(dir, fmt.Sprintf("vestad%d.log", i+1))}
 		p.args = []string{"-id", fmt.Sprint(i + 1), "-peers", addrMap(peers), "-clients", addrMap(clients),
 			"-data", p.dataDir, "-cluster-id", "42", "-tick", "10ms", "-election-ticks", "15", "-log-level", "info"}
+		if i == n-1 {
+			// The last replica runs as vesta-bench runs every replica, so
+			// that scheduling policy is under the faults too.
+			p.args = append(p.args, "-sched", "batch")
+		}
 		cl.procs = append(cl.procs, p)
 	}
 	var err error

@@ -38,6 +38,7 @@ import (
 	"github.com/vestalabs/vesta/engine/wire"
 	"github.com/vestalabs/vesta/pmem"
 	"github.com/vestalabs/vesta/pmqos"
+	"github.com/vestalabs/vesta/schedpolicy"
 	"github.com/vestalabs/vesta/tools/vestad/kv"
 )
 
@@ -81,6 +82,7 @@ type config struct {
 	electionTicks int
 	maxSessions   int
 	wakeLatency   time.Duration // -cpu-wake-latency; negative: leave the machine's setting
+	sched         schedpolicy.Policy
 	logger        *slog.Logger
 }
 
@@ -107,6 +109,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	*wakeLatency = -1
 	fs.Var(pmqos.Flag{D: wakeLatency}, "cpu-wake-latency", "hold a PM QoS request that idle CPUs wake within this `DURATION` (0: idle CPUs poll; "+
 		"costs power, cuts every wake-up on virtual machines by tens of µs; needs root) for as long as vestad runs; off (the default): leave the machine's setting")
+	sched := fs.String("sched", "normal", "Linux scheduling `POLICY` of vestad's threads: normal, or batch (no wake-up preemption: faster where replicas and clients share few cores and have them to themselves; "+
+		"a woken thread waits for a busy CPU's current slice when the machine runs other work too)")
 	logLevel := fs.String("log-level", "info", "`LEVEL` of logs: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "`FORMAT` of logs: text or json")
 	fs.Usage = func() {
@@ -122,6 +126,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	cfg := &config{clientAddr: *clientAddr, metricsAddr: *metricsAddr, dataDir: *dataDir, clusterID: *clusterID,
 		tick: *tick, electionTicks: *electionTicks, maxSessions: *maxSessions, pmemSize: *pmemSize, pmemPrefault: *pmemPrefault, wakeLatency: *wakeLatency,
 		window: *window, maxBatch: *maxBatch, maxBatchBytes: *maxBatchBytes}
+	var err error
+	if cfg.sched, err = schedpolicy.Parse(*sched); err != nil {
+		return nil, fmt.Errorf("-sched: %w", err)
+	}
 	for _, f := range []struct {
 		name string
 		v    int
@@ -134,7 +142,6 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("-id: %d is not a replica ID (1 to %d)", *id, uint32(1<<32-1))
 	}
 	cfg.id = wire.ReplicaID(*id)
-	var err error
 	if *peers == "" {
 		return nil, errors.New("-peers: required (every replica's replication address, ID=HOST:PORT,...)")
 	}
@@ -284,6 +291,13 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 		}
 		defer req.Close()
 		log.Info("holding a CPU wake-up latency limit (PM QoS)", "limit", req.Limit(), "idle", pmqos.IdlePolicy())
+	}
+
+	if cfg.sched != schedpolicy.Normal {
+		if err := schedpolicy.Set(cfg.sched); err != nil {
+			return fmt.Errorf("-sched %s: %w", cfg.sched, err)
+		}
+		log.Info("threads scheduled", "policy", string(cfg.sched))
 	}
 
 	var store storage.Log

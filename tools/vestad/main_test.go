@@ -51,6 +51,7 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 		{[]string{"-id=1", peers, clients, "-log=pmem:/tmp/p", "-pmem-size=10"}, "-pmem-size"},
 		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-window=-1"}, "-window"},
 		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-max-batch=-1"}, "-max-batch"},
+		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-sched=fifo"}, "-sched"},
 	}
 	for _, c := range cases {
 		_, err := parseFlags(c.args, io.Discard)
