@@ -87,7 +87,11 @@ func (t *table) touchSlot(h uint64) uint64 { return t.slots[h&t.mask].ref }
 
 func (t *table) touchEntry(h uint64) uint64 {
 	if ref := t.slots[h&t.mask].ref; ref != 0 {
-		return uint64(t.arena[ref])
+		v := uint64(t.arena[ref])
+		if far := ref + 64; far < uint64(len(t.arena)) {
+			v |= uint64(t.arena[far])
+		}
+		return v
 	}
 	return 0
 }
