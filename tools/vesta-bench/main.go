@@ -20,6 +20,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vestalabs/vesta/bench"
@@ -259,7 +260,9 @@ func run(o *options) error {
 	if o.durability != "" {
 		cond.Log += " — replica 1 reports: " + o.durability
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt)
+	// SIGTERM too: a run ended by kill, like one ended by Ctrl-C, still stops
+	// its vestads and removes its logs (pmem logs on tmpfs are memory).
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	fmt.Fprintf(os.Stderr, "running: %s warm-up, then %s measured\n", o.warmup, o.duration)
 	if o.cpuProfile != "" {

@@ -17,8 +17,8 @@ import (
 // amortized over a batch).
 const (
 	// pmemAutoRate is the rate the automatic size allows for, above the
-	// fastest this harness has measured on two cores (1.1 M ops/s).
-	pmemAutoRate = 1.25e6
+	// fastest this harness has measured on two cores (1.45 M ops/s).
+	pmemAutoRate = 1.6e6
 	// pmemPerOpOverhead is the log bytes per put besides its value.
 	pmemPerOpOverhead = 64
 	// pmemAutoMargin covers start-up, the drain after the measured window
