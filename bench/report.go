@@ -68,15 +68,19 @@ func MachineConditions() Conditions {
 
 // Report is one run's figures and conditions, in the shape of -json output.
 type Report struct {
-	OpsPerSec  float64            `json:"ops_per_sec"`
-	Ops        uint64             `json:"ops"`
-	Errors     uint64             `json:"errors"`
-	FirstError string             `json:"first_error,omitempty"`
-	Overloaded bool               `json:"overloaded,omitempty"`
-	LatencyUS  map[string]float64 `json:"latency_us"`
-	Series     []float64          `json:"ops_per_second_series"`
-	Conditions Conditions         `json:"conditions"`
-	When       time.Time          `json:"when"`
+	OpsPerSec  float64 `json:"ops_per_sec"`
+	Ops        uint64  `json:"ops"`
+	Errors     uint64  `json:"errors"`
+	FirstError string  `json:"first_error,omitempty"`
+	Overloaded bool    `json:"overloaded,omitempty"`
+	// Interrupted: the run was stopped (Ctrl-C, SIGTERM) before its end;
+	// the figures cover MeasuredSeconds of the measurement window.
+	Interrupted     bool               `json:"interrupted,omitempty"`
+	MeasuredSeconds float64            `json:"measured_seconds"`
+	LatencyUS       map[string]float64 `json:"latency_us"`
+	Series          []float64          `json:"ops_per_second_series"`
+	Conditions      Conditions         `json:"conditions"`
+	When            time.Time          `json:"when"`
 }
 
 // NewReport combines a result with its conditions.
@@ -85,7 +89,8 @@ func NewReport(res Result, cond Conditions) Report {
 	h := res.Latency
 	return Report{
 		OpsPerSec: res.OpsPerSec, Ops: res.Ops, Errors: res.Errors, FirstError: res.FirstError,
-		Overloaded: res.Overloaded, Series: res.Series, Conditions: cond, When: time.Now().UTC(),
+		Overloaded: res.Overloaded, Interrupted: res.Interrupted, MeasuredSeconds: res.Elapsed.Seconds(),
+		Series: res.Series, Conditions: cond, When: time.Now().UTC(),
 		LatencyUS: map[string]float64{
 			"p50": us(h.Quantile(0.5)), "p90": us(h.Quantile(0.9)), "p99": us(h.Quantile(0.99)),
 			"p999": us(h.Quantile(0.999)), "max": us(h.Max()),
@@ -104,17 +109,20 @@ func (r Report) WriteJSON(w io.Writer) error {
 func (r Report) WriteTable(w io.Writer) error {
 	c := r.Conditions
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "\nthroughput\t%.0f ops/s\t(%d ops in %s", r.OpsPerSec, r.Ops, c.Duration)
+	fmt.Fprintf(tw, "\nthroughput\t%.0f ops/s\t(%d ops in %s", r.OpsPerSec, r.Ops, time.Duration(r.MeasuredSeconds*1e9).Round(time.Millisecond))
 	if r.Errors > 0 {
 		fmt.Fprintf(tw, ", %d errors, first: %s", r.Errors, r.FirstError)
 	}
 	fmt.Fprintln(tw, ")")
-	if r.Overloaded {
-		fmt.Fprintln(tw, "OVERLOADED\tthe open-loop rate outran the system; the run stopped early\t")
-	}
 	fmt.Fprintf(tw, "latency\tp50 %.1f µs\tp90 %.1f µs\tp99 %.1f µs\tp99.9 %.1f µs\tmax %.1f µs\n",
 		r.LatencyUS["p50"], r.LatencyUS["p90"], r.LatencyUS["p99"], r.LatencyUS["p999"], r.LatencyUS["max"])
 	tw.Flush()
+	if r.Overloaded {
+		fmt.Fprintln(w, "OVERLOADED: the open-loop rate outran the system; the run stopped early")
+	}
+	if r.Interrupted {
+		fmt.Fprintf(w, "INTERRUPTED: stopped after %.1f s of the %s measurement window; the figures cover only that\n", r.MeasuredSeconds, c.Duration)
+	}
 	fmt.Fprintln(w, "\nconditions")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	load := fmt.Sprintf("closed loop: %d clients x %d in flight", c.Clients, c.Inflight)

@@ -82,6 +82,10 @@ type Result struct {
 	Series        []float64
 	WarmupSeconds int
 	Overloaded    bool
+	// Interrupted: the caller's context ended the run early. Elapsed is
+	// then the part of the measurement window the run covered (0 if it
+	// ended during warm-up), and OpsPerSec is over that part.
+	Interrupted bool
 }
 
 // run is the shared state of one workload run.
@@ -176,6 +180,7 @@ func Run(ctx context.Context, target Target, w Workload, progress io.Writer) (Re
 	r := &run{w: w, target: target, base: start}
 	r.measFrom.Store(int64(w.Warmup))
 	r.measTo.Store(int64(w.Warmup + w.Duration))
+	caller := ctx
 	ctx, cancel := context.WithDeadline(ctx, start.Add(w.Warmup+w.Duration))
 	defer cancel()
 
@@ -215,6 +220,13 @@ func Run(ctx context.Context, target Target, w Workload, progress io.Writer) (Re
 		}
 	}
 	tick.Stop()
+	// The measurement window ends here if the run stops early: operations
+	// that complete while it drains no longer count.
+	stoppedAt := r.now()
+	res.Interrupted = caller.Err() != nil
+	if res.Interrupted || res.Overloaded {
+		r.measTo.Store(min(r.measTo.Load(), stoppedAt))
+	}
 	r.stopping.Store(true)
 	// Let outstanding operations finish (bounded): their latency counts.
 	waited := make(chan struct{})
@@ -227,8 +239,10 @@ func Run(ctx context.Context, target Target, w Workload, progress io.Writer) (Re
 	if p := r.firstErr.Load(); p != nil {
 		res.FirstError = *p
 	}
-	res.Elapsed = w.Duration
-	res.OpsPerSec = float64(res.Ops) / w.Duration.Seconds()
+	res.Elapsed = time.Duration(max(0, r.measTo.Load()-r.measFrom.Load()))
+	if res.Elapsed > 0 {
+		res.OpsPerSec = float64(res.Ops) / res.Elapsed.Seconds()
+	}
 	res.Latency = &r.hist
 	return res, nil
 }

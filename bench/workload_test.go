@@ -160,3 +160,44 @@ func TestWorkloadValidateNamesTheProblem(t *testing.T) {
 		}
 	}
 }
+
+// A run its caller stops early says so, and its rate is over the part of the
+// measurement window it covered, not the whole.
+func TestInterruptedRunReportsThePartItMeasured(t *testing.T) {
+	ft := &fakeTarget{delay: 100 * time.Microsecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+	defer cancel()
+	w := Workload{Clients: 1, Inflight: 4, Size: 16, Keys: 10, Duration: 10 * time.Second, Warmup: 200 * time.Millisecond, Seed: 1}
+	res, err := Run(ctx, ft, w, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Interrupted {
+		t.Fatal("a run whose context ended early is not marked interrupted")
+	}
+	if res.Elapsed < 300*time.Millisecond || res.Elapsed > 2*time.Second {
+		t.Fatalf("measured %v of the window; the run measured about 500 ms", res.Elapsed)
+	}
+	if want := float64(res.Ops) / res.Elapsed.Seconds(); res.Ops == 0 || res.OpsPerSec != want {
+		t.Fatalf("%d ops over %v gave %.0f ops/s, want %.0f", res.Ops, res.Elapsed, res.OpsPerSec, want)
+	}
+	var out bytes.Buffer
+	if err := NewReport(res, Conditions{Duration: w.Duration.String()}).WriteTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(out.Bytes(), []byte("INTERRUPTED")) {
+		t.Fatalf("the table does not say the run was interrupted:\n%s", out.String())
+	}
+
+	// Stopped during warm-up: nothing measured, no rate.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel2()
+	res, err = Run(ctx2, ft, w, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Interrupted || res.Elapsed != 0 || res.Ops != 0 || res.OpsPerSec != 0 {
+		t.Fatalf("stopped in warm-up: interrupted %v, measured %v, %d ops, %.0f ops/s; want true, 0, 0, 0",
+			res.Interrupted, res.Elapsed, res.Ops, res.OpsPerSec)
+	}
+}
