@@ -49,7 +49,9 @@ type Config struct {
 	HeartbeatTicks int
 	Window         int
 	MaxPending     int
-	// MaxBatchCommands (1024) and MaxBatchBytes (1 MiB) bound one proposed batch.
+	// MaxBatchCommands (1024) and MaxBatchBytes (1 MiB, at most
+	// MaxCommandBytes) bound one proposed batch; a batch always takes its
+	// first command, whatever its size.
 	MaxBatchCommands int
 	MaxBatchBytes    int
 	// MaxQueued (1<<20) bounds the commands waiting to be batched; beyond it
@@ -60,6 +62,16 @@ type Config struct {
 	// Registerer, if set, receives the replica's Prometheus metrics.
 	Registerer prometheus.Registerer
 }
+
+// MaxCommandBytes is the largest command Propose accepts, and the largest
+// MaxBatchBytes. Every protocol message must fit in one frame of the
+// transport (the wire codec's default limit is 16 MiB), and the largest ones
+// carry one batch on top of up to 4 MiB of other values: a promise after a
+// leader fails (paxos.DefaultMaxInflightBytes of values accepted and not
+// chosen) and a catch-up reply (paxos.DefaultMaxCatchUpBytes). A batch past
+// the frame limit could never be sent, and the cluster would stall on its
+// slot.
+const MaxCommandBytes = 4 << 20
 
 func (c *Config) setDefaults() {
 	def := func(v *int, d int) {
@@ -100,6 +112,9 @@ func (c *Config) validate() error {
 		if f.v < 1 {
 			return &ConfigError{f.name, fmt.Sprintf("%d, need at least 1", f.v)}
 		}
+	}
+	if c.MaxBatchBytes > MaxCommandBytes {
+		return &ConfigError{"MaxBatchBytes", fmt.Sprintf("%d, at most MaxCommandBytes (%d): every protocol message must fit in one 16 MiB frame", c.MaxBatchBytes, MaxCommandBytes)}
 	}
 	pc := c.paxosConfig(0)
 	if err := pc.Validate(); err != nil {

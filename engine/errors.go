@@ -41,6 +41,10 @@ var ErrOutcomeUnknown = errors.New("vesta: leadership lost; the command may or m
 // ErrBusy means too many commands wait to be proposed; retry later.
 var ErrBusy = errors.New("vesta: too many commands waiting to be proposed")
 
+// ErrTooLarge means the command is larger than MaxCommandBytes; nothing was
+// proposed.
+var ErrTooLarge = fmt.Errorf("vesta: command larger than MaxCommandBytes (%d bytes)", MaxCommandBytes)
+
 // ConfigError names the Config field that is wrong and why.
 type ConfigError struct {
 	Field  string

@@ -179,7 +179,8 @@ func (r *Replica) receive(batch []wire.Message) {
 // Propose submits cmd and waits until it is applied, returning the state
 // machine's result. It fails with a *NotLeaderError on a replica that does not
 // lead, ErrOutcomeUnknown if leadership is lost after proposing, ErrBusy,
-// ErrStopped, or the context's error (the command may still apply then).
+// ErrTooLarge (cmd is over MaxCommandBytes), ErrStopped, or the context's
+// error (the command may still apply then).
 // The replica may read cmd until the command's outcome is known — even after
 // Propose returned because ctx ended — so the caller must not modify it.
 func (r *Replica) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
@@ -206,7 +207,7 @@ func (r *Replica) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
 // with the state machine's result or an error (the same errors as Propose).
 // It runs on one of the replica's own goroutines (usually the applier's), or
 // on the caller's before ProposeAsync returns if the command is refused at
-// once (ErrStopped, ErrBusy): it must return quickly and must not block. The
+// once (ErrStopped, ErrBusy, ErrTooLarge): it must return quickly and must not block. The
 // replica keeps cmd until done is called. This is the path for callers that
 // keep many commands in flight without a goroutine each; ProposeWith is the
 // same without even a closure per command.
@@ -228,6 +229,9 @@ func (r *Replica) ProposeWith(cmd []byte, done Completion) {
 
 // submit queues a call for the core loop.
 func (r *Replica) submit(c *call) error {
+	if len(c.cmd) > MaxCommandBytes {
+		return ErrTooLarge
+	}
 	r.subMu.Lock()
 	if r.subClosed {
 		r.subMu.Unlock()

@@ -277,6 +277,28 @@ func TestStopFailsWaitingProposals(t *testing.T) {
 	}
 }
 
+// A command over MaxCommandBytes is refused before anything is proposed: a
+// batch holding it might not fit in a frame, and its slot would never be
+// chosen. One of exactly MaxCommandBytes goes through.
+func TestProposeRefusesCommandsOverTheLimit(t *testing.T) {
+	c := newTestCluster(t, 3, memLogs)
+	r := c.replicas[c.leader()]
+	big := make([]byte, MaxCommandBytes+1)
+	if _, err := r.Propose(context.Background(), big); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("Propose of %d bytes: %v, want ErrTooLarge", len(big), err)
+	}
+	done := make(chan error, 1)
+	r.ProposeAsync(big, func(_ []byte, err error) { done <- err })
+	if err := <-done; !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("ProposeAsync of %d bytes: %v, want ErrTooLarge", len(big), err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := r.Propose(ctx, big[:MaxCommandBytes]); err != nil {
+		t.Fatalf("Propose of exactly MaxCommandBytes: %v", err)
+	}
+}
+
 func TestConfigErrorsNameTheField(t *testing.T) {
 	good := Config{ID: 1, Members: []wire.ReplicaID{1, 2, 3}, Log: storage.NewMemLog(),
 		Transport: func(transport.Handler) (transport.Transport, error) { return nil, errors.New("unused") }}
@@ -286,6 +308,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 		"ID":               func(c *Config) { c.ID = 7 },
 		"Members":          func(c *Config) { c.Members = nil },
 		"MaxBatchCommands": func(c *Config) { c.MaxBatchCommands = -1 },
+		"MaxBatchBytes":    func(c *Config) { c.MaxBatchBytes = MaxCommandBytes + 1 },
 		"HeartbeatTicks":   func(c *Config) { c.HeartbeatTicks, c.ElectionTicks = 50, 10 },
 	}
 	for field, mutate := range cases {

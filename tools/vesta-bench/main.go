@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/vestalabs/vesta/bench"
+	"github.com/vestalabs/vesta/engine"
 	"github.com/vestalabs/vesta/internal/contract"
 	"github.com/vestalabs/vesta/pmqos"
 	"github.com/vestalabs/vesta/schedpolicy"
@@ -129,6 +130,8 @@ func (o *options) check() error {
 		return fmt.Errorf("-pmem-size %d: want 0 (sized for the run) or a size in bytes", o.pmemSize)
 	case o.window < 1 || o.maxBatch < 1 || o.maxBatchBytes < 1:
 		return fmt.Errorf("-window, -max-batch and -max-batch-bytes must be at least 1")
+	case o.maxBatchBytes > engine.MaxCommandBytes:
+		return fmt.Errorf("-max-batch-bytes %d: at most %d (engine.MaxCommandBytes)", o.maxBatchBytes, engine.MaxCommandBytes)
 	}
 	return nil
 }

@@ -138,6 +138,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			return nil, fmt.Errorf("%s: %d is negative", f.name, f.v)
 		}
 	}
+	if *maxBatchBytes > engine.MaxCommandBytes {
+		return nil, fmt.Errorf("-max-batch-bytes: %d is above %d, the most that keeps every protocol message within one frame", *maxBatchBytes, engine.MaxCommandBytes)
+	}
 	if *id == 0 || *id > 1<<32-1 {
 		return nil, fmt.Errorf("-id: %d is not a replica ID (1 to %d)", *id, uint32(1<<32-1))
 	}

@@ -52,6 +52,7 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-window=-1"}, "-window"},
 		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-max-batch=-1"}, "-max-batch"},
 		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-sched=fifo"}, "-sched"},
+		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-max-batch-bytes=4194305"}, "-max-batch-bytes"},
 	}
 	for _, c := range cases {
 		_, err := parseFlags(c.args, io.Discard)
