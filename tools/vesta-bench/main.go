@@ -207,7 +207,8 @@ func run(o *options) error {
 	if o.log == "pmem" {
 		how := fmt.Sprintf("%d MiB per replica (-pmem-size)", o.pmemSize>>20)
 		if o.pmemSize == 0 {
-			size, why, err := pmemAutoSize(o.pmemDir, o.replicas, o.size, o.warmup, o.duration)
+			rate := pmemRunRate(o.rate, o.clients*o.inflight)
+			size, why, err := pmemAutoSize(o.pmemDir, o.replicas, o.size, rate, o.warmup, o.duration)
 			if err != nil {
 				return err
 			}

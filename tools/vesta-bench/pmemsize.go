@@ -26,17 +26,35 @@ const (
 	pmemAutoMargin = 5 * time.Second
 	pmemAutoMin    = 256 << 20
 	pmemAutoRound  = 64 << 20
+	// pmemMinLatency is less than any replicated write takes here (a
+	// loopback round trip alone is ~20 µs): a closed loop with n operations
+	// in flight completes at most n of them per pmemMinLatency.
+	pmemMinLatency = 10 * time.Microsecond
 )
 
+// pmemRunRate is the most operations a second the run can complete, for
+// sizing its logs: pmemAutoRate, or less when the load says so. An open loop
+// offers rate a second (a quarter more allows for catching up); a closed loop
+// with inflight operations in flight in all completes at most inflight per
+// pmemMinLatency. An unloaded run (one in flight) so gets logs of a few
+// hundred MiB instead of gigabytes that vestad would prefault, and the
+// machine clear, for nothing.
+func pmemRunRate(rate float64, inflight int) float64 {
+	if rate > 0 {
+		return min(pmemAutoRate, rate*1.25)
+	}
+	return min(pmemAutoRate, float64(inflight)*float64(time.Second/pmemMinLatency))
+}
+
 // pmemAutoSize returns the log size of each of replicas logs in dir for a run
-// of warmup plus duration with values of size bytes: what pmemAutoRate
-// operations a second would write, capped so that every log fits in 90% of
+// of warmup plus duration with values of size bytes: what rate operations a
+// second (pmemRunRate) would write, capped so that every log fits in 90% of
 // the space dir has free and, on tmpfs (whose pages are memory, all of them
 // touched when vestad prefaults its log), in 60% of the available memory.
 // It says which decided.
-func pmemAutoSize(dir string, replicas, size int, warmup, duration time.Duration) (int64, string, error) {
+func pmemAutoSize(dir string, replicas, size int, rate float64, warmup, duration time.Duration) (int64, string, error) {
 	secs := (warmup + duration + pmemAutoMargin).Seconds()
-	want := int64(secs * pmemAutoRate * float64(size+pmemPerOpOverhead))
+	want := int64(secs * rate * float64(size+pmemPerOpOverhead))
 	want = max(pmemAutoMin, (want+pmemAutoRound-1)/pmemAutoRound*pmemAutoRound)
 	var fs unix.Statfs_t
 	if err := unix.Statfs(dir, &fs); err != nil {
@@ -55,9 +73,9 @@ func pmemAutoSize(dir string, replicas, size int, warmup, duration time.Duration
 	}
 	if want > room {
 		return room, fmt.Sprintf("%d MiB per replica, all that %s (or memory) has room for (a run at %.2f M ops/s would need %d MiB; it stops with a full log past that)",
-			room>>20, dir, pmemAutoRate/1e6, want>>20), nil
+			room>>20, dir, rate/1e6, want>>20), nil
 	}
-	return want, fmt.Sprintf("%d MiB per replica, sized for %.2f M ops/s over the run", want>>20, pmemAutoRate/1e6), nil
+	return want, fmt.Sprintf("%d MiB per replica, sized for %.2f M ops/s over the run", want>>20, rate/1e6), nil
 }
 
 // memAvailable reads MemAvailable from /proc/meminfo, in bytes.
