@@ -193,7 +193,7 @@ func NewTCP(cfg TCPConfig, h Handler) (*TCP, error) {
 			ln.Close()
 			return nil, errors.New("transport: peer with replica ID 0")
 		}
-		p := &peer{t: t, id: id, addr: addr, wake: make(chan struct{}, 1)}
+		p := &peer{t: t, id: id, addr: addr, wake: make(chan struct{}, 1), up: make(chan struct{}, 1)}
 		p.writeFn = func(fd uintptr) bool {
 			p.dn, p.derr = nbwrite.Once(fd, p.dbuf)
 			return true // one attempt: never wait for the socket
@@ -362,6 +362,7 @@ func (t *TCP) serveInbound(c net.Conn) {
 		}
 	}
 	t.log.Info("transport: peer connected", "peer", from, "dir", "in", "remote", addrString(c))
+	t.peerUp(from)
 	reason, err = t.readLoop(c, from)
 	close(me.done)
 	t.mu.Lock()
@@ -522,6 +523,34 @@ func (t *TCP) sleep(d time.Duration) bool {
 
 // ---- outbound ----
 
+// backoff waits d before the next dial, less if the peer connects to us
+// meanwhile (a replica that restarts would otherwise wait out a backoff of
+// up to BackoffMax to hear from this one, and might start an election
+// first); false if Close came first.
+func (p *peer) backoff(d time.Duration) bool {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-p.up:
+		return true
+	case <-p.t.ctx.Done():
+		return false
+	}
+}
+
+// peerUp tells peer id's writer goroutine that the peer just connected to
+// this replica: if it is waiting to redial, it redials now.
+func (t *TCP) peerUp(id wire.ReplicaID) {
+	if p := t.peers[id]; p != nil {
+		select {
+		case p.up <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // peer is the outbound side of one peer: its queue of encoded frames and the
 // writer goroutine that drains it.
 //
@@ -536,6 +565,9 @@ type peer struct {
 	id   wire.ReplicaID
 	addr string
 	wake chan struct{} // capacity 1: "there may be something to write"
+	// up (capacity 1) says the peer just connected to us, so it is up: a
+	// writer goroutine waiting out a dial backoff redials at once.
+	up chan struct{}
 
 	mu      sync.Mutex
 	queue   []chunk // frames waiting, oldest first
@@ -742,7 +774,7 @@ func (p *peer) run() {
 				// Uniform in the upper half of the current step: spreads
 				// the redials of many replicas that lost a peer together.
 				wait := backoff/2 + rand.N(backoff/2+1)
-				if !t.sleep(wait) {
+				if !p.backoff(wait) {
 					return
 				}
 				backoff = min(2*backoff, t.cfg.BackoffMax)

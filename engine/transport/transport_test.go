@@ -387,6 +387,40 @@ func TestTCPPeerRestartIsReconnected(t *testing.T) {
 	}
 }
 
+// A peer that connects to us is up: a writer waiting out a dial backoff
+// redials it at once instead. Here the backoff is an hour, so only that can
+// connect replica 1 to replica 2, which started after 1 gave up dialling it.
+func TestTCPPeerThatConnectsEndsTheDialBackoff(t *testing.T) {
+	checkNoLeak(t)
+	// Replica 2's listener, on which nobody accepts yet: replica 1's dial
+	// connects, its handshake times out, and that counts as a failed dial.
+	ln2 := listen(t)
+	addr2 := ln2.Addr().String()
+
+	logsA := &logBuf{}
+	cfgA := testConfig(1, listen(t), map[wire.ReplicaID]string{2: addr2}, logsA)
+	cfgA.BackoffMin, cfgA.BackoffMax = time.Hour, time.Hour
+	colA := &collector{}
+	a, err := NewTCP(cfgA, colA.handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	waitFor(t, "replica 1's first failed dial", func() bool { return a.Stats().DialFailures >= 1 })
+
+	logsB := &logBuf{}
+	colB := &collector{}
+	b, err := NewTCP(testConfig(2, ln2, map[wire.ReplicaID]string{1: a.Addr().String()}, logsB), colB.handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+
+	waitFor(t, "replica 1 to connect to replica 2 before its hour of backoff", func() bool { return a.Stats().Connects >= 1 })
+	a.Send([]wire.Message{testMsg(1, 2, 0)})
+	waitFor(t, "a message from 1 to 2", func() bool { return colB.count() == 1 })
+}
+
 // rawConn dials addr and, if hello, completes a handshake as replica from of
 // cluster, so a test can then write whatever bytes it likes.
 func rawConn(t *testing.T, addr string, cluster uint64, from, to wire.ReplicaID, hello bool) net.Conn {
