@@ -207,10 +207,10 @@ func (r *Replica) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
 // with the state machine's result or an error (the same errors as Propose).
 // It runs on one of the replica's own goroutines (usually the applier's), or
 // on the caller's before ProposeAsync returns if the command is refused at
-// once (ErrStopped, ErrBusy, ErrTooLarge): it must return quickly and must not block. The
-// replica keeps cmd until done is called. This is the path for callers that
-// keep many commands in flight without a goroutine each; ProposeWith is the
-// same without even a closure per command.
+// once (ErrStopped, ErrBusy, ErrTooLarge): it must return quickly and must
+// not block. The replica keeps cmd until done is called. This is the path
+// for callers that keep many commands in flight without a goroutine each;
+// ProposeWith is the same without even a closure per command.
 func (r *Replica) ProposeAsync(cmd []byte, done func(result []byte, err error)) {
 	r.ProposeWith(cmd, CompletionFunc(done))
 }

@@ -79,10 +79,11 @@ func (t *table) Len() int { return t.n }
 func (t *table) hash(key []byte) uint64 { return maphash.Bytes(t.seed, key) }
 
 // touchSlot and touchEntry read, for a key with hash h, its home slot and
-// the start of the entry that slot points to, and return what they read.
-// They change nothing: calling touchSlot for a group of keys, then
-// touchEntry, before working on them lets their cache misses overlap
-// instead of being taken one after another.
+// the first two cache lines of the entry that slot points to (an entry of a
+// 7-byte key and a 64-byte value, 83 bytes, spans two or three), and return
+// what they read. They change nothing: calling touchSlot for a group of
+// keys, then touchEntry, before working on them lets their cache misses
+// overlap instead of being taken one after another.
 func (t *table) touchSlot(h uint64) uint64 { return t.slots[h&t.mask].ref }
 
 func (t *table) touchEntry(h uint64) uint64 {
