@@ -157,6 +157,8 @@ func run(o *options) error {
 		}
 		defer os.RemoveAll(dir)
 		o.dataDir = dir
+	} else if err := os.MkdirAll(o.dataDir, 0o755); err != nil {
+		return fmt.Errorf("-data: %w", err)
 	}
 	cond := bench.MachineConditions()
 	cond.Replicas, cond.Log, cond.Clients, cond.Inflight, cond.Rate = o.replicas, o.log, o.clients, o.inflight, o.rate
