@@ -130,6 +130,6 @@ func (c *Config) validate() error {
 func (c *Config) paxosConfig(seed uint64) paxos.Config {
 	return paxos.Config{
 		ID: c.ID, Members: c.Members, ElectionTicks: c.ElectionTicks, HeartbeatTicks: c.HeartbeatTicks,
-		Window: c.Window, MaxPending: c.MaxPending, MaxCatchUpEntries: 256, Seed: seed,
+		Window: c.Window, MaxPending: c.MaxPending, MaxCatchUpEntries: 256, PreVote: true, Seed: seed,
 	}
 }

@@ -38,6 +38,11 @@ type Config struct {
 	// well under the transport's frame limit: a reply too large to send
 	// would leave the replica asking for it behind for good.
 	MaxCatchUpBytes int
+	// PreVote makes a replica whose election timer runs out ask first
+	// whether a quorum would take part in its election, and campaign only
+	// then (prevote.go): a replica that was cut off no longer unseats a live
+	// leader when it is back. Replicas answer pre-votes either way.
+	PreVote bool
 	// Seed seeds the election-timeout randomization (deterministically).
 	Seed uint64
 }
@@ -60,6 +65,7 @@ func DefaultConfig() Config {
 		Window:            256,
 		MaxPending:        4096,
 		MaxCatchUpEntries: 256,
+		PreVote:           true,
 	}
 }
 

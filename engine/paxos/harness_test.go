@@ -15,6 +15,9 @@ func testConfig(id, n int) Config {
 	}
 	cfg.ElectionTicks, cfg.HeartbeatTicks, cfg.Window, cfg.MaxPending = 10, 2, 4, 2
 	cfg.Seed = uint64(id)
+	// Most tests drive a lone node into an election by ticking it; the
+	// pre-vote tests (prevote_test.go) turn it back on.
+	cfg.PreVote = false
 	return cfg
 }
 

@@ -36,6 +36,9 @@ func (n *Node) checkInvariants() {
 	if n.commit < n.end() && n.at(n.commit).chosen {
 		fail("commit index %d stops before a chosen slot", n.commit)
 	}
+	if n.preVoting && n.role != Follower {
+		fail("pre-voting as %v", n.role)
+	}
 	if n.role != Follower {
 		if n.ballot.Replica != n.cfg.ID {
 			fail("leading ballot %v is not ours", n.ballot)

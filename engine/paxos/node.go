@@ -127,6 +127,12 @@ type Node struct {
 	catchUpInFlight  bool
 	maxRoundSeen     uint64
 
+	// Pre-vote (prevote.go): a follower asking whether a quorum would take
+	// part in its election.
+	preVoting bool
+	preBallot wire.Ballot // the ballot it asked about
+	preVotes  uint64      // members that said yes, itself included
+
 	// Candidate and leader state.
 	role          Role
 	ballot        wire.Ballot

@@ -67,9 +67,11 @@ func propertyWorld(runs, withChosen, totalChosen *int) func(*rapid.T) {
 		}()
 		n := rapid.SampledFrom([]int{3, 5}).Draw(t, "replicas")
 		reps := make([]*propReplica, n)
+		preVote := rapid.Bool().Draw(t, "prevote")
 		for i := range reps {
 			cfg := testConfig(i+1, n)
 			cfg.ElectionTicks, cfg.HeartbeatTicks = 4, 1
+			cfg.PreVote = preVote
 			nd, err := New(cfg, Persisted{})
 			if err != nil {
 				t.Fatal(err)

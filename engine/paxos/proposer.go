@@ -18,6 +18,7 @@ func (n *Node) startElection() {
 	b := wire.Ballot{Round: round, Replica: n.cfg.ID}
 	contract.Ensure(n.promised.Less(b), "new ballot not above the promise")
 	n.role = Candidate
+	n.preVoting = false
 	n.ballot = b
 	n.promised = b // our own promise: counted once durable (see Advance)
 	n.leader = 0

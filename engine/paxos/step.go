@@ -30,6 +30,10 @@ func (n *Node) Step(m wire.Message) error {
 		n.onCatchUpRequest(m)
 	case wire.MsgCatchUp:
 		n.onCatchUp(m)
+	case wire.MsgPreVote:
+		n.onPreVote(m)
+	case wire.MsgPreVoteGrant:
+		n.onPreVoteGrant(m)
 	}
 	n.checkInvariants()
 	return nil
@@ -47,9 +51,13 @@ func (n *Node) validate(m wire.Message) error {
 		return badMessage("%v from %d, not a peer of %d", m.Type, m.From, n.cfg.ID)
 	}
 	switch m.Type {
-	case wire.MsgPrepare, wire.MsgAccept, wire.MsgHeartbeat:
+	case wire.MsgPrepare, wire.MsgAccept, wire.MsgHeartbeat, wire.MsgPreVote:
 		if m.Ballot.Replica != m.From || m.Ballot == wire.BallotChosen || m.Ballot.IsZero() {
 			return badMessage("%v from %d carries ballot %v that is not its own", m.Type, m.From, m.Ballot)
+		}
+	case wire.MsgPreVoteGrant:
+		if m.Ballot.Replica != n.cfg.ID || m.Ballot.IsZero() {
+			return badMessage("%v from %d answers ballot %v, not one of %d's", m.Type, m.From, m.Ballot, n.cfg.ID)
 		}
 	}
 	for i, e := range m.Entries {
@@ -93,14 +101,22 @@ func (n *Node) Tick() {
 	case Follower, Candidate:
 		n.electionElapsed++
 		if n.electionElapsed >= n.electionTimeout {
-			n.startElection()
+			if n.cfg.PreVote {
+				n.startPreVote()
+			} else {
+				n.startElection()
+			}
 			break
 		}
-		if n.role == Candidate {
+		if n.role == Candidate || n.preVoting {
 			n.heartbeatElapsed++
 			if n.heartbeatElapsed >= n.cfg.HeartbeatTicks {
 				n.heartbeatElapsed = 0
-				n.broadcastPrepare(true)
+				if n.preVoting {
+					n.broadcastPreVote(true)
+				} else {
+					n.broadcastPrepare(true)
+				}
 			}
 		}
 	case Leader:
@@ -153,6 +169,7 @@ func (n *Node) onPrepare(m wire.Message) {
 		}
 		n.leader = 0
 	}
+	n.preVoting = false
 	n.resetElectionTimer() // give the candidate its chance
 	entries := n.ownAcceptedFrom(m.Slot)
 	if n.bugs&BugPromiseForgets != 0 {
@@ -175,6 +192,7 @@ func (n *Node) onAccept(m wire.Message) {
 		n.stepDown()
 	}
 	n.leader = m.From
+	n.preVoting = false // a leader is alive
 	n.resetElectionTimer()
 	var ranges []wire.SlotRange
 	for _, e := range m.Entries {

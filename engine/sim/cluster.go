@@ -200,7 +200,7 @@ func (c *cluster) setup() {
 func (c *cluster) start(r *replica) {
 	cfg := paxos.Config{
 		ID: r.id, Members: c.ids, ElectionTicks: 10, HeartbeatTicks: 2,
-		Window: c.opts.Window, MaxPending: 64, MaxCatchUpEntries: 32, Seed: c.rng.Uint64(),
+		Window: c.opts.Window, MaxPending: 64, MaxCatchUpEntries: 32, PreVote: true, Seed: c.rng.Uint64(),
 	}
 	var p paxos.Persisted
 	if c.opts.PmemLog {

@@ -117,12 +117,18 @@ const (
 	MsgCatchUpRequest MsgType = 7
 	// MsgCatchUp answers with chosen Entries (their Ballot is BallotChosen).
 	MsgCatchUp MsgType = 8
+	// MsgPreVote asks, before an election, whether the receiver would take
+	// part: "I would campaign with Ballot; my commit index is Slot". It
+	// changes nothing at either end (Raft's pre-vote).
+	MsgPreVote MsgType = 9
+	// MsgPreVoteGrant says yes to the MsgPreVote for Ballot.
+	MsgPreVoteGrant MsgType = 10
 )
 
 var msgTypeNames = [...]string{
 	MsgPrepare: "Prepare", MsgPromise: "Promise", MsgNack: "Nack", MsgAccept: "Accept",
 	MsgAccepted: "Accepted", MsgHeartbeat: "Heartbeat", MsgCatchUpRequest: "CatchUpRequest",
-	MsgCatchUp: "CatchUp",
+	MsgCatchUp: "CatchUp", MsgPreVote: "PreVote", MsgPreVoteGrant: "PreVoteGrant",
 }
 
 func (t MsgType) String() string {
