@@ -111,6 +111,9 @@ func main() {
 }
 
 func (o *options) check() error {
+	if _, err := schedpolicy.Parse(o.sched); err != nil {
+		return fmt.Errorf("-sched: %w", err)
+	}
 	switch {
 	case o.replicas < 1:
 		return fmt.Errorf("-replicas %d: need at least 1", o.replicas)
@@ -124,8 +127,6 @@ func (o *options) check() error {
 		return fmt.Errorf("-transport %q: only tcp exists so far", o.transport)
 	case o.replicaProcs < 0 || o.clientProcs < 0:
 		return fmt.Errorf("-replica-procs %d, -client-procs %d: want 0 (automatic) or more", o.replicaProcs, o.clientProcs)
-	case o.sched != string(schedpolicy.Normal) && o.sched != string(schedpolicy.Batch):
-		return fmt.Errorf("-sched %q: want batch or normal", o.sched)
 	case o.pmemSize < 0:
 		return fmt.Errorf("-pmem-size %d: want 0 (sized for the run) or a size in bytes", o.pmemSize)
 	case o.window < 1 || o.maxBatch < 1 || o.maxBatchBytes < 1:
