@@ -18,6 +18,11 @@ const (
 	BugPromiseForgets
 	// BugSmallQuorum: a quorum is one replica smaller than a majority.
 	BugSmallQuorum
+	// BugLeadBeforeOwnPromise: a candidate leads on its peers' promises
+	// alone, before its own promise of the ballot is durable. A crash then
+	// lets the next incarnation pick the same ballot and propose a second
+	// value in a slot under it (issue 12, item 1).
+	BugLeadBeforeOwnPromise
 )
 
 // AllBugs lists every plantable bug with its name.
@@ -30,4 +35,5 @@ var AllBugs = []struct {
 	{BugCountUnpersistedVote, "count-unpersisted-vote"},
 	{BugPromiseForgets, "promise-forgets-accepted"},
 	{BugSmallQuorum, "small-quorum"},
+	{BugLeadBeforeOwnPromise, "lead-before-own-promise"},
 }

@@ -36,6 +36,9 @@ func (n *Node) checkInvariants() {
 	if n.commit < n.end() && n.at(n.commit).chosen {
 		fail("commit index %d stops before a chosen slot", n.commit)
 	}
+	if n.promised.Less(n.durablePromised) {
+		fail("durable promise %v above the promise %v", n.durablePromised, n.promised)
+	}
 	if n.preVoting && n.role != Follower {
 		fail("pre-voting as %v", n.role)
 	}
@@ -50,6 +53,9 @@ func (n *Node) checkInvariants() {
 	if n.role == Leader {
 		if n.promised != n.ballot {
 			fail("leader %v promised another ballot %v", n.ballot, n.promised)
+		}
+		if n.durablePromised.Less(n.ballot) {
+			fail("leader %v whose own promise is not durable (durable %v): a crash could reuse the ballot", n.ballot, n.durablePromised)
 		}
 		if n.nextSlot < n.commit || n.unsent > n.nextSlot {
 			fail("leader next slot %d, unsent %d, commit %d out of order", n.nextSlot, n.unsent, n.commit)

@@ -104,6 +104,10 @@ type Node struct {
 
 	// Acceptor and learner state.
 	promised wire.Ballot
+	// durablePromised is the highest promise known durable in the log:
+	// restored at start, raised as Readys carrying it are advanced. A
+	// replica leads a ballot only at or below it (maybeWinElection).
+	durablePromised wire.Ballot
 	log      []slotState // slot s lives at log[s-base]; see at
 	base     wire.Slot   // the first slot log holds; slots below are released
 	released wire.Slot   // values below are dropped: every member holds them durably (release.go)
@@ -206,6 +210,9 @@ func New(cfg Config, p Persisted) (*Node, error) {
 	n.durableCommit = p.HardState.Commit
 	n.advanceCommit()
 	n.savedHS = p.HardState
+	// The promise restored (raised to the highest accepted ballot, whose
+	// entry is durable) is durable, and a new ballot is picked above it.
+	n.durablePromised = n.promised
 	n.maxRoundSeen = n.promised.Round
 	n.resetElectionTimer()
 	n.checkInvariants()
@@ -291,6 +298,9 @@ func (n *Node) Advance() {
 	n.inflight = n.inflight[1:]
 	if done.saveHS && done.hs.Commit > n.durableCommit {
 		n.durableCommit = done.hs.Commit
+	}
+	if done.saveHS && n.durablePromised.Less(done.hs.Promised) {
+		n.durablePromised = done.hs.Promised
 	}
 	// The leader's own vote counts only now that it is durable.
 	if n.role == Leader {

@@ -69,10 +69,24 @@ func (n *Node) mergePromise(entries []wire.Entry) {
 	}
 }
 
+// maybeWinElection makes the candidate lead once a quorum promised its
+// ballot, itself included, and its own promise is durable.
+//
+// Its own promise is required even when its peers' promises alone make a
+// quorum: a ballot is used by one incarnation only. Had the candidate led
+// on its peers' promises and then crashed before its promise of b reached
+// its log, it would restart below b, pick b again, and propose a second
+// value in a slot where a peer holds the first under b; a late Accepted
+// for the first would then count as a vote for the second (issue 12,
+// item 1). With its promise durable, a restart recovers a promise of at
+// least b and picks a higher ballot. Prepares still leave at once, so the
+// local sync overlaps the peers' round trip.
 func (n *Node) maybeWinElection() {
 	mask := n.promises
 	if n.selfPromised {
 		mask |= n.self
+	} else if n.bugs&BugLeadBeforeOwnPromise == 0 {
+		return
 	}
 	if n.isQuorum(mask) {
 		n.becomeLeader()
@@ -82,6 +96,7 @@ func (n *Node) maybeWinElection() {
 // becomeLeader re-proposes, in the new ballot, the highest-ballot value
 // reported for every slot from prepareFrom on, and a no-op for every hole.
 func (n *Node) becomeLeader() {
+	n.requiref(!n.durablePromised.Less(n.ballot), "leading ballot %v before its own promise is durable (durable promise %v)", n.ballot, n.durablePromised)
 	n.role = Leader
 	n.leader = n.cfg.ID
 	end := n.prepareFrom

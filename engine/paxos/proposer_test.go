@@ -64,7 +64,7 @@ func TestNewLeaderReproposesHighestBallotAndFillsHoles(t *testing.T) {
 		n.Tick()
 	}
 	b := n.Status().Ballot
-	n.Ready() // own promise not yet durable: both peers' promises are needed
+	n.Ready() // own promise not yet durable: it waits for its sync
 	low := wire.Ballot{Round: 0, Replica: 2}
 	high := wire.Ballot{Round: 0, Replica: 3}
 	mustStep(t, n, wire.Message{Type: wire.MsgPromise, From: 2, To: 1, Ballot: b, Entries: []wire.Entry{
@@ -74,10 +74,13 @@ func TestNewLeaderReproposesHighestBallotAndFillsHoles(t *testing.T) {
 	mustStep(t, n, wire.Message{Type: wire.MsgPromise, From: 3, To: 1, Ballot: b, Entries: []wire.Entry{
 		{Slot: 0, Ballot: high, Value: batch("new")},
 	}})
-	if n.Status().Role != Leader {
-		t.Fatal("not leader with a quorum of promises")
+	if n.Status().Role == Leader {
+		t.Fatal("leads on its peers' promises before its own promise is durable")
 	}
 	n.Advance()
+	if n.Status().Role != Leader {
+		t.Fatal("not leader with a quorum of promises and its own durable")
+	}
 	rd := n.Ready()
 	want := map[wire.Slot]wire.Value{0: batch("new"), 1: wire.Noop, 2: wire.Noop, 3: batch("three")}
 	got := map[wire.Slot]wire.Value{}
