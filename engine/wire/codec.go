@@ -297,18 +297,31 @@ const slabEntries = 256
 // same.
 func (d *Decoder) Decode(b []byte) (Message, int, error) { return d.Codec.decode(b, d) }
 
+// allocEntries returns n zeroed entries. A message of a slab's size or more
+// gets its own slice and leaves the slab as it is: giving up the slab's rest
+// for it would waste memory and buy nothing. So a slab is given up only for a
+// message larger than its rest, and the entries allocated over a stream are
+// at most twice the entries decoded plus one slab (each slab is paid for by
+// the entries in it plus those of the message that did not fit).
 func (d *Decoder) allocEntries(n int) []Entry {
+	if n >= slabEntries {
+		return make([]Entry, n)
+	}
 	if cap(d.entries)-len(d.entries) < n {
-		d.entries = make([]Entry, 0, max(n, slabEntries))
+		d.entries = make([]Entry, 0, slabEntries)
 	}
 	l := len(d.entries)
 	d.entries = d.entries[:l+n]
 	return d.entries[l : l+n : l+n]
 }
 
+// allocRanges is allocEntries for ranges.
 func (d *Decoder) allocRanges(n int) []SlotRange {
+	if n >= slabEntries {
+		return make([]SlotRange, n)
+	}
 	if cap(d.ranges)-len(d.ranges) < n {
-		d.ranges = make([]SlotRange, 0, max(n, slabEntries))
+		d.ranges = make([]SlotRange, 0, slabEntries)
 	}
 	l := len(d.ranges)
 	d.ranges = d.ranges[:l+n]
