@@ -12,6 +12,12 @@
 //
 // Integers are little-endian, str is a uvarint length and the bytes. This
 // is the replicated log's format: changing it needs a new version byte.
+// NewSession (kind 6) came without one: a log written before it holds no
+// such operation (vestad had no request that encoded it), so replaying an
+// old log gives the state it gave, but for an OpenSession whose client drew
+// an ID in the issued range (probability 2^-24), now refused. Every replica
+// must run a store that knows NewSession before clients send it: one that
+// does not refuses it, and would not hold the session the others opened.
 //
 // # Sessions (exactly-once writes)
 //
@@ -25,14 +31,32 @@
 // the client already, or abandoned by it; it is refused with CodeStale and
 // not applied (nobody waits for it).
 //
-// Sessions are opened explicitly (OpOpenSession, through the log). A write
-// naming a session the store does not know is refused with
-// CodeSessionExpired and not applied: never re-executed under a forgotten
-// session. The store keeps at most Options.MaxSessions sessions and evicts
-// the least recently used (by log order, so every replica evicts the same
-// one); a client whose session was evicted learns it from CodeSessionExpired
-// and opens a new one. A session holds at most Options.MaxSessionResults
-// unacknowledged results; a write beyond that is refused with CodeInvalid.
+// Sessions are opened explicitly, through the log. A write naming a session
+// the store does not know is refused with CodeSessionExpired and not
+// applied: never re-executed under a forgotten session. The store keeps at
+// most Options.MaxSessions sessions and evicts the least recently used (by
+// log order, so every replica evicts the same one); a client whose session
+// was evicted learns it from CodeSessionExpired and opens a new one. A
+// session holds at most Options.MaxSessionResults unacknowledged results; a
+// write beyond that is refused with CodeInvalid.
+//
+// NewSession opens a session under an ID the store issues: the next of
+// [IssuedSessionBase, IssuedSessionBase+IssuedSessionSpan), in log order, so
+// every replica issues the same one. Its result's value is the ID (8 bytes,
+// little-endian). An issued ID is never issued again, so the store knows
+// every issued ID it does not hold was evicted, from replicated state alone:
+// an OpenSession naming an ID of that range the store does not hold is
+// refused with CodeSessionExpired (evicted, or never issued), never opened
+// empty. That is what makes a session safe against a duplicate of its open
+// applied after its eviction: re-running NewSession issues another ID, and
+// a late copy of an old write under the evicted ID stays refused.
+//
+// OpenSession with an ID the client chose (any other nonzero ID) opens that
+// session, or touches it if open. It is kept for clients that choose their
+// IDs; it cannot tell a first open from a duplicate applied after the
+// session's eviction, which reopens the session empty, so a late copy of a
+// write the evicted session had applied would apply again. Clients should
+// use NewSession.
 //
 // Reads (OpGet) ignore the session fields: executing a read twice changes
 // nothing. A write with client or seq 0 runs without a session: applied each
@@ -43,6 +67,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync/atomic"
+
+	"github.com/vestalabs/vesta/internal/contract"
 )
 
 // Kind is an operation's kind.
@@ -55,7 +81,21 @@ const (
 	Delete      Kind = 3
 	CAS         Kind = 4
 	OpenSession Kind = 5
+	NewSession  Kind = 6
 )
+
+// The range of session IDs NewSession issues: in log order from
+// IssuedSessionBase on. No other session opens in it, so the store knows
+// the state of each of its IDs (open, evicted, or not issued yet) from its
+// own replicated state. A client choosing a random 64-bit ID falls in it
+// with probability 2^-24, and then has its OpenSession refused.
+const (
+	IssuedSessionBase uint64 = 1 << 63
+	IssuedSessionSpan uint64 = 1 << 40
+)
+
+// IsIssuedSessionID reports whether id lies in the range NewSession issues from.
+func IsIssuedSessionID(id uint64) bool { return id-IssuedSessionBase < IssuedSessionSpan }
 
 func (k Kind) String() string {
 	switch k {
@@ -69,6 +109,8 @@ func (k Kind) String() string {
 		return "cas"
 	case OpenSession:
 		return "open-session"
+	case NewSession:
+		return "new-session"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -85,7 +127,8 @@ type Code uint8
 const (
 	// CodeOK: applied; the result's fields hold what it returned.
 	CodeOK Code = 0
-	// CodeSessionExpired: the session is unknown (never opened, or evicted); not applied.
+	// CodeSessionExpired: the session is unknown (never opened, or evicted);
+	// not applied. Open a new session (NewSession). Value may say which.
 	CodeSessionExpired Code = 1
 	// CodeStale: the sequence number is below the session's low mark; not applied.
 	CodeStale Code = 2
@@ -335,6 +378,9 @@ type Store struct {
 	ends     []int    // where each decoded command's recs end
 	scratch  []byte
 	sink     uint64 // keeps touchAhead's loads from being optimized away
+	// nextIssued is the ID NewSession issues next; every ID of the issued
+	// range below it was issued once, and is open or was evicted.
+	nextIssued uint64
 
 	nkeys, nsessions atomic.Int64
 	evicted          atomic.Uint64
@@ -354,7 +400,7 @@ func New(opts Options) *Store {
 	if opts.MaxSessionResults <= 0 {
 		opts.MaxSessionResults = DefaultMaxSessionResults
 	}
-	s := &Store{opts: opts, data: newTable(), sessions: map[uint64]*session{}}
+	s := &Store{opts: opts, data: newTable(), sessions: map[uint64]*session{}, nextIssued: IssuedSessionBase}
 	s.lru.next, s.lru.prev = &s.lru, &s.lru
 	return s
 }
@@ -485,8 +531,23 @@ func (s *Store) apply(out, cmd []byte, r *rec, h uint64) []byte {
 		if r.client == 0 {
 			return appendResult(out, CodeInvalid, 0, []byte("open-session: client ID 0"))
 		}
+		if IsIssuedSessionID(r.client) && s.sessions[r.client] == nil {
+			return appendResult(out, CodeSessionExpired, 0, []byte(refusedReopen(r.client, s.nextIssued)))
+		}
 		s.openSession(r.client)
 		return appendResult(out, CodeOK, 0, nil)
+	case r.kind == NewSession:
+		if s.nextIssued-IssuedSessionBase >= IssuedSessionSpan {
+			return appendResult(out, CodeInvalid, 0, []byte("new-session: every session ID of the issued range was issued"))
+		}
+		id := s.nextIssued
+		s.nextIssued++
+		if contract.Enabled {
+			// Nothing opens an unissued ID of the range (OpenSession refuses it).
+			contract.Invariantf(s.sessions[id] == nil, "kv: issuing session %#x, which is open", id)
+		}
+		s.openSession(id)
+		return appendResult(out, CodeOK, 0, binary.LittleEndian.AppendUint64(nil, id))
 	case !r.kind.isWrite():
 		return appendResult(out, CodeInvalid, 0, []byte("unknown operation "+r.kind.String()))
 	case r.client == 0 || r.seq == 0:
@@ -517,6 +578,16 @@ func (s *Store) apply(out, cmd []byte, r *rec, h uint64) []byte {
 	code, flags := s.write(cmd, r, h)
 	ss.save(r.seq, saved{code, flags})
 	return appendResult(out, code, flags, nil)
+}
+
+// refusedReopen is the reason an OpenSession of the issued ID id, which the
+// store does not hold, is refused; next is the ID NewSession issues next.
+// Part of the replicated results.
+func refusedReopen(id, next uint64) string {
+	if id < next {
+		return fmt.Sprintf("session %#x was evicted; open a new session", id)
+	}
+	return fmt.Sprintf("session %#x was never issued; open a new session", id)
 }
 
 // write executes a put, delete or cas of a key that hashes to h.

@@ -2,9 +2,11 @@ package kv
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -214,4 +216,72 @@ func contents(t *table) map[string]string {
 	m := map[string]string{}
 	t.each(func(k, v []byte) { m[string(k)] = string(v) })
 	return m
+}
+
+// TestEvictedSessionIsNotReopened replays what a retrying client and a
+// network can deliver late (issue 12 item 10): a session is opened and
+// writes, is evicted by other sessions filling the store, and then a
+// duplicate of its open and a copy of its old write reach the log. The
+// duplicate must not bring the session back empty, and the old write must
+// not apply a second time.
+func TestEvictedSessionIsNotReopened(t *testing.T) {
+	s := New(Options{MaxSessions: 2})
+	open := AppendCommand(nil, []Op{{Kind: NewSession}})
+	openCmd := func() uint64 {
+		t.Helper()
+		res := make([][]byte, 1)
+		s.Apply([][]byte{bytes.Clone(open)}, res)
+		r, err := DecodeResults(res[0], nil)
+		if err != nil || len(r) != 1 || r[0].Code != CodeOK || len(r[0].Value) != 8 {
+			t.Fatalf("new-session: %+v %v", r, err)
+		}
+		return binary.LittleEndian.Uint64(r[0].Value)
+	}
+	id := openCmd()
+	if !IsIssuedSessionID(id) {
+		t.Fatalf("issued session %#x outside the issued range", id)
+	}
+	write := AppendCommand(nil, []Op{put(id, 1, 1, "k", "first")})
+	res := make([][]byte, 1)
+	s.Apply([][]byte{bytes.Clone(write)}, res)
+	if r, _ := DecodeResults(res[0], nil); len(r) != 1 || r[0].Code != CodeOK {
+		t.Fatalf("first write: %+v", r)
+	}
+	apply(t, s, Op{Kind: Put, Key: []byte("k"), Value: []byte("second")}) // another writer, later
+
+	// Two more sessions: the store holds two, so id (least recently used) goes.
+	other := openCmd()
+	third := openCmd()
+	if other == id || third == id || other == third {
+		t.Fatalf("IDs issued twice: %#x %#x %#x", id, other, third)
+	}
+	if s.Evicted() != 1 || s.sessions[id] != nil {
+		t.Fatalf("evicted %d, session %#x held: %v", s.Evicted(), id, s.sessions[id] != nil)
+	}
+
+	// The duplicate open, as it was sent, issues a fresh ID; naming the
+	// evicted ID is refused, on every replica alike (replicated state only).
+	if again := openCmd(); again == id {
+		t.Fatalf("a duplicate new-session reissued the evicted %#x", id)
+	}
+	r := apply(t, s, Op{Kind: OpenSession, Client: id})
+	if r[0].Code != CodeSessionExpired || !strings.Contains(string(r[0].Value), "evicted") {
+		t.Fatalf("reopening the evicted session: %+v (%s)", r[0], r[0].Value)
+	}
+	r = apply(t, s, Op{Kind: OpenSession, Client: IssuedSessionBase + 1000})
+	if r[0].Code != CodeSessionExpired || !strings.Contains(string(r[0].Value), "never issued") {
+		t.Fatalf("opening an ID never issued: %+v (%s)", r[0], r[0].Value)
+	}
+
+	// The old write arrives again: refused, not applied.
+	s.Apply([][]byte{bytes.Clone(write)}, res)
+	if r, _ := DecodeResults(res[0], nil); len(r) != 1 || r[0].Code != CodeSessionExpired {
+		t.Fatalf("the old write replayed after the eviction: %+v, want session-expired", r)
+	}
+	if r := apply(t, s, get("k")); string(r[0].Value) != "second" {
+		t.Fatalf("k = %q: the old write applied twice", r[0].Value)
+	}
+	if s.sessions[id] != nil {
+		t.Fatalf("session %#x came back", id)
+	}
 }

@@ -19,9 +19,12 @@ type client struct{ next, low uint64 }
 // empty and long keys and values.
 func genOp(t *rapid.T, clients map[uint64]*client, keys [][]byte) Op {
 	op := Op{
-		Kind:   rapid.SampledFrom([]Kind{Get, Put, Put, Put, Delete, CAS, CAS, OpenSession, 0, 9}).Draw(t, "kind"),
-		Client: rapid.Uint64Range(0, 5).Draw(t, "client"),
-		Key:    rapid.SampledFrom(keys).Draw(t, "key"),
+		Kind: rapid.SampledFrom([]Kind{Get, Put, Put, Put, Delete, CAS, CAS, OpenSession, NewSession, 0, 9}).Draw(t, "kind"),
+		// Clients 0 to 5 choose their IDs; the others are the first IDs
+		// NewSession issues, issued or not yet, open or evicted.
+		Client: rapid.SampledFrom([]uint64{0, 1, 2, 3, 4, 5,
+			IssuedSessionBase, IssuedSessionBase + 1, IssuedSessionBase + 2, IssuedSessionBase + 3}).Draw(t, "client"),
+		Key: rapid.SampledFrom(keys).Draw(t, "key"),
 	}
 	val := func(label string) []byte {
 		switch rapid.IntRange(0, 4).Draw(t, label+"Kind") {
@@ -126,6 +129,9 @@ func compareStores(t interface {
 	if s.Keys() != ref.Keys() || s.Sessions() != ref.Sessions() || s.Evicted() != ref.Evicted() {
 		t.Fatalf("keys %d sessions %d evicted %d, reference %d %d %d",
 			s.Keys(), s.Sessions(), s.Evicted(), ref.Keys(), ref.Sessions(), ref.Evicted())
+	}
+	if s.nextIssued != IssuedSessionBase+ref.issued {
+		t.Fatalf("next issued session %#x, reference %#x", s.nextIssued, IssuedSessionBase+ref.issued)
 	}
 	if err := s.data.check(s.data.hash); err != nil {
 		t.Fatalf("table: %v", err)

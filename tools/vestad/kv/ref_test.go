@@ -2,7 +2,9 @@ package kv
 
 // The store as it was before the hash table, the session rings and the
 // decoding without allocations: the reference the property test compares the
-// store with, and the baseline of the benchmarks. Kept verbatim but for names.
+// store with, and the baseline of the benchmarks. Kept verbatim but for names,
+// and for store-issued sessions (NewSession, and OpenSession's refusal of an
+// issued ID it does not hold), written here as plainly as the rest.
 
 import (
 	"encoding/binary"
@@ -64,6 +66,7 @@ type refStore struct {
 	lru      refSession // sentinel of the list of sessions, most recently used first
 	ops      []Op
 	scratch  []byte
+	issued   uint64 // IDs NewSession issued: IssuedSessionBase up to IssuedSessionBase+issued
 
 	nkeys, nsessions atomic.Int64
 	evicted          atomic.Uint64
@@ -146,8 +149,23 @@ func (s *refStore) apply(out []byte, op *Op) []byte {
 		if op.Client == 0 {
 			return appendResult(out, CodeInvalid, 0, []byte("open-session: client ID 0"))
 		}
+		if op.Client >= IssuedSessionBase && op.Client-IssuedSessionBase < IssuedSessionSpan && s.sessions[op.Client] == nil {
+			what := "never issued"
+			if op.Client-IssuedSessionBase < s.issued {
+				what = "evicted"
+			}
+			return appendResult(out, CodeSessionExpired, 0, []byte(fmt.Sprintf("session %#x was %s; open a new session", op.Client, what)))
+		}
 		s.openSession(op.Client)
 		return appendResult(out, CodeOK, 0, nil)
+	case op.Kind == NewSession:
+		if s.issued == IssuedSessionSpan {
+			return appendResult(out, CodeInvalid, 0, []byte("new-session: every session ID of the issued range was issued"))
+		}
+		id := IssuedSessionBase + s.issued
+		s.issued++
+		s.openSession(id)
+		return appendResult(out, CodeOK, 0, binary.LittleEndian.AppendUint64(nil, id))
 	case !op.Kind.isWrite():
 		return appendResult(out, CodeInvalid, 0, []byte("unknown operation "+op.Kind.String()))
 	case op.Client == 0 || op.Seq == 0:
