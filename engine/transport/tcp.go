@@ -91,12 +91,57 @@ func (c *TCPConfig) setDefaults() {
 // CRC), that from is one of its peers and to is itself, and answers
 // helloAck{from, to} from its side. Only then does the dialer send messages.
 // Connections carry messages one way, dialer to acceptor.
+//
+// An acceptor that refuses a sound hello (of another cluster, from a replica
+// it does not know, or for another replica) first answers with a refusal
+// frame, then closes: otherwise only the refusing side would know why, and the refused
+// replica would redial forever seeing nothing but dropped connections. Its
+// payload:
+//
+//	0  u32 from     the refusing replica's ID
+//	4  u32 to       the hello's from
+//	8  u64 cluster  the refusing replica's cluster ID
+//	16 u8  code     refuseForeignCluster, refuseUnknownPeer, refuseWrongReplica
+//	17 7 bytes      zero (readers ignore them: room for later)
+//
+// Its header carries the dialer's cluster ID, copied from the hello, so that
+// the dialer's codec reads it like any of its own frames; the refusing
+// side's own cluster ID is in the payload. A hello that is not sound (bad magic,
+// version or CRC, not a hello) gets no answer: whatever sent it does not
+// speak this protocol. A dialer that predates refusals reads the refusal as
+// a malformed ack and fails its dial, as it did when the connection closed.
+// A refusal is only ever read by a dialer during its handshake; a control
+// frame anywhere else is refused by wire.Decode.
 const (
 	frameHello    = wire.FrameControl
 	frameHelloAck = wire.FrameControl + 1
+	frameRefusal  = wire.FrameControl + 2
 	helloSize     = 8
 	helloFrame    = wire.HeaderSize + helloSize
+	refusalSize   = 24
+	refusalFrame  = wire.HeaderSize + refusalSize
 )
+
+// Refusal codes, on the wire.
+const (
+	refuseForeignCluster uint8 = 1
+	refuseUnknownPeer    uint8 = 2
+	refuseWrongReplica   uint8 = 3
+)
+
+// refusalReason is the Reason label of a refusal code; codes this version
+// does not know (from a newer peer) are ReasonRefusedOther.
+func refusalReason(code uint8) string {
+	switch code {
+	case refuseForeignCluster:
+		return ReasonForeignCluster
+	case refuseUnknownPeer:
+		return ReasonUnknownPeer
+	case refuseWrongReplica:
+		return ReasonWrongReplica
+	}
+	return ReasonRefusedOther
+}
 
 // Reasons, beyond wire.Reason's, that TCP closes a connection for (the keys
 // of Stats.Closed). Malformed input and refused handshakes are logged at
@@ -111,7 +156,20 @@ const (
 	ReasonPeerClosed     = "peer_closed"     // EOF from the peer
 	ReasonReadError      = "read_error"      // other read failure (reset, timeout)
 	ReasonWriteError     = "write_error"     // outbound write failed or timed out
+
+	// ReasonForeignCluster is wire.ClusterError's Reason: a frame or hello
+	// of another cluster. Also a reason a peer refuses our hello.
+	ReasonForeignCluster = "foreign_cluster"
+	// ReasonRefusedOther labels a refusal whose code this version does not
+	// know (Stats.HandshakesRefused only).
+	ReasonRefusedOther = "other"
 )
+
+// refusalLogEvery is how often, at most, a dialer logs that the same peer
+// still refuses it for the same reason; the first refusal is logged at once.
+// Redials come every BackoffMax (2 s), so this keeps the error loud without
+// flooding the log.
+const refusalLogEvery = time.Minute
 
 // chunkSize is the size of the buffers frames are encoded into; the writer
 // sends all filled chunks of a peer with one writev.
@@ -129,7 +187,10 @@ const chunkSize = 64 << 10
 // unknown version, oversized, unknown type, a sender other than the
 // handshake's) closes its connection with the reason logged and counted; the
 // valid messages before it in the same read are delivered, nothing from it
-// or after it is.
+// or after it is. A refused hello (another cluster, an unknown replica, a
+// hello for another replica) is also answered with the reason, so that the
+// refused dialer counts it (Stats.HandshakesRefused) and logs it as an error
+// naming both sides, at once and then at most once a minute per peer.
 //
 // The outbound side does not read after the handshake, so it learns that its
 // peer went away from its next write; the frames of the write before that
@@ -167,8 +228,8 @@ func NewTCP(cfg TCPConfig, h Handler) (*TCP, error) {
 		return nil, fmt.Errorf("transport: replica %d lists itself as a peer", cfg.ID)
 	}
 	cfg.setDefaults()
-	if cfg.MaxFrameSize < helloFrame {
-		return nil, fmt.Errorf("transport: MaxFrameSize %d is below the handshake frame's %d", cfg.MaxFrameSize, helloFrame)
+	if cfg.MaxFrameSize < refusalFrame {
+		return nil, fmt.Errorf("transport: MaxFrameSize %d is below the handshake frames' %d", cfg.MaxFrameSize, refusalFrame)
 	}
 	ln := cfg.Listener
 	if ln == nil {
@@ -381,14 +442,26 @@ type inConn struct {
 	done chan struct{} // closed when its reader calls the handler no more
 }
 
-// acceptHello reads and checks the dialer's hello and acknowledges it.
+// acceptHello reads and checks the dialer's hello and acknowledges it, or
+// refuses it: it returns the reason to close c for, with the hello's sender
+// when the hello was sound. A sound hello that is refused is answered with a
+// refusal frame first (see frameRefusal).
 func (t *TCP) acceptHello(c net.Conn) (wire.ReplicaID, string, error) {
 	c.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
 	var b [helloFrame]byte
 	if _, err := io.ReadFull(c, b[:wire.HeaderSize]); err != nil {
 		return 0, ReasonBadHandshake, fmt.Errorf("reading hello: %w", err)
 	}
-	h, err := t.codec.ReadHeader(b[:])
+	codec := t.codec
+	h, err := codec.ReadHeader(b[:])
+	var foreign *wire.ClusterError
+	if errors.As(err, &foreign) {
+		// Perhaps a replica of another cluster. Check the rest of its hello
+		// with its own cluster ID: if it is sound, it is told why it is
+		// refused, in a frame its codec reads.
+		codec.ClusterID = h.ClusterID
+		h, err = codec.ReadHeader(b[:])
+	}
 	if err != nil {
 		return 0, wire.Reason(err), err
 	}
@@ -399,18 +472,25 @@ func (t *TCP) acceptHello(c net.Conn) (wire.ReplicaID, string, error) {
 	if _, err := io.ReadFull(c, b[wire.HeaderSize:]); err != nil {
 		return 0, ReasonBadHandshake, fmt.Errorf("reading hello: %w", err)
 	}
-	if _, _, err := t.codec.OpenFrame(b[:]); err != nil {
+	if _, _, err := codec.OpenFrame(b[:]); err != nil {
 		return 0, wire.Reason(err), err
 	}
 	from := wire.ReplicaID(binary.LittleEndian.Uint32(b[wire.HeaderSize:]))
 	to := wire.ReplicaID(binary.LittleEndian.Uint32(b[wire.HeaderSize+4:]))
+	if foreign != nil {
+		t.refuse(c, codec, from, refuseForeignCluster)
+		return from, ReasonForeignCluster, fmt.Errorf("hello from replica %d of cluster %d, this is cluster %d: %w",
+			from, foreign.Got, foreign.Want, foreign)
+	}
 	if _, ok := t.peers[from]; !ok {
+		t.refuse(c, codec, from, refuseUnknownPeer)
 		return from, ReasonUnknownPeer, fmt.Errorf("hello from replica %d, which is not a peer", from)
 	}
 	if to != t.cfg.ID {
+		t.refuse(c, codec, from, refuseWrongReplica)
 		return from, ReasonWrongReplica, fmt.Errorf("hello for replica %d reached replica %d", to, t.cfg.ID)
 	}
-	ack := t.helloFrame(frameHelloAck, t.cfg.ID, from)
+	ack := encodeHello(t.codec, frameHelloAck, t.cfg.ID, from)
 	if _, err := c.Write(ack); err != nil {
 		return from, ReasonBadHandshake, fmt.Errorf("writing hello ack: %w", err)
 	}
@@ -418,11 +498,26 @@ func (t *TCP) acceptHello(c net.Conn) (wire.ReplicaID, string, error) {
 	return from, "", nil
 }
 
-func (t *TCP) helloFrame(typ uint8, from, to wire.ReplicaID) []byte {
+// refuse tells the dialer of a sound hello from replica to why it is
+// refused, in a frame of codec (the dialer's cluster). Best effort: the
+// connection is closed next either way, and the handshake deadline bounds
+// the write.
+func (t *TCP) refuse(c net.Conn, codec wire.Codec, to wire.ReplicaID, code uint8) {
+	var p [refusalSize]byte
+	binary.LittleEndian.PutUint32(p[0:], uint32(t.cfg.ID))
+	binary.LittleEndian.PutUint32(p[4:], uint32(to))
+	binary.LittleEndian.PutUint64(p[8:], t.cfg.ClusterID)
+	p[16] = code
+	f, err := codec.AppendFrame(make([]byte, 0, refusalFrame), frameRefusal, p[:])
+	contract.Ensuref(err == nil, "refusal frame: %v", err)
+	c.Write(f) // an error here is the dialer's loss only; the close is logged
+}
+
+func encodeHello(codec wire.Codec, typ uint8, from, to wire.ReplicaID) []byte {
 	var p [helloSize]byte
 	binary.LittleEndian.PutUint32(p[0:], uint32(from))
 	binary.LittleEndian.PutUint32(p[4:], uint32(to))
-	f, err := t.codec.AppendFrame(make([]byte, 0, helloFrame), typ, p[:])
+	f, err := codec.AppendFrame(make([]byte, 0, helloFrame), typ, p[:])
 	contract.Ensuref(err == nil, "hello frame: %v", err)
 	return f
 }
@@ -584,7 +679,8 @@ type peer struct {
 	failErr    error
 	failFrames int
 
-	iov net.Buffers // the writer goroutine's scratch
+	iov      net.Buffers // the writer goroutine's scratch
+	refusals refusalLog  // the writer goroutine's
 
 	// The direct write's arguments and results (held with the token), and
 	// its callback, built once so that a direct write allocates nothing.
@@ -765,12 +861,23 @@ func (p *peer) run() {
 				}
 				t.stats.dialFailures.Add(1)
 				failures++
-				// Say so once per outage at Info; then only at Debug.
-				level := slog.LevelDebug
-				if failures == 1 {
-					level = slog.LevelInfo
+				var r *refusal
+				if errors.As(err, &r) {
+					// Configuration, not the network: an error, and
+					// counted, or this replica idles silently.
+					t.stats.countRefused(p.id, r.reason)
+					if ok, n := p.refusals.note(time.Now(), r); ok {
+						t.log.Error("transport: "+r.Error(), "peer", p.id, "addr", p.addr, "reason", r.reason,
+							"peer_replica", r.replica, "peer_cluster", r.cluster, "refusals", n)
+					}
+				} else {
+					// Say so once per outage at Info; then only at Debug.
+					level := slog.LevelDebug
+					if failures == 1 {
+						level = slog.LevelInfo
+					}
+					t.log.Log(context.Background(), level, "transport: cannot reach peer", "peer", p.id, "addr", p.addr, "err", err.Error(), "failures", failures)
 				}
-				t.log.Log(context.Background(), level, "transport: cannot reach peer", "peer", p.id, "addr", p.addr, "err", err.Error(), "failures", failures)
 				// Uniform in the upper half of the current step: spreads
 				// the redials of many replicas that lost a peer together.
 				wait := backoff/2 + rand.N(backoff/2+1)
@@ -781,6 +888,7 @@ func (p *peer) run() {
 				continue
 			}
 			conn, backoff, failures = c, t.cfg.BackoffMin, 0
+			p.refusals.reset()
 			t.stats.connects.Add(1)
 			if connected {
 				t.stats.reconnects.Add(1)
@@ -861,7 +969,8 @@ func (p *peer) run() {
 	}
 }
 
-// dial connects to the peer and runs the dialer's half of the handshake.
+// dial connects to the peer and runs the dialer's half of the handshake. A
+// peer that refuses the hello and says why yields a *refusal.
 func (p *peer) dial() (net.Conn, error) {
 	t := p.t
 	d := net.Dialer{Timeout: t.cfg.DialTimeout}
@@ -877,22 +986,108 @@ func (p *peer) dial() (net.Conn, error) {
 		return nil, err
 	}
 	c.SetDeadline(time.Now().Add(t.cfg.HandshakeTimeout))
-	if _, err := c.Write(t.helloFrame(frameHello, t.cfg.ID, p.id)); err != nil {
+	if _, err := c.Write(encodeHello(t.codec, frameHello, t.cfg.ID, p.id)); err != nil {
 		return fail(fmt.Errorf("sending hello: %w", err))
 	}
-	var b [helloFrame]byte
-	if _, err := io.ReadFull(c, b[:]); err != nil {
-		return fail(fmt.Errorf("peer refused the handshake (see its log): %w", err))
+	var b [refusalFrame]byte
+	if _, err := io.ReadFull(c, b[:wire.HeaderSize]); err != nil {
+		return fail(fmt.Errorf("peer closed the handshake without saying why (see its log): %w", err))
 	}
-	h, _, err := t.codec.OpenFrame(b[:])
+	h, err := t.codec.ReadHeader(b[:])
 	if err != nil {
 		return fail(fmt.Errorf("bad hello ack: %w", err))
 	}
-	from := wire.ReplicaID(binary.LittleEndian.Uint32(b[wire.HeaderSize:]))
-	to := wire.ReplicaID(binary.LittleEndian.Uint32(b[wire.HeaderSize+4:]))
-	if h.Type != frameHelloAck || h.PayloadLen != helloSize || from != p.id || to != t.cfg.ID {
-		return fail(fmt.Errorf("hello ack of type %#02x from replica %d for %d; expected %d for %d", h.Type, from, to, p.id, t.cfg.ID))
+	if !(h.Type == frameHelloAck && h.PayloadLen == helloSize) && !(h.Type == frameRefusal && h.PayloadLen == refusalSize) {
+		return fail(fmt.Errorf("hello answered by a frame of type %#02x with %d payload bytes, want an ack (%#02x, %d) or a refusal (%#02x, %d)",
+			h.Type, h.PayloadLen, frameHelloAck, helloSize, frameRefusal, refusalSize))
+	}
+	f := b[:h.FrameSize()]
+	if _, err := io.ReadFull(c, f[wire.HeaderSize:]); err != nil {
+		return fail(fmt.Errorf("reading hello ack: %w", err))
+	}
+	if _, _, err := t.codec.OpenFrame(f); err != nil {
+		return fail(fmt.Errorf("bad hello ack: %w", err))
+	}
+	pl := f[wire.HeaderSize:]
+	from := wire.ReplicaID(binary.LittleEndian.Uint32(pl[0:]))
+	to := wire.ReplicaID(binary.LittleEndian.Uint32(pl[4:]))
+	if to != t.cfg.ID {
+		return fail(fmt.Errorf("hello answered (type %#02x) for replica %d, not for us (%d)", h.Type, to, t.cfg.ID))
+	}
+	if h.Type == frameRefusal {
+		return fail(&refusal{
+			peer: p.id, addr: p.addr, reason: refusalReason(pl[16]), code: pl[16],
+			replica: from, cluster: binary.LittleEndian.Uint64(pl[8:]),
+			ourID: t.cfg.ID, ourCluster: t.cfg.ClusterID,
+		})
+	}
+	if from != p.id {
+		return fail(fmt.Errorf("hello ack from replica %d; expected %d", from, p.id))
 	}
 	c.SetDeadline(time.Time{})
 	return c, nil
 }
+
+// refusal is a dial's error when the peer refused our hello and said why.
+// Its message names the peer, both cluster IDs or replica IDs, and what to
+// check: the refused replica is the one that can tell its operator.
+type refusal struct {
+	peer    wire.ReplicaID // the peer dialled
+	addr    string         // its address
+	reason  string         // refusalReason(code)
+	code    uint8
+	replica wire.ReplicaID // the refusing replica's ID
+	cluster uint64         // the refusing replica's cluster ID
+
+	ourID      wire.ReplicaID
+	ourCluster uint64
+}
+
+func (r *refusal) Error() string {
+	switch r.reason {
+	case ReasonForeignCluster:
+		return fmt.Sprintf("peer %d at %s refuses our cluster ID %d: it is of cluster %d (check -cluster-id)",
+			r.peer, r.addr, r.ourCluster, r.cluster)
+	case ReasonUnknownPeer:
+		return fmt.Sprintf("peer %d at %s refuses us: it (replica %d of cluster %d) does not know replica %d (check -peers)",
+			r.peer, r.addr, r.replica, r.cluster, r.ourID)
+	case ReasonWrongReplica:
+		return fmt.Sprintf("peer %d at %s refuses us: the replica there is %d, not %d (check -peers)",
+			r.peer, r.addr, r.replica, r.peer)
+	}
+	return fmt.Sprintf("peer %d at %s refuses us with a reason code this version does not know (%d); it is replica %d of cluster %d",
+		r.peer, r.addr, r.code, r.replica, r.cluster)
+}
+
+// refusalLog decides which of one peer's refusals are logged: the first of
+// an outage, one that differs from the last logged (another reason or
+// another refusing replica or cluster), and otherwise one per
+// refusalLogEvery, which says how many there were since the last line.
+// Only the peer's writer goroutine uses it.
+type refusalLog struct {
+	last  time.Time // when the last line was logged; zero: none this outage
+	key   refusalKey
+	count int // refusals since the last line
+}
+
+type refusalKey struct {
+	reason  string
+	replica wire.ReplicaID
+	cluster uint64
+}
+
+// note records a refusal at now; it returns whether to log it, and then how
+// many refusals the line stands for (this one included).
+func (l *refusalLog) note(now time.Time, r *refusal) (bool, int) {
+	key := refusalKey{r.reason, r.replica, r.cluster}
+	l.count++
+	if !l.last.IsZero() && key == l.key && now.Sub(l.last) < refusalLogEvery {
+		return false, 0
+	}
+	n := l.count
+	l.last, l.key, l.count = now, key, 0
+	return true, n
+}
+
+// reset starts a new outage: the next refusal is logged at once.
+func (l *refusalLog) reset() { *l = refusalLog{} }

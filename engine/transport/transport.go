@@ -91,6 +91,17 @@ type Stats struct {
 	// malformed frame ("bad_crc", "foreign_cluster", "oversized", ...), or one
 	// of the transport's own (see TCP).
 	Closed map[string]uint64
+	// HandshakesRefused counts TCP dials that the peer refused and said why,
+	// by peer and reason (ReasonForeignCluster, ReasonUnknownPeer,
+	// ReasonWrongReplica, ReasonRefusedOther): the peer, or this replica, is
+	// misconfigured. Each is also a DialFailure.
+	HandshakesRefused map[PeerReason]uint64
+}
+
+// PeerReason keys Stats.HandshakesRefused.
+type PeerReason struct {
+	Peer   wire.ReplicaID
+	Reason string
 }
 
 // counters is the shared implementation of Stats.
@@ -102,8 +113,18 @@ type counters struct {
 	connects, reconnects, dialFailures    atomic.Uint64
 	directCalls                           atomic.Uint64 // TCP: of writeCalls, those made by a sender (tests look)
 
-	mu     sync.Mutex
-	closed map[string]uint64
+	mu      sync.Mutex
+	closed  map[string]uint64
+	refused map[PeerReason]uint64
+}
+
+func (c *counters) countRefused(peer wire.ReplicaID, reason string) {
+	c.mu.Lock()
+	if c.refused == nil {
+		c.refused = make(map[PeerReason]uint64)
+	}
+	c.refused[PeerReason{peer, reason}]++
+	c.mu.Unlock()
 }
 
 func (c *counters) countClosed(reason string) {
@@ -118,9 +139,13 @@ func (c *counters) countClosed(reason string) {
 func (c *counters) snapshot() Stats {
 	c.mu.Lock()
 	closed := maps.Clone(c.closed)
+	refused := maps.Clone(c.refused)
 	c.mu.Unlock()
 	if closed == nil {
 		closed = map[string]uint64{}
+	}
+	if refused == nil {
+		refused = map[PeerReason]uint64{}
 	}
 	return Stats{
 		FramesSent: c.framesSent.Load(), BytesSent: c.bytesSent.Load(), WriteCalls: c.writeCalls.Load(),
@@ -128,6 +153,6 @@ func (c *counters) snapshot() Stats {
 		DroppedQueueFull: c.dropFull.Load(), DroppedNoPeer: c.dropNoPeer.Load(),
 		DroppedUnencodable: c.dropEncode.Load(), DroppedOnDisconnect: c.dropDisconnect.Load(),
 		Connects: c.connects.Load(), Reconnects: c.reconnects.Load(), DialFailures: c.dialFailures.Load(),
-		Closed: closed,
+		Closed: closed, HandshakesRefused: refused,
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"runtime"
@@ -441,15 +442,22 @@ func rawConn(t *testing.T, addr string, cluster uint64, from, to wire.ReplicaID,
 	if _, err := c.Write(f); err != nil {
 		t.Fatal(err)
 	}
-	var ack [helloFrame]byte
+	var ack [refusalFrame]byte
 	c.SetReadDeadline(time.Now().Add(patience))
-	if _, err := c.Read(ack[:]); err != nil {
-		return c // refused; the test checks the closing
+	if _, err := io.ReadFull(c, ack[:wire.HeaderSize]); err != nil {
+		return c // refused in silence; the test checks the closing
 	}
-	if h, _, err := codec.OpenFrame(ack[:]); err != nil || h.Type != frameHelloAck {
-		t.Fatalf("bad ack: %v", err)
+	h, err := codec.ReadHeader(ack[:])
+	if err != nil || (h.Type != frameHelloAck && h.Type != frameRefusal) || h.FrameSize() > len(ack) {
+		t.Fatalf("bad answer to hello: type %#02x, %v", h.Type, err)
 	}
-	return c
+	if _, err := io.ReadFull(c, ack[wire.HeaderSize:h.FrameSize()]); err != nil {
+		t.Fatalf("reading the answer to hello: %v", err)
+	}
+	if _, _, err := codec.OpenFrame(ack[:h.FrameSize()]); err != nil {
+		t.Fatalf("bad answer to hello: %v", err)
+	}
+	return c // acknowledged, or refused with a reason; the test checks the closing
 }
 
 // expectClosed waits for the transport to close c: reads end in EOF or reset.
@@ -523,6 +531,11 @@ func TestTCPClosesBadConnections(t *testing.T) {
 		{name: "control frame after hello", reason: "unknown_type", hello: true, from: 2, to: 1,
 			send: func(t *testing.T) []byte {
 				f, _ := wire.Codec{ClusterID: testCluster}.AppendFrame(nil, frameHello, make([]byte, helloSize))
+				return f
+			}},
+		{name: "refusal frame after hello", reason: "unknown_type", hello: true, from: 2, to: 1,
+			send: func(t *testing.T) []byte {
+				f, _ := wire.Codec{ClusterID: testCluster}.AppendFrame(nil, frameRefusal, make([]byte, refusalSize))
 				return f
 			}},
 		{name: "sender mismatch", reason: ReasonSenderMismatch, hello: true, from: 2, to: 1,
