@@ -380,6 +380,7 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 			if err != nil {
 				return nil, fmt.Errorf("-peers: replica %d's address %s: %w", cfg.id, cfg.peers[cfg.id], err)
 			}
+			reg.MustRegister(transport.NewCollector(t)) // vesta_transport_*, refused handshakes among them
 			return t, nil
 		},
 		TickInterval:     cfg.tick,
