@@ -4,7 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
+	"log/slog"
+	"math/rand/v2"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/vestalabs/vesta/engine/paxos"
@@ -23,20 +27,34 @@ const (
 	DefaultBufferSize = 1 << 20
 )
 
-// WALOptions configures OpenWAL. The zero value is the production setting
-// on the operating system's file system.
+// WALOptions configures OpenWAL. Identity is required; for the rest the
+// zero value is the production setting on the operating system's file
+// system.
 type WALOptions struct {
+	// Identity is whose log this is. A new log records it in every
+	// segment; an existing one must record exactly this identity, or
+	// OpenWAL refuses it with a *IdentityError.
+	Identity Identity
+	// Create says what OpenWAL does where there is no log: the zero value,
+	// MustExist, refuses (ErrNoLog); MustCreate creates one and refuses an
+	// existing log (ErrAlreadyBootstrapped); CreateIfMissing does either.
+	Create CreateMode
 	// FS is the file system the WAL lives on; nil means vfs.Default.
 	FS vfs.FS
 	// SegmentSize is the size each segment is preallocated to and at which
 	// the WAL moves on to a new one. A record too large for an empty segment
 	// gets a segment of its own, which grows past this size. Zero means
-	// DefaultSegmentSize; it must be at least MinSegmentSize.
+	// DefaultSegmentSize; it must be at least MinSegmentSize, and leave
+	// room for the header, the close slot and a seal.
 	SegmentSize int64
 	// BufferSize bounds the encoded records Append keeps in memory: when an
 	// Append leaves at least this many bytes unwritten, it writes them (one
 	// write, no sync). Zero or less means DefaultBufferSize.
 	BufferSize int
+	// Logger receives what recovery did that an operator should know (a
+	// torn tail dropped, a damaged close slot ignored). Nil means
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 // WAL is the segmented file write-ahead log: a Log on a file system.
@@ -53,12 +71,16 @@ type WALOptions struct {
 //
 //   - Records are durable in the order appended; a Sync that returned nil
 //     made every record appended before it durable.
-//   - A segment's header, preallocation and name are durable before any
-//     record is written into it (the segment is created under a temporary
-//     name, synced, renamed and the directory synced).
+//   - A segment's header (with the log's identity), preallocation and name
+//     are durable before any record is written into it (the segment is
+//     created under a temporary name, synced, renamed and the directory
+//     synced).
 //   - At rollover the full segment's last records and its seal record are
 //     written and synced before the next segment is created; rollover
 //     therefore makes every record appended so far durable, as a Sync would.
+//   - Close makes every record durable, then writes the close record and
+//     syncs it: after a clean Close, recovery refuses a log that lost any
+//     record (see wal_format.go).
 //   - OpenWAL syncs the newest segment and the directory before it returns,
 //     so what Load reports is durable even when the previous process died
 //     with records in the page cache that it had never synced.
@@ -68,21 +90,23 @@ type WALOptions struct {
 //
 // A WAL is used by one goroutine at a time, as the Log contract says.
 type WAL struct {
-	fs   vfs.FS
-	dir  string
-	opts WALOptions
-	lock io.Closer
+	fs    vfs.FS
+	dir   string
+	opts  WALOptions
+	lock  io.Closer
+	log   *slog.Logger
+	id    Identity // whose log this is, as its segments record it
+	logID uint64   // the log's random ID, in every segment header
 
 	// The segment being written.
-	file    vfs.File
-	path    string
-	seq     uint64
-	salt    uint32
-	written int64  // bytes of the segment in the file; buf goes at this offset
-	synced  int64  // bytes of the segment known durable
-	marked  int64  // the highest synced mark encoded into the segment's records
-	records uint64 // records in the segment, buffered ones included (the seal counts them)
-	buf     []byte // encoded records not yet written, owned by the WAL
+	file     vfs.File
+	path     string
+	hdr      segHeader // its header: salt, first record offset, preallocated size
+	written  int64     // bytes of the segment in the file; buf goes at this offset
+	synced   int64     // bytes of the segment known durable
+	records  uint64    // records in the segment, buffered ones included (the seal counts them)
+	closedAt int64     // the end offset its close slot vouches for, 0 if none
+	buf      []byte    // encoded records not yet written, owned by the WAL
 
 	lastHS paxos.HardState // the last hard state appended (or recovered)
 	loaded paxos.Persisted // what recovery found, for Load
@@ -90,47 +114,87 @@ type WAL struct {
 	closed bool
 }
 
-var _ Log = (*WAL)(nil)
+var (
+	_ Log        = (*WAL)(nil)
+	_ Identified = (*WAL)(nil)
+)
 
-// OpenWAL opens the write-ahead log in dir, creating dir and an empty log
-// where there is none, and recovers it (see Load):
+// OpenWAL opens the write-ahead log in dir and recovers it (see Load).
 //
-//   - The newest segment's torn or unsynced tail is truncated at its first
-//     bad record, and the segment re-preallocated: a record cut short or
-//     failing its checksum, zero-filled preallocated space, and valid
-//     records after a bad one when none of them proves by its synced mark
-//     that the bad one had been synced (a power failure may write unsynced
-//     pages back out of order; see wal_format.go).
-//   - Damage anywhere else (a bad record that a later record's synced mark
-//     shows was synced, any damage to a segment that is not the newest, a
-//     missing segment, a bad segment header or unknown format version)
-//     refuses to open with a *CorruptionError naming the file and byte
-//     offset: those records were durable, and a replica must not forget a
-//     promise or a vote.
+// Whose log: opts.Identity must be valid. Where dir holds no segment,
+// OpenWAL refuses with an error wrapping ErrNoLog unless opts.Create allows
+// creating one, which records the identity and a new random log ID in the
+// first segment's header (and every later one). Where a log exists,
+// MustCreate refuses it (ErrAlreadyBootstrapped), and every segment must
+// record opts.Identity (else a *IdentityError names the segment and the
+// field that differs) and the log ID of the first (else a *CorruptionError:
+// the segment was copied from another log).
+//
+// Recovery:
+//
+//   - The newest segment's torn or unsynced tail is zeroed from its first
+//     bad record on, and logged (file, offset, bytes dropped): a record cut
+//     short or failing its checksum, and valid records after a bad one when
+//     none of them proves by its synced mark that the bad one had been
+//     synced (a power failure may write unsynced pages back out of order;
+//     see wal_format.go).
+//   - Damage anywhere else refuses to open with a *CorruptionError naming
+//     the file and byte offset: a segment shorter than it was preallocated
+//     to, records lost before the end recorded by a clean Close, a bad
+//     record that a later record's synced mark shows was synced, any damage
+//     to a segment that is not the newest, a missing segment, a bad segment
+//     header or another format version. Those records were durable, and a
+//     replica must not forget a promise or a vote.
 //
 // Left-over temporary segments from an interrupted rollover are removed. The
 // directory is locked (file LOCK) until Close.
 func OpenWAL(dir string, opts WALOptions) (*WAL, error) {
+	if opts.Identity.ClusterID == 0 && opts.Identity.ReplicaID == 0 && len(opts.Identity.Members) == 0 {
+		return nil, fmt.Errorf("storage: wal %s: WALOptions.Identity is required: a log records whose it is "+
+			"(cluster, replica, members) and refuses to run as another's", dir)
+	}
+	if err := opts.Identity.Validate(); err != nil {
+		return nil, fmt.Errorf("storage: wal %s: WALOptions.Identity: %w", dir, err)
+	}
+	if len(opts.Identity.Members) > maxMembers {
+		return nil, fmt.Errorf("storage: wal %s: WALOptions.Identity has %d members, more than the %d a segment header holds",
+			dir, len(opts.Identity.Members), maxMembers)
+	}
+	if opts.Create > CreateIfMissing {
+		return nil, fmt.Errorf("storage: wal %s: unknown WALOptions.Create %v", dir, opts.Create)
+	}
 	if opts.FS == nil {
 		opts.FS = vfs.Default
 	}
 	if opts.SegmentSize == 0 {
 		opts.SegmentSize = DefaultSegmentSize
 	}
-	if opts.SegmentSize < MinSegmentSize {
-		return nil, fmt.Errorf("storage: wal segment size %d below the minimum %d", opts.SegmentSize, MinSegmentSize)
+	if need := int64(headerSize(len(opts.Identity.Members))) + closeSlotSize + sealRecordSize; opts.SegmentSize < max(MinSegmentSize, need) {
+		return nil, fmt.Errorf("storage: wal %s: segment size %d below the minimum %d", dir, opts.SegmentSize, max(MinSegmentSize, need))
 	}
 	if opts.BufferSize <= 0 {
 		opts.BufferSize = DefaultBufferSize
 	}
-	if err := opts.FS.MkdirAll(dir); err != nil {
-		return nil, fmt.Errorf("storage: wal: %w", err)
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	// A replica's restart must not create the directory it expected its
+	// log in: a mistyped or unmounted -data is then ErrNoLog, not a new
+	// empty log somewhere else.
+	if opts.Create != MustExist {
+		if err := opts.FS.MkdirAll(dir); err != nil {
+			return nil, fmt.Errorf("storage: wal: %w", err)
+		}
 	}
 	lock, err := opts.FS.Lock(filepath.Join(dir, "LOCK"))
 	if err != nil {
+		if opts.Create == MustExist && errors.Is(err, iofs.ErrNotExist) {
+			return nil, fmt.Errorf("storage: wal %s: %w", dir, ErrNoLog)
+		}
 		return nil, fmt.Errorf("storage: wal: %w", err)
 	}
-	w := &WAL{fs: opts.FS, dir: dir, opts: opts, lock: lock}
+	w := &WAL{fs: opts.FS, dir: dir, opts: opts, lock: lock, log: opts.Logger,
+		id: cloneIdentity(opts.Identity)}
 	if err := w.recover(); err != nil {
 		if w.file != nil {
 			w.file.Close()
@@ -141,6 +205,26 @@ func OpenWAL(dir string, opts WALOptions) (*WAL, error) {
 	w.buf = make([]byte, 0, opts.BufferSize)
 	w.checkInvariants()
 	return w, nil
+}
+
+func cloneIdentity(id Identity) Identity {
+	id.Members = slices.Clone(id.Members)
+	return id
+}
+
+// Identity implements Identified: whose log this is, as every segment
+// records it (and as WALOptions.Identity asked).
+func (w *WAL) Identity() Identity { return cloneIdentity(w.id) }
+
+// newLogID returns a random non-zero log ID. It tells segments of two logs
+// apart even where their identities agree (a replica bootstrapped twice);
+// it needs to be unique, not secret.
+func newLogID() uint64 {
+	for {
+		if id := rand.Uint64(); id != 0 {
+			return id
+		}
+	}
 }
 
 // recover reads every segment, fills w.loaded and leaves w ready to append.
@@ -162,6 +246,19 @@ func (w *WAL) recover() error {
 			seqs = append(seqs, seq)
 		}
 	}
+	switch {
+	case len(seqs) == 0 && w.opts.Create == MustExist:
+		return fmt.Errorf("storage: wal %s: %w", w.dir, ErrNoLog)
+	case len(seqs) == 0:
+		w.logID = newLogID()
+		if err := w.createSegment(1); err != nil {
+			return err
+		}
+		w.log.Info("wal created", "dir", w.dir, "identity", w.id.String(), "log_id", fmt.Sprintf("%016x", w.logID))
+		return nil // createSegment synced the directory
+	case w.opts.Create == MustCreate:
+		return fmt.Errorf("storage: wal %s: %w", w.dir, ErrAlreadyBootstrapped)
+	}
 	for i := 1; i < len(seqs); i++ {
 		contract.Invariant(seqs[i] > seqs[i-1], "segment names not sorted") // fixed-width hex sorts numerically
 		if seqs[i] != seqs[i-1]+1 {
@@ -169,29 +266,44 @@ func (w *WAL) recover() error {
 				Reason: fmt.Sprintf("segment missing: %s is followed by %s", segmentName(seqs[i-1]), segmentName(seqs[i]))}
 		}
 	}
+	if err := w.checkOwner(seqs); err != nil {
+		return err
+	}
 	var scratch []byte
-	next := uint64(1)
 	for i, seq := range seqs {
 		path := filepath.Join(w.dir, segmentName(seq))
 		if scratch, err = readFile(w.fs, path, scratch); err != nil {
 			return fmt.Errorf("storage: wal: %w", err)
 		}
 		s := scanSegment(scratch, seq)
+		contract.Invariant(s.header != "" || s.hdr.logID == w.logID, "segment header changed during recovery")
 		newest := i == len(seqs)-1
 		truncate, cerr := s.verdict(path, newest)
 		if cerr != nil {
 			return cerr
 		}
+		if s.close.bad != "" {
+			w.log.Warn("wal: close slot damaged or cut short by a crash during Close; ignored (no record depends on it)",
+				"file", path, "offset", s.hdr.size, "reason", s.close.bad)
+		}
 		w.collect(s.recs)
-		next = seq + 1
 		if newest {
-			if err := w.resume(seq, path, &s, truncate); err != nil {
+			if err := w.resume(path, scratch, &s, truncate); err != nil {
 				return err
 			}
+			previous := "crash or kill (no close record)"
+			switch {
+			case !truncate && s.close.valid && s.close.end == s.end:
+				previous = "clean close"
+			case !truncate && !s.sealed && len(s.recs) == 0:
+				previous = "unknown (the newest segment is empty)"
+			}
+			w.log.Info("wal opened", "dir", w.dir, "segments", len(seqs), "entries", len(w.loaded.Entries),
+				"previous_run_ended", previous)
 		}
 	}
 	if w.file == nil {
-		if err := w.createSegment(next); err != nil {
+		if err := w.createSegment(seqs[len(seqs)-1] + 1); err != nil {
 			return err
 		}
 	}
@@ -201,6 +313,54 @@ func (w *WAL) recover() error {
 		return fmt.Errorf("storage: wal: %w", err)
 	}
 	return nil
+}
+
+// checkOwner reads every segment's header and refuses the log unless each
+// records the identity the caller expects and the log ID of the first. It
+// runs before any record is judged, so that a segment copied in from
+// elsewhere is named as such rather than as the damage it causes around it
+// (its predecessor would look unsealed, say). A header that does not parse
+// is left to the record pass, which refuses it with its reason.
+func (w *WAL) checkOwner(seqs []uint64) error {
+	buf := make([]byte, maxHeaderSize)
+	for _, seq := range seqs {
+		path := filepath.Join(w.dir, segmentName(seq))
+		n, err := readAt(w.fs, path, buf)
+		if err != nil {
+			return fmt.Errorf("storage: wal: %w", err)
+		}
+		hdr, reason := parseSegmentHeader(buf[:n], seq)
+		if reason != "" {
+			continue
+		}
+		if err := hdr.id.Check(path, w.id); err != nil {
+			return err
+		}
+		if w.logID == 0 {
+			w.logID = hdr.logID
+		} else if hdr.logID != w.logID {
+			return &CorruptionError{File: path, Offset: 0, Reason: fmt.Sprintf(
+				"segment of another log (log ID %016x, not this log's %016x) with the same identity: "+
+					"it was copied in from another directory or from an earlier bootstrap of this replica; "+
+					"put back this log's own segment", hdr.logID, w.logID)}
+		}
+	}
+	return nil
+}
+
+// readAt reads the start of name into buf and returns how many bytes it got
+// (fewer at the end of the file).
+func readAt(fs vfs.FS, name string, buf []byte) (int, error) {
+	f, err := fs.Open(name)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n, err := f.ReadAt(buf, 0)
+	if err == io.EOF {
+		err = nil
+	}
+	return n, err
 }
 
 // readFile reads all of name into buf's storage.
@@ -252,7 +412,7 @@ func (w *WAL) collect(recs []record) {
 			w.loaded.Entries = append(w.loaded.Entries, e)
 		case kindHardState:
 			w.loaded.HardState = decodeHardState(r.body)
-		case kindSeal, kindMark:
+		case kindSeal:
 		default:
 			contract.Invariantf(false, "scan passed record kind %d", r.kind)
 		}
@@ -262,22 +422,20 @@ func (w *WAL) collect(recs []record) {
 }
 
 // resume makes the newest segment durable as recovery found it (cutting a
-// torn tail) and, unless it is sealed, the one being written.
-func (w *WAL) resume(seq uint64, path string, s *segmentScan, truncate bool) error {
+// torn tail) and, unless it is sealed, the one being written. data is the
+// segment's contents as scanned.
+func (w *WAL) resume(path string, data []byte, s *segmentScan, truncate bool) error {
 	f, err := w.fs.OpenReadWrite(path)
 	if err != nil {
 		return fmt.Errorf("storage: wal: %w", err)
 	}
 	w.file = f // closed by OpenWAL on error
 	if truncate {
-		if err := f.Truncate(s.end); err != nil {
-			return fmt.Errorf("storage: wal: truncating the torn tail: %w", err)
+		if err := cutTail(f, data, s); err != nil {
+			return fmt.Errorf("storage: wal: %s: dropping the torn tail at offset %d: %w", path, s.end, err)
 		}
-	}
-	if !s.sealed {
-		if err := f.Preallocate(w.opts.SegmentSize); err != nil {
-			return fmt.Errorf("storage: wal: %w", err)
-		}
+		w.log.Warn("wal: dropped a torn or unsynced tail (written by a process that crashed before syncing it)",
+			"file", path, "offset", s.end, "bytes", lastNonZero(data, s.end)-s.end, "reason", s.reason)
 	}
 	// After a process crash the records just read may sit in the page cache
 	// only; the caller is about to act on them as durable. A sealed segment
@@ -293,11 +451,35 @@ func (w *WAL) resume(seq uint64, path string, s *segmentScan, truncate bool) err
 		}
 		return nil
 	}
-	w.path, w.seq, w.salt = path, seq, segmentSalt(seq)
+	w.path, w.hdr = path, s.hdr
 	w.written, w.synced, w.records = s.end, s.end, uint64(len(s.recs))
-	w.marked = segHeaderSize
-	if len(s.recs) > 0 {
-		w.marked = s.recs[len(s.recs)-1].mark
+	w.closedAt = 0
+	if s.close.valid {
+		w.closedAt = s.close.end
+	}
+	return nil
+}
+
+// cutTail overwrites with zeros what lies in the segment from s.end on, so
+// that no stale record of the dropped tail can ever be read after the
+// records appended there next, and cuts back a file that grew past its
+// preallocated size (an oversized record torn). It never makes the file
+// shorter than its preallocated size: a crash in the middle must leave a
+// segment the next recovery treats the same way, not one it refuses as
+// truncated. The caller syncs.
+func cutTail(f vfs.File, data []byte, s *segmentScan) error {
+	limit := max(s.hdr.prealloc, s.end)
+	stop := min(lastNonZero(data, s.end), limit)
+	zeros := make([]byte, min(stop-s.end, 1<<20))
+	for off := s.end; off < stop; {
+		n := min(int64(len(zeros)), stop-off)
+		if _, err := f.WriteAt(zeros[:n], off); err != nil {
+			return err
+		}
+		off += n
+	}
+	if s.size > limit {
+		return f.Truncate(limit)
 	}
 	return nil
 }
@@ -307,13 +489,14 @@ func (w *WAL) resume(seq uint64, path string, s *segmentScan, truncate bool) err
 func (w *WAL) createSegment(seq uint64) error {
 	path := filepath.Join(w.dir, segmentName(seq))
 	tmp := path + ".tmp"
+	hdr := newSegHeader(seq, w.opts.SegmentSize, w.logID, w.id)
 	f, err := w.fs.Create(tmp)
 	if err != nil {
 		return &FailedError{Op: "create", File: tmp, Err: err}
 	}
 	op, err := "write", error(nil)
-	if _, err = f.WriteAt(encodeSegmentHeader(seq), 0); err == nil {
-		if op, err = "preallocate", f.Preallocate(w.opts.SegmentSize); err == nil {
+	if _, err = f.WriteAt(hdr.encode(), 0); err == nil {
+		if op, err = "preallocate", f.Preallocate(hdr.prealloc); err == nil {
 			if op, err = "sync", f.Sync(); err == nil {
 				if op, err = "rename", w.fs.Rename(tmp, path); err == nil {
 					op, err = "sync directory", w.fs.SyncDir(w.dir)
@@ -325,8 +508,8 @@ func (w *WAL) createSegment(seq uint64) error {
 		f.Close()
 		return &FailedError{Op: op, File: tmp, Err: err}
 	}
-	w.file, w.path, w.seq, w.salt = f, path, seq, segmentSalt(seq)
-	w.written, w.synced, w.records, w.marked = segHeaderSize, segHeaderSize, 0, segHeaderSize
+	w.file, w.path, w.hdr = f, path, hdr
+	w.written, w.synced, w.records, w.closedAt = hdr.first, hdr.first, 0, 0
 	return nil
 }
 
@@ -385,9 +568,8 @@ func (w *WAL) Append(entries []wire.Entry, hs paxos.HardState, saveHS bool) erro
 			return err
 		}
 		start := len(w.buf)
-		w.buf = appendEntryRecord(w.buf, e, w.synced, w.salt)
+		w.buf = appendEntryRecord(w.buf, e, w.synced, w.hdr.salt)
 		w.records++
-		w.marked = w.synced
 		if contract.Enabled {
 			r := w.checkEncoded(start, kindEntry)
 			got := decodeEntry(r.body)
@@ -401,9 +583,8 @@ func (w *WAL) Append(entries []wire.Entry, hs paxos.HardState, saveHS bool) erro
 			return err
 		}
 		start := len(w.buf)
-		w.buf = appendHardStateRecord(w.buf, hs, w.synced, w.salt)
+		w.buf = appendHardStateRecord(w.buf, hs, w.synced, w.hdr.salt)
 		w.records++
-		w.marked = w.synced
 		w.lastHS = hs
 		if contract.Enabled {
 			r := w.checkEncoded(start, kindHardState)
@@ -423,7 +604,7 @@ func (w *WAL) Append(entries []wire.Entry, hs paxos.HardState, saveHS bool) erro
 // buf[start:] is valid where it will land in the file.
 func (w *WAL) checkEncoded(start int, kind byte) record {
 	contract.Require(start%recAlign == 0, "record in the buffer misaligned")
-	r, reason := checkRecord(w.buf, int64(start), w.salt)
+	r, reason := checkRecord(w.buf, int64(start), w.hdr.salt)
 	if reason != "" {
 		contract.Ensuref(false, "record just encoded does not check: %s", reason)
 	}
@@ -436,7 +617,7 @@ func (w *WAL) checkEncoded(start int, kind byte) record {
 // least one record, however large.
 func (w *WAL) reserve(size int) error {
 	end := w.written + int64(len(w.buf))
-	if w.records == 0 || end+int64(size)+sealRecordSize <= w.opts.SegmentSize {
+	if w.records == 0 || end+int64(size)+sealRecordSize <= w.hdr.prealloc {
 		return nil
 	}
 	return w.roll()
@@ -444,7 +625,7 @@ func (w *WAL) reserve(size int) error {
 
 // roll seals the current segment, makes it durable and starts the next.
 func (w *WAL) roll() error {
-	w.buf = appendCountRecord(w.buf, kindSeal, w.records, w.synced, w.salt)
+	w.buf = appendCountRecord(w.buf, kindSeal, w.records, w.synced, w.hdr.salt)
 	if err := w.flush(); err != nil {
 		return err
 	}
@@ -459,7 +640,7 @@ func (w *WAL) roll() error {
 		return w.fail("close", err)
 	}
 	w.file = nil
-	if err := w.createSegment(w.seq + 1); err != nil {
+	if err := w.createSegment(w.hdr.seq + 1); err != nil {
 		return w.fail("rollover", err)
 	}
 	return nil
@@ -521,27 +702,22 @@ func (w *WAL) Load() (paxos.Persisted, error) {
 	return p, nil
 }
 
-// Close implements Log: it writes what is buffered without syncing it (so
-// a clean shutdown keeps it in the page cache, but a crash may lose it),
-// closes the segment and releases the directory lock. When records are
-// synced that no record's synced mark covers yet, it writes a synced-mark
-// record first, so that recovery can tell later damage to them from a torn
-// tail (see wal_format.go).
+// Close implements Log. It makes every record appended durable (a Sync),
+// then writes the close record into the segment's close slot and syncs it:
+// from then on recovery knows where the records end and refuses a log that
+// lost any of them (see wal_format.go). Then it closes the segment and
+// releases the directory lock. A WAL that failed is closed without either;
+// recovery then treats its tail as a crash's. An error from the Sync or the
+// close record is returned, and the WAL is closed all the same.
 func (w *WAL) Close() error {
 	if w.closed {
 		return ErrWALClosed
 	}
-	w.closed = true
 	var err error
 	if w.err == nil && w.file != nil {
-		end := w.written + int64(len(w.buf))
-		if w.synced > w.marked && end+markRecordSize+sealRecordSize <= w.opts.SegmentSize {
-			w.buf = appendCountRecord(w.buf, kindMark, w.records, w.synced, w.salt)
-			w.records++
-			w.marked = w.synced
-		}
-		err = w.flush()
+		err = w.writeCloseRecord()
 	}
+	w.closed = true
 	if w.file != nil {
 		if cerr := w.file.Close(); err == nil && cerr != nil {
 			err = fmt.Errorf("storage: wal: %w", cerr)
@@ -552,6 +728,31 @@ func (w *WAL) Close() error {
 		err = fmt.Errorf("storage: wal: %w", lerr)
 	}
 	return err
+}
+
+// writeCloseRecord syncs every record, then writes and syncs the close
+// record saying where they end. The order matters: a close record durable
+// before the records it vouches for would make a crash in between look like
+// damage. A segment without records, or whose slot already says as much,
+// needs no close record.
+func (w *WAL) writeCloseRecord() error {
+	if err := w.Sync(); err != nil {
+		return err
+	}
+	contract.Require(w.synced == w.written && len(w.buf) == 0, "close record before the records are durable")
+	if w.written == w.hdr.first || w.closedAt == w.written {
+		return nil
+	}
+	rec := appendCountRecord(make([]byte, 0, closeSlotSize), kindClose, w.records, w.written, w.hdr.salt)
+	contract.Invariant(len(rec) == closeSlotSize, "close record does not fit its slot")
+	if _, err := w.file.WriteAt(rec, w.hdr.size); err != nil {
+		return w.fail("write", err)
+	}
+	if err := w.file.Sync(); err != nil {
+		return w.fail("sync", err)
+	}
+	w.closedAt = w.written
+	return nil
 }
 
 // Dir returns the WAL's directory.
@@ -565,11 +766,9 @@ func (w *WAL) checkInvariants() {
 	end := w.written + int64(len(w.buf))
 	contract.Invariant(w.file != nil, "no segment open")
 	contract.Invariant(w.written%recAlign == 0 && len(w.buf)%recAlign == 0, "records misaligned")
-	contract.Invariant(segHeaderSize <= w.synced && w.synced <= w.written, "synced beyond written, or into the header")
-	contract.Invariant(segHeaderSize <= w.marked && w.marked <= w.synced, "synced mark beyond what is synced")
-	contract.Invariant(w.records > 0 || end == segHeaderSize, "segment bytes without records")
-	// Past its first record a segment keeps room for its seal (or it was
-	// recovered from a run with larger segments, and rolls at the next record).
-	contract.Invariant(w.records <= 1 || end+sealRecordSize <= w.opts.SegmentSize ||
-		w.written+sealRecordSize > w.opts.SegmentSize, "segment overfull")
+	contract.Invariant(w.hdr.first <= w.synced && w.synced <= w.written, "synced beyond written, or into the header")
+	contract.Invariant(w.closedAt == 0 || (w.hdr.first < w.closedAt && w.closedAt <= w.synced), "close slot vouches for records not durable")
+	contract.Invariant(w.records > 0 || end == w.hdr.first, "segment bytes without records")
+	// Past its first record a segment keeps room for its seal.
+	contract.Invariant(w.records <= 1 || end+sealRecordSize <= w.hdr.prealloc, "segment overfull")
 }

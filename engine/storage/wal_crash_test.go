@@ -133,11 +133,11 @@ func (m *crashModel) sync(t *rapid.T) {
 // when exact is set).
 func (m *crashModel) reopen(t *rapid.T, why string, exact bool) {
 	m.installFault()
-	w, err := OpenWAL("/wal", m.opts)
+	w, err := OpenWAL("/wal", tOpts(m.opts))
 	if err != nil && m.faultOp == "" {
 		// The injected fault fired during recovery; a second open must work.
 		m.log = append(m.log, fmt.Sprintf("open after %s: %v", why, err))
-		w, err = OpenWAL("/wal", m.opts)
+		w, err = OpenWAL("/wal", tOpts(m.opts))
 	}
 	if err != nil {
 		m.fatalf(t, "OpenWAL after %s: %v", why, err)
@@ -333,7 +333,7 @@ func TestWALOutOfOrderUnsyncedTailIsTruncated(t *testing.T) {
 		if s.resync >= 0 {
 			holes++
 		}
-		w, err := OpenWAL("/wal", WALOptions{FS: crashed, SegmentSize: memSegment})
+		w, err := OpenWAL("/wal", tOpts(WALOptions{FS: crashed, SegmentSize: memSegment}))
 		if err != nil {
 			t.Fatalf("seed %d, %d-byte sectors: damage only in the unsynced tail refused: %v", seed, sector, err)
 		}

@@ -17,14 +17,18 @@ import (
 // system's file system to out; see DumpWALFS.
 func DumpWAL(dir string, out io.Writer) error { return DumpWALFS(vfs.Default, dir, out) }
 
-// DumpWALFS writes a readable listing of the WAL in dir to out: for each
-// segment its header, then one line per record (offset, kind, slot, ballot,
-// value kind and size, checksum ok or bad), the bytes past the last record,
-// and what OpenWAL would decide. It lists the valid records it can find past
-// a bad one too. It only reads (it takes no lock and truncates nothing), so
-// it may run beside a live WAL, whose unsynced tail it may show torn.
-// Damage is reported in the listing, not as an error: the error is for
-// failing to read or to write the listing.
+// DumpWALFS writes a readable listing of the WAL in dir to out: first whose
+// log it is (the identity and log ID its first segment records), then for
+// each segment its header and close slot, one line per record (offset, kind,
+// slot, ballot, value kind and size, checksum ok or bad), the bytes past the
+// last record, and what OpenWAL would decide. It lists the valid records it
+// can find past a bad one too. It only reads (it takes no lock and truncates
+// nothing), so it may run beside a live WAL, whose unsynced tail it may show
+// torn. Damage is reported in the listing, not as an error: the error is for
+// failing to read or to write the listing. It cannot know whose log the
+// caller expects, so it reports a segment whose identity differs from the
+// first segment's, and OpenWAL would refuse either one that is not the
+// replica's own.
 func DumpWALFS(fs vfs.FS, dir string, out io.Writer) error {
 	bw := bufio.NewWriter(out)
 	names, err := fs.List(dir)
@@ -46,7 +50,11 @@ func DumpWALFS(fs vfs.FS, dir string, out io.Writer) error {
 	}
 	var problem string
 	var scratch []byte
+	var first *segHeader // the first valid header: whose log this is
 	records, entries := 0, 0
+	if len(seqs) == 0 {
+		problem = "no segments: " + ErrNoLog.Error()
+	}
 	for i, seq := range seqs {
 		if i > 0 && seq != seqs[i-1]+1 && problem == "" {
 			problem = fmt.Sprintf("segment %s is missing", segmentName(seqs[i-1]+1))
@@ -55,10 +63,30 @@ func DumpWALFS(fs vfs.FS, dir string, out io.Writer) error {
 		if scratch, err = readFile(fs, paths[i], scratch); err != nil {
 			return err
 		}
-		nrec, nent := dumpSegment(bw, scratch, seq, filepath.Base(paths[i]))
+		s := scanSegment(scratch, seq)
+		if s.header == "" && first == nil {
+			hdr := s.hdr
+			first = &hdr
+			fmt.Fprintf(bw, "identity: %s; log ID %016x\n", hdr.id, hdr.logID)
+		}
+		nrec, nent := dumpSegment(bw, scratch, &s, filepath.Base(paths[i]))
 		records += nrec
 		entries += nent
-		s := scanSegment(scratch, seq)
+		if s.header == "" && first != nil {
+			var why string
+			if err := s.hdr.id.Check(paths[i], first.id); err != nil {
+				why = fmt.Sprintf("belongs to %s, not %s as the first segment (copied in from another log?)", s.hdr.id, first.id)
+			} else if s.hdr.logID != first.logID {
+				why = fmt.Sprintf("belongs to log ID %016x, not %016x as the first segment (copied in from another log?)", s.hdr.logID, first.logID)
+			}
+			if why != "" {
+				fmt.Fprintf(bw, "  verdict: ANOTHER LOG'S SEGMENT: %s\n", why)
+				if problem == "" {
+					problem = paths[i] + " " + why
+				}
+				continue
+			}
+		}
 		truncate, cerr := s.verdict(paths[i], i == len(seqs)-1)
 		switch {
 		case cerr != nil:
@@ -67,10 +95,11 @@ func DumpWALFS(fs vfs.FS, dir string, out io.Writer) error {
 				problem = cerr.Error()
 			}
 		case truncate:
+			dropped := lastNonZero(scratch, s.end) - s.end
 			if s.resync >= 0 {
-				fmt.Fprintf(bw, "  verdict: unsynced tail at offset %d (%s; no later record's synced mark covers it); OpenWAL truncates it\n", s.end, s.reason)
+				fmt.Fprintf(bw, "  verdict: unsynced tail at offset %d (%s; no later record's synced mark covers it); OpenWAL drops its %d bytes\n", s.end, s.reason, dropped)
 			} else {
-				fmt.Fprintf(bw, "  verdict: torn tail at offset %d (%s); OpenWAL truncates it\n", s.end, s.reason)
+				fmt.Fprintf(bw, "  verdict: torn tail at offset %d (%s); OpenWAL drops its %d bytes\n", s.end, s.reason, dropped)
 			}
 		default:
 			fmt.Fprintf(bw, "  verdict: ok\n")
@@ -80,21 +109,33 @@ func DumpWALFS(fs vfs.FS, dir string, out io.Writer) error {
 	if problem != "" {
 		fmt.Fprintf(bw, "OpenWAL refuses this log: %s\n", problem)
 	} else {
-		fmt.Fprintf(bw, "OpenWAL accepts this log\n")
+		fmt.Fprintf(bw, "OpenWAL accepts this log (given the identity above)\n")
 	}
 	return bw.Flush()
 }
 
 // dumpSegment lists one segment's records and returns how many valid
 // records and entries it found.
-func dumpSegment(w io.Writer, data []byte, seq uint64, name string) (records, entries int) {
-	if reason := checkSegmentHeader(data, seq); reason != "" {
-		fmt.Fprintf(w, "segment %s size=%d header BAD: %s\n", name, len(data), reason)
+func dumpSegment(w io.Writer, data []byte, s *segmentScan, name string) (records, entries int) {
+	if s.header != "" {
+		fmt.Fprintf(w, "segment %s size=%d header BAD: %s\n", name, len(data), s.header)
 		return 0, 0
 	}
-	fmt.Fprintf(w, "segment %s seq=%d size=%d header ok\n", name, seq, len(data))
-	salt := segmentSalt(seq)
-	off := int64(segHeaderSize)
+	hdr := &s.hdr
+	fmt.Fprintf(w, "segment %s seq=%d size=%d preallocated=%d header ok\n", name, hdr.seq, len(data), hdr.prealloc)
+	if int64(len(data)) < hdr.first {
+		return 0, 0
+	}
+	switch c := s.close; {
+	case c.valid:
+		fmt.Fprintf(w, "  off=%-10d close     records=%d end=%d (closed cleanly with these records)\n", hdr.size, c.records, c.end)
+	case c.bad != "":
+		fmt.Fprintf(w, "  off=%-10d close slot BAD: %s (ignored: a Close cut short, or damage)\n", hdr.size, c.bad)
+	default:
+		fmt.Fprintf(w, "  off=%-10d close slot empty (not closed cleanly since this segment was written)\n", hdr.size)
+	}
+	salt := hdr.salt
+	off := hdr.first
 	for off < int64(len(data)) {
 		r, reason := checkRecord(data, off, salt)
 		if reason == "" {
@@ -133,8 +174,8 @@ func describeRecord(r record) string {
 		return fmt.Sprintf("hardstate promised=%v commit=%d", hs.Promised, hs.Commit)
 	case kindSeal:
 		return fmt.Sprintf("seal      records=%d synced=%d", decodeCount(r.body), r.mark)
-	case kindMark:
-		return fmt.Sprintf("mark      records=%d synced=%d", decodeCount(r.body), r.mark)
+	case kindClose:
+		return fmt.Sprintf("close     records=%d end=%d (outside the close slot)", decodeCount(r.body), r.mark)
 	}
 	return fmt.Sprintf("kind=%d", r.kind)
 }

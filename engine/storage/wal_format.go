@@ -13,102 +13,174 @@ import (
 	"github.com/vestalabs/vesta/internal/contract"
 )
 
-// The WAL's on-disk format, version 2. All integers are little-endian.
+// The WAL's on-disk format, version 3. All integers are little-endian.
 //
 // A WAL is a directory of segment files named %016x.wal after their sequence
 // number, which counts up from 1 without gaps, and a LOCK file. A segment is
 // created as %016x.wal.tmp with its header written, preallocated and synced,
 // then renamed and the directory synced: a segment name therefore never
-// refers to a file without a valid header.
+// refers to a file without a valid header, and never to a file shorter than
+// the size it was preallocated to.
 //
-// Segment header (32 bytes):
+// Segment header (h bytes, h a multiple of 8):
 //
-//	[0:8]   magic "VESTAWAL"
-//	[8:12]  format version (2; version 1 had no synced marks and is refused)
-//	[12:16] flags (0)
-//	[16:24] sequence number (matches the file name)
-//	[24:28] reserved (0)
-//	[28:32] CRC32C of [0:28]
+//	[0:8]     magic "VESTAWAL"
+//	[8:12]    format version (3)
+//	[12:16]   header length h = 56 + 4m + 4 rounded up to a multiple of 8
+//	[16:24]   sequence number (matches the file name)
+//	[24:32]   preallocated size P: the file's size when it was created
+//	[32:40]   log ID: chosen at random when the log is created, the same in
+//	          every segment of the log
+//	[40:48]   cluster ID      \
+//	[48:52]   replica ID       } the log's Identity, the same in every
+//	[52:56]   member count m   } segment, m between 1 and maxMembers
+//	[56:56+4m] members        /  (ascending)
+//	...       zero padding
+//	[h-4:h]   CRC32C of [0:h-4]
 //
-// Records follow from offset 32, each starting at a multiple of 8:
+// Every segment carries the whole identity and the log ID, so a segment
+// copied in from another replica's or another cluster's directory (or from
+// an older incarnation of this replica) is refused by name, like a whole
+// directory of someone else's log.
+//
+// Then the close slot, [h, h+32): all zero until the WAL is closed cleanly
+// while this segment is the one written, then a close record (below).
+//
+// Records follow from offset first = h+32, each starting at a multiple of 8:
 //
 //	[0:4]   hcrc: CRC32C of [4:24], seeded with the segment's salt
 //	[4:8]   body length n, 1 <= n <= maxBody
 //	[8:12]  dcrc: CRC32C of the body, seeded with the segment's salt
-//	[12]    kind: 1 entry, 2 hard state, 3 seal, 4 synced mark
+//	[12]    kind: 1 entry, 2 hard state, 3 seal, 5 close (4 was version 2's
+//	        synced-mark record, which version 3 does not have)
 //	[13:16] reserved (0)
 //	[16:24] synced mark: the offset up to which the segment was durable
 //	        (fdatasync returned) when the record was encoded; a multiple of
-//	        8, at least 32 and at most the record's own offset
+//	        8, at least first and at most the record's own offset
 //	[24:24+n] body, then zero padding to a multiple of 8
 //
-// The salt is the CRC32C of the segment's sequence number, so a record copied
-// from another segment never checks. The header checksum lets recovery test
-// any offset for a record cheaply when it looks for valid records after a bad
-// one. A zero-filled (preallocated, never written) area is never a valid
-// record: its length is 0.
+// The salt is the CRC32C of the segment's sequence number and the log ID, so
+// a record copied from another segment or another log never checks. The
+// header checksum lets recovery test any offset for a record cheaply when it
+// looks for valid records after a bad one. A zero-filled (preallocated, never
+// written) area is never a valid record: its length is 0.
 //
 // Bodies:
 //
 //	entry:       slot u64, ballot round u64, ballot replica u32, value kind u8, value data
 //	hard state:  promised round u64, promised replica u32, commit u64
 //	seal:        number of records before it in the segment, u64
-//	synced mark: number of records before it in the segment, u64 (the
-//	             record exists for its header's synced mark only)
+//	close:       number of records in the segment, u64; its synced mark is
+//	             the offset E where they end, all of them durable
 //
 // A seal is the last record of every segment but the newest: it is written
 // and synced before the next segment is created, so a full segment that lost
 // its last records can be told from one that ended there.
 //
-// Synced marks tell damage in the unsynced tail from damage to synced data.
-// After a power failure the kernel may have written the unsynced pages out of
-// order, so the newest segment's unsynced tail may read as a bad record
-// followed by valid ones. Recovery looks at every valid record after the
-// first bad one, at offset X:
+// Version 2 logs (and version 1) are refused with an error that names the
+// version: they record no identity and no preallocated size, and stamping an
+// identity on them from the command line would be the very adoption of an
+// unknown log that identities exist to prevent. There is no in-place
+// upgrade; a replica with such a log is replaced by a new member (or run
+// with the build that wrote it).
 //
+// # What recovery refuses, and why
+//
+// After a crash a segment holds everything synced, then any subset of the
+// sectors written since the last fdatasync returned: the kernel writes dirty
+// pages back in any order, and a crash during fdatasync keeps any part of
+// what it was writing, a sector possibly torn. Recovery reads records from
+// first until the first offset X without a valid record, and:
+//
+//   - A segment shorter than its preallocated size P is refused, naming its
+//     size: P was durable before any record was written and records are
+//     written inside it, so no crash shortens a segment; it was truncated,
+//     and records past the cut are gone. (A segment whose single record did
+//     not fit grows past P when that record is written; it is never shorter
+//     than P either.)
+//   - A close record in the slot says the records up to E were all durable
+//     when the WAL was closed cleanly. If X < E the segment lost records
+//     after a clean shutdown: refused, naming X. The close record lives in a
+//     fixed slot after the header, not after the records, because a marker
+//     at the end of the records is lost with them: a tail zeroed, overwritten
+//     or cut short would take the evidence with it. Close writes it only
+//     after an fdatasync that made every record durable, and syncs it, so a
+//     crash during Close leaves either the previous slot (a smaller E, still
+//     true), the new one, or a torn slot, which recovery ignores with a
+//     warning (no record depends on it). A reopened WAL appends after E and
+//     rewrites the slot at its next Close: the close record vouches for a
+//     prefix of the segment, never for its end.
 //   - A later valid record whose synced mark is above X was encoded when X
 //     was already durable (marks are record boundaries, so the whole record
 //     at X was): X is synced data gone bad, and OpenWAL refuses the log,
 //     naming the file and X.
 //   - Otherwise nothing proves X was ever synced: it lies in the unsynced
-//     tail, and recovery truncates at X, dropping the later records too
-//     (they may depend on X, and none of them was acknowledged, since a
-//     Sync that returned nil would have made X durable first).
+//     tail, and recovery drops everything from X on, logging the file, X and
+//     the bytes dropped. Later valid records go too (they may depend on X,
+//     and none of them was acknowledged, since a Sync that returned nil
+//     would have made X durable first).
 //
-// Proof needs a record written after the Sync that made X durable, so the
-// last synced batch of a segment is unproven until the next write. Close
-// therefore writes a synced-mark record (without syncing it) when records
-// are synced that no record's mark covers yet: damage at rest after a clean
-// shutdown is refused. What stays undecidable from the bytes is damage to the
-// last synced batch of a process that crashed before writing again; it is
-// treated as a torn tail, as a bad last record always was. Segments other
-// than the newest were synced whole before their successor was created: any
-// damage in them is refused, marks or not.
+// Segments other than the newest were synced whole before their successor
+// was created: any damage in them is refused, marks or not.
+//
+// # The blind spot, and why it stays
+//
+// One case remains undecidable: the process crashed (no clean Close), and
+// the damage lies in the last synced batch B = [S, E) of the newest segment,
+// with no durable record after it. Such damage reads as a torn tail and
+// drops B, acknowledged votes included. No format can tell it apart without
+// a second durable write per Sync. Damage that zeroes some of B's sectors is
+// exactly what a crash during B's fdatasync leaves (the sectors not yet
+// written back keep their preallocated zeros), and a torn sector may hold
+// anything. Anything the WAL adds to B itself, a trailer or a checksum over
+// the batch, is written with B and shares its fate: write-back in any order
+// can make the trailer durable before the sectors ahead of it. A witness
+// must become durable after B's fdatasync returned, and nothing written
+// after it is durable before the next fdatasync (or the kernel's own
+// write-back, whose timing the WAL does not control). So the choice is a
+// second fdatasync per Sync, which would double the latency of every
+// durable write, and the WAL does not pay it. What covers B instead, at no
+// extra fdatasync:
+//
+//   - The next batch: each of its records carries E as its synced mark, and
+//     any of them found valid, even in a torn next batch, proves B.
+//   - A clean Close: the synced close record covers every record.
+//   - A rollover: the seal is synced before the next segment exists.
+//
+// A pwrite of a mark after each fdatasync (version 2's Close mark, made
+// per Sync) would narrow the window only to the kernel's write-back delay
+// (dirty_expire_centisecs, 30 s by default, and only on a replica that went
+// idle), for a system call per Sync; it is not done. Version 2's unsynced
+// Close mark is replaced by the synced close record.
 const (
-	walMagic      = "VESTAWAL"
-	walVersion    = 2
-	segHeaderSize = 32
+	walMagic   = "VESTAWAL"
+	walVersion = 3
+	// segFixedHeader is the header's size before the member list.
+	segFixedHeader = 56
+	// maxMembers bounds the member list a header may carry (and so the
+	// header's size, read before anything is checked).
+	maxMembers    = 1024
+	maxHeaderSize = segFixedHeader + 4*maxMembers + 4 + recAlign
 	recHeaderSize = 24
 	recAlign      = 8
 
 	kindEntry     byte = 1
 	kindHardState byte = 2
 	kindSeal      byte = 3
-	kindMark      byte = 4
+	kindClose     byte = 5
 
 	entryFixedSize = 8 + 8 + 4 + 1
 	hardStateSize  = 8 + 4 + 8
-	sealBodySize   = 8
-	markBodySize   = 8
+	countBodySize  = 8
 
 	// MaxValueSize is the largest value data an entry may carry.
 	MaxValueSize = 1 << 30
 	maxBody      = entryFixedSize + MaxValueSize
 
 	// sealRecordSize is the room a segment keeps for its seal.
-	sealRecordSize = recHeaderSize + sealBodySize
-	// markRecordSize is the size of a synced-mark record.
-	markRecordSize = recHeaderSize + markBodySize
+	sealRecordSize = recHeaderSize + countBodySize
+	// closeSlotSize is the size of the close slot after the header.
+	closeSlotSize = recHeaderSize + countBodySize
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -125,41 +197,109 @@ func parseSegmentName(name string) (uint64, bool) {
 	return seq, err == nil && seq > 0
 }
 
-func segmentSalt(seq uint64) uint32 {
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], seq)
+func segmentSalt(seq, logID uint64) uint32 {
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[0:], seq)
+	binary.LittleEndian.PutUint64(b[8:], logID)
 	return crc32.Checksum(b[:], castagnoli)
 }
 
 // recordSize is the bytes a record with an n-byte body takes, padding included.
 func recordSize(n int) int { return (recHeaderSize + n + recAlign - 1) &^ (recAlign - 1) }
 
-func encodeSegmentHeader(seq uint64) []byte {
-	h := make([]byte, segHeaderSize)
-	copy(h, walMagic)
-	binary.LittleEndian.PutUint32(h[8:], walVersion)
-	binary.LittleEndian.PutUint64(h[16:], seq)
-	binary.LittleEndian.PutUint32(h[28:], crc32.Checksum(h[:28], castagnoli))
-	return h
+// headerSize is the length of a segment header listing m members.
+func headerSize(m int) int { return (segFixedHeader + 4*m + 4 + recAlign - 1) &^ (recAlign - 1) }
+
+// segHeader is what a segment's header says.
+type segHeader struct {
+	seq      uint64
+	prealloc int64 // P: the file's size when it was created
+	logID    uint64
+	id       Identity
+	size     int64 // h, the header's length; the close slot follows
+	first    int64 // offset of the first record: h + closeSlotSize
+	salt     uint32
 }
 
-// checkSegmentHeader returns why data does not start with the header of
-// segment seq, or "".
-func checkSegmentHeader(data []byte, seq uint64) string {
-	switch {
-	case len(data) < segHeaderSize:
-		return fmt.Sprintf("segment header truncated (%d bytes)", len(data))
-	case string(data[:8]) != walMagic:
-		return "bad magic"
-	case binary.LittleEndian.Uint32(data[28:]) != crc32.Checksum(data[:28], castagnoli):
-		return "segment header checksum mismatch"
-	case binary.LittleEndian.Uint32(data[8:]) != walVersion:
-		return fmt.Sprintf("unknown format version %d (this build reads version %d only)",
-			binary.LittleEndian.Uint32(data[8:]), walVersion)
-	case binary.LittleEndian.Uint64(data[16:]) != seq:
-		return fmt.Sprintf("header names segment %d", binary.LittleEndian.Uint64(data[16:]))
+func newSegHeader(seq uint64, prealloc int64, logID uint64, id Identity) segHeader {
+	h := int64(headerSize(len(id.Members)))
+	return segHeader{seq: seq, prealloc: prealloc, logID: logID, id: id, size: h,
+		first: h + closeSlotSize, salt: segmentSalt(seq, logID)}
+}
+
+func (h segHeader) encode() []byte {
+	b := make([]byte, h.size)
+	copy(b, walMagic)
+	binary.LittleEndian.PutUint32(b[8:], walVersion)
+	binary.LittleEndian.PutUint32(b[12:], uint32(h.size))
+	binary.LittleEndian.PutUint64(b[16:], h.seq)
+	binary.LittleEndian.PutUint64(b[24:], uint64(h.prealloc))
+	binary.LittleEndian.PutUint64(b[32:], h.logID)
+	binary.LittleEndian.PutUint64(b[40:], h.id.ClusterID)
+	binary.LittleEndian.PutUint32(b[48:], uint32(h.id.ReplicaID))
+	binary.LittleEndian.PutUint32(b[52:], uint32(len(h.id.Members)))
+	for i, m := range h.id.Members {
+		binary.LittleEndian.PutUint32(b[segFixedHeader+4*i:], uint32(m))
 	}
-	return ""
+	binary.LittleEndian.PutUint32(b[h.size-4:], crc32.Checksum(b[:h.size-4], castagnoli))
+	return b
+}
+
+// parseSegmentHeader returns the header of segment seq at the start of
+// data, or why there is none. Nothing in data is trusted before the
+// checksum over the length it claims has passed.
+func parseSegmentHeader(data []byte, seq uint64) (segHeader, string) {
+	if len(data) < 16 {
+		return segHeader{}, fmt.Sprintf("segment header truncated (%d bytes)", len(data))
+	}
+	if string(data[:8]) != walMagic {
+		return segHeader{}, "bad magic"
+	}
+	if v := binary.LittleEndian.Uint32(data[8:]); v != walVersion {
+		// Versions 1 and 2 had a 32-byte header with its checksum at [28:32].
+		if (v == 1 || v == 2) && len(data) >= 32 &&
+			binary.LittleEndian.Uint32(data[28:]) == crc32.Checksum(data[:28], castagnoli) {
+			return segHeader{}, fmt.Sprintf("format version %d: this build reads version %d only, whose segments record "+
+				"the log's identity (cluster, replica, members) and preallocated size; version %d logs cannot be upgraded "+
+				"in place: run the build that wrote this log, or replace the replica with a new member", v, walVersion, v)
+		}
+		return segHeader{}, fmt.Sprintf("unknown format version %d, or a damaged header (this build reads version %d only)", v, walVersion)
+	}
+	h := int64(binary.LittleEndian.Uint32(data[12:]))
+	switch {
+	case h < int64(headerSize(1)) || h > maxHeaderSize || h%recAlign != 0:
+		return segHeader{}, fmt.Sprintf("header length %d out of range", h)
+	case int64(len(data)) < h:
+		return segHeader{}, fmt.Sprintf("segment header truncated (%d of %d bytes)", len(data), h)
+	case binary.LittleEndian.Uint32(data[h-4:]) != crc32.Checksum(data[:h-4], castagnoli):
+		return segHeader{}, "segment header checksum mismatch"
+	}
+	m := int(binary.LittleEndian.Uint32(data[52:]))
+	if m < 1 || m > maxMembers || int64(headerSize(m)) != h {
+		return segHeader{}, fmt.Sprintf("member count %d does not fit the header length %d", m, h)
+	}
+	if got := binary.LittleEndian.Uint64(data[16:]); got != seq {
+		return segHeader{}, fmt.Sprintf("header names segment %d", got)
+	}
+	prealloc := binary.LittleEndian.Uint64(data[24:])
+	if prealloc < uint64(h)+closeSlotSize || prealloc > 1<<62 {
+		return segHeader{}, fmt.Sprintf("preallocated size %d out of range", prealloc)
+	}
+	id := Identity{ClusterID: binary.LittleEndian.Uint64(data[40:]), ReplicaID: wire.ReplicaID(binary.LittleEndian.Uint32(data[48:]))}
+	id.Members = make([]wire.ReplicaID, m)
+	for i := range id.Members {
+		id.Members[i] = wire.ReplicaID(binary.LittleEndian.Uint32(data[segFixedHeader+4*i:]))
+	}
+	if err := id.Validate(); err != nil {
+		return segHeader{}, fmt.Sprintf("header's identity is invalid: %v", err)
+	}
+	logID := binary.LittleEndian.Uint64(data[32:])
+	if logID == 0 {
+		return segHeader{}, "log ID 0"
+	}
+	hdr := newSegHeader(seq, int64(prealloc), logID, id)
+	contract.Ensure(hdr.size == h, "header length recomputed differently")
+	return hdr, ""
 }
 
 // sealRecord fills in the header of the record rec (header, body and
@@ -168,7 +308,7 @@ func checkSegmentHeader(data []byte, seq uint64) string {
 func sealRecord(rec []byte, kind byte, n int, mark int64, salt uint32) {
 	contract.Require(len(rec) == recordSize(n), "record buffer does not fit the body")
 	contract.Require(n >= 1 && n <= maxBody, "body length out of range")
-	contract.Require(mark >= segHeaderSize && mark%recAlign == 0, "synced mark out of range")
+	contract.Require(mark > 0 && mark%recAlign == 0, "synced mark out of range")
 	binary.LittleEndian.PutUint32(rec[4:], uint32(n))
 	binary.LittleEndian.PutUint32(rec[8:], crc32.Update(salt, castagnoli, rec[recHeaderSize:recHeaderSize+n]))
 	rec[12], rec[13], rec[14], rec[15] = kind, 0, 0, 0
@@ -205,15 +345,16 @@ func appendHardStateRecord(buf []byte, hs paxos.HardState, mark int64, salt uint
 	return buf
 }
 
-// appendCountRecord appends a seal or synced-mark record, whose body is the
-// number of records before it in the segment.
+// appendCountRecord appends a seal or close record, whose body is a number
+// of records (before it in the segment, for a seal; in the segment, for a
+// close record).
 func appendCountRecord(buf []byte, kind byte, records uint64, mark int64, salt uint32) []byte {
-	contract.Require(kind == kindSeal || kind == kindMark, "not a counting record kind")
+	contract.Require(kind == kindSeal || kind == kindClose, "not a counting record kind")
 	start := len(buf)
-	buf = grow(buf, recordSize(sealBodySize))
+	buf = grow(buf, recordSize(countBodySize))
 	rec := buf[start:]
 	binary.LittleEndian.PutUint64(rec[recHeaderSize:], records)
-	sealRecord(rec, kind, sealBodySize, mark, salt)
+	sealRecord(rec, kind, countBodySize, mark, salt)
 	return buf
 }
 
@@ -237,9 +378,10 @@ type record struct {
 }
 
 // markPlausible reports whether r's synced mark could have been written at
-// r.off: a record boundary at or before the record itself.
-func (r record) markPlausible() bool {
-	return r.mark >= segHeaderSize && r.mark%recAlign == 0 && r.mark <= r.off
+// r.off in a segment whose records start at first: a record boundary at or
+// before the record itself.
+func (r record) markPlausible(first int64) bool {
+	return r.mark >= first && r.mark%recAlign == 0 && r.mark <= r.off
 }
 
 func (r record) size() int64 { return int64(recordSize(len(r.body))) }
@@ -276,10 +418,9 @@ func checkRecord(data []byte, off int64, salt uint32) (record, string) {
 	switch {
 	case kind == kindEntry && n < entryFixedSize,
 		kind == kindHardState && n != hardStateSize,
-		kind == kindSeal && n != sealBodySize,
-		kind == kindMark && n != markBodySize:
+		(kind == kindSeal || kind == kindClose) && n != countBodySize:
 		return record{}, fmt.Sprintf("body length %d wrong for record kind %d", n, kind)
-	case kind != kindEntry && kind != kindHardState && kind != kindSeal && kind != kindMark:
+	case kind != kindEntry && kind != kindHardState && kind != kindSeal && kind != kindClose:
 		return record{}, fmt.Sprintf("unknown record kind %d", kind)
 	}
 	if !allZero(data[off+recHeaderSize+n : off+int64(recordSize(int(n)))]) {
@@ -304,6 +445,23 @@ func allZero(b []byte) bool {
 	return true
 }
 
+// lastNonZero returns the offset just past the last non-zero byte of data
+// at or after from, or from when there is none.
+func lastNonZero(data []byte, from int64) int64 {
+	end := int64(len(data))
+	for end > from {
+		k := min(end-from, int64(len(zeroPage)))
+		if !bytes.Equal(data[end-k:end], zeroPage[:k]) {
+			for data[end-1] == 0 {
+				end--
+			}
+			return end
+		}
+		end -= k
+	}
+	return from
+}
+
 // findRecord returns the offset of the first valid record at or after from,
 // or -1. It is the corruption path's tool: it tries every aligned offset.
 func findRecord(data []byte, from int64, salt uint32) int64 {
@@ -320,7 +478,7 @@ func findRecord(data []byte, from int64, salt uint32) int64 {
 // synced mark proves the record at bad was durable (a plausible mark above
 // bad). It returns that record, or ok false. After a valid record it goes on
 // past its end, elsewhere at every aligned offset.
-func findProof(data []byte, from, bad int64, salt uint32) (proof record, ok bool) {
+func findProof(data []byte, from, bad, first int64, salt uint32) (proof record, ok bool) {
 	off := (from + recAlign - 1) &^ (recAlign - 1)
 	for off+recHeaderSize <= int64(len(data)) {
 		r, reason := checkRecord(data, off, salt)
@@ -328,7 +486,7 @@ func findProof(data []byte, from, bad int64, salt uint32) (proof record, ok bool
 			off += recAlign
 			continue
 		}
-		if r.markPlausible() && r.mark > bad {
+		if r.markPlausible(first) && r.mark > bad {
 			return r, true
 		}
 		off += r.size()
@@ -353,20 +511,49 @@ func decodeHardState(body []byte) paxos.HardState {
 	}
 }
 
-// decodeCount decodes the body of a seal or synced-mark record.
+// decodeCount decodes the body of a seal or close record.
 func decodeCount(body []byte) uint64 {
-	contract.Require(len(body) == sealBodySize, "seal or mark body has the wrong size")
+	contract.Require(len(body) == countBodySize, "seal or close body has the wrong size")
 	return binary.LittleEndian.Uint64(body)
+}
+
+// closeState is what a segment's close slot says.
+type closeState struct {
+	valid   bool   // a close record is there
+	end     int64  // E: its records end here, all durable at Close
+	records uint64 // how many records end at E
+	// bad says why the slot is neither empty nor a valid close record: a
+	// Close cut short by a crash, or damage. Recovery ignores such a slot.
+	bad string
+}
+
+// readCloseSlot reads the close slot of a segment with header hdr.
+func readCloseSlot(data []byte, hdr *segHeader) closeState {
+	r, reason := checkRecord(data, hdr.size, hdr.salt)
+	switch {
+	case reason == "zero-filled" && allZero(data[hdr.size:min(hdr.first, int64(len(data)))]):
+		return closeState{}
+	case reason != "":
+		return closeState{bad: reason}
+	case r.kind != kindClose:
+		return closeState{bad: fmt.Sprintf("record of kind %d in the close slot", r.kind)}
+	case r.mark < hdr.first || r.mark%recAlign != 0:
+		return closeState{bad: fmt.Sprintf("close record's end offset %d out of range", r.mark)}
+	}
+	return closeState{valid: true, end: r.mark, records: decodeCount(r.body)}
 }
 
 // segmentScan is what a segment's bytes say, before any decision is taken.
 type segmentScan struct {
-	header string   // why the segment header is bad, or ""
-	recs   []record // valid records from the start, in order
-	end    int64    // offset just past the last valid record (where the next goes)
-	reason string   // why there is no valid record at end ("" when end == len)
-	zero   bool     // every byte from end on is zero
-	resync int64    // first valid record after end, or -1
+	header string // why the segment header is bad, or ""
+	hdr    segHeader
+	size   int64      // the file's size
+	close  closeState // the close slot
+	recs   []record   // valid records from the start, in order
+	end    int64      // offset just past the last valid record (where the next goes)
+	reason string     // why there is no valid record at end ("" when end == len)
+	zero   bool       // every byte from end on is zero
+	resync int64      // first valid record after end, or -1
 	// proof is a valid record after end whose synced mark is above end: the
 	// record at end was durable, so the damage is not an unsynced tail.
 	proof    record
@@ -379,18 +566,26 @@ type segmentScan struct {
 // scanSegment reads records from the start of data until the first offset
 // holding no valid record, then classifies the rest.
 func scanSegment(data []byte, seq uint64) segmentScan {
-	s := segmentScan{resync: -1}
-	if s.header = checkSegmentHeader(data, seq); s.header != "" {
+	s := segmentScan{resync: -1, size: int64(len(data))}
+	if s.hdr, s.header = parseSegmentHeader(data, seq); s.header != "" {
 		return s
 	}
-	salt := segmentSalt(seq)
-	off := int64(segHeaderSize)
-	lastMark := int64(segHeaderSize)
+	if s.size < s.hdr.first {
+		s.end = s.size
+		return s // verdict refuses it as shorter than preallocated
+	}
+	s.close = readCloseSlot(data, &s.hdr)
+	salt, first := s.hdr.salt, s.hdr.first
+	off := first
+	lastMark := first
 	for off < int64(len(data)) {
 		r, reason := checkRecord(data, off, salt)
-		if reason == "" && (!r.markPlausible() || r.mark < lastMark) {
+		if reason == "" && (!r.markPlausible(first) || r.mark < lastMark) {
 			// Checksums pass but no writer could have written this mark here.
 			reason = fmt.Sprintf("synced mark %d impossible here (previous mark %d)", r.mark, lastMark)
+		}
+		if reason == "" && r.kind == kindClose {
+			reason = "close record outside the close slot"
 		}
 		if reason != "" {
 			s.reason = reason
@@ -417,11 +612,32 @@ func scanSegment(data []byte, seq uint64) segmentScan {
 		s.resync = findRecord(data, s.end+recAlign, salt)
 		contract.Ensure(s.resync == -1 || s.resync > s.end, "resync before the end")
 		if s.resync >= 0 {
-			s.proof, s.hasProof = findProof(data, s.resync, s.end, salt)
+			s.proof, s.hasProof = findProof(data, s.resync, s.end, first, salt)
 			contract.Ensure(!s.hasProof || s.proof.off >= s.resync, "proof before the resync")
 		}
 	}
 	return s
+}
+
+// why says why the valid records end at s.end.
+func (s *segmentScan) why() string {
+	if s.reason == "" {
+		return "the records end at the end of the file"
+	}
+	return s.reason
+}
+
+// closeBoundary returns the offset where the segment's first n valid
+// records end, or -1 when it has fewer.
+func (s *segmentScan) closeBoundary(n uint64) int64 {
+	switch {
+	case n > uint64(len(s.recs)):
+		return -1
+	case n == 0:
+		return s.hdr.first
+	}
+	r := s.recs[n-1]
+	return r.off + r.size()
 }
 
 // verdict decides what a scanned segment means for recovery: nil when its
@@ -432,6 +648,21 @@ func (s *segmentScan) verdict(file string, newest bool) (truncate bool, err *Cor
 	switch {
 	case s.header != "":
 		return false, &CorruptionError{File: file, Offset: 0, Reason: s.header}
+	case s.size < s.hdr.prealloc:
+		return false, &CorruptionError{File: file, Offset: s.size, Reason: fmt.Sprintf(
+			"the segment is %d bytes, shorter than the %d it was preallocated to (durably, before any record was written): "+
+				"no crash shortens a segment, so it was truncated and the records past offset %d are lost; "+
+				"restore the file from a copy, or replace this replica with a new member",
+			s.size, s.hdr.prealloc, s.size)}
+	case s.close.valid && s.end < s.close.end:
+		return false, &CorruptionError{File: file, Offset: s.end, Reason: fmt.Sprintf(
+			"%s, but the log was closed cleanly with %d records up to offset %d (close record at offset %d): "+
+				"records lost after a clean shutdown are damage, not a torn write",
+			s.why(), s.close.records, s.close.end, s.hdr.size)}
+	case s.close.valid && s.closeBoundary(s.close.records) != s.close.end:
+		return false, &CorruptionError{File: file, Offset: s.close.end, Reason: fmt.Sprintf(
+			"the close record at offset %d says %d records end at offset %d, but the segment's records do not end there",
+			s.hdr.size, s.close.records, s.close.end)}
 	case s.hasProof:
 		return false, &CorruptionError{File: file, Offset: s.end, Reason: fmt.Sprintf(
 			"%s, in synced data: the valid record at offset %d was written when the segment was durable up to offset %d",

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -38,9 +39,30 @@ func (w *WAL) abandon() {
 	w.closed = true
 }
 
+// testIdentity is the identity tOpts gives a test's WAL.
+var testIdentity = Identity{ClusterID: 7, ReplicaID: 2, Members: []wire.ReplicaID{1, 2, 3}}
+
+// tOpts completes a test's options the way most tests want them: the test
+// identity, CreateIfMissing (tests make their own fresh directories), and a
+// logger that keeps the test's output quiet. Tests of identities, create
+// modes and logging set those themselves.
+func tOpts(o WALOptions) WALOptions {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Identity.ClusterID == 0 && len(o.Identity.Members) == 0 {
+		o.Identity = testIdentity
+	}
+	if o.Create == MustExist {
+		o.Create = CreateIfMissing
+	}
+	return o
+}
+
+// openWAL opens a WAL with tOpts(opts).
 func openWAL(t testing.TB, dir string, opts WALOptions) *WAL {
 	t.Helper()
-	w, err := OpenWAL(dir, opts)
+	w, err := OpenWAL(dir, tOpts(opts))
 	if err != nil {
 		t.Fatalf("OpenWAL: %v", err)
 	}
@@ -112,8 +134,7 @@ func segments(t testing.TB, fs vfs.FS, dir string) []string {
 	return segs
 }
 
-// recordsOf lists the valid records of a segment file on disk, except the
-// synced-mark records Close may write.
+// recordsOf lists the valid records of a segment file on disk.
 func recordsOf(t testing.TB, path string) []record {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -124,13 +145,7 @@ func recordsOf(t testing.TB, path string) []record {
 	if !ok {
 		t.Fatalf("%s is not a segment", path)
 	}
-	var recs []record
-	for _, r := range scanSegment(data, seq).recs {
-		if r.kind != kindMark {
-			recs = append(recs, r)
-		}
-	}
-	return recs
+	return scanSegment(data, seq).recs
 }
 
 func TestWALRoundTripRealFiles(t *testing.T) {
@@ -327,7 +342,7 @@ func TestWALRolloverInterruptedAfterTheSeal(t *testing.T) {
 	w := openWAL(t, "/wal", opts)
 	var es []wire.Entry
 	for i := range 3 {
-		es = append(es, entry(wire.Slot(i), 90, rng)) // three fit beside the seal, a fourth of 200 does not
+		es = append(es, entry(wire.Slot(i), 60, rng)) // three fit beside the seal, a fourth of 200 does not
 	}
 	mustAppend(t, w, es, paxos.HardState{}, false)
 	mustSync(t, w)
@@ -374,7 +389,7 @@ func TestWALLeftoverTemporarySegmentIsRemoved(t *testing.T) {
 func TestWALDirectoryIsLocked(t *testing.T) {
 	dir := t.TempDir()
 	w := openWAL(t, dir, WALOptions{})
-	if w2, err := OpenWAL(dir, WALOptions{}); err == nil {
+	if w2, err := OpenWAL(dir, tOpts(WALOptions{})); err == nil {
 		w2.Close()
 		t.Fatal("a second OpenWAL of an open directory succeeded")
 	}
@@ -384,7 +399,7 @@ func TestWALDirectoryIsLocked(t *testing.T) {
 }
 
 func TestWALRejectsBadOptions(t *testing.T) {
-	if _, err := OpenWAL(t.TempDir(), WALOptions{SegmentSize: 100}); err == nil {
+	if _, err := OpenWAL(t.TempDir(), tOpts(WALOptions{SegmentSize: 100})); err == nil {
 		t.Fatal("segment size 100 accepted")
 	}
 }
@@ -392,6 +407,18 @@ func TestWALRejectsBadOptions(t *testing.T) {
 // writeLog writes n entries (the last one lastSize bytes) with real files in
 // dir, syncs and closes, and returns them.
 func writeLog(t testing.TB, dir string, opts WALOptions, n, lastSize int) []wire.Entry {
+	t.Helper()
+	return writeLogAndStop(t, dir, opts, n, lastSize, true)
+}
+
+// writeLogKilled is writeLog with a process killed after the Sync instead
+// of a Close: no close record, so later damage to the tail reads as a crash's.
+func writeLogKilled(t testing.TB, dir string, opts WALOptions, n, lastSize int) []wire.Entry {
+	t.Helper()
+	return writeLogAndStop(t, dir, opts, n, lastSize, false)
+}
+
+func writeLogAndStop(t testing.TB, dir string, opts WALOptions, n, lastSize int, clean bool) []wire.Entry {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(uint64(n), uint64(lastSize)))
 	w := openWAL(t, dir, opts)
@@ -405,6 +432,10 @@ func writeLog(t testing.TB, dir string, opts WALOptions, n, lastSize int) []wire
 		mustAppend(t, w, es[i:], paxos.HardState{}, false)
 	}
 	mustSync(t, w)
+	if !clean {
+		w.abandon()
+		return es
+	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +483,7 @@ func TestWALCorruptionBeforeTheTailIsRefused(t *testing.T) {
 				off = victim.off + 5 // the length field
 			}
 			flipByte(t, seg, off)
-			_, err := OpenWAL(dir, opts)
+			_, err := OpenWAL(dir, tOpts(opts))
 			wantCorruption(t, err, seg, victim.off)
 		})
 	}
@@ -493,7 +524,7 @@ func TestWALCorruptionInAnOlderSegmentIsRefused(t *testing.T) {
 			}
 			seg := segs[1]
 			off := damage(t, seg, recordsOf(t, seg))
-			_, err := OpenWAL(dir, opts)
+			_, err := OpenWAL(dir, tOpts(opts))
 			wantCorruption(t, err, seg, off)
 		})
 	}
@@ -505,18 +536,20 @@ func TestWALMissingSegmentIsRefused(t *testing.T) {
 	writeLog(t, dir, opts, 40, 50)
 	segs := segments(t, vfs.Default, dir)
 	os.Remove(segs[1])
-	_, err := OpenWAL(dir, opts)
+	_, err := OpenWAL(dir, tOpts(opts))
 	wantCorruption(t, err, segs[1], 0)
 }
 
-// TestWALTornTailAtEveryByte cuts the last record at each of its bytes, by
-// truncating the file, by zeroing the rest (preallocated space) and by
+// TestWALTornTailAtEveryByte cuts the last record of a killed process's log
+// at each of its bytes, by zeroing the rest (preallocated space) and by
 // filling the rest with garbage, and checks recovery drops that record only.
+// Truncating the file there instead is no crash's doing (the segment was
+// preallocated): it is refused, naming the file and its size.
 func TestWALTornTailAtEveryByte(t *testing.T) {
 	const n = 12
 	opts := WALOptions{SegmentSize: 8192}
 	src := t.TempDir()
-	es := writeLog(t, src, opts, n, 100)
+	es := writeLogKilled(t, src, opts, n, 100)
 	seg := segments(t, vfs.Default, src)
 	if len(seg) != 1 {
 		t.Fatalf("%d segments", len(seg))
@@ -555,7 +588,14 @@ func TestWALTornTailAtEveryByte(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			w, err := OpenWAL(dir, opts)
+			w, err := OpenWAL(dir, tOpts(opts))
+			if mode == "truncated" {
+				ce := wantCorruption(t, err, filepath.Join(dir, name), cut)
+				if !strings.Contains(ce.Reason, "preallocated") {
+					t.Fatalf("truncated at %d: reason %q does not say the segment was preallocated", cut, ce.Reason)
+				}
+				continue
+			}
 			if err != nil {
 				t.Fatalf("%s at %d: %v", mode, cut, err)
 			}
@@ -641,18 +681,18 @@ func TestWALHotPathDoesNotAllocate(t *testing.T) {
 
 func TestDumpWALShowsATornTail(t *testing.T) {
 	dir := t.TempDir()
-	writeLog(t, dir, WALOptions{SegmentSize: 4096}, 5, 100)
+	writeLogKilled(t, dir, WALOptions{SegmentSize: 4096}, 5, 100)
 	seg := segments(t, vfs.Default, dir)[0]
 	recs := recordsOf(t, seg)
 	last := recs[len(recs)-1]
-	if err := os.Truncate(seg, last.off+30); err != nil {
-		t.Fatal(err)
-	}
+	flipByte(t, seg, last.off+30)
 	var out bytes.Buffer
 	if err := DumpWAL(dir, &out); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{fmt.Sprintf("verdict: torn tail at offset %d", last.off), "OpenWAL accepts", "4 entries"} {
+	dropped := last.off + recHeaderSize + int64(len(last.body)) - last.off
+	for _, want := range []string{fmt.Sprintf("verdict: torn tail at offset %d", last.off),
+		fmt.Sprintf("OpenWAL drops its %d bytes", dropped), "close slot empty", "OpenWAL accepts", "4 entries"} {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("dump lacks %q:\n%s", want, out.String())
 		}
@@ -681,7 +721,7 @@ func TestWALCorruptionProvenBySyncedMarkIsRefused(t *testing.T) {
 	}
 	for _, victim := range []record{recs[1], recs[4]} {
 		flipByte(t, seg, victim.off+recHeaderSize+2)
-		_, err := OpenWAL(dir, WALOptions{SegmentSize: 8192})
+		_, err := OpenWAL(dir, tOpts(WALOptions{SegmentSize: 8192}))
 		ce := wantCorruption(t, err, seg, victim.off)
 		if !strings.Contains(ce.Reason, "synced") {
 			t.Fatalf("reason %q does not say the data was synced", ce.Reason)
@@ -698,23 +738,25 @@ func TestWALCorruptionProvenBySyncedMarkIsRefused(t *testing.T) {
 	}
 }
 
+// TestWALOlderFormatVersionIsRefused: a version 2 segment (32-byte header,
+// no identity) is refused with an error naming the version and what to do.
 func TestWALOlderFormatVersionIsRefused(t *testing.T) {
-	dir := t.TempDir()
-	w := openWAL(t, dir, WALOptions{})
-	w.Close()
-	seg := segments(t, vfs.Default, dir)[0]
-	data, err := os.ReadFile(seg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	binary.LittleEndian.PutUint32(data[8:], 1)
-	binary.LittleEndian.PutUint32(data[28:], crc32.Checksum(data[:28], castagnoli))
-	if err := os.WriteFile(seg, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	_, err = OpenWAL(dir, WALOptions{})
-	ce := wantCorruption(t, err, seg, 0)
-	if !strings.Contains(ce.Reason, "unknown format version 1") {
-		t.Fatalf("reason %q does not name the version", ce.Reason)
+	for _, v := range []uint32{1, 2} {
+		dir := t.TempDir()
+		h := make([]byte, 4096)
+		copy(h, walMagic)
+		binary.LittleEndian.PutUint32(h[8:], v)
+		binary.LittleEndian.PutUint64(h[16:], 1)
+		binary.LittleEndian.PutUint32(h[28:], crc32.Checksum(h[:28], castagnoli))
+		seg := filepath.Join(dir, segmentName(1))
+		if err := os.WriteFile(seg, h, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := OpenWAL(dir, tOpts(WALOptions{}))
+		ce := wantCorruption(t, err, seg, 0)
+		if !strings.Contains(ce.Reason, fmt.Sprintf("format version %d: this build reads version 3 only", v)) ||
+			!strings.Contains(ce.Reason, "replace the replica") {
+			t.Fatalf("reason %q does not name the version and what to do", ce.Reason)
+		}
 	}
 }
