@@ -43,7 +43,8 @@ commands:
   get KEY                    print KEY's value (exit status 1 if KEY does not exist)
   delete KEY                 remove KEY
   cas KEY EXPECTED VALUE     set KEY to VALUE if its value is EXPECTED ("" matches a missing key)
-  log dump DIR               list the write-ahead log in DIR, checking every record's CRC
+  log dump DIR               list the write-ahead log in DIR: whose it is (cluster, replica,
+                             members), then every record, checking its CRC
                              (exit status 1 if vestad would refuse to open it)
 
 flags:

@@ -53,7 +53,8 @@ func TestUsageErrors(t *testing.T) {
 
 func TestLogDump(t *testing.T) {
 	dir := t.TempDir()
-	w, err := storage.OpenWAL(dir, storage.WALOptions{SegmentSize: 1 << 16})
+	w, err := storage.OpenWAL(dir, storage.WALOptions{SegmentSize: 1 << 16, Create: storage.MustCreate,
+		Identity: storage.Identity{ClusterID: 42, ReplicaID: 3, Members: []wire.ReplicaID{1, 3, 5}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,8 @@ func TestLogDump(t *testing.T) {
 	w.Close()
 
 	code, out, stderr := runCLI("log", "dump", dir)
-	if code != 0 || !strings.Contains(out, "entry     slot=2") || !strings.Contains(out, "OpenWAL accepts this log") {
+	if code != 0 || !strings.Contains(out, "entry     slot=2") || !strings.Contains(out, "OpenWAL accepts this log") ||
+		!strings.Contains(out, "identity: cluster 42, replica 3, members {1,3,5}; log ID ") {
 		t.Fatalf("dump of a good log: exit %d\n%s%s", code, out, stderr)
 	}
 
