@@ -194,8 +194,11 @@ func TestFailoverOnWALKeepsAcknowledgedCommands(t *testing.T) {
 func TestFailoverOnPmemKeepsAcknowledgedCommands(t *testing.T) {
 	testFailoverKeepsAcknowledged(t, func(id wire.ReplicaID) func() storage.Log {
 		path := filepath.Join(t.TempDir(), "replica.pmem")
+		create := storage.MustCreate // the first start bootstraps; restarts find the log
 		return func() storage.Log {
-			l, err := pmem.Open(path, pmem.Options{Size: 8 << 20})
+			l, err := pmem.Open(path, pmem.Options{Size: 8 << 20, Create: create,
+				Identity: storage.Identity{ClusterID: 1, ReplicaID: id, Members: []wire.ReplicaID{1, 2, 3}}})
+			create = storage.MustExist
 			if err != nil {
 				t.Fatal(err)
 			}

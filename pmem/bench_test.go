@@ -105,7 +105,7 @@ func sizeName(n int) string {
 func BenchmarkAppendSync(b *testing.B) {
 	for _, size := range []int{64, 1024, 4096} {
 		b.Run("file/"+sizeName(size), func(b *testing.B) {
-			l, err := Open(benchFile(b), Options{Size: 64 << 20})
+			l, err := Open(benchFile(b), newOpts(Options{Size: 64 << 20}))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -119,7 +119,7 @@ func BenchmarkAppendSync(b *testing.B) {
 		// The same work with no flush and no fence: encoding, CRC32C and the
 		// copy alone, to separate them from the cost of persistence.
 		b.Run("memory-noflush/"+sizeName(size), func(b *testing.B) {
-			l, err := OpenMemory(64 << 20)
+			l, err := OpenMemory(64<<20, testID)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -130,7 +130,7 @@ func BenchmarkAppendSync(b *testing.B) {
 
 // BenchmarkGroupCommit measures 16 Appends of 64 B covered by one Sync.
 func BenchmarkGroupCommit(b *testing.B) {
-	l, err := Open(benchFile(b), Options{Size: 64 << 20})
+	l, err := Open(benchFile(b), newOpts(Options{Size: 64 << 20}))
 	if err != nil {
 		b.Fatal(err)
 	}

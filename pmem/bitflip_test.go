@@ -29,14 +29,15 @@ type liveSpan struct {
 	what   string
 }
 
-// liveSpans lists the superblock, the flip word, the current metadata slot,
-// and every record header and data record between head and tail (pad bodies
+// liveSpans lists the superblock, the flip word, the identity block, the
+// current metadata slot, and every record header and data record between head and tail (pad bodies
 // and skipped lap ends are never read).
 func liveSpans(l *Log) []liveSpan {
 	r := &l.r
 	spans := []liveSpan{
 		{superOff, superOff + metaSize, "superblock"},
 		{flipOff, flipOff + 8, "flip word"},
+		{identOff, identOff + identSize, "identity"},
 		{slotOff(r.seq), slotOff(r.seq) + metaSize, "metadata slot"},
 	}
 	for pos := r.head; pos < r.tail; {

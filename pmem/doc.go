@@ -6,11 +6,21 @@
 // # Layout
 //
 // A log file holds a header page and a data area (see layout.go):
-// superblock, flip word, two metadata slots, then a circular buffer of
-// records. A record is one Append's entries with a CRC32C and a position
+// superblock, flip word, two metadata slots, the identity, then a circular
+// buffer of records. A record is one Append's entries with a CRC32C and a position
 // stamp. A metadata slot holds head and tail (logical byte positions that
 // only grow), the hard state, a sequence number and a CRC32C; the flip word
 // names the current slot by its sequence number, with a CRC-16 check.
+//
+// # Identity and creation
+//
+// A log records, when it is created, whose it is (storage.Identity: cluster,
+// replica, members), and Open refuses anyone else with a
+// *storage.IdentityError. Open creates a log only when told to
+// (Options.Create): a replica whose log is gone gets storage.ErrNoLog, not a
+// fresh log on which it would vote again. Creation writes the whole file
+// under a temporary name, syncs it and links it into place, so a crash
+// leaves no log or a complete one.
 //
 // # Writing
 //

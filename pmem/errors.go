@@ -49,6 +49,23 @@ type SyncError struct {
 func (e *SyncError) Error() string { return fmt.Sprintf("pmem: %s: sync failed: %v", e.Path, e.Err) }
 func (e *SyncError) Unwrap() error { return e.Err }
 
+// VersionError refuses a log file written in a layout version this build
+// does not read (layout.go says what changed between versions).
+type VersionError struct {
+	Path    string
+	Version uint32 // the file's
+}
+
+func (e *VersionError) Error() string {
+	if e.Version == 1 {
+		return fmt.Sprintf("pmem: %s: log format version 1, which records no identity (cluster, replica, members); "+
+			"this build reads version %d only and will not guess whose promises and votes the file holds. "+
+			"Move the file away and bootstrap the replica afresh (a replica that lost its log joins as a new member)",
+			e.Path, formatVersion)
+	}
+	return fmt.Sprintf("pmem: %s: log format version %d; this build reads version %d only", e.Path, e.Version, formatVersion)
+}
+
 func errFull(need, free, capacity uint64) error {
 	return fmt.Errorf("%w: need %d bytes, %d of %d free; compact after a snapshot", ErrFull, need, free, capacity)
 }

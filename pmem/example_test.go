@@ -7,6 +7,7 @@ import (
 	"log"
 
 	"github.com/vestalabs/vesta/engine/paxos"
+	"github.com/vestalabs/vesta/engine/storage"
 	"github.com/vestalabs/vesta/engine/wire"
 	"github.com/vestalabs/vesta/pmem"
 )
@@ -14,7 +15,11 @@ import (
 // A replica opens its log once, loads the recovered state, then appends and
 // syncs per Ready; a full log is compacted after a snapshot.
 func ExampleOpen() {
-	l, err := pmem.Open("/mnt/pmem0/replica-1.log", pmem.Options{Size: 1 << 30})
+	l, err := pmem.Open("/mnt/pmem0/replica-1.log", pmem.Options{
+		Identity: storage.Identity{ClusterID: 42, ReplicaID: 1, Members: []wire.ReplicaID{1, 2, 3}},
+		Create:   storage.MustExist, // storage.MustCreate when bootstrapping the replica
+		Size:     1 << 30,
+	})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -115,7 +115,7 @@ type driver struct {
 }
 
 func newDriver(t testing.TB, w workload) *driver {
-	l, err := openOn(media{buf: newMemoryImage(w.dataSize), method: flushNone}, "explore", DurabilityMemory)
+	l, err := openOn(media{buf: newMemoryImage(w.dataSize, testID), method: flushNone}, "explore", DurabilityMemory)
 	if err != nil {
 		t.Fatal(err)
 	}

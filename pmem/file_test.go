@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vestalabs/vesta/engine/paxos"
+	"github.com/vestalabs/vesta/engine/storage"
 	"github.com/vestalabs/vesta/engine/wire"
 	"golang.org/x/sys/unix"
 )
@@ -42,6 +43,19 @@ func testDir(t *testing.T) string {
 	return dir
 }
 
+// newOpts returns o for a test log that Open may create (CreateIfMissing),
+// with the tests' identity; existing returns o for reopening one
+// (MustExist).
+func newOpts(o Options) Options {
+	o.Identity, o.Create = testID, storage.CreateIfMissing
+	return o
+}
+
+func existing(o Options) Options {
+	o.Identity, o.Create = testID, storage.MustExist
+	return o
+}
+
 func requireDAX() bool { return os.Getenv("VESTA_PMEM_REQUIRE_DAX") == "1" }
 
 func checkMode(t *testing.T, l *Log) {
@@ -63,7 +77,7 @@ func TestDurabilityModeMatchesFileSystem(t *testing.T) {
 	}
 	for _, dir := range dirs {
 		path := filepath.Join(dir, "mode.log")
-		l, err := Open(path, Options{Size: 1 << 20})
+		l, err := Open(path, newOpts(Options{Size: 1 << 20}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -95,11 +109,11 @@ func TestDurabilityModeMatchesFileSystem(t *testing.T) {
 		if s.FileSize != 1<<20 || s.Capacity != 1<<20-headerSize {
 			t.Errorf("sizes %d/%d", s.FileSize, s.Capacity)
 		}
-		if _, err := Open(path, Options{}); !errors.Is(err, ErrLocked) {
+		if _, err := Open(path, existing(Options{})); !errors.Is(err, ErrLocked) {
 			t.Errorf("second Open of a held log: %v, want ErrLocked", err)
 		}
 		l.Close()
-		l2, err := Open(path, Options{RequireDAX: true})
+		l2, err := Open(path, existing(Options{RequireDAX: true}))
 		if s.Durability == DurabilityDAX {
 			if err != nil {
 				t.Errorf("RequireDAX on a DAX log: %v", err)
@@ -110,7 +124,7 @@ func TestDurabilityModeMatchesFileSystem(t *testing.T) {
 			t.Errorf("RequireDAX on a %v log: %v, want ErrNotDAX", s.Durability, err)
 		}
 		if s.Durability == DurabilityPageCacheSync {
-			if _, err := Open(path, Options{Flush: FlushCLWB}); err == nil {
+			if _, err := Open(path, existing(Options{Flush: FlushCLWB})); err == nil {
 				t.Error("CLWB accepted on a page-cache mapping")
 			}
 		}
@@ -128,7 +142,7 @@ func TestFileRoundTrip(t *testing.T) {
 		t.Run(fm.String(), func(t *testing.T) {
 			path := filepath.Join(dir, fm.String()+".log")
 			opts := Options{Size: 64 << 10, Flush: fm}
-			l, err := Open(path, opts)
+			l, err := Open(path, newOpts(opts))
 			if errors.Is(err, os.ErrInvalid) || (err != nil && strings.Contains(err.Error(), "cannot persist")) {
 				t.Skipf("flush method %v does not work on this file system: %v", fm, err)
 			}
@@ -162,7 +176,7 @@ func TestFileRoundTrip(t *testing.T) {
 				}
 				if i%200 == 199 { // reopen mid-way too
 					l.Close()
-					if l, err = Open(path, opts); err != nil {
+					if l, err = Open(path, existing(opts)); err != nil {
 						t.Fatal(err)
 					}
 					if p := mustLoad(t, l); !entriesEqual(p.Entries, want) || p.HardState.Commit != wire.Slot(i) {
@@ -183,7 +197,7 @@ func TestFileRoundTrip(t *testing.T) {
 func TestCorruptFileIsRefused(t *testing.T) {
 	dir := testDir(t)
 	path := filepath.Join(dir, "corrupt.log")
-	l, err := Open(path, Options{Size: 64 << 10})
+	l, err := Open(path, newOpts(Options{Size: 64 << 10}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +216,7 @@ func TestCorruptFileIsRefused(t *testing.T) {
 	b[0] ^= 0x10
 	f.WriteAt(b, rec)
 	f.Close()
-	_, err = Open(path, Options{})
+	_, err = Open(path, existing(Options{}))
 	var ce *CorruptError
 	if !errors.As(err, &ce) || ce.Path != path || ce.Offset != rec-20 || !strings.Contains(err.Error(), path) {
 		t.Fatalf("open of a damaged log: %v; want a CorruptError for %s at %d", err, path, rec-20)
@@ -211,7 +225,7 @@ func TestCorruptFileIsRefused(t *testing.T) {
 	foreign := filepath.Join(dir, "foreign")
 	data := []byte(strings.Repeat("not a log ", MinSize))
 	os.WriteFile(foreign, data[:MinSize], 0o600)
-	if _, err := Open(foreign, Options{}); !errors.As(err, &ce) || !strings.Contains(err.Error(), "magic") {
+	if _, err := Open(foreign, newOpts(Options{})); !errors.As(err, &ce) || !strings.Contains(err.Error(), "magic") {
 		t.Fatalf("open of a foreign file: %v", err)
 	}
 	if got, _ := os.ReadFile(foreign); string(got) != string(data[:MinSize]) {
@@ -220,7 +234,7 @@ func TestCorruptFileIsRefused(t *testing.T) {
 
 	empty := filepath.Join(dir, "empty")
 	os.WriteFile(empty, nil, 0o600)
-	l, err = Open(empty, Options{Size: MinSize})
+	l, err = Open(empty, newOpts(Options{Size: MinSize}))
 	if err != nil {
 		t.Fatalf("open of an empty file: %v", err)
 	}
@@ -278,7 +292,7 @@ func TestProcessCrash(t *testing.T) {
 		if acked < 0 {
 			t.Fatal("child acknowledged nothing")
 		}
-		l, err := Open(path, Options{})
+		l, err := Open(path, existing(Options{}))
 		if err != nil {
 			t.Fatalf("round %d: reopen after SIGKILL: %v", round, err)
 		}
@@ -319,7 +333,7 @@ func checkChildLog(t *testing.T, p paxos.Persisted) wire.Slot {
 
 // crashChild is the child's body: append, sync, print the acknowledged end.
 func crashChild(path string) {
-	l, err := Open(path, Options{Size: 256 << 10})
+	l, err := Open(path, newOpts(Options{Size: 256 << 10}))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)

@@ -2,9 +2,14 @@ package pmem
 
 import (
 	"encoding/binary"
+	"errors"
 	"hash/crc32"
 	"math/bits"
 	"strconv"
+
+	"github.com/vestalabs/vesta/engine/storage"
+	"github.com/vestalabs/vesta/engine/wire"
+	"github.com/vestalabs/vesta/internal/contract"
 )
 
 // On-media layout. Every multi-byte field is little-endian.
@@ -14,9 +19,31 @@ import (
 //	64      8     flip word: the sequence number of the current metadata slot, with check bits
 //	128     64    metadata slot 0 (even sequence numbers)
 //	192     64    metadata slot 1 (odd sequence numbers)
+//	512     512   identity: cluster, replica, members, CRC32C (written once, at creation)
 //	4096    ...   data area: a circular buffer of records, to the end of the file
 //
 // Each lives in its own cache line, so that flushing one never writes back another.
+//
+// # Versions
+//
+// Version 2 added the identity block (whose log this is: storage.Identity)
+// and requires the superblock's unused bytes [48:60) to be zero. Version 1
+// files (no identity) are refused with a *VersionError naming the version,
+// never adopted: nothing in them says which cluster and replica their
+// promises and votes belong to, and guessing is exactly the failure the
+// identity exists to prevent. Such a file is moved away and its replica
+// bootstrapped afresh (there were no production deployments of version 1).
+//
+// # Creation
+//
+// The superblock and the identity are written once, by creation, which
+// formats a complete file under a temporary name, syncs it and only then
+// links it at the log's path (open_linux.go). So a crash during creation
+// leaves either no log at the path (and a stale temporary file, removed by
+// the next creation) or a complete log with its identity: never a
+// half-formatted file, which would otherwise be refused as corrupt, and never
+// a log without its identity. Nothing writes the header page's identity or
+// superblock after that; a log's identity cannot change.
 const (
 	lineSize   = 64   // x86 cache line; flushes work on whole lines
 	headerSize = 4096 // the data area starts on a page boundary
@@ -24,13 +51,21 @@ const (
 	flipOff    = 64
 	slotOff0   = 128 // slot i lives at slotOff0 + i*lineSize
 	metaSize   = 64
+	identOff   = 512
+	identSize  = 512
+
+	// maxIdentMembers is the most members the identity block holds: more
+	// than the protocol's limit of 64 (paxos.Config), so that limit, not
+	// the layout, is what binds.
+	maxIdentMembers = (identSize - identHdr - 4) / 4
+	identHdr        = 16 // cluster u64, replica u32, member count u32
 
 	// minDataSize is the smallest data area a log may have.
 	minDataSize = 4096
 	// MinSize is the smallest log file Open accepts.
 	MinSize = headerSize + minDataSize
 
-	formatVersion = 1
+	formatVersion = 2
 	// superMagic is "VESTAPM1" read as a little-endian word.
 	superMagic = uint64('V') | uint64('E')<<8 | uint64('S')<<16 | uint64('T')<<24 |
 		uint64('A')<<32 | uint64('P')<<40 | uint64('M')<<48 | uint64('1')<<56
@@ -136,19 +171,25 @@ func (s superblock) encode(b []byte) {
 }
 
 // decodeSuperblock parses and checks the superblock; the reason is empty when
-// it is valid.
-func decodeSuperblock(b []byte) (superblock, string) {
+// it is valid. A superblock that is intact but of another format version
+// returns that version (and no reason): the caller refuses it as such.
+func decodeSuperblock(b []byte) (superblock, uint32, string) {
 	if binary.LittleEndian.Uint64(b[0:]) != superMagic {
-		return superblock{}, "bad magic: not a vesta pmem log"
+		return superblock{}, 0, "bad magic: not a vesta pmem log"
 	}
 	if crc32c(b[:60]) != binary.LittleEndian.Uint32(b[60:]) {
-		return superblock{}, "superblock checksum mismatch"
+		return superblock{}, 0, "superblock checksum mismatch"
 	}
 	if v := binary.LittleEndian.Uint32(b[8:]); v != formatVersion {
-		return superblock{}, "unsupported format version " + utoa(uint64(v))
+		return superblock{}, v, ""
 	}
 	if h := binary.LittleEndian.Uint32(b[12:]); h != headerSize {
-		return superblock{}, "unexpected header size " + utoa(uint64(h))
+		return superblock{}, 0, "unexpected header size " + utoa(uint64(h))
+	}
+	for _, c := range b[48:60] {
+		if c != 0 {
+			return superblock{}, 0, "reserved superblock bytes are not zero"
+		}
 	}
 	s := superblock{
 		fileSize: binary.LittleEndian.Uint64(b[16:]),
@@ -158,9 +199,75 @@ func decodeSuperblock(b []byte) (superblock, string) {
 	}
 	if s.dataOff != headerSize || s.dataSize < minDataSize || s.dataSize%recAlign != 0 ||
 		s.fileSize != s.dataOff+s.dataSize {
-		return superblock{}, "inconsistent sizes in superblock"
+		return superblock{}, 0, "inconsistent sizes in superblock"
 	}
-	return s, ""
+	return s, formatVersion, ""
+}
+
+// Identity block layout (identSize bytes at identOff):
+//
+//	[0:8)    cluster ID
+//	[8:12)   replica ID
+//	[12:16)  member count n, 1..maxIdentMembers
+//	[16:16+4n) member IDs, ascending
+//	then zeros up to [identSize-4:identSize): CRC32C of everything before it
+//
+// The identity it holds must pass storage.Identity.Validate.
+
+// encodeIdentity writes id into b; id must be valid and fit.
+func encodeIdentity(b []byte, id storage.Identity) {
+	_ = b[identSize-1]
+	contract.Requiref(id.Validate() == nil && len(id.Members) <= maxIdentMembers, "pmem: encoding identity %v", id)
+	clear(b[:identSize])
+	binary.LittleEndian.PutUint64(b[0:], id.ClusterID)
+	binary.LittleEndian.PutUint32(b[8:], uint32(id.ReplicaID))
+	binary.LittleEndian.PutUint32(b[12:], uint32(len(id.Members)))
+	for i, m := range id.Members {
+		binary.LittleEndian.PutUint32(b[identHdr+4*i:], uint32(m))
+	}
+	binary.LittleEndian.PutUint32(b[identSize-4:], crc32c(b[:identSize-4]))
+}
+
+// decodeIdentity parses and checks an identity block; the reason is empty
+// when it is valid.
+func decodeIdentity(b []byte) (storage.Identity, string) {
+	_ = b[identSize-1]
+	if crc32c(b[:identSize-4]) != binary.LittleEndian.Uint32(b[identSize-4:]) {
+		return storage.Identity{}, "identity block checksum mismatch"
+	}
+	n := binary.LittleEndian.Uint32(b[12:])
+	if n == 0 || n > maxIdentMembers {
+		return storage.Identity{}, "identity block has " + utoa(uint64(n)) + " members"
+	}
+	end := identHdr + 4*int(n)
+	for _, c := range b[end : identSize-4] {
+		if c != 0 {
+			return storage.Identity{}, "identity block padding is not zero"
+		}
+	}
+	id := storage.Identity{
+		ClusterID: binary.LittleEndian.Uint64(b[0:]),
+		ReplicaID: wire.ReplicaID(binary.LittleEndian.Uint32(b[8:])),
+		Members:   make([]wire.ReplicaID, n),
+	}
+	for i := range id.Members {
+		id.Members[i] = wire.ReplicaID(binary.LittleEndian.Uint32(b[identHdr+4*i:]))
+	}
+	if err := id.Validate(); err != nil {
+		return storage.Identity{}, "identity block holds an invalid identity: " + err.Error()
+	}
+	return id, ""
+}
+
+// checkIdentity reports why id cannot be written into a log, or nil.
+func checkIdentity(id storage.Identity) error {
+	if err := id.Validate(); err != nil {
+		return err
+	}
+	if len(id.Members) > maxIdentMembers {
+		return errors.New("pmem: identity has " + utoa(uint64(len(id.Members))) + " members, a log records at most " + utoa(maxIdentMembers))
+	}
+	return nil
 }
 
 // meta is one metadata slot: which records are live, and the Log layer's
@@ -198,14 +305,15 @@ func decodeMeta(b []byte) (meta, bool) {
 }
 
 // initialHeader returns the first headerSize bytes of a freshly formatted
-// log: superblock, an empty committed metadata slot (sequence 1) and the
-// flip word naming it.
-func initialHeader(sb superblock) []byte {
+// log: superblock, an empty committed metadata slot (sequence 1), the flip
+// word naming it, and the identity.
+func initialHeader(sb superblock, id storage.Identity) []byte {
 	h := make([]byte, headerSize)
 	sb.encode(h[superOff:])
 	m := meta{seq: 1}
 	m.encode(h[slotOff(1):])
 	binary.LittleEndian.PutUint64(h[flipOff:], flipWord(1))
+	encodeIdentity(h[identOff:], id)
 	return h
 }
 

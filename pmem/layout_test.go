@@ -51,11 +51,11 @@ func TestMetaAndSuperblockRoundTrip(t *testing.T) {
 	}
 	sb := superblock{fileSize: 8192, dataOff: headerSize, dataSize: 4096, logID: 5}
 	sb.encode(b)
-	if got, why := decodeSuperblock(b); why != "" || got != sb {
+	if got, v, why := decodeSuperblock(b); why != "" || v != formatVersion || got != sb {
 		t.Fatalf("superblock round trip: %+v %q", got, why)
 	}
 	b[20] ^= 1
-	if _, why := decodeSuperblock(b); why == "" {
+	if _, _, why := decodeSuperblock(b); why == "" {
 		t.Fatal("damaged superblock accepted")
 	}
 }

@@ -3,7 +3,9 @@ package pmem
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/vestalabs/vesta/engine/paxos"
@@ -12,7 +14,10 @@ import (
 	"github.com/vestalabs/vesta/internal/contract"
 )
 
-var _ storage.Log = (*Log)(nil)
+var (
+	_ storage.Log        = (*Log)(nil)
+	_ storage.Identified = (*Log)(nil)
+)
 
 // Durability is what the log's acknowledged writes actually survive.
 type Durability uint8
@@ -61,6 +66,7 @@ type Log struct {
 	durability Durability
 	why        string // why the durability is not DAX
 	fileSize   int64
+	id         storage.Identity // recorded at creation; never changes
 	close      func() error
 
 	hs     paxos.HardState // the hard state the next commit writes
@@ -88,6 +94,8 @@ type published struct {
 // Status is a snapshot of the log for metrics and operators.
 type Status struct {
 	Path string
+	// Identity is whose the log is, as recorded when it was created.
+	Identity storage.Identity
 	// Durability is what acknowledged appends survive; DurabilityReason says
 	// why it is not DAX (the MAP_SYNC error and the file system).
 	Durability       Durability
@@ -117,6 +125,7 @@ func (l *Log) Status() Status {
 	l.pubMu.Unlock()
 	return Status{
 		Path:             l.path,
+		Identity:         l.Identity(),
 		Durability:       l.durability,
 		DurabilityReason: l.why,
 		Flush:            l.m.method,
@@ -235,13 +244,30 @@ func decodeHS(u *[userSize]byte) (paxos.HardState, bool) {
 	}, true
 }
 
-// openOn recovers a Log from media m: the committed metadata, then every
-// record up to the committed tail, each checked. It does not write to m.
+// openOn recovers a Log from media m: the committed metadata, the identity,
+// then every record up to the committed tail, each checked. It does not
+// write to m.
 func openOn(m media, name string, d Durability) (*Log, error) {
+	return openChecked(m, name, d, nil)
+}
+
+// openChecked is openOn that, with want set, refuses a log of another
+// identity (a *storage.IdentityError) before reading its records.
+func openChecked(m media, name string, d Durability, want *storage.Identity) (*Log, error) {
 	l := &Log{m: m, path: name, durability: d, fileSize: int64(len(m.buf))}
 	if err := l.r.recover(&l.m, name); err != nil {
 		return nil, err
 	}
+	id, why := decodeIdentity(m.buf[identOff : identOff+identSize])
+	if why != "" {
+		return nil, l.r.corrupt(identOff, why)
+	}
+	if want != nil {
+		if err := id.Check(name, *want); err != nil {
+			return nil, err
+		}
+	}
+	l.id = id
 	hs, ok := decodeHS(&l.r.user)
 	if !ok {
 		return nil, l.r.corrupt(slotOff(l.r.seq), "hard state in metadata malformed")
@@ -392,23 +418,36 @@ func EncodedSize(entries []wire.Entry) int { return int(encodedSize(entries)) }
 // Path is the log file's name.
 func (l *Log) Path() string { return l.path }
 
+// Identity implements storage.Identified: whose the log is, as recorded
+// when it was created (Open has checked it against Options.Identity). Safe
+// to call from any goroutine; the caller owns the result.
+func (l *Log) Identity() storage.Identity {
+	id := l.id
+	id.Members = slices.Clone(id.Members)
+	return id
+}
+
 // newMemoryImage returns the bytes of a freshly formatted log with a data area
-// of dataSize bytes, for memory logs and tests.
-func newMemoryImage(dataSize int) []byte {
+// of dataSize bytes and identity id, for memory logs and tests.
+func newMemoryImage(dataSize int, id storage.Identity) []byte {
 	contract.Requiref(dataSize >= minDataSize && dataSize%pageSize == 0, "pmem: data size %d", dataSize)
 	buf := make([]byte, headerSize+dataSize)
 	copy(buf, initialHeader(superblock{
 		fileSize: uint64(len(buf)), dataOff: headerSize, dataSize: uint64(dataSize), logID: 1,
-	}))
+	}, id))
 	return buf
 }
 
-// OpenMemory returns a Log in process memory with a data area of dataSize
-// bytes (a multiple of 4096): nothing survives the process. It exists for
-// tests of code that uses the Log, and reports DurabilityMemory.
-func OpenMemory(dataSize int) (*Log, error) {
+// OpenMemory returns a new, empty Log in process memory with a data area of
+// dataSize bytes (a multiple of 4096) that records identity id (which must
+// pass storage.Identity.Validate): nothing survives the process. It exists
+// for tests of code that uses the Log, and reports DurabilityMemory.
+func OpenMemory(dataSize int, id storage.Identity) (*Log, error) {
 	if dataSize < minDataSize || dataSize%pageSize != 0 {
-		return nil, errors.New("pmem: memory log data size must be a multiple of 4096, at least 4096")
+		return nil, fmt.Errorf("pmem: memory log data size %d: must be a multiple of 4096, at least 4096", dataSize)
 	}
-	return openOn(media{buf: newMemoryImage(dataSize), method: flushNone}, "memory", DurabilityMemory)
+	if err := checkIdentity(id); err != nil {
+		return nil, fmt.Errorf("pmem: memory log: %w", err)
+	}
+	return openOn(media{buf: newMemoryImage(dataSize, id), method: flushNone}, "memory", DurabilityMemory)
 }

@@ -11,6 +11,19 @@ import (
 	"github.com/vestalabs/vesta/engine/wire"
 )
 
+// testID is the identity of the tests' logs.
+var testID = storage.Identity{ClusterID: 7, ReplicaID: 2, Members: []wire.ReplicaID{1, 2, 3}}
+
+// newMemory is OpenMemory with the tests' identity.
+func newMemory(t testing.TB, dataSize int) *Log {
+	t.Helper()
+	l, err := OpenMemory(dataSize, testID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 func entry(slot int, data string) wire.Entry {
 	return wire.Entry{Slot: wire.Slot(slot), Ballot: wire.Ballot{Round: 3, Replica: 2}, Value: wire.Value{Kind: wire.ValueBatch, Data: []byte(data)}}
 }
@@ -36,10 +49,7 @@ func mustLoad(t *testing.T, l storage.Log) paxos.Persisted {
 }
 
 func TestAppendSyncLoad(t *testing.T) {
-	l, err := OpenMemory(8192)
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := newMemory(t, 8192)
 	hs := paxos.HardState{Promised: wire.Ballot{Round: 4, Replica: 1}, Commit: 2}
 	es := []wire.Entry{entry(0, "a"), entry(1, ""), {Slot: 2, Ballot: wire.BallotChosen, Value: wire.Noop}}
 	if err := l.Append(es, hs, true); err != nil {
@@ -62,7 +72,7 @@ func TestAppendSyncLoad(t *testing.T) {
 }
 
 func TestUnsyncedAppendsAreNotRecovered(t *testing.T) {
-	l, _ := OpenMemory(4096)
+	l := newMemory(t, 4096)
 	l.Append([]wire.Entry{entry(0, "kept")}, paxos.HardState{Commit: 1}, true)
 	l.Sync()
 	l.Append([]wire.Entry{entry(1, "lost")}, paxos.HardState{Commit: 2}, true)
@@ -73,7 +83,7 @@ func TestUnsyncedAppendsAreNotRecovered(t *testing.T) {
 }
 
 func TestHardStateWithoutSaveIsKept(t *testing.T) {
-	l, _ := OpenMemory(4096)
+	l := newMemory(t, 4096)
 	hs := paxos.HardState{Promised: wire.Ballot{Round: 9, Replica: 3}, Commit: 0}
 	l.Append(nil, hs, true)
 	l.Append([]wire.Entry{entry(0, "x")}, paxos.HardState{Commit: 77}, false)
@@ -84,7 +94,7 @@ func TestHardStateWithoutSaveIsKept(t *testing.T) {
 }
 
 func TestSyncWithNothingNewCommitsNothing(t *testing.T) {
-	l, _ := OpenMemory(4096)
+	l := newMemory(t, 4096)
 	l.Append([]wire.Entry{entry(0, "x")}, paxos.HardState{}, false)
 	l.Sync()
 	seq := l.Status().Seq
@@ -101,7 +111,7 @@ func TestSyncWithNothingNewCommitsNothing(t *testing.T) {
 // A full log pushes back with ErrFull, applies nothing of the failed call,
 // never overwrites a live record, and takes appends again after Compact.
 func TestFullLogPushesBack(t *testing.T) {
-	l, _ := OpenMemory(4096)
+	l := newMemory(t, 4096)
 	var appended []wire.Entry
 	var err error
 	for i := 0; ; i++ {
@@ -151,7 +161,7 @@ func TestFullLogPushesBack(t *testing.T) {
 }
 
 func TestTooLarge(t *testing.T) {
-	l, _ := OpenMemory(4096)
+	l := newMemory(t, 4096)
 	big := entry(0, string(make([]byte, l.MaxRecord())))
 	if err := l.Append([]wire.Entry{big}, paxos.HardState{}, false); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("oversized append: %v, want ErrTooLarge", err)
@@ -170,7 +180,7 @@ func TestTooLarge(t *testing.T) {
 }
 
 func TestCompactKeepsRecordsAfterTheFirstKept(t *testing.T) {
-	l, _ := OpenMemory(4096)
+	l := newMemory(t, 4096)
 	l.Append([]wire.Entry{entry(0, "a")}, paxos.HardState{}, false)
 	l.Append([]wire.Entry{entry(5, "b")}, paxos.HardState{}, false)
 	l.Append([]wire.Entry{entry(1, "c")}, paxos.HardState{}, false) // re-accepted low slot after a kept one
@@ -184,7 +194,7 @@ func TestCompactKeepsRecordsAfterTheFirstKept(t *testing.T) {
 }
 
 func TestClosedLogRefusesEverything(t *testing.T) {
-	l, _ := OpenMemory(4096)
+	l := newMemory(t, 4096)
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +212,7 @@ func TestClosedLogRefusesEverything(t *testing.T) {
 
 // Status may be read from another goroutine while the owner appends.
 func TestStatusWhileAppending(t *testing.T) {
-	l, _ := OpenMemory(8192)
+	l := newMemory(t, 8192)
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	wg.Add(1)

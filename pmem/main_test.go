@@ -21,6 +21,9 @@ func TestMain(m *testing.M) {
 	if path := os.Getenv(childEnv); path != "" {
 		crashChild(path) // never returns
 	}
+	if spec := os.Getenv(createCrashEnv); spec != "" {
+		createCrashChild(spec) // never returns
+	}
 	code := m.Run()
 	suite.Lock()
 	if suite.crash.states > 0 {

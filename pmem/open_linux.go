@@ -7,15 +7,32 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
+	"github.com/vestalabs/vesta/engine/storage"
 	"golang.org/x/sys/unix"
 )
 
 // DefaultSize is the size of a new log file when Options.Size is zero.
 const DefaultSize = 64 << 20
 
+// maxFileSize bounds the log files Open maps (64 TiB).
+const maxFileSize = 1 << 46
+
 // Options configure Open.
 type Options struct {
+	// Identity is whose the log is: written into the file when Open
+	// creates it, and compared with the file's at every Open (a mismatch
+	// is a *storage.IdentityError naming the field). Required: it must
+	// pass storage.Identity.Validate.
+	Identity storage.Identity
+	// Create says what Open does where there is no log: no file, an empty
+	// one, or one whose header page is all zeros (never formatted). The
+	// zero value, storage.MustExist, refuses with storage.ErrNoLog;
+	// storage.MustCreate creates the log and refuses a file that is there
+	// (storage.ErrAlreadyBootstrapped); storage.CreateIfMissing does
+	// either.
+	Create storage.CreateMode
 	// Size is the size in bytes of a new log file, rounded up to 4 KiB; zero
 	// means DefaultSize. An existing file keeps its size.
 	Size int64
@@ -37,50 +54,49 @@ type Options struct {
 	Prefault bool
 }
 
-// Open opens the log file at path, creating and formatting it when it does
-// not exist (or is empty), maps it shared, recovers the committed state and
-// returns the log. Creation writes a complete file under a temporary name and
-// links it into place, so a crash never leaves a half-formatted log at path.
+// Open opens the log file at path, maps it shared, recovers the committed
+// state, checks that the log is opts.Identity's, and returns the log. Where
+// there is no log, opts.Create says whether to create one (see Options).
+//
+// Creation formats a complete file under a temporary name, syncs it and
+// links it into place, so a crash never leaves a half-formatted log at path
+// (layout.go, "Creation").
 //
 // The mapping is MAP_SHARED_VALIDATE|MAP_SYNC where the kernel accepts it
 // (a DAX file system): flushed stores are then durable without system calls.
 // Elsewhere it falls back to MAP_SHARED and says so in Status: on tmpfs the
 // log survives process crashes only; on an ordinary file system every fence
 // is an msync. The file is locked (flock) while open.
+//
+// Errors: storage.ErrNoLog and storage.ErrAlreadyBootstrapped (wrapped, with
+// the path), *storage.IdentityError, *CorruptError,
+// *VersionError, ErrLocked, ErrNotDAX.
 func Open(path string, opts Options) (*Log, error) {
+	if err := checkIdentity(opts.Identity); err != nil {
+		return nil, fmt.Errorf("pmem: %s: Options.Identity: %w", path, err)
+	}
+	if opts.Create > storage.CreateIfMissing {
+		return nil, fmt.Errorf("pmem: %s: Options.Create: unknown mode %v", path, opts.Create)
+	}
 	size := opts.Size
 	if size == 0 {
 		size = DefaultSize
 	}
 	size = (size + pageSize - 1) &^ (pageSize - 1)
-	if size < MinSize {
-		return nil, fmt.Errorf("pmem: %s: size %d is below the minimum of %d", path, opts.Size, MinSize)
+	if size < MinSize || size > maxFileSize {
+		return nil, fmt.Errorf("pmem: %s: size %d is outside [%d, %d]", path, opts.Size, MinSize, int64(maxFileSize))
 	}
-	if fi, err := os.Stat(path); errors.Is(err, os.ErrNotExist) || (err == nil && fi.Mode().IsRegular() && fi.Size() == 0) {
-		if err := create(path, size, err == nil); err != nil {
-			return nil, err
-		}
-	} else if err != nil {
-		return nil, fmt.Errorf("pmem: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := openOrCreate(path, size, opts)
 	if err != nil {
-		return nil, fmt.Errorf("pmem: %w", err)
+		return nil, err
 	}
 	fd := int(f.Fd())
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
-		}
-		return nil, fmt.Errorf("pmem: %s: flock: %w", path, err)
-	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("pmem: %w", err)
 	}
-	if fi.Size() < MinSize || fi.Size()%pageSize != 0 || fi.Size() > 1<<46 {
+	if fi.Size() < MinSize || fi.Size()%pageSize != 0 || fi.Size() > maxFileSize {
 		f.Close()
 		return nil, &CorruptError{Path: path, Offset: 0, Reason: fmt.Sprintf("file size %d is not a log's", fi.Size())}
 	}
@@ -109,7 +125,7 @@ func Open(path string, opts Options) (*Log, error) {
 	if method == FlushMsync {
 		m.msync = func(b []byte) error { return unix.Msync(b, unix.MS_SYNC) }
 	}
-	l, err := openOn(m, path, dur)
+	l, err := openChecked(m, path, dur, &opts.Identity)
 	if err != nil {
 		closeAll()
 		return nil, err
@@ -125,6 +141,133 @@ func Open(path string, opts Options) (*Log, error) {
 	l.why = why
 	l.close = closeAll
 	return l, nil
+}
+
+// openOrCreate returns path's file, locked, creating the log where there is
+// none and opts.Create allows. The file it returns may still be damaged or
+// another's: recovery and the identity check decide that.
+func openOrCreate(path string, size int64, opts Options) (*os.File, error) {
+	f, err := lockFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if opts.Create == storage.MustExist {
+			return nil, fmt.Errorf("pmem: %s: no such file: %w", path, storage.ErrNoLog)
+		}
+		switch err := create(path, size, opts.Identity, false); {
+		case errors.Is(err, errExists): // another opener created it meanwhile
+			if opts.Create == storage.MustCreate {
+				return nil, fmt.Errorf("pmem: %s: %w", path, storage.ErrAlreadyBootstrapped)
+			}
+		case err != nil:
+			return nil, err
+		}
+		return lockFile(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	state, err := classify(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("pmem: %s: %w", path, err)
+	}
+	switch {
+	case state == fileLog || state == fileForeign:
+		if opts.Create != storage.MustCreate {
+			return f, nil // recovery refuses a foreign file, and leaves it as it is
+		}
+		f.Close()
+		if state == fileForeign {
+			return nil, fmt.Errorf("pmem: %s: creating a log: a file that is not a vesta pmem log is in the way "+
+				"(creation never overwrites a file; move it away)", path)
+		}
+		return nil, fmt.Errorf("pmem: %s: %w", path, storage.ErrAlreadyBootstrapped)
+	case opts.Create == storage.MustExist:
+		f.Close()
+		return nil, fmt.Errorf("pmem: %s: %s: %w", path, state, storage.ErrNoLog)
+	}
+	// An unformatted file, which we hold locked: give its blocks back first
+	// (the new file needs the room; an emptied file is still unformatted if
+	// we crash now), then replace it with a formatted one.
+	err = f.Truncate(0)
+	if err == nil {
+		err = create(path, size, opts.Identity, true)
+	} else {
+		err = fmt.Errorf("pmem: %s: truncating the unformatted file: %w", path, err)
+	}
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	return lockFile(path)
+}
+
+// lockFile opens path read-write and takes its lock; the error wraps
+// os.ErrNotExist where there is no file.
+func lockFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pmem: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrLocked, path)
+		}
+		return nil, fmt.Errorf("pmem: %s: flock: %w", path, err)
+	}
+	return f, nil
+}
+
+// fileState is what classify found in an existing file.
+type fileState uint8
+
+const (
+	fileLog         fileState = iota // starts with a log's magic (recovery checks the rest)
+	fileForeign                      // something else
+	fileEmpty                        // no bytes
+	fileUnformatted                  // a header page of zeros (preallocated, never formatted)
+)
+
+func (s fileState) String() string {
+	switch s {
+	case fileLog:
+		return "a log"
+	case fileForeign:
+		return "not a log"
+	case fileEmpty:
+		return "the file is empty"
+	}
+	return "the file's header page is all zeros (never formatted)"
+}
+
+// classify reads the start of f. An empty file, or one whose first page is
+// zeros, holds no log: creation never leaves one at a log's path (it links
+// complete files), so such a file was made by someone else, e.g.
+// preallocated, and may be formatted.
+func classify(f *os.File) (fileState, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if fi.Size() == 0 {
+		return fileEmpty, nil
+	}
+	b := make([]byte, min(fi.Size(), headerSize))
+	if _, err := f.ReadAt(b, 0); err != nil {
+		return 0, err
+	}
+	if len(b) >= 8 && binary.LittleEndian.Uint64(b) == superMagic {
+		return fileLog, nil
+	}
+	for _, c := range b {
+		if c != 0 {
+			return fileForeign, nil
+		}
+	}
+	return fileUnformatted, nil
 }
 
 // mapFile maps the file shared, with MAP_SYNC when the file system allows.
@@ -173,55 +316,108 @@ func chooseFlush(want FlushMethod, d Durability) (FlushMethod, error) {
 	return 0, fmt.Errorf("unknown flush method %v", want)
 }
 
-// create formats a new log file of size bytes at path. The file is written
-// complete under a temporary name, synced, and then linked at path (or
-// renamed over an empty file there), and the directory is synced.
-func create(path string, size int64, replaceEmpty bool) (err error) {
+// errExists says that creation found a file at the path (another opener
+// created it meanwhile).
+var errExists = errors.New("pmem: a file exists at the path")
+
+// create formats a new log file of size bytes with identity id at path.
+// The file is written complete under a temporary name, synced, and then linked at path (or renamed over the
+// unformatted file there), and the directory is synced. It returns errExists
+// when a file appeared at path meanwhile (and replace is false).
+func create(path string, size int64, id storage.Identity, replace bool) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
 	}
-	tmp, err := os.CreateTemp(dir, "."+base+".new-*")
+	removeStaleTemps(dir, base)
+	tmp, err := os.CreateTemp(dir, tempPrefix(base)+"*")
 	if err != nil {
-		return fmt.Errorf("pmem: create: %w", err)
+		return fmt.Errorf("pmem: create %s: %w", path, err)
 	}
 	defer func() {
 		tmp.Close()
 		os.Remove(tmp.Name())
-		if err != nil {
-			err = fmt.Errorf("pmem: create %s: %w", path, err)
-		}
 	}()
+	// Held until creation ends, so that no other creator takes this file
+	// for a stale one (removeStaleTemps) while it is written.
+	if err := unix.Flock(int(tmp.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return fmt.Errorf("pmem: create %s: flock %s: %w", path, tmp.Name(), err)
+	}
 	if err := unix.Fallocate(int(tmp.Fd()), 0, 0, size); err != nil {
 		// Not every file system preallocates; a sparse file still works.
 		if err := tmp.Truncate(size); err != nil {
-			return err
+			return fmt.Errorf("pmem: create %s: %w", path, err)
 		}
 	}
-	var id [8]byte
-	rand.Read(id[:])
+	createStep("reserved")
+	var logID [8]byte
+	rand.Read(logID[:])
 	hdr := initialHeader(superblock{
 		fileSize: uint64(size), dataOff: headerSize, dataSize: uint64(size - headerSize),
-		logID: binary.LittleEndian.Uint64(id[:]),
-	})
+		logID: binary.LittleEndian.Uint64(logID[:]),
+	}, id)
 	if _, err := tmp.WriteAt(hdr, 0); err != nil {
-		return err
+		return fmt.Errorf("pmem: create %s: %w", path, err)
 	}
+	createStep("written")
 	if err := tmp.Sync(); err != nil {
-		return err
+		return fmt.Errorf("pmem: create %s: %w", path, err)
 	}
-	if replaceEmpty {
+	createStep("synced")
+	if replace {
 		err = os.Rename(tmp.Name(), path)
 	} else if err = os.Link(tmp.Name(), path); errors.Is(err, os.ErrExist) {
-		err = nil // another opener created it first; use theirs
+		return errExists
 	}
 	if err != nil {
-		return err
+		return fmt.Errorf("pmem: create %s: %w", path, err)
 	}
 	d, err := os.Open(dir)
-	if err != nil {
-		return err
+	if err == nil {
+		err = d.Sync()
+		d.Close()
 	}
-	defer d.Close()
-	return d.Sync()
+	if err != nil {
+		return fmt.Errorf("pmem: create %s: syncing the directory: %w", path, err)
+	}
+	return nil
+}
+
+// createHook, set only by tests, is called at each step of creation, so
+// that a child process can die there as a crash would.
+var createHook func(step string)
+
+func createStep(step string) {
+	if createHook != nil {
+		createHook(step)
+	}
+}
+
+// tempPrefix is how the temporary files of a creation of base begin.
+func tempPrefix(base string) string { return "." + base + ".new-" }
+
+// removeStaleTemps removes the temporary files that creations of base in
+// dir left when they crashed (each holds a whole log's space). A creation
+// in progress holds its file's lock, so it is never taken for stale. (A
+// creator between creating its file and locking it can lose it; its Open
+// then fails and can be retried.)
+func removeStaleTemps(dir, base string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), tempPrefix(base)) || !e.Type().IsRegular() {
+			continue
+		}
+		name := filepath.Join(dir, e.Name())
+		f, err := os.OpenFile(name, os.O_RDWR, 0)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			os.Remove(name)
+		}
+		f.Close()
+	}
 }

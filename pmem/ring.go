@@ -79,9 +79,12 @@ func (r *ring) recover(m *media, name string) error {
 	if len(buf) < MinSize {
 		return r.corrupt(0, "file of "+utoa(uint64(len(buf)))+" bytes is smaller than a log header and data area")
 	}
-	sb, why := decodeSuperblock(buf[superOff : superOff+metaSize])
+	sb, version, why := decodeSuperblock(buf[superOff : superOff+metaSize])
 	if why != "" {
 		return r.corrupt(superOff, why)
+	}
+	if version != formatVersion {
+		return &VersionError{Path: name, Version: version}
 	}
 	if sb.fileSize != uint64(len(buf)) {
 		return r.corrupt(superOff, "file has "+utoa(uint64(len(buf)))+" bytes, superblock says "+utoa(sb.fileSize))

@@ -1,8 +1,11 @@
 package pmem
 
 import (
-	"errors"
+	"fmt"
 	"math/rand/v2"
+	"slices"
+
+	"github.com/vestalabs/vesta/engine/storage"
 )
 
 // SimDevice is persistent memory simulated in process memory, for the
@@ -14,26 +17,35 @@ import (
 // A SimDevice is used by one goroutine. It never touches real memory
 // mappings, files or flush instructions.
 type SimDevice struct {
-	durable []byte    // what a crash keeps for certain
-	rec     *recorder // stores since the last fence, of the open log
+	durable []byte           // what a crash keeps for certain
+	id      storage.Identity // the log's, checked at every Open
+	rec     *recorder        // stores since the last fence, of the open log
 	log     *Log
 }
 
 // NewSimDevice returns a device holding a freshly formatted, empty log with
-// a data area of dataSize bytes (a multiple of 4096).
-func NewSimDevice(dataSize int) (*SimDevice, error) {
+// a data area of dataSize bytes (a multiple of 4096) that records identity
+// id (which must pass storage.Identity.Validate): a simulated replica's
+// device is formatted when the replica is created, as a bootstrap would.
+func NewSimDevice(dataSize int, id storage.Identity) (*SimDevice, error) {
 	if dataSize < minDataSize || dataSize%pageSize != 0 {
-		return nil, errors.New("pmem: simulated device data size must be a multiple of 4096, at least 4096")
+		return nil, fmt.Errorf("pmem: simulated device data size %d: must be a multiple of 4096, at least 4096", dataSize)
 	}
-	return &SimDevice{durable: newMemoryImage(dataSize)}, nil
+	if err := checkIdentity(id); err != nil {
+		return nil, fmt.Errorf("pmem: simulated device: %w", err)
+	}
+	id.Members = slices.Clone(id.Members)
+	return &SimDevice{durable: newMemoryImage(dataSize, id), id: id}, nil
 }
 
-// Open recovers a Log from the device, as a restarting process would. A log
-// already open on the device is abandoned (use Crash first to model a crash).
+// Open recovers a Log from the device, as a restarting process would, and
+// checks it is the identity the device was made with (the identity is
+// written once, so a crash must never change it). A log already open on
+// the device is abandoned (use Crash first to model a crash).
 func (d *SimDevice) Open() (*Log, error) {
 	d.rec = &recorder{onFence: d.fenced}
 	buf := append([]byte(nil), d.durable...)
-	l, err := openOn(media{buf: buf, method: flushNone, rec: d.rec}, "simulated", DurabilityMemory)
+	l, err := openChecked(media{buf: buf, method: flushNone, rec: d.rec}, "simulated", DurabilityMemory, &d.id)
 	if err != nil {
 		d.rec = nil
 		return nil, err

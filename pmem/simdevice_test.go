@@ -13,7 +13,7 @@ import (
 func TestSimDeviceCrashKeepsSyncedAndAPrefix(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	for round := range 300 {
-		dev, err := NewSimDevice(64 << 10)
+		dev, err := NewSimDevice(64<<10, testID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,6 +45,9 @@ func TestSimDeviceCrashKeepsSyncedAndAPrefix(t *testing.T) {
 		l2, err := dev.Open()
 		if err != nil {
 			t.Fatalf("round %d: recovery failed: %v", round, err)
+		}
+		if !l2.Identity().Equal(testID) {
+			t.Fatalf("round %d: recovered identity %v, want %v", round, l2.Identity(), testID)
 		}
 		p, _ := l2.Load()
 		if len(p.Entries) < len(synced) || len(p.Entries) > len(appended) {

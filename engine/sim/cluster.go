@@ -13,6 +13,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 	"github.com/vestalabs/vesta/engine/paxos"
+	"github.com/vestalabs/vesta/engine/storage"
 	"github.com/vestalabs/vesta/engine/wire"
 	"github.com/vestalabs/vesta/pmem"
 )
@@ -398,7 +399,7 @@ func (c *cluster) persist(r *replica, rd *paxos.Ready, k int) {
 // recovered as durable.
 func (c *cluster) recoverPmem(r *replica) (paxos.Persisted, bool) {
 	if r.dev == nil {
-		dev, err := pmem.NewSimDevice(16 << 20)
+		dev, err := pmem.NewSimDevice(16<<20, storage.Identity{ClusterID: 1, ReplicaID: r.id, Members: c.ids})
 		if err != nil {
 			c.check.fail("log", "replica %d: %v", r.id, err)
 			return paxos.Persisted{}, false

@@ -99,7 +99,13 @@ func openLog(o *options, id wire.ReplicaID) (storage.Log, error) {
 	case "pmem":
 		path := filepath.Join(o.pmemDir, fmt.Sprintf("vesta-bench-r%d-%d.pmem", id, os.Getpid()))
 		o.cleanup = append(o.cleanup, path)
-		l, err := pmem.Open(path, pmem.Options{Size: o.pmemSize, Prefault: true})
+		// The benchmark's own cluster: ID 1, members 1..replicas as startInproc numbers them.
+		members := make([]wire.ReplicaID, o.replicas)
+		for i := range members {
+			members[i] = wire.ReplicaID(i + 1)
+		}
+		l, err := pmem.Open(path, pmem.Options{Identity: storage.Identity{ClusterID: 1, ReplicaID: id, Members: members},
+			Create: storage.CreateIfMissing, Size: o.pmemSize, Prefault: true})
 		if err == nil {
 			o.durability = fmt.Sprintf("pmem %s (%s)", path, l.Status().Durability)
 		}

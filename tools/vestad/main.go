@@ -312,7 +312,10 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 			"Use -data DIR for anything but experiments. ***")
 		store = storage.NewMemLog()
 	} else if cfg.pmemPath != "" {
-		pl, err := pmem.Open(cfg.pmemPath, pmem.Options{Size: cfg.pmemSize, Prefault: cfg.pmemPrefault})
+		pl, err := pmem.Open(cfg.pmemPath, pmem.Options{
+			Identity: storage.Identity{ClusterID: cfg.clusterID, ReplicaID: cfg.id, Members: members},
+			Create:   storage.CreateIfMissing, // TODO(bootstrap): MustCreate with -bootstrap, else MustExist
+			Size:     cfg.pmemSize, Prefault: cfg.pmemPrefault})
 		if err != nil {
 			return fmt.Errorf("-log pmem:%s: %w", cfg.pmemPath, err)
 		}
