@@ -182,7 +182,8 @@ func TestFailoverOnWALKeepsAcknowledgedCommands(t *testing.T) {
 	testFailoverKeepsAcknowledged(t, func(id wire.ReplicaID) func() storage.Log {
 		dir := t.TempDir()
 		return func() storage.Log {
-			w, err := storage.OpenWAL(dir, storage.WALOptions{})
+			w, err := storage.OpenWAL(dir, storage.WALOptions{Create: storage.CreateIfMissing,
+				Identity: storage.Identity{ClusterID: 1, ReplicaID: id, Members: []wire.ReplicaID{1, 2, 3}}})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -57,7 +57,7 @@ func startInproc(o *options) (*inprocCluster, error) {
 	c := &inprocCluster{}
 	c.ops.New = func() any { return &inprocOp{c: c, cmd: make([]byte, 0, 64+o.size)} }
 	for _, id := range members {
-		log, err := openLog(o, id)
+		log, err := openLog(o, id, members)
 		if err != nil {
 			c.stop()
 			return nil, err
@@ -89,13 +89,15 @@ func startInproc(o *options) (*inprocCluster, error) {
 }
 
 // openLog opens replica id's log as -log asks.
-func openLog(o *options, id wire.ReplicaID) (storage.Log, error) {
+func openLog(o *options, id wire.ReplicaID, members []wire.ReplicaID) (storage.Log, error) {
 	dir := filepath.Join(o.dataDir, fmt.Sprintf("r%d", id))
 	switch o.log {
 	case "mem":
 		return storage.NewMemLog(), nil
 	case "wal":
-		return storage.OpenWAL(dir, storage.WALOptions{})
+		// The in-process cluster has no cluster ID of its own; 1 is vestad's default.
+		return storage.OpenWAL(dir, storage.WALOptions{Create: storage.CreateIfMissing,
+			Identity: storage.Identity{ClusterID: 1, ReplicaID: id, Members: members}})
 	case "pmem":
 		path := filepath.Join(o.pmemDir, fmt.Sprintf("vesta-bench-r%d-%d.pmem", id, os.Getpid()))
 		o.cleanup = append(o.cleanup, path)

@@ -328,7 +328,11 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 		}
 		store = pl
 	} else {
-		wal, err := storage.OpenWAL(cfg.dataDir, storage.WALOptions{})
+		// TODO(bootstrap): CreateIfMissing until vestad has a -bootstrap flag
+		// (MustCreate with it, MustExist without): until then a replica whose
+		// log is gone starts afresh.
+		wal, err := storage.OpenWAL(cfg.dataDir, storage.WALOptions{Logger: log, Create: storage.CreateIfMissing,
+			Identity: storage.Identity{ClusterID: cfg.clusterID, ReplicaID: cfg.id, Members: members}})
 		if err != nil {
 			return fmt.Errorf("-data %s: %w", cfg.dataDir, err)
 		}
