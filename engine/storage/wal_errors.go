@@ -8,7 +8,8 @@ import (
 // CorruptionError says why a WAL cannot be opened: damage that is not a torn
 // tail, so the records it hides may have been durable. File is the path of
 // the segment and Offset the byte offset in it of the first bad record (0 for
-// a bad or missing segment header).
+// a bad or missing segment header or a segment of another log; the file's
+// size for a segment shorter than it was preallocated to).
 type CorruptionError struct {
 	File   string
 	Offset int64
