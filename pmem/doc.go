@@ -19,8 +19,11 @@
 // *storage.IdentityError. Open creates a log only when told to
 // (Options.Create): a replica whose log is gone gets storage.ErrNoLog, not a
 // fresh log on which it would vote again. Creation writes the whole file
-// under a temporary name, syncs it and links it into place, so a crash
-// leaves no log or a complete one.
+// under a temporary name with every block allocated (fallocate), syncs it
+// and links it into place, so a crash leaves no log or a complete one; a
+// file system without the room is refused at Open with a *SpaceError, as is
+// an existing sparse file whose blocks cannot be allocated, instead of the
+// process dying of SIGBUS on a later store.
 //
 // # Writing
 //

@@ -66,6 +66,49 @@ func (e *VersionError) Error() string {
 	return fmt.Sprintf("pmem: %s: log format version %d; this build reads version %d only", e.Path, e.Version, formatVersion)
 }
 
+// SpaceError refuses a log file whose blocks the file system cannot provide.
+// A mapped file with unallocated blocks works until a store reaches a page
+// the file system cannot back, and then the process dies of SIGBUS (a store
+// has no error to return); so Open allocates every block of the file first
+// and refuses here, at start, instead.
+type SpaceError struct {
+	Path      string
+	Size      int64 // the log file's size
+	Allocated int64 // bytes of it already allocated (0 for a new file)
+	Free      int64 // bytes free in the file system then (statfs f_bavail); -1 if unknown
+	Err       error // what the allocation returned: ENOSPC, EDQUOT or ENOMEM
+}
+
+func (e *SpaceError) Error() string {
+	what := "cannot reserve " + sizeString(e.Size) + " for a new log file"
+	if e.Allocated > 0 {
+		what = "log file of " + sizeString(e.Size) + " has only " + sizeString(e.Allocated) +
+			" allocated, and the other " + sizeString(e.Size-e.Allocated) + " cannot be allocated"
+	}
+	free := "an unknown amount"
+	if e.Free >= 0 {
+		free = sizeString(e.Free)
+	}
+	return fmt.Sprintf("pmem: %s: %s: the file system has %s free (%v); "+
+		"free space there or ask for a smaller log (Options.Size; vestad -pmem-size)", e.Path, what, free, e.Err)
+}
+
+func (e *SpaceError) Unwrap() error { return e.Err }
+
+// sizeString writes a byte count exactly and, from 1 KiB, in binary units.
+func sizeString(n int64) string {
+	s := fmt.Sprintf("%d bytes", n)
+	switch {
+	case n >= 1<<30:
+		s += fmt.Sprintf(" (%.1f GiB)", float64(n)/(1<<30))
+	case n >= 1<<20:
+		s += fmt.Sprintf(" (%.1f MiB)", float64(n)/(1<<20))
+	case n >= 1<<10:
+		s += fmt.Sprintf(" (%.1f KiB)", float64(n)/(1<<10))
+	}
+	return s
+}
+
 func errFull(need, free, capacity uint64) error {
 	return fmt.Errorf("%w: need %d bytes, %d of %d free; compact after a snapshot", ErrFull, need, free, capacity)
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/vestalabs/vesta/engine/storage"
 	"golang.org/x/sys/unix"
@@ -50,7 +51,9 @@ type Options struct {
 	// busy replica; prefaulting costs open time instead (about 0.2 s per
 	// GiB on tmpfs here) and page tables (2 MiB per GiB with 4 KiB pages).
 	// A kernel without MADV_POPULATE_WRITE (before 5.14) leaves the log
-	// faulting on demand, and Status says so.
+	// faulting on demand, and Status says so; a prefault that fails because
+	// the memory cannot be had (ENOMEM, or EFAULT: a store there would
+	// raise SIGBUS) fails Open.
 	Prefault bool
 }
 
@@ -58,9 +61,12 @@ type Options struct {
 // state, checks that the log is opts.Identity's, and returns the log. Where
 // there is no log, opts.Create says whether to create one (see Options).
 //
-// Creation formats a complete file under a temporary name, syncs it and
-// links it into place, so a crash never leaves a half-formatted log at path
-// (layout.go, "Creation").
+// Creation formats a complete file under a temporary name, with every block
+// allocated, syncs it and links it into place, so a crash never leaves a
+// half-formatted log at path (layout.go, "Creation"). An existing file with
+// unallocated blocks (sparse) gets them allocated at Open. Either way a file
+// system that cannot provide the space fails Open with a *SpaceError naming
+// the sizes, instead of the process dying of SIGBUS on a later store.
 //
 // The mapping is MAP_SHARED_VALIDATE|MAP_SYNC where the kernel accepts it
 // (a DAX file system): flushed stores are then durable without system calls.
@@ -69,7 +75,7 @@ type Options struct {
 // is an msync. The file is locked (flock) while open.
 //
 // Errors: storage.ErrNoLog and storage.ErrAlreadyBootstrapped (wrapped, with
-// the path), *storage.IdentityError, *CorruptError,
+// the path), *storage.IdentityError, *SpaceError, *CorruptError,
 // *VersionError, ErrLocked, ErrNotDAX.
 func Open(path string, opts Options) (*Log, error) {
 	if err := checkIdentity(opts.Identity); err != nil {
@@ -99,6 +105,15 @@ func Open(path string, opts Options) (*Log, error) {
 	if fi.Size() < MinSize || fi.Size()%pageSize != 0 || fi.Size() > maxFileSize {
 		f.Close()
 		return nil, &CorruptError{Path: path, Offset: 0, Reason: fmt.Sprintf("file size %d is not a log's", fi.Size())}
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Blocks*512 < fi.Size() {
+		// Sparse (a copy made without preallocation, or a file system that
+		// gave blocks back): stores to its holes could fault for want of
+		// space once mapped.
+		if err := reserve(f, path, fi.Size(), st.Blocks*512); err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
 	buf, dur, why, err := mapFile(fd, int(fi.Size()))
 	if err != nil {
@@ -131,16 +146,45 @@ func Open(path string, opts Options) (*Log, error) {
 		return nil, err
 	}
 	if opts.Prefault {
-		if err := unix.Madvise(buf, unix.MADV_POPULATE_WRITE); err != nil {
+		note, err := prefault(buf)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("pmem: %s: prefault of %s: %w; the memory for the log cannot be had (free memory, "+
+				"raise the memory limit, or ask for a smaller log: Options.Size; vestad -pmem-size)", path, sizeString(int64(len(buf))), err)
+		}
+		if note != "" {
 			if why != "" {
 				why += "; "
 			}
-			why += "prefault refused (" + err.Error() + "): pages fault on first use"
+			why += note
 		}
 	}
 	l.why = why
 	l.close = closeAll
 	return l, nil
+}
+
+// prefault populates every page of the mapping writable. It returns a note
+// for Status where the kernel cannot prefault (the log then faults on
+// demand, which is only slower), and an error where populating failed
+// because the memory cannot be had: ENOMEM, or EFAULT, which the kernel
+// returns where a store to the page would raise SIGBUS.
+func prefault(buf []byte) (string, error) {
+	for range 100 {
+		err := unix.Madvise(buf, unix.MADV_POPULATE_WRITE)
+		switch {
+		case err == nil:
+			return "", nil
+		case errors.Is(err, unix.EINTR):
+			continue // populating again keeps what was populated
+		case errors.Is(err, unix.EINVAL):
+			// A kernel before 5.14 does not know the advice.
+			return "prefault refused (" + err.Error() + "): pages fault on first use", nil
+		default:
+			return "", err
+		}
+	}
+	return "prefault interrupted 100 times: pages fault on first use", nil
 }
 
 // openOrCreate returns path's file, locked, creating the log where there is
@@ -270,6 +314,84 @@ func classify(f *os.File) (fileState, error) {
 	return fileUnformatted, nil
 }
 
+// fallocate is unix.Fallocate; tests replace it to take the fallback.
+var fallocate = unix.Fallocate
+
+// fallocChunk bounds one fallocate call: tmpfs undoes a whole call that a
+// signal interrupts (EINTR, a profiler's SIGPROF say), so one huge call
+// could be interrupted every time; a chunk takes a few milliseconds.
+// maxEINTR bounds the retries all the same.
+const (
+	fallocChunk = 16 << 20
+	maxEINTR    = 1000
+)
+
+// reserve has the file system allocate every block of f's first size bytes
+// (extending f to size), so that no store to the mapping can find a page
+// the file system cannot back. allocated is what f already has, for the
+// error. ENOSPC, EDQUOT and ENOMEM are a *SpaceError.
+func reserve(f *os.File, path string, size, allocated int64) error {
+	var err error
+	for off, intr := int64(0), 0; off < size && err == nil; {
+		n := min(size-off, fallocChunk)
+		if err = fallocate(int(f.Fd()), 0, off, n); errors.Is(err, unix.EINTR) && intr < maxEINTR {
+			err, intr = nil, intr+1
+			continue
+		}
+		off += n
+	}
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		err = fillBlocks(f, size)
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) || errors.Is(err, unix.ENOMEM):
+		// Free as it was before this attempt: a failed fallocate gives back
+		// what it took (tmpfs) or not (others), and a failed fill keeps
+		// what it wrote, so count what f holds beyond allocated as free.
+		free := int64(-1)
+		var fs unix.Statfs_t
+		if unix.Fstatfs(int(f.Fd()), &fs) == nil {
+			free = int64(fs.Bavail) * fs.Bsize
+			var st unix.Stat_t
+			if unix.Fstat(int(f.Fd()), &st) == nil && st.Blocks*512 > allocated {
+				free += st.Blocks*512 - allocated
+			}
+		}
+		return &SpaceError{Path: path, Size: size, Allocated: allocated, Free: free, Err: err}
+	}
+	return fmt.Errorf("pmem: %s: allocating the blocks of %s: %w", path, sizeString(size), err)
+}
+
+// fillBlocks allocates f's blocks where the file system has no fallocate:
+// it extends f to size and writes every chunk back with the bytes it holds
+// (a hole reads as zeros), which allocates the holes and changes nothing,
+// then syncs, which is where some file systems report the lack of space.
+func fillBlocks(f *os.File, size int64) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() < size {
+		if err := f.Truncate(size); err != nil {
+			return err
+		}
+	}
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < size; {
+		b := buf[:min(int64(len(buf)), size-off)]
+		if _, err := f.ReadAt(b, off); err != nil {
+			return err
+		}
+		if _, err := f.WriteAt(b, off); err != nil {
+			return err
+		}
+		off += int64(len(b))
+	}
+	return f.Sync()
+}
+
 // mapFile maps the file shared, with MAP_SYNC when the file system allows.
 func mapFile(fd, size int) ([]byte, Durability, string, error) {
 	const prot = unix.PROT_READ | unix.PROT_WRITE
@@ -321,7 +443,8 @@ func chooseFlush(want FlushMethod, d Durability) (FlushMethod, error) {
 var errExists = errors.New("pmem: a file exists at the path")
 
 // create formats a new log file of size bytes with identity id at path.
-// The file is written complete under a temporary name, synced, and then linked at path (or renamed over the
+// The file is written complete under a temporary name, with every block
+// allocated (reserve), synced, and then linked at path (or renamed over the
 // unformatted file there), and the directory is synced. It returns errExists
 // when a file appeared at path meanwhile (and replace is false).
 func create(path string, size int64, id storage.Identity, replace bool) (err error) {
@@ -343,11 +466,8 @@ func create(path string, size int64, id storage.Identity, replace bool) (err err
 	if err := unix.Flock(int(tmp.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return fmt.Errorf("pmem: create %s: flock %s: %w", path, tmp.Name(), err)
 	}
-	if err := unix.Fallocate(int(tmp.Fd()), 0, 0, size); err != nil {
-		// Not every file system preallocates; a sparse file still works.
-		if err := tmp.Truncate(size); err != nil {
-			return fmt.Errorf("pmem: create %s: %w", path, err)
-		}
+	if err := reserve(tmp, path, size, 0); err != nil {
+		return err
 	}
 	createStep("reserved")
 	var logID [8]byte
