@@ -132,7 +132,7 @@ func dumpSegment(w io.Writer, data []byte, s *segmentScan, name string) (records
 	case c.bad != "":
 		fmt.Fprintf(w, "  off=%-10d close slot BAD: %s (ignored: a Close cut short, or damage)\n", hdr.size, c.bad)
 	default:
-		fmt.Fprintf(w, "  off=%-10d close slot empty (not closed cleanly since this segment was written)\n", hdr.size)
+		fmt.Fprintf(w, "  off=%-10d close slot empty (no clean Close while this segment was the newest)\n", hdr.size)
 	}
 	salt := hdr.salt
 	off := hdr.first
