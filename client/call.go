@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -21,8 +22,9 @@ import (
 // connection's dial queue or its pending map (sent, waiting for the
 // response), or a retry timer. Whoever removes it from one of them, under
 // that structure's lock, owns it and moves it on; no goroutine, context or
-// timer is made per call. Attempt timeouts are enforced by the client's
-// sweeper, which scans the connections' pending requests every tick.
+// timer is made per call. Attempt and call timeouts are enforced by the
+// client's sweeper (hedge.go), which scans the connections' pending
+// requests, and by send, which every attempt passes through.
 //
 // An op finishes once: finish and abandon (a blocking caller whose context
 // ended) race on state. The owner that finds an op abandoned drops it (it
@@ -44,6 +46,9 @@ type op struct {
 	hops   int           // redirects followed in a row
 	sentAt int64         // c.now at the last send
 	fixed  bool          // one attempt at addr, no retry (Status)
+	// deadline is c.now past which the call fails (Options.CallTimeout;
+	// 0: none). Set at the start, read by whoever owns the op.
+	deadline int64
 
 	// Completion: exactly one of these is set.
 	putDone func(error)
@@ -61,6 +66,9 @@ func (c *Client) newOp() *op {
 	o.c = c
 	o.addr = *c.leader.Load()
 	o.delay = c.opts.BackoffMin
+	if c.opts.CallTimeout > 0 {
+		o.deadline = c.now.Load() + int64(c.opts.CallTimeout)
+	}
 	return o
 }
 
@@ -89,7 +97,8 @@ func checkSize(key, value, expect []byte) error {
 // It does not wait: many calls may be in flight, and they are sent in
 // batches. Writes are exactly-once as with Put; PutAsync retries (through
 // redirects, unavailable servers, failed connections and attempt timeouts)
-// until the write is acknowledged, the server refuses it for good, or the
+// until the write is acknowledged, the server refuses it for good,
+// Options.CallTimeout passes (a *CallError, see the package comment), or the
 // client is closed (ErrClosed, which matches no ErrOutcomeUnknown although
 // the write may have applied, as with Put).
 //
@@ -152,7 +161,8 @@ func (c *Client) CAS(ctx context.Context, key, expect, value []byte) (swapped bo
 }
 
 // Status asks the server at addr (not necessarily one of the client's) for
-// its status. It does not retry.
+// its status. It does not retry: it fails with the connection's error, or
+// when ctx ends with a *CallError naming addr's last failure.
 func (c *Client) Status(ctx context.Context, addr string) (ServerStatus, error) {
 	var st ServerStatus
 	o := c.newOp()
@@ -178,28 +188,31 @@ func (c *Client) do(ctx context.Context, req proto.Request) (proto.Response, err
 		return proto.Response{}, err
 	}
 	if err := ctx.Err(); err != nil {
-		return proto.Response{}, err
+		return proto.Response{}, c.callError(req.Op, "", err, false) // nothing was sent
 	}
 	o := c.newOp()
 	o.req = req
 	return c.wait(ctx, o)
 }
 
-// wait starts o and waits for its outcome or for ctx to end.
+// wait starts o and waits for its outcome or for ctx to end. A call whose
+// ctx ends fails with a *CallError that wraps ctx.Err().
 func (c *Client) wait(ctx context.Context, o *op) (proto.Response, error) {
 	if o.ch == nil {
 		o.ch = make(chan struct{}, 1)
 	}
 	ch := o.ch
+	// Read before the op leaves this goroutine: others own it meanwhile.
+	opName, only := o.req.Op, ""
+	if o.fixed {
+		only = o.addr
+	}
 	c.start(o)
 	select {
 	case <-ch:
 	case <-ctx.Done():
 		if write, sent, ok := o.abandon(); ok {
-			if write && sent > 0 {
-				return proto.Response{}, fmt.Errorf("%w: %w", ErrOutcomeUnknown, ctx.Err())
-			}
-			return proto.Response{}, ctx.Err()
+			return proto.Response{}, c.callError(opName, only, ctx.Err(), write && sent > 0)
 		}
 		<-ch // finished meanwhile
 	}
@@ -338,9 +351,15 @@ func (c *Client) openSession() {
 		c.sessWaiters = nil
 		c.sessMu.Unlock()
 		if err != nil {
-			err = fmt.Errorf("vesta client: opening a session: %w", err)
+			var ce *CallError
+			timedOut := errors.As(err, &ce)
 			for _, w := range waiters {
-				w.finish(proto.Response{}, err)
+				if timedOut {
+					// Out of time: each write's own CallError (none was sent).
+					w.finish(proto.Response{}, &CallError{Op: w.req.Op.String(), Err: fmt.Errorf("opening a session: %w", ce.Err), Servers: ce.Servers})
+					continue
+				}
+				w.finish(proto.Response{}, fmt.Errorf("vesta client: opening a session: %w", err))
 			}
 			return
 		}
@@ -354,8 +373,13 @@ func (c *Client) openSession() {
 	c.send(o)
 }
 
-// send makes one attempt of o at o.addr.
+// send makes one attempt of o at o.addr, unless o's call is past its
+// deadline.
 func (c *Client) send(o *op) {
+	if o.deadline != 0 && c.now.Load() >= o.deadline {
+		o.timedOut()
+		return
+	}
 	cn, err := c.connTo(o.addr)
 	if err != nil {
 		o.finish(proto.Response{}, err)
@@ -366,8 +390,25 @@ func (c *Client) send(o *op) {
 
 var errSessionExpired = errors.New("vesta client: session expired")
 
+// replicaFailed begins the message of an unavailable answer from a server
+// whose replica failed for good (a full log, a sync error); it exits next.
+var replicaFailed = []byte("replica failed")
+
 // errAttemptTimeout fails an attempt that got no answer in AttemptTimeout.
 var errAttemptTimeout = errors.New("vesta client: no answer within the attempt timeout")
+
+// timedOut fails o, whose call ran past Options.CallTimeout; its owner
+// calls it. A write that was sent may have applied.
+func (o *op) timedOut() {
+	if o.state.Load() != 0 {
+		return
+	}
+	c, only := o.c, ""
+	if o.fixed {
+		only = o.addr
+	}
+	o.finish(proto.Response{}, c.callError(o.req.Op, only, callTimeoutError{c.opts.CallTimeout}, o.write && o.sent.Load() > 0))
+}
 
 // handle takes the response to o's attempt at addr.
 func (o *op) handle(addr string, resp proto.Response) {
@@ -386,6 +427,7 @@ func (o *op) handle(addr string, resp proto.Response) {
 		return
 	case proto.StatusNotLeader:
 		c.log.Debug("vesta client: not the leader", "addr", addr, "leader", resp.Leader, "leader_addr", resp.LeaderAddr)
+		c.noteNotLeader(addr, resp.LeaderAddr)
 		if resp.LeaderAddr != "" && resp.LeaderAddr != addr && o.hops < len(c.addrs) {
 			o.hops++
 			o.addr = resp.LeaderAddr
@@ -395,7 +437,15 @@ func (o *op) handle(addr string, resp proto.Response) {
 		}
 		o.addr = c.nextAddr(addr)
 	case proto.StatusUnavailable:
+		// A failed replica answers "replica failed: <cause>" before it
+		// exits; the note keeps its words for the errors of calls that
+		// then run out of time.
 		c.log.Debug("vesta client: server unavailable", "addr", addr, "msg", string(resp.Value))
+		c.noteUnavailable(addr, resp.Value)
+		if bytes.HasPrefix(resp.Value, replicaFailed) {
+			// It will not recover: try the others, who may elect a leader.
+			o.addr = c.nextAddr(addr)
+		}
 	case proto.StatusSessionExpired:
 		o.expired()
 		return
@@ -453,6 +503,10 @@ func (c *Client) retry(o *op) {
 	o.hops = 0
 	d := o.delay/2 + mrand.N(o.delay/2+1)
 	o.delay = min(2*o.delay, c.opts.BackoffMax)
+	if o.deadline != 0 {
+		// Wake at the deadline at the latest, to fail then (send).
+		d = max(min(d, time.Duration(o.deadline-c.now.Load())), 0)
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -487,6 +541,7 @@ func (c *Client) storeLeader(addr string) {
 	*p = addr
 	c.mu.Lock()
 	c.leader.Store(p)
+	c.leaderBallot = ballot{} // unknown until a probe asks
 	c.mu.Unlock()
 }
 
@@ -504,6 +559,7 @@ func (c *Client) nextAddr(failed string) string {
 			c.rr++
 		}
 		c.leader.Store(p)
+		c.leaderBallot = ballot{}
 		leader = *p
 	}
 	return leader
@@ -516,40 +572,6 @@ func (c *Client) expire(s *session) {
 		c.sess = nil
 	}
 	c.sessMu.Unlock()
-}
-
-// sweep refreshes the coarse clock and fails the attempts that have waited
-// longer than AttemptTimeout, every tick, until the client closes.
-func (c *Client) sweep() {
-	defer close(c.sweeperDone)
-	t := time.NewTicker(c.tick)
-	defer t.Stop()
-	// An op's sentAt is the coarse clock, up to a tick before the send: an
-	// attempt times out between AttemptTimeout and AttemptTimeout+2 ticks.
-	limit := int64(c.opts.AttemptTimeout + c.tick)
-	var expired []*op
-	for {
-		select {
-		case <-c.quit:
-			return
-		case <-t.C:
-		}
-		now := int64(time.Since(c.epoch))
-		c.now.Store(now)
-		c.mu.Lock()
-		conns := make([]*conn, 0, len(c.conns))
-		for _, cn := range c.conns {
-			conns = append(conns, cn)
-		}
-		c.mu.Unlock()
-		for _, cn := range conns {
-			expired = cn.takeExpired(now-limit, expired[:0])
-			for i, o := range expired {
-				o.attemptFailed(cn.addr, errAttemptTimeout)
-				expired[i] = nil
-			}
-		}
-	}
 }
 
 func randomID() uint64 {

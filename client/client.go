@@ -3,11 +3,36 @@
 //
 // A Client talks to a cluster through any of the addresses it was given. It
 // sends its requests to the replica it believes leads, follows not-leader
-// replies to the leader, and retries through failures until the call's
-// context ends. Every call may run concurrently with any other: calls share
-// one connection per server and many are in flight on it at once
+// replies to the leader, and retries through failures until the call
+// succeeds, fails for good, or runs out of time (its context's deadline, or
+// Options.CallTimeout). Every call may run concurrently with any other:
+// calls share one connection per server and many are in flight on it at once
 // (pipelining); the connection's writer sends all queued requests with one
 // system call, and one reader goroutine completes the calls.
+//
+// # Failover
+//
+// A leader that stops answering (paused, partitioned, overloaded) is noticed
+// after Options.HedgeDelay of silence on its connection, a small multiple of
+// its observed response time: the client then asks the other servers for
+// their status, and as soon as one reports that it leads (under a newer
+// ballot than the one the client knows), the waiting requests move to it.
+// Requests waiting at a server the client no longer takes for the leader (a
+// not-leader reply elsewhere named another) move the same way once that
+// server has been silent for the hedge delay. AttemptTimeout remains the
+// bound for a server that is silent while nobody else claims to lead. A
+// moved write keeps its session and sequence number (below), so it applies
+// once even if the silent server wakes up and applies its copy too.
+//
+// # Errors
+//
+// A call that runs out of time fails with a *CallError, which matches
+// (errors.Is) its context's error (context.DeadlineExceeded or
+// context.Canceled) or, past Options.CallTimeout, both ErrCallTimeout and
+// context.DeadlineExceeded; a write that may have applied also matches
+// ErrOutcomeUnknown. Its message names the last failure the client saw at
+// each server ("connection refused", "unavailable: replica failed: ...",
+// "no answer for 2s"), so a cluster that stopped says why.
 //
 // # Exactly-once writes
 //
@@ -15,7 +40,7 @@
 // the log before its first write, numbers its writes, and tells the server
 // the lowest number it has not yet seen acknowledged. A retried write keeps
 // its number, so it applies exactly once however often it is sent. If the
-// call's context ends after a write was sent, the call fails with an error
+// call's time runs out after a write was sent, the call fails with an error
 // that matches ErrOutcomeUnknown: the write may or may not apply. (Once every
 // earlier write of the client has finished, the abandoned write's number
 // falls below the client's low mark, and a copy of it that reaches the log
@@ -76,9 +101,32 @@ type Options struct {
 	WriteTimeout time.Duration
 	// AttemptTimeout bounds one try of a request at one server (2 s; negative:
 	// no bound); past it the request is sent again, to the next server. It
-	// keeps a call from waiting on a server that stopped answering (paused,
-	// partitioned) while another leads; a write's retry is safe (its session).
+	// is the last resort against a server that stopped answering (paused,
+	// partitioned): HedgeDelay finds a new leader sooner when there is one.
+	// A write's retry is safe (its session).
 	AttemptTimeout time.Duration
+	// HedgeDelay is how long a connection with requests waiting may stay
+	// silent (no answer to any of them) before the client asks the other
+	// servers who leads; while the silence lasts it asks again every
+	// HedgeDelay, and moves the waiting requests to a server that reports
+	// it leads under a newer ballot (see the package comment). 0: adaptive,
+	// the server's smoothed response time plus four deviations (as TCP's
+	// retransmission timeout), at least 50 ms and at most 500 ms (and at most
+	// AttemptTimeout/4); negative: off, a silent server is left only after
+	// AttemptTimeout. A false alarm (a slow but live leader) costs one status
+	// request to each other server and moves nothing.
+	HedgeDelay time.Duration
+	// CallTimeout bounds a whole call, retries included, from its start:
+	// past it the call fails with a *CallError matching ErrCallTimeout and
+	// context.DeadlineExceeded, which names each server's last failure (1
+	// minute; negative: no bound). It is the only bound of the asynchronous
+	// calls, which have no context, and bounds the blocking calls whose
+	// context's deadline is later or absent. A minute rides out any failover
+	// and restart the cluster is built to survive (seconds) with a wide
+	// margin, yet a cluster that stopped (a quorum failed, a full log) shows
+	// as errors within a minute instead of calls that wait forever. The
+	// sweeper enforces it to within a quarter of a second.
+	CallTimeout time.Duration
 	// Logger receives redirects and connection failures at Debug (slog.Default()).
 	Logger *slog.Logger
 }
@@ -102,6 +150,9 @@ func (o *Options) setDefaults() {
 	if o.AttemptTimeout == 0 {
 		o.AttemptTimeout = 2 * time.Second
 	}
+	if o.CallTimeout == 0 {
+		o.CallTimeout = time.Minute
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -114,7 +165,7 @@ type Client struct {
 	log   *slog.Logger
 	epoch time.Time    // the origin of now
 	now   atomic.Int64 // coarse clock: time since start, refreshed by the sweeper
-	tick  time.Duration
+	sw    sweepTiming
 
 	leader atomic.Pointer[string] // where calls go first; written under mu
 
@@ -124,6 +175,20 @@ type Client struct {
 	closed   bool
 	quit     chan struct{}
 	sleeping map[*op]*time.Timer // calls waiting to retry
+	// Failover (hedge.go): the ballot the leader reported for itself (zero:
+	// unknown), the servers with a status probe in flight, and when the
+	// last round of probes began.
+	leaderBallot ballot
+	probing      map[string]bool
+	probedAt     int64
+	// The last failures seen per server (errors.go), for the errors of
+	// calls that run out of time.
+	notes map[string]*serverNote
+
+	// slow is set while the sweeper ticks slowly (nothing waits for an
+	// answer); a send then refreshes now and wakes it (wake).
+	slow atomic.Bool
+	wake chan struct{}
 
 	sessMu      sync.Mutex
 	sess        *session
@@ -154,15 +219,14 @@ func New(addrs []string, opts Options) (*Client, error) {
 		conns:       map[string]*conn{},
 		quit:        make(chan struct{}),
 		sleeping:    map[*op]*time.Timer{},
+		probing:     map[string]bool{},
+		notes:       map[string]*serverNote{},
+		wake:        make(chan struct{}, 1),
 		sweeperDone: make(chan struct{}),
 	}
 	c.leader.Store(&c.addrs[0])
-	if opts.AttemptTimeout > 0 {
-		c.tick = max(opts.AttemptTimeout/4, time.Millisecond)
-		go c.sweep()
-	} else {
-		close(c.sweeperDone)
-	}
+	c.sw = newSweepTiming(&c.opts)
+	go c.sweep()
 	return c, nil
 }
 
@@ -184,7 +248,7 @@ func (c *Client) Close() error {
 	c.sleeping = map[*op]*time.Timer{}
 	c.mu.Unlock()
 	for _, cn := range conns {
-		cn.fail(ErrClosed)
+		cn.fail(ErrClosed, "")
 	}
 	for o, t := range sleeping {
 		if t.Stop() { // else its retry runs, finds the client closed, and fails

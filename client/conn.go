@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vestalabs/vesta/client/proto"
 )
@@ -20,6 +21,17 @@ type conn struct {
 	pending pendingTable
 	nextID  uint64
 	err     error // set once the connection failed; pending and queued are then empty
+
+	// For the sweeper (hedge.go), in coarse-clock ns: since when the
+	// connection has owed an answer (set when a request finds nothing
+	// else waiting), when the last answer came, and a smoothed estimate of
+	// the response time.
+	owedSince, lastRecv int64
+	srtt, rttvar        int64
+	sampled             bool
+	// lastOK is when the last successful answer to a call came (not to a
+	// status request): failures noted before it are history (errors.go).
+	lastOK atomic.Int64
 }
 
 // connTo returns the client's connection to addr, starting to dial one if
@@ -53,12 +65,14 @@ func (cn *conn) dial() {
 		}
 	}
 	if err != nil {
-		cn.fail(fmt.Errorf("vesta client: connecting to %s: %w", cn.addr, err))
+		cn.fail(fmt.Errorf("vesta client: connecting to %s: %w", cn.addr, err), connFailure("connecting", err))
 		return
 	}
 	w := proto.NewWriter(nc, proto.WriterOptions{
 		WriteTimeout: cn.c.opts.WriteTimeout,
-		OnError:      func(err error) { cn.fail(fmt.Errorf("vesta client: writing to %s: %w", cn.addr, err)) },
+		OnError: func(err error) {
+			cn.fail(fmt.Errorf("vesta client: writing to %s: %w", cn.addr, err), connFailure("writing", err))
+		},
 		DirectWrites: true, // a lone request leaves at once (docs/PERFORMANCE.md step 20)
 	})
 	cn.mu.Lock()
@@ -80,7 +94,7 @@ func (cn *conn) dial() {
 	cn.mu.Unlock()
 	go cn.readLoop()
 	if werr != nil {
-		cn.fail(fmt.Errorf("vesta client: writing to %s: %w", cn.addr, werr))
+		cn.fail(fmt.Errorf("vesta client: writing to %s: %w", cn.addr, werr), connFailure("writing", werr))
 	}
 }
 
@@ -93,6 +107,10 @@ func (cn *conn) submit(o *op) {
 		return
 	}
 	if cn.w == nil {
+		if len(cn.queued) == 0 && cn.pending.len() == 0 {
+			cn.c.touch()
+			cn.owedSince = cn.c.now.Load()
+		}
 		cn.queued = append(cn.queued, o)
 		cn.mu.Unlock()
 		return
@@ -100,7 +118,7 @@ func (cn *conn) submit(o *op) {
 	err := cn.sendLocked(o)
 	cn.mu.Unlock()
 	if err != nil {
-		cn.fail(fmt.Errorf("vesta client: writing to %s: %w", cn.addr, err))
+		cn.fail(fmt.Errorf("vesta client: writing to %s: %w", cn.addr, err), connFailure("writing", err))
 	}
 }
 
@@ -117,8 +135,14 @@ func (cn *conn) sendLocked(o *op) error {
 	}
 	cn.nextID++
 	o.req.ID = cn.nextID
-	o.sentAt = cn.c.now.Load()
 	alone := cn.pending.len() == 0
+	if alone {
+		cn.c.touch()
+	}
+	o.sentAt = cn.c.now.Load()
+	if alone {
+		cn.owedSince = o.sentAt
+	}
 	cn.pending.put(o.req.ID, o)
 	if alone {
 		// Nothing else in flight here: no other request follows this one
@@ -128,29 +152,29 @@ func (cn *conn) sendLocked(o *op) error {
 	return cn.w.WriteRequest(&o.req)
 }
 
-// takeExpired removes and appends to out the pending requests sent before
-// the coarse time before.
-func (cn *conn) takeExpired(before int64, out []*op) []*op {
-	cn.mu.Lock()
-	defer cn.mu.Unlock()
-	return cn.pending.takeIf(func(o *op) bool { return o.sentAt < before }, out)
-}
-
 func (cn *conn) readLoop() {
 	rd := proto.NewReader(cn.nc, 64<<10, proto.DefaultMaxFrameSize)
 	for {
 		body, err := rd.Next()
 		if err != nil {
-			cn.fail(fmt.Errorf("vesta client: reading from %s: %w", cn.addr, err))
+			cn.fail(fmt.Errorf("vesta client: reading from %s: %w", cn.addr, err), connFailure("reading", err))
 			return
 		}
 		resp, err := proto.DecodeResponse(body)
 		if err != nil {
-			cn.fail(fmt.Errorf("vesta client: from %s: %w", cn.addr, err))
+			cn.fail(fmt.Errorf("vesta client: from %s: %w", cn.addr, err), "a malformed response: "+err.Error())
 			return
 		}
+		now := cn.c.now.Load()
 		cn.mu.Lock()
+		cn.lastRecv = now
 		o := cn.pending.take(resp.ID)
+		if o != nil {
+			cn.c.sampleLocked(cn, now-o.sentAt)
+			if resp.Status == proto.StatusOK && !o.fixed && cn.lastOK.Load() != now {
+				cn.lastOK.Store(now)
+			}
+		}
 		cn.mu.Unlock()
 		if o == nil {
 			continue // timed out, or its caller gave up
@@ -161,8 +185,9 @@ func (cn *conn) readLoop() {
 
 // fail marks the connection failed with err, fails its queued and pending
 // requests' attempts, closes it and forgets it, so the next attempt dials
-// again. Idempotent.
-func (cn *conn) fail(err error) {
+// again; what is the failure in words for the server's note (errors.go),
+// "" for none (the client closed). Idempotent.
+func (cn *conn) fail(err error, what string) {
 	cn.mu.Lock()
 	if cn.err != nil {
 		cn.mu.Unlock()
@@ -177,6 +202,9 @@ func (cn *conn) fail(err error) {
 	c.mu.Lock()
 	if c.conns[cn.addr] == cn {
 		delete(c.conns, cn.addr)
+	}
+	if what != "" {
+		c.noteLocked(cn.addr, noteFailed, what, cn.lastOK.Load())
 	}
 	c.mu.Unlock()
 	if nc != nil {

@@ -2,6 +2,7 @@ package client
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -16,20 +17,26 @@ import (
 // client protocol, one of which "leads" and applies requests to a shared
 // kv.Store, the others answering not-leader with a hint. Faults: a request
 // applied but its response lost (the connection closed instead), a request
-// answered unavailable without applying, a server that never answers.
+// answered unavailable without applying, a server that never answers (or
+// applies and never answers), a server that refuses everything with a
+// message, as a failed replica does, and a server that stops listening.
 type fakeCluster struct {
 	t       *testing.T
 	servers []*fakeServer
 
 	mu          sync.Mutex
 	store       *kv.Store
-	leader      int     // index into servers; -1: none
-	loseReply   float64 // probability that a write applies and its reply is lost
-	unavailable float64 // probability of answering unavailable without applying
-	hang        bool    // the leader reads requests and never answers
-	mute        int     // index of a server that reads requests and never answers (-1: none)
+	leader      int            // index into servers; -1: none
+	loseReply   float64        // probability that a write applies and its reply is lost
+	unavailable float64        // probability of answering unavailable without applying
+	hang        bool           // the leader reads requests and never answers
+	mute        int            // index of a server that reads requests and never answers (-1: none)
+	muteApplies bool           // the mute server applies writes (as the leader it was) before not answering
+	round       uint64         // the leader's ballot is round.(leader+1); setLeader raises it
+	refuse      map[int]string // servers that answer every request unavailable with this message
 	rng         *rand.Rand
 	applied     map[[2]uint64]int // (client, seq) -> times it reached the store
+	reqs        map[int]int       // server -> requests other than status it received
 
 	conns atomic.Int64 // connections accepted
 }
@@ -45,7 +52,8 @@ type fakeServer struct {
 }
 
 func newFakeCluster(t *testing.T, n int, opts kv.Options) *fakeCluster {
-	c := &fakeCluster{t: t, store: kv.New(opts), rng: rand.New(rand.NewPCG(1, 2)), applied: map[[2]uint64]int{}, mute: -1}
+	c := &fakeCluster{t: t, store: kv.New(opts), rng: rand.New(rand.NewPCG(1, 2)), applied: map[[2]uint64]int{}, mute: -1,
+		round: 1, refuse: map[int]string{}, reqs: map[int]int{}}
 	for i := 0; i < n; i++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -81,10 +89,24 @@ func (c *fakeCluster) close() {
 	}
 }
 
+// setLeader makes server i the leader, under a new ballot.
 func (c *fakeCluster) setLeader(i int) {
 	c.mu.Lock()
 	c.leader = i
+	c.round++
 	c.mu.Unlock()
+}
+
+// stop closes server i's listener and connections: its address refuses
+// connections from now on.
+func (c *fakeCluster) stop(i int) {
+	s := c.servers[i]
+	s.ln.Close()
+	s.mu.Lock()
+	for nc := range s.live {
+		nc.Close()
+	}
+	s.mu.Unlock()
 }
 
 func (s *fakeServer) acceptLoop() {
@@ -146,18 +168,33 @@ func (s *fakeServer) handle(req *proto.Request) (resp *proto.Response, ok bool) 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	resp = &proto.Response{ID: req.ID}
-	if c.mute == s.idx {
+	if req.Op != proto.OpStatus {
+		c.reqs[s.idx]++
+	}
+	// A mute server that applies writes was the leader when it was paused,
+	// before it could answer; the write applies as if it were still.
+	appliesMuted := c.mute == s.idx && c.muteApplies && req.Op.IsWrite()
+	if c.mute == s.idx && !appliesMuted {
 		return nil, true
 	}
+	if msg, ok := c.refuse[s.idx]; ok {
+		resp.Status = proto.StatusUnavailable
+		resp.Value = []byte(msg)
+		return resp, true
+	}
 	if req.Op == proto.OpStatus {
-		st := ServerStatus{ID: uint32(s.idx + 1), Role: "follower", Leader: uint32(c.leader + 1)}
+		st := ServerStatus{ID: uint32(s.idx + 1), Role: "follower", Leader: uint32(c.leader + 1),
+			Promised: fmt.Sprintf("%d.%d", c.round, c.leader+1)}
 		if c.leader == s.idx {
-			st.Role = "leader"
+			st.Role, st.Ballot = "leader", st.Promised
+		}
+		if c.leader >= 0 {
+			st.LeaderAddr = c.servers[c.leader].addr
 		}
 		resp.Value, _ = json.Marshal(st)
 		return resp, true
 	}
-	if c.leader != s.idx {
+	if c.leader != s.idx && !appliesMuted {
 		resp.Status = proto.StatusNotLeader
 		if c.leader >= 0 {
 			resp.Leader = uint32(c.leader + 1)
@@ -196,6 +233,9 @@ func (s *fakeServer) handle(req *proto.Request) (resp *proto.Response, ok bool) 
 	}
 	if req.Op.IsWrite() && c.rng.Float64() < c.loseReply {
 		return nil, false
+	}
+	if c.mute == s.idx {
+		return nil, true // applied, never answered
 	}
 	return resp, true
 }

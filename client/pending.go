@@ -11,6 +11,7 @@ package client
 type pendingTable struct {
 	cells []pendingCell // len is a power of two
 	n     int
+	fixed int // how many of the n are fixed (status requests, which never move)
 }
 
 type pendingCell struct {
@@ -30,6 +31,9 @@ func (t *pendingTable) put(id uint64, o *op) {
 	}
 	t.cells[id&uint64(len(t.cells)-1)] = pendingCell{id: id, o: o}
 	t.n++
+	if o.fixed {
+		t.fixed++
+	}
 }
 
 // grow doubles the table. Two pending IDs that share a cell of the doubled
@@ -57,16 +61,28 @@ func (t *pendingTable) take(id uint64) *op {
 	o := c.o
 	*c = pendingCell{}
 	t.n--
+	if o.fixed {
+		t.fixed--
+	}
 	return o
 }
 
 // len is the number of pending requests.
 func (t *pendingTable) len() int { return t.n }
 
+// movable is the number of pending requests that are not fixed.
+func (t *pendingTable) movable() int { return t.n - t.fixed }
+
 // takeIf removes the requests drop reports true for and appends them to out.
 func (t *pendingTable) takeIf(drop func(*op) bool, out []*op) []*op {
+	if t.n == 0 {
+		return out
+	}
 	for i := range t.cells {
 		if c := &t.cells[i]; c.o != nil && drop(c.o) {
+			if c.o.fixed {
+				t.fixed--
+			}
 			out = append(out, c.o)
 			*c = pendingCell{}
 			t.n--
