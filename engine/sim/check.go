@@ -14,10 +14,14 @@ import (
 // under one ballot. A replica that applies a value no majority durably
 // accepted, or two values chosen for one slot, is a violation.
 type checker struct {
-	quorum     int
-	votes      map[slotBallot]*voteSet
-	chosen     map[wire.Slot]wire.Value
-	learned    map[wire.Slot]wire.Value
+	quorum  int
+	votes   map[slotBallot]*voteSet
+	chosen  map[wire.Slot]wire.Value
+	learned map[wire.Slot]wire.Value
+	// leading maps a ballot to the incarnation of its replica that led it
+	// (sent Accepts or heartbeats under it).
+	leading    map[wire.Ballot]int
+	ledMax     []wire.Ballot // per replica: the highest ballot it ever led
 	violations []Violation
 }
 
@@ -37,6 +41,41 @@ func newChecker(replicas int) *checker {
 		votes:   map[slotBallot]*voteSet{},
 		chosen:  map[wire.Slot]wire.Value{},
 		learned: map[wire.Slot]wire.Value{},
+		leading: map[wire.Ballot]int{},
+		ledMax:  make([]wire.Ballot, replicas),
+	}
+}
+
+// restarted checks the promise replica idx restarts with against every
+// ballot it led before: a replica picks its next ballot above its promise,
+// so a promise below a ballot it led would let it lead that ballot again
+// in this incarnation (see led). The promise of a ballot must be durable
+// before the ballot is led.
+func (c *checker) restarted(idx int, promised wire.Ballot) {
+	if promised.Less(c.ledMax[idx]) {
+		c.fail("ballot", "replica %d restarted with promise %v below ballot %v it led before it crashed: it may lead that ballot again", idx+1, promised, c.ledMax[idx])
+	}
+}
+
+// led records that incarnation gen of replica idx sent m. A ballot is led
+// by one incarnation only: otherwise a restarted replica could propose a
+// second value in a slot under a ballot it already used, and a late vote
+// for the first would count for the second (issue 12, item 1). A replica
+// must pick, after any restart, a ballot above every one it led.
+func (c *checker) led(idx, gen int, m wire.Message) {
+	if m.Type != wire.MsgAccept && m.Type != wire.MsgHeartbeat {
+		return
+	}
+	if c.ledMax[idx].Less(m.Ballot) {
+		c.ledMax[idx] = m.Ballot
+	}
+	g, ok := c.leading[m.Ballot]
+	if !ok {
+		c.leading[m.Ballot] = gen
+		return
+	}
+	if g != gen {
+		c.fail("ballot", "replica %d led ballot %v in two incarnations (%d, then %d)", idx+1, m.Ballot, g, gen)
 	}
 }
 

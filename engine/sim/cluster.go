@@ -25,6 +25,14 @@ const tick = 1000
 const (
 	clientTimeout = 40 * tick
 	retryBackoff  = tick / 4
+	// Messages to a replica that is down wait in their senders' transports
+	// (at most maxHeld per replica) and reach it within heldDelay of its
+	// restart: senders redial with a backoff.
+	maxHeld   = 64
+	heldDelay = 30 * tick
+	// While faults last, every disk stalls now and then (fsync's tail is
+	// tens of times its median); slow-sync and slow-disk seeds stall more.
+	stallChance = 0.1
 )
 
 // cluster is one simulated run.
@@ -45,7 +53,11 @@ type cluster struct {
 	// Fault profile.
 	faulty        bool // faults are being injected now
 	loss, dup     float64
-	crashEvery    int64 // mean time between crashes; 0: none
+	crashEvery    int64   // mean time between crashes; 0: none
+	crashOnWin    float64 // chance that a replica crashes right after it wins an election
+	slowSync      float64 // chance that a sync stalls (a disk's tail latency)
+	slowDisk      int     // a replica whose syncs stall with chance slowDiskP; -1: none
+	slowDiskP     float64
 	partEvery     int64 // mean time between partition changes; 0: none
 	blocked       [][]bool
 	healAt        int64
@@ -60,7 +72,9 @@ type replica struct {
 	id     wire.ReplicaID
 	up     bool
 	gen    int
-	period int64 // this replica's tick length: clocks drift apart
+	period int64          // this replica's tick length: clocks drift apart
+	led    wire.Ballot    // the last ballot this incarnation was seen leading
+	held   []wire.Message // sent to it while it was down, delivered after it restarts
 	node   *paxos.Node
 	disk   disk
 	// Readys handed out and not yet durable, oldest first; the first
@@ -165,6 +179,19 @@ func (c *cluster) setup() {
 			c.partEvery = c.between(10, 60) * tick
 			profile = append(profile, fmt.Sprintf("partition/%dt", c.partEvery/tick))
 		}
+		c.slowDisk = -1
+		switch c.rng.IntN(3) {
+		case 0:
+			c.slowSync = 0.1 + 0.3*c.rng.Float64()
+			profile = append(profile, fmt.Sprintf("slow-sync=%.0f%%", c.slowSync*100))
+		case 1:
+			c.slowDisk, c.slowDiskP = c.rng.IntN(o.Replicas), 0.3+0.5*c.rng.Float64()
+			profile = append(profile, fmt.Sprintf("slow-disk=r%d/%.0f%%", c.slowDisk+1, c.slowDiskP*100))
+		}
+		if c.rng.IntN(10) < 6 {
+			c.crashOnWin = 0.5 + 0.5*c.rng.Float64()
+			profile = append(profile, fmt.Sprintf("crash-on-win=%.0f%%", c.crashOnWin*100))
+		}
 	}
 	if len(profile) == 0 {
 		profile = append(profile, "healthy")
@@ -222,6 +249,7 @@ func (c *cluster) start(r *replica) {
 		c.check.fail("restore", "replica %d cannot restart from its disk: %v", r.id, err)
 		return
 	}
+	c.check.restarted(r.idx, n.Status().Promised)
 	if c.opts.NodeHook != nil {
 		c.opts.NodeHook(n)
 	}
@@ -229,7 +257,11 @@ func (c *cluster) start(r *replica) {
 	r.gen++
 	r.kv, r.applied, r.queue, r.waiting = newKV(), 0, nil, map[cmdID]int{}
 	c.schedule(c.now+c.between(0, r.period), &event{kind: evTick, node: r.idx, gen: r.gen})
-	c.tracef("r%d start: promised=%v commit=%d entries=%d", r.id, r.disk.hs.Promised, r.disk.hs.Commit, len(p.Entries))
+	c.tracef("r%d start: promised=%v commit=%d entries=%d held=%d", r.id, r.disk.hs.Promised, r.disk.hs.Commit, len(p.Entries), len(r.held))
+	for _, m := range r.held {
+		c.schedule(c.now+c.between(0, heldDelay), &event{kind: evDeliver, node: r.idx, msg: m})
+	}
+	r.held = nil
 }
 
 func (c *cluster) loop() {
@@ -248,6 +280,13 @@ func (c *cluster) handle(e *event) {
 	case evDeliver:
 		r := c.replicas[e.node]
 		if !r.up {
+			// The sender's transport keeps what it could not deliver and
+			// sends it once the replica is back (TCP: the peer's queue
+			// survives redials, up to its bound): a message may reach
+			// the next incarnation. Half are lost with the connection.
+			if len(r.held) < maxHeld && c.rng.IntN(2) == 0 {
+				r.held = append(r.held, e.msg)
+			}
 			return
 		}
 		c.tracef("r%d <- %v", r.id, e.msg)
@@ -292,6 +331,12 @@ func (c *cluster) handle(e *event) {
 		c.onTimeout(c.clients[e.client], e.resp.seq)
 	case evCrash:
 		c.crashSome()
+	case evCrashNode:
+		if r := c.replicas[e.node]; r.up && r.gen == e.gen && c.faulty {
+			// Back quickly, while its peers still hold its ballot as their
+			// promise and before their election timers run out.
+			c.crash(r, c.between(tick/10, tick), false)
+		}
 	case evRestart:
 		r := c.replicas[e.node]
 		if !r.up && r.gen == e.gen {
@@ -313,16 +358,27 @@ func (c *cluster) handle(e *event) {
 func (c *cluster) process(r *replica) {
 	for r.up {
 		c.flushQueue(r)
-		if st := r.node.Status(); st.Role == paxos.Leader && st.Ballot != c.lastLeader && c.lastLeader.Less(st.Ballot) {
-			c.lastLeader = st.Ballot
-			c.res.Elections++
+		if st := r.node.Status(); st.Role == paxos.Leader && st.Ballot != r.led {
+			r.led = st.Ballot
+			if c.lastLeader.Less(st.Ballot) {
+				c.lastLeader = st.Ballot
+				c.res.Elections++
+			}
 			c.tracef("r%d leads in ballot %v from slot %d", r.id, st.Ballot, st.Commit)
+			if c.faulty && r.syncing > 0 && c.rng.Float64() < c.crashOnWin {
+				// Crash it right after it wins: after its first Accepts
+				// leave (this Ready), before the sync under way completes
+				// (10-400 units). A leader that led before its own promise
+				// was durable now restarts below its ballot.
+				c.schedule(c.now+c.between(1, 20), &event{kind: evCrashNode, node: r.idx, gen: r.gen})
+			}
 		}
 		if !r.node.HasReady() {
 			return
 		}
 		rd := r.node.Ready()
 		for _, m := range rd.Send {
+			c.check.led(r.idx, r.gen, m)
 			c.send(m)
 		}
 		c.apply(r, rd.Apply)
@@ -373,7 +429,17 @@ func (c *cluster) startSync(r *replica) {
 			}
 		}
 	}
-	c.schedule(c.now+c.between(10, 400), &event{kind: evPersisted, node: r.idx, gen: r.gen})
+	d := c.between(10, 400)
+	p := c.slowSync
+	if r.idx == c.slowDisk {
+		p = c.slowDiskP
+	}
+	if c.faulty && c.rng.Float64() < stallChance+p {
+		// A stall: the replica's peers, their own syncs included, answer
+		// long before its own sync completes.
+		d += c.between(400, 4000)
+	}
+	c.schedule(c.now+d, &event{kind: evPersisted, node: r.idx, gen: r.gen})
 }
 
 // persist writes the first k records of a Ready to disk: its entries in
@@ -546,14 +612,20 @@ func (c *cluster) crashSome() {
 	if len(up) == 0 {
 		return
 	}
-	r := up[c.rng.IntN(len(up))]
+	c.crash(up[c.rng.IntN(len(up))], c.between(5, 60)*tick, true)
+}
+
+// crash stops replica r as a power failure would and restarts it after
+// restartIn time units. Of the sync under way a random prefix reached the
+// disk, or nothing unless partial.
+func (c *cluster) crash(r *replica, restartIn int64, partial bool) {
 	if r.plog != nil {
 		// Power fails: of the words stored since the last fence, a random
 		// subset reached the device. Recovery, at restart, decides.
 		pending, kept := r.dev.Crash(c.rng)
 		c.tracef("r%d pmem crash: kept %d of %d unfenced words", r.id, kept, pending)
 		r.plog = nil
-	} else if r.syncing > 0 {
+	} else if r.syncing > 0 && partial {
 		// The sync under way is cut short: a random prefix of its records
 		// reached the disk; the next one, if any, was torn and is dropped by
 		// recovery (its CRC fails). Readys queued behind it are lost.
@@ -568,11 +640,11 @@ func (c *cluster) crashSome() {
 			keep -= k
 		}
 	}
-	r.up, r.pending, r.syncing, r.node = false, nil, 0, nil
+	r.up, r.pending, r.syncing, r.node, r.led = false, nil, 0, nil, wire.Ballot{}
 	r.gen++
 	c.res.Crashes++
 	c.tracef("r%d CRASH", r.id)
-	c.schedule(c.now+c.between(5, 60)*tick, &event{kind: evRestart, node: r.idx, gen: r.gen})
+	c.schedule(c.now+restartIn, &event{kind: evRestart, node: r.idx, gen: r.gen})
 }
 
 func (c *cluster) repartition() {

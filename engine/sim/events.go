@@ -17,6 +17,7 @@ const (
 	evClientNext                  // a client issues its next operation
 	evClientTimeout
 	evCrash     // crash some replica (fault phase)
+	evCrashNode // crash this replica (fault phase: crash-on-win)
 	evRestart   // a crashed replica comes back
 	evPartition // the partition shape changes (fault phase)
 	evHeal      // faults end

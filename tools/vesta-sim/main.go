@@ -2,6 +2,7 @@
 // and reports every violation with the command that replays it.
 //
 //	go run ./tools/vesta-sim -seeds 2000 [-replicas 3|5] [-seed S] [-v]
+//	go run -tags contracts ./tools/vesta-sim -seeds 300 -plant lead-before-own-promise
 //
 // With -seed S it runs seeds S, S+1, ... (one seed by default when -seed is
 // given); -v prints the full event trace of each seed run, which is how a
@@ -18,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vestalabs/vesta/engine/paxos"
 	"github.com/vestalabs/vesta/engine/sim"
 )
 
@@ -30,6 +32,7 @@ func main() {
 	logKind := flag.String("log", "model", "replica logs: model (the simulator's disk model) or pmem (pmem logs on simulated persistent memory)")
 	verbose := flag.Bool("v", false, "print each seed's event trace")
 	workers := flag.Int("j", runtime.GOMAXPROCS(0), "seeds run in parallel")
+	plant := flag.String("plant", "", "plant the protocol `BUG` (see paxos.AllBugs) in every replica, to see the checkers catch it (contracts builds only)")
 	flag.Parse()
 
 	seedGiven := false
@@ -55,15 +58,27 @@ func main() {
 	if *verbose {
 		*workers = 1
 	}
+	var hook func(*paxos.Node)
+	if *plant != "" {
+		var err error
+		if hook, err = plantHook(*plant); err != nil {
+			fmt.Fprintln(os.Stderr, "vesta-sim:", err)
+			os.Exit(2)
+		}
+	}
 	opts := func(seed uint64) sim.Options {
-		o := sim.Options{Seed: seed, Replicas: *replicas, Clients: *clients, NoFaults: *healthy, PmemLog: *logKind == "pmem"}
+		o := sim.Options{Seed: seed, Replicas: *replicas, Clients: *clients, NoFaults: *healthy, PmemLog: *logKind == "pmem", NodeHook: hook}
 		if *verbose {
 			o.Trace = os.Stdout
 		}
 		return o
 	}
 	replay := func(seed uint64) string {
-		s := fmt.Sprintf("go run ./tools/vesta-sim -seed %d -replicas %d", seed, *replicas)
+		s := "go run ./tools/vesta-sim"
+		if *plant != "" {
+			s = "go run -tags contracts ./tools/vesta-sim -plant " + *plant
+		}
+		s += fmt.Sprintf(" -seed %d -replicas %d", seed, *replicas)
 		if *clients != 0 {
 			s += fmt.Sprintf(" -clients %d", *clients)
 		}
