@@ -81,6 +81,7 @@ type config struct {
 	tick          time.Duration
 	electionTicks int
 	maxSessions   int
+	clientLimits  clientLimits  // -max-client-conns, -client-read-timeout, -client-idle-timeout, -client-buffer-bytes
 	wakeLatency   time.Duration // -cpu-wake-latency; negative: leave the machine's setting
 	sched         schedpolicy.Policy
 	logger        *slog.Logger
@@ -105,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	tick := fs.Duration("tick", 10*time.Millisecond, "the protocol's unit of time")
 	electionTicks := fs.Int("election-ticks", 0, "ticks without a leader before an election (0: the engine's default)")
 	maxSessions := fs.Int("max-sessions", 100_000, "client sessions kept; the least recently used is evicted beyond it")
+	clientLimits := addClientLimitFlags(fs)
 	wakeLatency := new(time.Duration)
 	*wakeLatency = -1
 	fs.Var(pmqos.Flag{D: wakeLatency}, "cpu-wake-latency", "hold a PM QoS request that idle CPUs wake within this `DURATION` (0: idle CPUs poll; "+
@@ -213,6 +215,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if cfg.maxSessions < 1 {
 		return nil, fmt.Errorf("-max-sessions: %d, need at least 1", cfg.maxSessions)
+	}
+	if cfg.clientLimits, err = clientLimits(); err != nil {
+		return nil, err // names the flag
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -407,7 +412,7 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 		return err
 	}
 
-	srv := newServer(r, cfg.clients, durability, log, metrics)
+	srv := newServer(r, cfg.clients, durability, log, metrics, cfg.clientLimits, reg)
 	go srv.serve(cln)
 	var hs *http.Server
 	if mln != nil {

@@ -3,12 +3,14 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vestalabs/vesta/client/proto"
 	"github.com/vestalabs/vesta/engine"
 	"github.com/vestalabs/vesta/engine/wire"
@@ -30,15 +32,18 @@ const (
 	// defaultMaxInFlight bounds the requests of one connection proposed and
 	// not yet answered; past it the server stops reading that connection.
 	defaultMaxInFlight = 4096
-	preambleTimeout    = 10 * time.Second
 	writeTimeout       = 10 * time.Second
+	// refusalWriteTimeout bounds the write of the refusal sent to a
+	// connection beyond -max-client-conns (a fresh socket takes it at once).
+	refusalWriteTimeout = 100 * time.Millisecond
 )
 
 // server serves the client protocol (package client/proto) for one replica:
 // each connection has a reader goroutine, which packs the requests of each
-// read into one kv command and proposes it with ProposeAsync, and a
-// proto.Writer, into which the completion (on the engine's goroutine)
-// encodes the responses. No goroutine per request.
+// read into one kv command and proposes it with ProposeAsync, and, from its
+// first request on, a proto.Writer, into which the completion (on the
+// engine's goroutine) encodes the responses. No goroutine per request.
+// What connections may cost is bounded by clientLimits (limits.go).
 type server struct {
 	r           replica
 	clientAddrs map[wire.ReplicaID]string // for not-leader hints
@@ -46,6 +51,13 @@ type server struct {
 	log         *slog.Logger
 	m           *serverMetrics
 	maxInFlight int
+	lim         clientLimits
+	lm          *limitMetrics
+	rlog        *rateLog
+	budget      *bufferBudget
+	epoch       time.Time
+	clock       atomic.Int64  // see now
+	quit        chan struct{} // stops the sweeper
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -54,9 +66,17 @@ type server struct {
 	wg       sync.WaitGroup
 }
 
-func newServer(r replica, clientAddrs map[wire.ReplicaID]string, durability string, log *slog.Logger, m *serverMetrics) *server {
-	return &server{r: r, clientAddrs: clientAddrs, durability: durability, log: log, m: m,
-		maxInFlight: defaultMaxInFlight, conns: map[*serverConn]struct{}{}}
+// newServer returns a server for r, whose connections are bounded by lim
+// (checked: see clientLimits.check) and whose limits' series go to reg.
+func newServer(r replica, clientAddrs map[wire.ReplicaID]string, durability string, log *slog.Logger, m *serverMetrics,
+	lim clientLimits, reg prometheus.Registerer) *server {
+	s := &server{r: r, clientAddrs: clientAddrs, durability: durability, log: log, m: m,
+		maxInFlight: defaultMaxInFlight, lim: lim, rlog: &rateLog{log: log}, epoch: time.Now(),
+		quit: make(chan struct{}), conns: map[*serverConn]struct{}{}}
+	s.budget = &bufferBudget{s: s, limit: lim.BufferBytes}
+	s.lm = newLimitMetrics(reg, s.budget)
+	s.tick()
+	return s
 }
 
 // statusJSON is the replica's status as /status and OpStatus show it.
@@ -71,30 +91,51 @@ func (s *server) status() statusJSON {
 	return statusJSON{Status: st, LeaderAddr: s.clientAddrs[st.Leader], Durability: s.durability}
 }
 
-// serve accepts connections on ln until stop.
+// serve accepts connections on ln until stop. Beyond lim.MaxConns open
+// connections, a new one is sent a refusal and closed at once.
 func (s *server) serve(ln net.Listener) {
 	s.mu.Lock()
 	s.ln = ln
+	if !s.stopping {
+		s.wg.Add(1)
+		go s.sweep(s.quit)
+	}
 	s.mu.Unlock()
 	s.wg.Add(1)
 	defer s.wg.Done()
+	var backoff time.Duration
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
 			s.mu.Lock()
 			stopping := s.stopping
 			s.mu.Unlock()
-			if !stopping {
-				s.log.Error("client listener failed", "err", err)
+			if stopping || errors.Is(err, net.ErrClosed) {
+				if !stopping {
+					s.log.Error("client listener closed", "err", err)
+				}
+				return
 			}
-			return
+			// Out of descriptors, say: wait and go on, as net/http does,
+			// rather than stop serving clients for good.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.rlog.logf(logAcceptError, "accepting a client connection failed; retrying", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
 		}
-		c := &serverConn{s: s, nc: nc, sem: make(chan struct{}, s.maxInFlight)}
+		backoff = 0
+		c := &serverConn{s: s, nc: nc, sem: make(chan struct{}, s.maxInFlight), remote: nc.RemoteAddr().String()}
+		c.lastActive.Store(s.now())
 		s.mu.Lock()
 		if s.stopping {
 			s.mu.Unlock()
 			nc.Close()
 			return
+		}
+		if len(s.conns) >= s.lim.MaxConns {
+			s.mu.Unlock()
+			s.refuse(c)
+			continue
 		}
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
@@ -105,11 +146,35 @@ func (s *server) serve(ln net.Listener) {
 	}
 }
 
+// refuse turns away a connection beyond the connection limit: it sends one
+// response frame with request ID 0 (no request has it: a client numbers its
+// requests from 1, and ignores a response it did not ask for) whose status,
+// unavailable, and message say why, and closes the connection, all on the
+// accepting goroutine, without a goroutine or a buffer kept. Best effort: a
+// client whose preamble is not read may see a reset instead.
+func (s *server) refuse(c *serverConn) {
+	s.lm.refusals[refuseMaxConns].Inc()
+	s.logRefusal(c, refuseMaxConns, "refusing a client connection: at the connection limit", "limit", s.lim.MaxConns)
+	msg := fmt.Sprintf("vestad: refused: %d client connections open, the limit (-max-client-conns); try another replica or later", s.lim.MaxConns)
+	frame := proto.AppendResponse(nil, &proto.Response{Status: proto.StatusUnavailable, Value: []byte(msg)})
+	_ = c.nc.SetDeadline(time.Now().Add(refusalWriteTimeout))
+	_, _ = c.nc.Write(frame)
+	// Take what the client sent already (its preamble), without waiting,
+	// so that closing sends the refusal and a FIN rather than a reset.
+	_ = c.nc.SetReadDeadline(time.Now())
+	var junk [64]byte
+	_, _ = c.nc.Read(junk[:])
+	_ = c.nc.Close()
+}
+
 // stopReading closes the listener and stops reading every connection; the
 // requests already proposed are still answered (stop the replica to end
 // them), then each connection is flushed and closed.
 func (s *server) stopReading() {
 	s.mu.Lock()
+	if !s.stopping {
+		close(s.quit)
+	}
 	s.stopping = true
 	if s.ln != nil {
 		s.ln.Close()
@@ -141,10 +206,21 @@ func (s *server) wait(d time.Duration) {
 type serverConn struct {
 	s        *server
 	nc       net.Conn
-	w        *proto.Writer
+	remote   string
+	w        *proto.Writer  // made when the first request arrives
 	sem      chan struct{}  // a token per request in flight
 	inflight sync.WaitGroup // groups proposed and not completed
 	groups   atomic.Int32   // the same, counted: 1 means a group is alone
+
+	// For the limits (limits.go), read by the sweeper and the budget.
+	waiting    atomic.Bool  // the reader waits for the socket
+	frameStart atomic.Int64 // coarse time the reader started waiting for an incomplete frame's rest; 0: none
+	lastActive atomic.Int64 // coarse time of the last bytes received or group answered
+	charged    atomic.Int64 // bytes of buffers held, charged to the budget
+	incomplete atomic.Bool  // the buffer holds an incomplete frame it grew, or waits with
+	evicted    atomic.Bool  // chosen by the budget to close
+	closing    atomic.Int32 // a refusal+1 once a limit closes it; 0: none
+	releaseAmt int64        // charge counted in budget.releasing; guarded by budget.mu
 }
 
 // group is the requests of one read, proposed as one kv command.
@@ -160,9 +236,15 @@ var groupPool sync.Pool
 
 func (c *serverConn) run() {
 	s := c.s
+	var rd *connReader
 	defer func() {
+		if rd != nil {
+			rd.close() // at once: memory a limit reclaims must not wait for the answers
+		}
 		c.inflight.Wait() // answer what was proposed
-		c.w.Close()
+		if c.w != nil {
+			c.w.Close()
+		}
 		c.nc.Close()
 		s.mu.Lock()
 		delete(s.conns, c)
@@ -170,46 +252,61 @@ func (c *serverConn) run() {
 		s.m.connections.Dec()
 		s.wg.Done()
 	}()
-	c.w = proto.NewWriter(c.nc, proto.WriterOptions{
-		WriteTimeout: writeTimeout,
-		// Unbounded here: the engine's callbacks must not block. What is
-		// queued is bounded by maxInFlight responses.
-		MaxQueued:    1 << 62,
-		OnError:      func(error) { c.nc.Close() },
-		DirectWrites: true, // a lone response leaves at once (docs/PERFORMANCE.md step 20)
-	})
 	if tc, ok := c.nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	_ = c.nc.SetReadDeadline(time.Now().Add(preambleTimeout))
+	// The preamble, like a frame, must arrive within the read timeout.
+	_ = c.nc.SetReadDeadline(time.Now().Add(s.lim.ReadTimeout))
 	if err := proto.ReadPreamble(c.nc); err != nil {
-		s.log.Warn("closing a client connection", "remote", c.nc.RemoteAddr().String(), "err", err)
+		if s.isStopping() {
+			return
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			s.noteRefusal(c, refuseReadTimeout, "closing a client connection: no preamble within the read timeout",
+				"timeout", s.lim.ReadTimeout)
+			return
+		}
+		s.rlog.logf(logBadPreamble, "closing a client connection", "remote", c.remote, "err", err)
 		s.m.protocolErrors.Inc()
 		return
 	}
 	_ = c.nc.SetReadDeadline(time.Time{})
+	c.lastActive.Store(s.now())
 	s.mu.Lock()
 	if s.stopping {
 		_ = c.nc.SetReadDeadline(time.Now())
 	}
 	s.mu.Unlock()
-	rd := proto.NewReader(c.nc, 64<<10, proto.DefaultMaxFrameSize)
-	g := c.newGroup()
+	rd = newConnReader(c, maxRequestFrame)
+	// The group being gathered: taken when a request arrives, so that an
+	// idle connection holds none (a pooled group keeps its command buffer).
+	var g *group
 	for {
 		body, err := rd.Next()
 		if err != nil {
 			var de *proto.DecodeError
 			if errors.As(err, &de) {
-				s.log.Warn("closing a client connection: malformed frame", "remote", c.nc.RemoteAddr().String(), "err", err)
+				s.rlog.logf(logMalformed, "closing a client connection: malformed frame", "remote", c.remote, "err", err)
 				s.m.protocolErrors.Inc()
 			}
-			break
+			break // a limit's close was counted and logged where it was decided
 		}
 		req, err := proto.DecodeRequest(body)
 		if err != nil {
-			s.log.Warn("closing a client connection: malformed request", "remote", c.nc.RemoteAddr().String(), "err", err)
+			s.rlog.logf(logMalformed, "closing a client connection: malformed request", "remote", c.remote, "err", err)
 			s.m.protocolErrors.Inc()
 			break
+		}
+		if c.w == nil {
+			c.w = proto.NewWriter(c.nc, proto.WriterOptions{
+				WriteTimeout: writeTimeout,
+				// Unbounded here: the engine's callbacks must not block. What is
+				// queued is bounded by maxInFlight responses.
+				MaxQueued:    1 << 62,
+				OnError:      func(error) { c.nc.Close() },
+				DirectWrites: true, // a lone response leaves at once (docs/PERFORMANCE.md step 20)
+			})
 		}
 		s.m.requests[req.Op].Inc()
 		if req.Op == proto.OpStatus {
@@ -223,13 +320,21 @@ func (c *serverConn) run() {
 			g = c.propose(g)
 			c.sem <- struct{}{}
 		}
+		if g == nil {
+			g = c.newGroup()
+		}
 		g.add(&req)
 		if !rd.HasFrame() || len(g.ids) >= maxGroupOps || len(g.cmd) >= maxGroupBytes {
 			g = c.propose(g)
 		}
 	}
 	c.propose(g)
-	groupPool.Put(g)
+}
+
+func (s *server) isStopping() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopping
 }
 
 func (c *serverConn) newGroup() *group {
@@ -254,7 +359,12 @@ func (g *group) add(req *proto.Request) {
 	case proto.OpCAS:
 		op.Kind = kv.CAS
 	case proto.OpOpenSession:
+		// Client 0 asks the store for a new session, under an ID it issues
+		// (in the response's value); a nonzero one names the session.
 		op.Kind = kv.OpenSession
+		if req.Client == 0 {
+			op.Kind = kv.NewSession
+		}
 	}
 	if len(g.ids) == 0 {
 		g.cmd = kv.BeginCommand(g.cmd[:0])
@@ -264,10 +374,10 @@ func (g *group) add(req *proto.Request) {
 	g.ids = append(g.ids, req.ID)
 }
 
-// propose hands g to the replica if it holds anything, and returns an empty
-// group for the next requests.
+// propose hands g to the replica if it holds anything, and returns nil, or
+// g if it is empty; g may be nil.
 func (c *serverConn) propose(g *group) *group {
-	if len(g.ids) == 0 {
+	if g == nil || len(g.ids) == 0 {
 		return g
 	}
 	kv.EndCommand(g.cmd, len(g.ids))
@@ -275,7 +385,7 @@ func (c *serverConn) propose(g *group) *group {
 	c.inflight.Add(1)
 	c.groups.Add(1)
 	c.s.r.ProposeAsync(g.cmd, g.done)
-	return c.newGroup()
+	return nil
 }
 
 // complete answers a group's requests; it runs on an engine goroutine, so it
@@ -309,7 +419,10 @@ func (g *group) complete(result []byte, err error) {
 				resp.Found, resp.Swapped, resp.Value = r.Found, r.Swapped, r.Value
 			case kv.CodeSessionExpired:
 				resp.Status = proto.StatusSessionExpired
-				resp.Value = []byte("session unknown (never opened, or evicted)")
+				resp.Value = r.Value // the store's reason, when it gives one
+				if len(resp.Value) == 0 {
+					resp.Value = []byte("session unknown (never opened, or evicted); open a new session")
+				}
 			case kv.CodeStale:
 				resp.Status = proto.StatusError
 				resp.Value = []byte("write below the session's acknowledged mark; not applied")
@@ -343,6 +456,7 @@ func (g *group) complete(result []byte, err error) {
 		g.cmd = nil
 	}
 	g.c = nil
+	c.lastActive.Store(s.now())
 	c.groups.Add(-1)
 	c.inflight.Done()
 	groupPool.Put(g)
