@@ -33,6 +33,15 @@ type Config struct {
 	MaxInflightBytes int
 	// MaxCatchUpEntries bounds the chosen entries sent in one catch-up reply.
 	MaxCatchUpEntries int
+	// MaxSlotsAhead bounds how far beyond its own commit index a replica
+	// takes slots from its peers (Accept, Promise and CatchUp entries):
+	// each slot costs memory up to it, so a message beyond is refused
+	// whole (a *MessageError of kind RefusedSlotTooFar). A correct leader
+	// never sends a slot more than its window beyond its commit index; a
+	// replica that lags by more than this catches up (from heartbeats'
+	// commit index) before it votes again. 0: DefaultMaxSlotsAhead or
+	// 4*Window, whichever is larger; otherwise at least 2*Window.
+	MaxSlotsAhead int
 	// MaxCatchUpBytes bounds the value bytes of one catch-up reply, which
 	// always carries at least one entry (0: DefaultMaxCatchUpBytes). Keep it
 	// well under the transport's frame limit: a reply too large to send
@@ -50,6 +59,19 @@ type Config struct {
 // DefaultMaxCatchUpBytes is MaxCatchUpBytes when zero: a quarter of the
 // wire codec's default frame limit.
 const DefaultMaxCatchUpBytes = 4 << 20
+
+// DefaultMaxSlotsAhead is MaxSlotsAhead when zero (unless 4*Window is
+// larger): a slot's state is about 64 bytes, so a peer can make a replica
+// hold at most a few MiB of slots it has not reached.
+const DefaultMaxSlotsAhead = 1 << 16
+
+// maxSlotsAhead is MaxSlotsAhead with its default applied.
+func (c *Config) maxSlotsAhead() wire.Slot {
+	if c.MaxSlotsAhead == 0 {
+		return wire.Slot(max(DefaultMaxSlotsAhead, 4*c.Window))
+	}
+	return wire.Slot(c.MaxSlotsAhead)
+}
 
 // DefaultMaxInflightBytes is MaxInflightBytes when zero: with values of at
 // most that much above a leader's commit index, a promise stays well under
@@ -111,6 +133,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxCatchUpEntries < 1 {
 		return &ConfigError{"MaxCatchUpEntries", fmt.Sprintf("%d, need at least 1", c.MaxCatchUpEntries)}
+	}
+	if c.MaxSlotsAhead != 0 && (c.MaxSlotsAhead < 2*c.Window || c.MaxSlotsAhead < c.MaxCatchUpEntries) {
+		return &ConfigError{"MaxSlotsAhead", fmt.Sprintf("%d, need 0 (the default) or at least 2*Window (%d) and MaxCatchUpEntries (%d)", c.MaxSlotsAhead, 2*c.Window, c.MaxCatchUpEntries)}
 	}
 	return nil
 }

@@ -14,16 +14,45 @@ var ErrNotLeader = errors.New("paxos: not the leader")
 // Advance.
 var ErrQueueFull = errors.New("paxos: proposal queue full")
 
-// MessageError says why Step refused a message. Messages come from outside the
-// replica, so a malformed one is an error, never a panic.
+// MessageError says why Step refused a message; a refused message changes
+// nothing. Messages come from outside the replica, so a malformed one is an
+// error, never a panic.
 type MessageError struct {
+	Kind   Refusal
 	Reason string
 }
 
-func (e *MessageError) Error() string { return "paxos: invalid message: " + e.Reason }
+func (e *MessageError) Error() string {
+	if e.Kind == RefusedSlotTooFar {
+		return "paxos: message refused: " + e.Reason
+	}
+	return "paxos: invalid message: " + e.Reason
+}
+
+// Refusal is the kind of a MessageError, for counting.
+type Refusal uint8
+
+const (
+	// RefusedMalformed: the message is wrong whatever the replica's state
+	// (type, addressee, sender, ballot, entry kinds, ranges).
+	RefusedMalformed Refusal = iota
+	// RefusedSlotTooFar: the message carries a slot more than
+	// Config.MaxSlotsAhead beyond this replica's commit index.
+	RefusedSlotTooFar
+)
+
+func (r Refusal) String() string {
+	switch r {
+	case RefusedMalformed:
+		return "malformed"
+	case RefusedSlotTooFar:
+		return "slot_too_far"
+	}
+	return fmt.Sprintf("refusal(%d)", uint8(r))
+}
 
 func badMessage(format string, args ...any) error {
-	return &MessageError{Reason: fmt.Sprintf(format, args...)}
+	return &MessageError{Kind: RefusedMalformed, Reason: fmt.Sprintf(format, args...)}
 }
 
 // ConfigError names the Config field that is wrong and why.

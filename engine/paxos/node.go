@@ -108,12 +108,12 @@ type Node struct {
 	// restored at start, raised as Readys carrying it are advanced. A
 	// replica leads a ballot only at or below it (maybeWinElection).
 	durablePromised wire.Ballot
-	log      []slotState // slot s lives at log[s-base]; see at
-	base     wire.Slot   // the first slot log holds; slots below are released
-	released wire.Slot   // values below are dropped: every member holds them durably (release.go)
-	commit   wire.Slot   // every slot below is chosen and, from released on, its value is in log
-	applied  wire.Slot   // every slot below has been handed out in Ready.Apply
-	leader   wire.ReplicaID
+	log             []slotState // slot s lives at log[s-base]; see at
+	base            wire.Slot   // the first slot log holds; slots below are released
+	released        wire.Slot   // values below are dropped: every member holds them durably (release.go)
+	commit          wire.Slot   // every slot below is chosen and, from released on, its value is in log
+	applied         wire.Slot   // every slot below has been handed out in Ready.Apply
+	leader          wire.ReplicaID
 
 	// What is known durable, for release.go. durableCommit is this
 	// replica's commit index as far as its log holds it; peerCommit[i] is the

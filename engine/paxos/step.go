@@ -1,6 +1,8 @@
 package paxos
 
 import (
+	"fmt"
+
 	"github.com/vestalabs/vesta/engine/wire"
 	"github.com/vestalabs/vesta/internal/contract"
 )
@@ -10,6 +12,9 @@ import (
 // a *MessageError and changes nothing.
 func (n *Node) Step(m wire.Message) error {
 	if err := n.validate(m); err != nil {
+		return err
+	}
+	if err := n.checkSlotsInReach(m); err != nil {
 		return err
 	}
 	if m.Ballot != wire.BallotChosen && m.Ballot.Round > n.maxRoundSeen {
@@ -84,6 +89,35 @@ func (n *Node) validate(m wire.Message) error {
 	for _, r := range m.Ranges {
 		if m.Type != wire.MsgAccepted || r.Hi < r.Lo {
 			return badMessage("%v from %d: bad slot range [%d,%d)", m.Type, m.From, r.Lo, r.Hi)
+		}
+	}
+	return nil
+}
+
+// checkSlotsInReach refuses a message whose entries reach more than
+// Config.MaxSlotsAhead beyond this replica's commit index: each slot up to
+// an entry costs memory (a candidate even fills the holes below a promised
+// entry with no-ops), so one Accept or Promise with a huge slot would
+// otherwise grow the log without bound. A correct replica never sends one:
+// a leader proposes at most Window slots beyond its commit index; an
+// acceptor's accepted entries were within this bound of its commit index
+// when it took them, and that is at most the candidate's (it refuses a
+// Prepare from below it); catch-up replies start at the asker's commit
+// index. A replica that lags further learns the commit index from
+// heartbeats and catches up before it votes again. Not voting is safe.
+func (n *Node) checkSlotsInReach(m wire.Message) error {
+	if len(m.Entries) == 0 {
+		return nil
+	}
+	limit := n.commit + n.cfg.maxSlotsAhead()
+	if limit < n.commit {
+		limit = ^wire.Slot(0) // overflow: nothing is beyond
+	}
+	for _, e := range m.Entries {
+		if e.Slot >= limit {
+			return &MessageError{Kind: RefusedSlotTooFar, Reason: fmt.Sprintf(
+				"%v from %d: entry for slot %d is beyond this replica's reach (commit index %d + MaxSlotsAhead %d): a correct leader never sends it; a replica that far behind catches up first",
+				m.Type, m.From, e.Slot, n.commit, n.cfg.maxSlotsAhead())}
 		}
 	}
 	return nil
