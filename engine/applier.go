@@ -3,6 +3,7 @@ package engine
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vestalabs/vesta/engine/wire"
 )
@@ -10,50 +11,31 @@ import (
 // applier applies chosen entries to the state machine in slot order and
 // completes the callers of batches this replica proposed.
 type applier struct {
-	r     *Replica
-	mu    sync.Mutex
-	queue [][]wire.Entry
-	busy  bool // someone (the applier or the core loop) is applying now
-	// inline scratch, used by the core loop only while it holds busy
-	icmds, iresults [][]byte
-	signal          chan struct{}
-	quit            chan struct{}
-	done            chan struct{}
-	applied         atomic.Uint64 // every slot below is applied
+	r       *Replica
+	mu      sync.Mutex
+	queue   [][]wire.Entry
+	signal  chan struct{}
+	quit    chan struct{}
+	done    chan struct{}
+	applied atomic.Uint64 // every slot below is applied
+	// backlog counts the entries handed over and not yet applied; the
+	// core loop stops taking new commands while it is at the limit.
+	backlog atomic.Int64
 }
 
 func newApplier(r *Replica) *applier {
 	return &applier{r: r, signal: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 }
 
-// inlineLimit is the most entries the core loop applies itself when the
-// applier is idle: a few, so an idle cluster answers without waking another
-// goroutine, while a loaded one keeps applying off the core loop.
-const inlineLimit = 4
-
 // enqueue hands chosen entries over; called by the core loop, in slot order.
-// When the applier is idle and nothing waits, a small batch is applied right
-// here instead: one goroutine wake-up less on every request's path. Applies
-// never run concurrently (busy), so the state machine sees one at a time.
+// The core loop never applies itself: a slow Apply must not hold up its
+// ticks, heartbeats and votes (a 1.5 s Apply on the core loop used to let
+// the others elect a new leader while this one still thought it led).
 func (a *applier) enqueue(entries []wire.Entry) {
 	a.mu.Lock()
-	if !a.busy && len(a.queue) == 0 && len(entries) <= inlineLimit {
-		a.busy = true
-		a.mu.Unlock()
-		for _, e := range entries {
-			a.icmds, a.iresults = a.apply(e, a.icmds, a.iresults)
-		}
-		a.mu.Lock()
-		a.busy = false
-		wake := len(a.queue) > 0
-		a.mu.Unlock()
-		if wake {
-			a.poke()
-		}
-		return
-	}
 	a.queue = append(a.queue, entries)
 	a.mu.Unlock()
+	a.backlog.Add(int64(len(entries)))
 	a.poke()
 }
 
@@ -75,13 +57,7 @@ func (a *applier) run() {
 		case <-a.signal:
 		}
 		a.mu.Lock()
-		if a.busy {
-			// The core loop is applying inline; it pokes again when done.
-			a.mu.Unlock()
-			continue
-		}
 		work, a.queue = a.queue, work[:0]
-		a.busy = len(work) > 0
 		a.mu.Unlock()
 		for _, entries := range work {
 			for _, e := range entries {
@@ -92,15 +68,12 @@ func (a *applier) run() {
 				}
 				cmds, results = a.apply(e, cmds, results)
 			}
+			k, limit := int64(len(entries)), int64(a.r.cfg.MaxApplyBacklog)
+			if left := a.backlog.Add(-k); left < limit && left+k >= limit {
+				a.r.wakeCore() // below the limit again: the core loop takes commands
+			}
 		}
-		clear(work)
-		a.mu.Lock()
-		a.busy = false
-		more := len(a.queue) > 0
-		a.mu.Unlock()
-		if more {
-			a.poke()
-		}
+		clear(work) // enqueue's poke is buffered: work queued meanwhile is seen next
 	}
 }
 
@@ -120,7 +93,11 @@ func (a *applier) apply(e wire.Entry, cmds, results [][]byte) ([][]byte, [][]byt
 		results = make([][]byte, len(cmds))
 	}
 	results = results[:len(cmds)]
+	start := time.Now()
 	a.r.sm.Apply(cmds, results)
+	if d := time.Since(start); d > a.r.cfg.TickInterval*time.Duration(a.r.cfg.HeartbeatTicks) {
+		a.r.slowApply(e.Slot, len(cmds), d)
+	}
 	a.r.m.applied.Add(float64(len(cmds)))
 	a.r.m.appliedIndex.Set(float64(e.Slot + 1))
 	a.r.completeBatch(h, results)

@@ -14,10 +14,17 @@ import (
 )
 
 // StateMachine is the application's replicated state. The runtime applies
-// one batch at a time, in slot order, never concurrently (from the applier
-// goroutine, or from the core loop when the applier is idle; each call
-// happens after the previous one returned); every replica applies the same
-// batches in the same order.
+// one batch at a time, in slot order, never concurrently, from its applier
+// goroutine (each call happens after the previous one returned); every
+// replica applies the same batches in the same order.
+//
+// What a slow Apply costs: the commands behind it wait (their callers, and
+// on the leader new commands once MaxApplyBacklog chosen slots wait to be
+// applied, which then queue up to MaxQueued and get ErrBusy beyond), and the
+// chosen values waiting are held in memory. It does not cost leadership or
+// votes: the core loop, which ticks, sends heartbeats and votes, never calls
+// Apply. An Apply that takes longer than a heartbeat interval is counted
+// (vesta_slow_applies_total) and logged at a rate limit.
 type StateMachine interface {
 	// Apply executes cmds, which were chosen in this order, and sets
 	// results[i] to the result of cmds[i] (len(results) == len(cmds)). The
@@ -32,6 +39,11 @@ type TransportFactory func(h transport.Handler) (transport.Transport, error)
 
 // Config configures a Replica. Zero numbers take the defaults in their comments.
 type Config struct {
+	// ClusterID names the cluster (0: unnamed). A log that records another
+	// cluster's identity is refused at Start, and the metrics carry it as
+	// their cluster label, so replicas of several clusters share a
+	// registry.
+	ClusterID uint64
 	// ID is this replica, one of Members.
 	ID wire.ReplicaID
 	// Members lists every replica of the cluster.
@@ -57,6 +69,11 @@ type Config struct {
 	// MaxQueued (1<<20) bounds the commands waiting to be batched; beyond it
 	// Propose fails with ErrBusy.
 	MaxQueued int
+	// MaxApplyBacklog (4096) bounds the chosen slots waiting for the state
+	// machine: while that many wait, the leader takes no new commands
+	// (they stay queued), so a state machine slower than the log does not
+	// make the replica hold chosen values without bound.
+	MaxApplyBacklog int
 	// Logger receives the replica's structured logs (slog.Default()).
 	Logger *slog.Logger
 	// Registerer, if set, receives the replica's Prometheus metrics.
@@ -87,6 +104,7 @@ func (c *Config) setDefaults() {
 	def(&c.MaxBatchCommands, 1024)
 	def(&c.MaxBatchBytes, 1<<20)
 	def(&c.MaxQueued, 1<<20)
+	def(&c.MaxApplyBacklog, 4096)
 	if c.TickInterval == 0 {
 		c.TickInterval = 10 * time.Millisecond
 	}
@@ -108,7 +126,7 @@ func (c *Config) validate() error {
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"MaxBatchCommands", c.MaxBatchCommands}, {"MaxBatchBytes", c.MaxBatchBytes}, {"MaxQueued", c.MaxQueued}} {
+	}{{"MaxBatchCommands", c.MaxBatchCommands}, {"MaxBatchBytes", c.MaxBatchBytes}, {"MaxQueued", c.MaxQueued}, {"MaxApplyBacklog", c.MaxApplyBacklog}} {
 		if f.v < 1 {
 			return &ConfigError{f.name, fmt.Sprintf("%d, need at least 1", f.v)}
 		}

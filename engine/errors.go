@@ -29,8 +29,26 @@ func (e *NotLeaderError) Error() string {
 func (e *NotLeaderError) Unwrap() error { return ErrNotLeader }
 
 // ErrStopped means the replica was stopped (or failed) before the command's
-// outcome was known.
+// outcome was known. A replica that failed returns a *FailedError, which
+// matches ErrStopped and names the cause.
 var ErrStopped = errors.New("vesta: replica stopped")
+
+// FailedError is what calls get from a replica that failed: its log could
+// not persist (a full log, a failed sync), so it stopped at once rather
+// than risk revealing votes that are not durable. Restart it once the
+// cause is fixed. errors.Is(err, ErrStopped) holds, and errors.Is/As reach
+// the cause.
+type FailedError struct {
+	Cause error
+}
+
+func (e *FailedError) Error() string { return "vesta: replica failed and stopped: " + e.Cause.Error() }
+
+// Is makes errors.Is(err, ErrStopped) true.
+func (e *FailedError) Is(target error) bool { return target == ErrStopped }
+
+// Unwrap returns the cause.
+func (e *FailedError) Unwrap() error { return e.Cause }
 
 // ErrOutcomeUnknown means the command was proposed, then this replica lost
 // its leadership before the command was applied: it may or may not be

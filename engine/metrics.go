@@ -1,12 +1,24 @@
 package engine
 
 import (
+	"errors"
+	"fmt"
+	"strconv"
+
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vestalabs/vesta/engine/paxos"
 )
 
 // metrics are the replica's Prometheus series. They exist even without a
 // Registerer (then nobody scrapes them), so the hot path never checks.
+//
+// Every series carries the labels cluster and replica (Config.ClusterID,
+// Config.ID), so several replicas, of one cluster or of several, share one
+// registry; Stop unregisters them, so a replica restarted in the same
+// process registers again.
 type metrics struct {
+	reg           prometheus.Registerer // wrapped with the labels; nil: none
+	all           []prometheus.Collector
 	proposals     prometheus.Counter
 	batches       prometheus.Counter
 	batchCommands prometheus.Histogram
@@ -18,10 +30,15 @@ type metrics struct {
 	isLeader      prometheus.Gauge
 	commitIndex   prometheus.Gauge
 	appliedIndex  prometheus.Gauge
-	badMessages   prometheus.Counter
+	refused       *prometheus.CounterVec // by reason: paxos.Refusal
+	badMessages   prometheus.Counter     // refused{reason="malformed"}
+	tooFar        prometheus.Counter     // refused{reason="slot_too_far"}
+	slowApplies   prometheus.Counter
+	applyBacklog  prometheus.GaugeFunc
+	failed        prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg prometheus.Registerer, cluster uint64, id uint64, backlog func() float64) (*metrics, error) {
 	m := &metrics{
 		proposals: prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_proposals_total",
 			Help: "Commands proposed by this replica."}),
@@ -45,12 +62,45 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Every slot below is chosen."}),
 		appliedIndex: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vesta_applied_index",
 			Help: "Every slot below is applied to the state machine."}),
-		badMessages: prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_messages_refused_total",
-			Help: "Inbound protocol messages the core refused as malformed."}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vesta_messages_refused_total",
+			Help: "Inbound protocol messages the core refused: malformed, or carrying a slot beyond this replica's reach (slot_too_far)."}, []string{"reason"}),
+		slowApplies: prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_slow_applies_total",
+			Help: "Apply calls that took longer than a heartbeat interval (commands waited; heartbeats and votes did not)."}),
+		applyBacklog: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vesta_apply_backlog_slots",
+			Help: "Chosen slots handed to the applier and not yet applied."}, backlog),
+		failed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vesta_replica_failed",
+			Help: "1 once the replica failed (a log that cannot persist): it stopped and must be restarted."}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.proposals, m.batches, m.batchCommands, m.applied, m.syncSeconds, m.syncReadys,
-			m.elections, m.leader, m.isLeader, m.commitIndex, m.appliedIndex, m.badMessages)
+	m.badMessages = m.refused.WithLabelValues(paxos.RefusedMalformed.String())
+	m.tooFar = m.refused.WithLabelValues(paxos.RefusedSlotTooFar.String())
+	m.all = []prometheus.Collector{m.proposals, m.batches, m.batchCommands, m.applied, m.syncSeconds, m.syncReadys,
+		m.elections, m.leader, m.isLeader, m.commitIndex, m.appliedIndex, m.refused, m.slowApplies, m.applyBacklog, m.failed}
+	if reg == nil {
+		return m, nil
 	}
-	return m
+	m.reg = prometheus.WrapRegistererWith(prometheus.Labels{
+		"cluster": strconv.FormatUint(cluster, 10), "replica": strconv.FormatUint(id, 10)}, reg)
+	for i, c := range m.all {
+		if err := m.reg.Register(c); err != nil {
+			for _, done := range m.all[:i] {
+				m.reg.Unregister(done)
+			}
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return nil, fmt.Errorf("vesta: metrics: replica %d of cluster %d is already registered on this Registerer (stop it first, or give each cluster its own Config.ClusterID): %w", id, cluster, err)
+			}
+			return nil, fmt.Errorf("vesta: metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// unregister removes every series from the Registerer: the replica stopped.
+func (m *metrics) unregister() {
+	if m.reg == nil {
+		return
+	}
+	for _, c := range m.all {
+		m.reg.Unregister(c)
+	}
 }

@@ -26,8 +26,12 @@ type Status struct {
 	Commit   uint64         `json:"commit"`
 	Applied  uint64         `json:"applied"`
 	Queued   int            `json:"queued"`
-	Stopped  bool           `json:"stopped"`
-	Err      string         `json:"error,omitempty"`
+	// Failed is set at once when the replica fails (its log could not
+	// persist); Role then says "failed" and Err the cause. Stopped is set
+	// once the replica has stopped, after Stop or a failure.
+	Failed  bool   `json:"failed,omitempty"`
+	Stopped bool   `json:"stopped"`
+	Err     string `json:"error,omitempty"`
 }
 
 // Completion receives the outcome of a ProposeAsync. A pooled object that
@@ -113,6 +117,11 @@ type Replica struct {
 	stopping chan struct{}
 	coreDone chan struct{}
 	failErr  atomic.Pointer[error]
+	failed   chan struct{} // closed by fail: the core loop returns at once
+	done     chan struct{} // closed once stopped (Done)
+
+	refusedLog   rateLimiter // refused protocol messages
+	slowApplyLog rateLimiter
 }
 
 // Start validates cfg, recovers the replica's state from cfg.Log, and starts
@@ -131,6 +140,9 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vesta: loading the log: %w", err)
 	}
+	if err := checkIdentity(&cfg); err != nil {
+		return nil, err
+	}
 	node, err := paxos.New(cfg.paxosConfig(rand.Uint64()), persisted)
 	if err != nil {
 		return nil, err
@@ -141,7 +153,6 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 		sm:            sm,
 		node:          node,
 		store:         cfg.Log,
-		m:             newMetrics(cfg.Registerer),
 		incarnation:   rand.Uint64(),
 		subSignal:     make(chan struct{}, 1),
 		inbound:       make(chan []wire.Message, 256),
@@ -149,13 +160,22 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 		durableSignal: make(chan struct{}, 1),
 		stopping:      make(chan struct{}),
 		coreDone:      make(chan struct{}),
-	}
-	r.tr, err = cfg.Transport(r.receive)
-	if err != nil {
-		return nil, fmt.Errorf("vesta: starting the transport: %w", err)
+		failed:        make(chan struct{}),
+		done:          make(chan struct{}),
+		refusedLog:    rateLimiter{every: time.Second},
+		slowApplyLog:  rateLimiter{every: time.Second},
 	}
 	r.writer = newLogWriter(r)
 	r.applier = newApplier(r)
+	r.m, err = newMetrics(cfg.Registerer, cfg.ClusterID, uint64(cfg.ID), func() float64 { return float64(r.applier.backlog.Load()) })
+	if err != nil {
+		return nil, err
+	}
+	r.tr, err = cfg.Transport(r.receive)
+	if err != nil {
+		r.m.unregister()
+		return nil, fmt.Errorf("vesta: starting the transport: %w", err)
+	}
 	if cs, ok := cfg.Log.(storage.CheapSyncer); ok && cs.CheapSync() {
 		r.inline = true
 	}
@@ -198,7 +218,7 @@ func (r *Replica) Propose(ctx context.Context, cmd []byte) ([]byte, error) {
 		case <-c.done:
 			return c.result, c.err
 		default:
-			return nil, ErrStopped
+			return nil, r.stoppedErr()
 		}
 	}
 }
@@ -235,7 +255,7 @@ func (r *Replica) submit(c *call) error {
 	r.subMu.Lock()
 	if r.subClosed {
 		r.subMu.Unlock()
-		return ErrStopped
+		return r.stoppedErr()
 	}
 	if len(r.subs) >= r.cfg.MaxQueued {
 		r.subMu.Unlock()
@@ -256,12 +276,22 @@ func (r *Replica) submit(c *call) error {
 	return nil
 }
 
-// Leader returns the replica this one believes leads, 0 if it knows none.
-func (r *Replica) Leader() wire.ReplicaID { return r.status.Load().Leader }
+// Leader returns the replica this one believes leads, 0 if it knows none
+// (or if this replica failed).
+func (r *Replica) Leader() wire.ReplicaID {
+	if r.failErr.Load() != nil {
+		return 0
+	}
+	return r.status.Load().Leader
+}
 
-// Status returns the replica's current view.
+// Status returns the replica's current view. A replica that failed says so
+// at once: Role "failed", Failed set, Err the cause, no leader.
 func (r *Replica) Status() Status {
 	st := *r.status.Load()
+	if p := r.failErr.Load(); p != nil {
+		st.Role, st.Leader, st.Ballot, st.Failed, st.Err = "failed", 0, "", true, (*p).Error()
+	}
 	st.Applied = r.applier.applied.Load()
 	r.subMu.Lock()
 	st.Queued = len(r.subs)
@@ -270,29 +300,79 @@ func (r *Replica) Status() Status {
 }
 
 // Stop stops the replica's goroutines, fails every waiting Propose with
-// ErrStopped, and closes the transport and the log. It is idempotent.
+// ErrStopped (a *FailedError if the replica failed), closes the transport and
+// the log, and unregisters the metrics. It is idempotent; every call returns
+// once the replica has stopped.
 func (r *Replica) Stop() error {
 	var err error
 	r.stopOnce.Do(func() {
 		close(r.stopping)
 		<-r.coreDone
 		err = errors.Join(r.tr.Close(), r.writer.stop(), r.applier.stop())
-		r.failAll(ErrStopped)
+		r.failAll(r.stoppedErr())
 		err = errors.Join(err, r.store.Close())
 		st := *r.status.Load()
 		st.Stopped = true
 		r.status.Store(&st)
+		r.m.unregister()
 		r.log.Info("replica stopped")
+		close(r.done)
 	})
+	<-r.done
 	return err
 }
 
+// Done is closed once the replica has stopped: after Stop, or after it
+// failed (then Err says why). An embedding program waits on it to learn that
+// its replica is gone.
+func (r *Replica) Done() <-chan struct{} { return r.done }
+
+// Err returns why the replica failed (a *FailedError naming the cause), or
+// nil while it runs and after a clean Stop.
+func (r *Replica) Err() error {
+	if p := r.failErr.Load(); p != nil {
+		return &FailedError{Cause: *p}
+	}
+	return nil
+}
+
+// stoppedErr is the error calls get once the replica stops.
+func (r *Replica) stoppedErr() error {
+	if err := r.Err(); err != nil {
+		return err
+	}
+	return ErrStopped
+}
+
 // fail stops the replica after an error it cannot continue from (a log that
-// cannot persist): continuing could reveal votes that are not durable.
+// cannot persist): continuing could reveal votes that are not durable. The
+// core loop returns at once, before anything else leaves it; Status says
+// "failed" at once; Stop runs in the background, and Done is closed when
+// it is over.
 func (r *Replica) fail(err error) {
 	if r.failErr.CompareAndSwap(nil, &err) {
 		r.log.Error("replica failed; stopping", "err", err)
+		close(r.failed)
+		r.m.failed.Set(1)
+		r.m.isLeader.Set(0)
 		go r.Stop()
+	}
+}
+
+// wakeCore makes the core loop look at its queues again.
+func (r *Replica) wakeCore() {
+	select {
+	case r.subSignal <- struct{}{}:
+	default:
+	}
+}
+
+// slowApply reports an Apply that took longer than a heartbeat interval.
+func (r *Replica) slowApply(slot wire.Slot, cmds int, d time.Duration) {
+	r.m.slowApplies.Inc()
+	if n, ok := r.slowApplyLog.allow(time.Now()); ok {
+		r.log.Warn("slow state machine: Apply took longer than a heartbeat interval; commands wait behind it, heartbeats and votes do not",
+			"slot", slot, "commands", cmds, "took", d, "suppressed", n)
 	}
 }
 
@@ -341,6 +421,8 @@ func (r *Replica) coreLoop() {
 		select {
 		case <-r.stopping:
 			return
+		case <-r.failed:
+			return
 		case <-ticker.C:
 			r.node.Tick()
 		case batch := <-r.inbound:
@@ -361,7 +443,9 @@ func (r *Replica) coreLoop() {
 			r.node.Advance()
 		}
 		backlog = r.propose(backlog)
-		r.handleReadys()
+		if !r.handleReadys() {
+			return // failed: nothing more may leave this replica
+		}
 		st := r.node.Status()
 		if isLeader := st.Role == paxos.Leader; isLeader != wasLeader {
 			wasLeader = isLeader
@@ -380,8 +464,15 @@ func (r *Replica) coreLoop() {
 func (r *Replica) step(batch []wire.Message) {
 	for _, m := range batch {
 		if err := r.node.Step(m); err != nil {
-			r.m.badMessages.Inc()
-			r.log.Warn("refused a protocol message", "from", m.From, "err", err)
+			var me *paxos.MessageError
+			if errors.As(err, &me) && me.Kind == paxos.RefusedSlotTooFar {
+				r.m.tooFar.Inc()
+			} else {
+				r.m.badMessages.Inc()
+			}
+			if n, ok := r.refusedLog.allow(time.Now()); ok {
+				r.log.Warn("refused a protocol message", "from", m.From, "type", m.Type.String(), "err", err, "suppressed", n)
+			}
 		}
 	}
 }
@@ -398,6 +489,12 @@ func (r *Replica) propose(backlog []queuedBatch) []queuedBatch {
 		}
 		backlog[0] = queuedBatch{}
 		backlog = backlog[1:]
+	}
+	if r.node.Status().Role == paxos.Leader && r.applier.backlog.Load() >= int64(r.cfg.MaxApplyBacklog) {
+		// The state machine is behind: leave the commands queued (callers
+		// get ErrBusy past MaxQueued) until the applier catches up and
+		// wakes this loop.
+		return backlog
 	}
 	// Swap the queue with an empty buffer of the same capacity: no
 	// allocation on either side in steady state.
@@ -473,12 +570,18 @@ func (r *Replica) refuse(seq uint64, calls []*call, err error) {
 
 // handleReadys hands every Ready on: Send to the transport now, the Ready to
 // the log writer (or, with a cheap log, persists them here), chosen entries
-// to the applier.
-func (r *Replica) handleReadys() {
+// to the applier. It returns false if the replica failed: then the core
+// loop must return before anything else leaves it (a failed persist is
+// never retried: the next attempt could succeed and reveal votes whose
+// earlier records were lost).
+func (r *Replica) handleReadys() bool {
 	for {
+		if r.failErr.Load() != nil {
+			return false
+		}
 		r.takeReadys()
 		if !r.inline || len(r.inlineBatch) == 0 {
-			return
+			return r.failErr.Load() == nil
 		}
 		// One append per Ready, one sync for all, then their messages
 		// and Advance; Advance may make more work (a leader's own durable
@@ -486,7 +589,7 @@ func (r *Replica) handleReadys() {
 		batch := r.inlineBatch
 		if err := r.writer.persist(batch); err != nil {
 			r.fail(err)
-			return
+			return false
 		}
 		for _, rd := range batch {
 			if len(rd.SendAfterPersist) > 0 {
@@ -500,7 +603,7 @@ func (r *Replica) handleReadys() {
 }
 
 func (r *Replica) takeReadys() {
-	for r.node.HasReady() {
+	for r.node.HasReady() && r.failErr.Load() == nil {
 		rd := r.node.Ready()
 		if len(rd.Send) > 0 {
 			r.tr.Send(rd.Send)
@@ -563,6 +666,8 @@ func (r *Replica) completeBatch(h batchHeader, results [][]byte) {
 	}
 }
 
+// publishStatus publishes the core's status (core loop only; Status
+// overlays a failure).
 func (r *Replica) publishStatus() {
 	st := r.node.Status()
 	s := &Status{
@@ -571,9 +676,6 @@ func (r *Replica) publishStatus() {
 	}
 	if st.Role != paxos.Follower {
 		s.Ballot = st.Ballot.String()
-	}
-	if p := r.failErr.Load(); p != nil {
-		s.Err = (*p).Error()
 	}
 	if old := r.status.Load(); old != nil && *old == *s {
 		return
