@@ -434,6 +434,11 @@ func (g *group) complete(result []byte, err error) {
 			resp.Status = proto.StatusNotLeader
 			resp.Leader = uint32(nle.Leader)
 			resp.LeaderAddr = s.clientAddrs[nle.Leader]
+		case errors.As(err, new(*engine.FailedError)):
+			// The client moves on at once on this prefix: this replica
+			// will not recover without a restart.
+			resp.Status = proto.StatusUnavailable
+			resp.Value = []byte("replica failed: " + errors.Unwrap(err).Error())
 		case errors.Is(err, engine.ErrOutcomeUnknown), errors.Is(err, engine.ErrBusy), errors.Is(err, engine.ErrStopped):
 			resp.Status = proto.StatusUnavailable
 			resp.Value = []byte(err.Error())
