@@ -3,12 +3,13 @@ package client
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	mrand "math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -335,13 +336,69 @@ func (c *Client) launch(o *op) {
 }
 
 // openSession opens a new session through the log and then starts the
-// writes that wait for it.
+// writes that wait for it. It sends client 0, which asks the store to issue
+// a session ID (in log order, never issued twice); the answer's value is the
+// ID. The store never reopens an issued ID it evicted, so a late copy of a
+// write of an evicted session is refused forever, never applied under a
+// session resurrected empty.
+//
+// A retried open (its answer lost, a server that timed out) issues another
+// ID each time it applies; the client takes the ID of the one answer it
+// handles, and the others are orphans, opened and never used (the store
+// evicts them first: nothing touches them). That cannot break exactly-once:
+//   - an open is one op, and an op has at most one attempt in flight (an
+//     attempt leaves a connection's pending table before the op is sent
+//     again, and a late answer to it finds nothing pending and is dropped),
+//     so one open gives the client one session; and one open runs at a time
+//     (c.opening), so the writes waiting for it all get that session;
+//   - no write ever carries an orphan's ID: a session exists in the client
+//     only once its ID came back;
+//   - a write carries one session in all its sends; it moves to a new
+//     session only when its only send was refused as session-expired (then
+//     it applied nowhere, and no other copy of it exists); a write sent more
+//     than once that is refused so fails with ErrOutcomeUnknown instead,
+//     since an earlier copy may have applied before the eviction;
+//   - every copy of a write of an evicted session stays refused (issued IDs
+//     are never reopened), and within a live session the store applies a
+//     sequence number once (package comment).
+//
+// So each write applies at most once over all of its sessions, and once if
+// acknowledged.
+//
+// A server older than issued IDs refuses client 0 ("client ID 0"). The
+// client does not fall back to an ID of its own, which would bring back the
+// hole issued IDs close (a duplicate open applied after the session's
+// eviction reopens it empty): the waiting writes fail with ErrServerTooOld,
+// and the next write tries to open again.
 func (c *Client) openSession() {
-	s := newSession(randomID(), c.opts.MaxUnacked)
 	o := c.newOp()
-	o.req = proto.Request{Op: proto.OpOpenSession, Client: s.id}
-	o.onDone = func(o *op, _ proto.Response, err error) {
+	o.req = proto.Request{Op: proto.OpOpenSession} // client 0: the store issues the ID
+	o.onDone = func(o *op, resp proto.Response, err error) {
+		addr := o.addr
+		var id uint64
+		if err == nil {
+			// resp.Value aliases the read buffer: read it before anything else.
+			if len(resp.Value) == 8 {
+				id = binary.LittleEndian.Uint64(resp.Value)
+			}
+			if id == 0 {
+				err = &ServerError{addr, fmt.Sprintf("open-session answered with %d bytes, not a session ID", len(resp.Value))}
+			}
+		}
 		o.release()
+		var se *ServerError
+		if errors.As(err, &se) && strings.Contains(se.Msg, "client ID 0") {
+			lvl := slog.LevelDebug
+			if !c.warnedOld.Swap(true) {
+				lvl = slog.LevelWarn // once: an application may retry its writes in a loop
+			}
+			c.log.Log(context.Background(), lvl, "vesta client: the server does not issue session IDs; writes fail until every replica is upgraded", "addr", se.Addr, "msg", se.Msg)
+			err = fmt.Errorf("%w (server %s: %s)", ErrServerTooOld, se.Addr, se.Msg)
+		}
+		var s *session
+		if err == nil {
+			s = newSession(id, c.opts.MaxUnacked)
+		}
 		c.sessMu.Lock()
 		c.opening = false
 		if err == nil {
@@ -363,7 +420,7 @@ func (c *Client) openSession() {
 			}
 			return
 		}
-		c.log.Debug("vesta client: session opened", "session", s.id)
+		c.log.Debug("vesta client: session opened", "session", s.id, "addr", addr)
 		for _, w := range waiters {
 			if w.state.Load() == 0 {
 				c.startWrite(w)
@@ -474,9 +531,17 @@ func (o *op) attemptFailed(addr string, err error) {
 
 // expired handles a refusal because the server forgot o's session: a write
 // sent once is sent again in a new session; one sent more often may have
-// applied in the old one.
+// applied in the old one. An open so refused is sent again as a new open.
 func (o *op) expired() {
 	c, s := o.c, o.sess
+	if o.req.Op == proto.OpOpenSession {
+		// Not an answer the store gives client 0 (it issues a new ID), but
+		// the cure for an open that is refused so is another new session.
+		c.log.Debug("vesta client: open-session refused as expired; opening a new one", "client", o.req.Client)
+		o.req.Client = 0
+		c.retry(o)
+		return
+	}
 	if !o.write {
 		o.finish(proto.Response{}, errSessionExpired)
 		return
@@ -572,18 +637,6 @@ func (c *Client) expire(s *session) {
 		c.sess = nil
 	}
 	c.sessMu.Unlock()
-}
-
-func randomID() uint64 {
-	var b [8]byte
-	for {
-		if _, err := rand.Read(b[:]); err != nil {
-			panic(err) // crypto/rand does not fail on supported platforms
-		}
-		if id := binary.LittleEndian.Uint64(b[:]); id != 0 {
-			return id
-		}
-	}
 }
 
 // session numbers a client's writes and tracks which are acknowledged.

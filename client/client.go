@@ -36,18 +36,27 @@
 //
 // # Exactly-once writes
 //
-// Writes (Put, Delete, CAS) run in a session: the client opens one through
-// the log before its first write, numbers its writes, and tells the server
-// the lowest number it has not yet seen acknowledged. A retried write keeps
-// its number, so it applies exactly once however often it is sent. If the
+// Writes (Put, Delete, CAS) run in a session: before its first write the
+// client asks the cluster, through the log, for a new session, whose ID the
+// store issues (never issuing one twice); it numbers its writes, and tells
+// the server the lowest number it has not yet seen acknowledged. A retried
+// write keeps its session and number, so it applies exactly once however
+// often it is sent. If the
 // call's time runs out after a write was sent, the call fails with an error
 // that matches ErrOutcomeUnknown: the write may or may not apply. (Once every
 // earlier write of the client has finished, the abandoned write's number
 // falls below the client's low mark, and a copy of it that reaches the log
 // after a later write carrying that mark is refused rather than applied.) If
-// the server has forgotten the session (evicted after long idleness), a write
-// sent once is re-sent in a new session; one that had been sent more than
-// once fails with ErrOutcomeUnknown.
+// the server has forgotten the session (evicted after long idleness, or
+// because the store holds too many), a write sent once is re-sent in a new
+// session; one that had been sent more than once fails with
+// ErrOutcomeUnknown. An evicted session is never reopened, so a late copy of
+// one of its writes is refused rather than applied a second time. A retried
+// open may leave a session the client never uses; the store evicts it first.
+//
+// A server from before store-issued session IDs refuses to open a session
+// for this client: its writes fail with ErrServerTooOld (reads work).
+// Upgrade every replica before the clients.
 //
 // Reads (Get) go through the log, so they are linearizable; a retried read
 // simply reads again.
@@ -71,6 +80,13 @@ import (
 // ErrOutcomeUnknown matches (errors.Is) a write's error when the write may
 // or may not have applied.
 var ErrOutcomeUnknown = errors.New("vesta client: the write may or may not have applied")
+
+// ErrServerTooOld matches (errors.Is) the error of writes that could not
+// run because the server does not issue session IDs (a vestad from before
+// store-issued sessions, which refuses an open-session with client 0). The
+// client does not fall back to a session ID of its own (see the package
+// comment); it tries to open a session again at the next write.
+var ErrServerTooOld = errors.New("vesta client: the server does not issue session IDs; upgrade every vestad replica")
 
 // ErrClosed is returned by calls on a closed Client.
 var ErrClosed = errors.New("vesta client: closed")
@@ -196,6 +212,7 @@ type Client struct {
 	sessWaiters []*op // writes waiting for it
 	isClosed    atomic.Bool
 	sweeperDone chan struct{}
+	warnedOld   atomic.Bool // a server refused to issue a session (logged at Warn once)
 }
 
 // New returns a Client for the cluster whose servers' client addresses are

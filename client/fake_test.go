@@ -20,6 +20,11 @@ import (
 // answered unavailable without applying, a server that never answers (or
 // applies and never answers), a server that refuses everything with a
 // message, as a failed replica does, and a server that stops listening.
+//
+// An open-session with client 0 gets a session the store issues, as vestad
+// does (kv.NewSession; the reply's value is the ID), unless the cluster
+// plays a vestad from before issued sessions (old), whose store refuses
+// client 0.
 type fakeCluster struct {
 	t       *testing.T
 	servers []*fakeServer
@@ -37,6 +42,11 @@ type fakeCluster struct {
 	rng         *rand.Rand
 	applied     map[[2]uint64]int // (client, seq) -> times it reached the store
 	reqs        map[int]int       // server -> requests other than status it received
+	old         bool              // refuse open-session with client 0, as vestad did before issued sessions
+	loseOpens   int               // lose the replies of this many open-sessions, applied
+	expireOpens int               // answer this many open-sessions session-expired, not applied
+	opens       []uint64          // the client ID of each open-session that reached the leader
+	onLose      func()            // runs (under mu) when a write's reply is lost
 
 	conns atomic.Int64 // connections accepted
 }
@@ -211,6 +221,18 @@ func (s *fakeServer) handle(req *proto.Request) (resp *proto.Response, ok bool) 
 		return resp, true
 	}
 	op := kv.Op{Kind: kv.Kind(req.Op), Client: req.Client, Seq: req.Seq, Low: req.Low, Key: req.Key, Value: req.Value, Expect: req.Expect}
+	if req.Op == proto.OpOpenSession {
+		c.opens = append(c.opens, req.Client)
+		if c.expireOpens > 0 {
+			c.expireOpens--
+			resp.Status = proto.StatusSessionExpired
+			resp.Value = []byte("fake: open a new session")
+			return resp, true
+		}
+		if req.Client == 0 && !c.old {
+			op.Kind = kv.NewSession
+		}
+	}
 	if req.Op.IsWrite() {
 		c.applied[[2]uint64{req.Client, req.Seq}]++
 	}
@@ -227,11 +249,19 @@ func (s *fakeServer) handle(req *proto.Request) (resp *proto.Response, ok bool) 
 		resp.Found, resp.Swapped, resp.Value = r.Found, r.Swapped, r.Value
 	case kv.CodeSessionExpired:
 		resp.Status = proto.StatusSessionExpired
+		resp.Value = r.Value
 	default:
 		resp.Status = proto.StatusError
 		resp.Value = []byte(r.Code.String() + ": " + string(r.Value))
 	}
 	if req.Op.IsWrite() && c.rng.Float64() < c.loseReply {
+		if c.onLose != nil {
+			c.onLose()
+		}
+		return nil, false
+	}
+	if req.Op == proto.OpOpenSession && c.loseOpens > 0 {
+		c.loseOpens--
 		return nil, false
 	}
 	if c.mute == s.idx {

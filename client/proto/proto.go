@@ -85,9 +85,16 @@ const (
 	// OpCAS sets Key to Value if its current value equals Expect (a missing
 	// key's value is empty). Response: Swapped.
 	OpCAS Op = 4
-	// OpOpenSession registers the session named by Client; writes of a
-	// session the server does not know are refused with
-	// StatusSessionExpired. Opening an open session changes nothing.
+	// OpOpenSession opens a session. With Client 0 the server's store
+	// issues a new session ID, in log order, never the same twice; the
+	// response's Value is the ID (8 bytes, little-endian). Each one applied
+	// opens another session, so a retried request may leave one its client
+	// never uses. With a nonzero Client it opens the session of that ID, the
+	// client's choice (opening an open session changes nothing); an issued
+	// ID the store no longer holds is refused with StatusSessionExpired
+	// rather than reopened empty. Writes of a session the server does not
+	// know are refused with StatusSessionExpired. A server from before
+	// issued IDs refuses Client 0 (StatusError, "... client ID 0").
 	OpOpenSession Op = 5
 	// OpStatus asks the server it reaches for its replica's status, as JSON
 	// in Value. It is answered locally, not through the log.
