@@ -136,12 +136,14 @@ type Writer struct {
 	timeout time.Duration
 	onError func(error)
 
-	mu      sync.Mutex
-	room    sync.Cond // signalled when the writer takes the buffer
-	buf     []byte    // frames queued, not yet handed to w
-	limit   int
-	err     error
-	closing bool
+	mu       sync.Mutex
+	room     sync.Cond // signalled when the writer takes the buffer
+	buf      []byte    // frames queued, not yet handed to w
+	limit    int
+	queued   int       // see Queued
+	onQueued func(int) // WriterOptions.OnQueued
+	err      error
+	closing  bool
 	// writing is the single-writer token: the goroutine or an appender
 	// writing directly (see append). lastWrite is the size of the last
 	// write, which says whether the stream is busy.
@@ -178,14 +180,26 @@ type WriterOptions struct {
 	// on the caller's goroutine, instead of waking the writer's goroutine.
 	// It needs w to be a net.Conn (a syscall.Conn) on a Unix system.
 	DirectWrites bool
+	// OnQueued, if set, is called each time Queued changes, with the
+	// change: +n when a frame of n bytes is queued, -n when a write of n
+	// bytes returns or n bytes are dropped after a failed one. It is called
+	// with the Writer's lock held, so the changes arrive in order: it must
+	// be quick and must not call the Writer.
+	OnQueued func(delta int)
 }
+
+// keepBuf is the largest buffer a Writer keeps for reuse once nothing is
+// queued: a burst's larger buffer is let go when the stream goes idle, so
+// an idle connection does not hold the memory of its largest burst (a
+// 1 MiB response, say) for as long as it stays open.
+const keepBuf = 16 << 10
 
 // NewWriter starts a Writer's goroutine on w. Close stops it.
 func NewWriter(w io.Writer, opts WriterOptions) *Writer {
 	if opts.MaxQueued <= 0 {
 		opts.MaxQueued = 16 << 20
 	}
-	wr := &Writer{w: w, timeout: opts.WriteTimeout, onError: opts.OnError, limit: opts.MaxQueued,
+	wr := &Writer{w: w, timeout: opts.WriteTimeout, onError: opts.OnError, limit: opts.MaxQueued, onQueued: opts.OnQueued,
 		signal: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	wr.room.L = &wr.mu
 	if sc, ok := w.(syscall.Conn); ok && nbwrite.Supported && opts.DirectWrites {
@@ -236,12 +250,14 @@ func (w *Writer) append(req *Request, resp *Response, alone bool) error {
 		w.mu.Unlock()
 		return err
 	}
-	wasEmpty := len(w.buf) == 0
+	n := len(w.buf)
+	wasEmpty := n == 0
 	if req != nil {
 		w.buf = AppendRequest(w.buf, req)
 	} else {
 		w.buf = AppendResponse(w.buf, resp)
 	}
+	w.queuedLocked(len(w.buf) - n)
 	if alone && wasEmpty && !w.writing && w.raw != nil {
 		// Idle stream and a lone frame: write it here, sparing the wake-up
 		// of the writer's goroutine on an unloaded request's path
@@ -292,13 +308,14 @@ func (w *Writer) writeDirectLocked() {
 	w.writing = false
 	w.lastWrite = n
 	w.direct++
+	w.queuedLocked(-n)
 	if n < len(out) {
 		// Not all written (a full socket buffer, or an error, which the
 		// goroutine's own write then meets and reports): the rest goes
 		// first, by the goroutine.
 		rest := append(make([]byte, 0, len(out)-n+len(w.buf)), out[n:]...)
 		w.buf = append(rest, w.buf...)
-	} else {
+	} else if cap(out) <= keepBuf {
 		w.dspare = out[:0]
 	}
 	more := len(w.buf) > 0
@@ -306,6 +323,25 @@ func (w *Writer) writeDirectLocked() {
 	w.room.Broadcast()
 	if more {
 		w.wake()
+	}
+}
+
+// Queued returns the bytes of the frames queued and not yet written: those
+// waiting and those of a write under way (they are memory until it returns).
+func (w *Writer) Queued() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.queued
+}
+
+// queuedLocked records a change of d bytes in what is queued.
+func (w *Writer) queuedLocked(d int) {
+	if d == 0 {
+		return
+	}
+	w.queued += d
+	if w.onQueued != nil {
+		w.onQueued(d)
 	}
 }
 
@@ -374,6 +410,7 @@ func (w *Writer) run() {
 			w.writing = false
 			if err != nil {
 				w.err = fmt.Errorf("vesta proto: write: %w", err)
+				w.queuedLocked(-(len(out) + len(w.buf))) // dropped
 				w.buf = nil
 				w.mu.Unlock()
 				w.room.Broadcast()
@@ -382,12 +419,18 @@ func (w *Writer) run() {
 				}
 				return
 			}
+			w.queuedLocked(-len(out))
 			again := len(w.buf) > 0
+			if !again && cap(w.buf) > keepBuf {
+				w.buf = nil // idle: see keepBuf
+			}
 			w.mu.Unlock()
 			if again && !quitting {
 				// Appends that came while this write ran found the token
 				// taken and left their wake-up for this goroutine.
 				w.wake()
+			} else if cap(out) > keepBuf {
+				out = nil // idle: see keepBuf
 			}
 		}
 		if cap(out) > 4<<20 {
