@@ -48,158 +48,17 @@ func TestClientMemoryAttack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds vestad and attacks it for about 15 s")
 	}
-	bin := os.Getenv("VESTAD_ATTACK_BIN")
-	measureOnly := bin != ""
-	dir := t.TempDir()
-	if bin == "" {
-		bin = filepath.Join(dir, "vestad")
-		// Without the race detector even when this test has it: RSS is the point.
-		out, err := exec.Command("go", "build", "-tags", "contracts", "-o", bin, ".").CombinedOutput()
-		if err != nil {
-			t.Fatalf("go build: %v\n%s", err, out)
-		}
-	}
-	addrs := freeAddrs(t, 3)
-	args := []string{"-id", "1", "-peers", "1=" + addrs[0], "-client-addr", addrs[1], "-metrics-addr", addrs[2], "-log", "mem", "-log-level", "warn"}
-	if !measureOnly {
-		args = append(args, "-client-read-timeout", "3s")
-	}
-	logPath := filepath.Join(dir, "vestad.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("vestad's log:\n%s", tail(b, 30))
-		}
-	}()
-	addr := addrs[1]
-	c, err := client.New([]string{addr}, client.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	waitFor(t, 20*time.Second, "vestad leads", func() bool {
-		sctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		defer cancel()
-		st, err := c.Status(sctx, addr)
-		return err == nil && st.Role == "leader"
-	})
-	if err := c.Put(ctx, []byte("warm"), []byte("up")); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	before := vmRSS(t, pid)
-
-	// Sample RSS until the end.
-	var peak atomic.Int64
-	peak.Store(before)
-	sampling := make(chan struct{})
-	var sampled sync.WaitGroup
-	sampled.Add(1)
-	go func() {
-		defer sampled.Done()
-		for {
-			select {
-			case <-sampling:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			if r := vmRSSOrZero(pid); r > peak.Load() {
-				peak.Store(r)
-			}
-		}
-	}()
-
-	// The normal client: a put and a get every 50 ms, each timed.
-	var lat []time.Duration
-	var failed []string
-	var lmu sync.Mutex
-	normalDone := make(chan struct{})
-	var normal sync.WaitGroup
-	normal.Add(1)
-	go func() {
-		defer normal.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-normalDone:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			k, v := []byte(fmt.Sprint("normal-", i%10)), []byte(fmt.Sprint(i))
-			octx, ocancel := context.WithTimeout(ctx, 10*time.Second)
-			t0 := time.Now()
-			err := c.Put(octx, k, v)
-			t1 := time.Now()
-			var got []byte
-			if err == nil {
-				got, _, err = c.Get(octx, k)
-				if err == nil && !bytes.Equal(got, v) {
-					err = fmt.Errorf("read %q back, want %q", got, v)
-				}
-			}
-			t2 := time.Now()
-			ocancel()
-			lmu.Lock()
-			if err != nil {
-				failed = append(failed, fmt.Sprintf("op %d: %v", i, err))
-			} else {
-				lat = append(lat, t1.Sub(t0), t2.Sub(t1))
-			}
-			lmu.Unlock()
-		}
-	}()
+	v := startAttacked(t, "-client-read-timeout", "3s")
+	peak := v.sampleRSS()
+	normal := v.normalClient()
 
 	// The attack.
 	const attackBig, attackIdle = 100, 2000
 	junk := make([]byte, 4<<20)
-	var conns []net.Conn
-	var cmu sync.Mutex
-	keep := func(nc net.Conn) {
-		cmu.Lock()
-		conns = append(conns, nc)
-		cmu.Unlock()
-	}
-	defer func() {
-		for _, nc := range conns {
-			nc.Close()
-		}
-	}()
-	dial := func() net.Conn {
-		nc, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Errorf("dial: %v", err)
-			return nil
-		}
-		keep(nc)
-		if _, err := nc.Write(proto.Preamble[:]); err != nil {
-			return nil // refused: the server may close it at once
-		}
-		return nc
-	}
 	var attackers sync.WaitGroup
 	stalled := func(body int) {
 		defer attackers.Done()
-		nc := dial()
+		nc := v.dial()
 		if nc == nil {
 			return
 		}
@@ -221,14 +80,14 @@ func TestClientMemoryAttack(t *testing.T) {
 	get := proto.AppendRequest(nil, &proto.Request{ID: 1, Op: proto.OpGet, Key: []byte("idle")})
 	for range attackIdle {
 		// Used once, then idle: a get, its answer, and nothing more.
-		if nc := dial(); nc != nil {
+		if nc := v.dial(); nc != nil {
 			_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
 			if _, err := nc.Write(get); err == nil {
 				_, _ = proto.NewReader(nc, 512, 0).Next()
 			}
 		}
 	}
-	slow := dial()
+	slow := v.dial()
 	slowClosed := make(chan time.Duration, 1)
 	go func() {
 		frame := proto.AppendRequest(nil, &proto.Request{ID: 1, Op: proto.OpGet, Key: []byte("slowloris")})
@@ -258,49 +117,315 @@ func TestClientMemoryAttack(t *testing.T) {
 	case <-time.After(15 * time.Second):
 	}
 	time.Sleep(time.Second) // the attack's connections stay open; RSS settles
-	close(normalDone)
-	normal.Wait()
-	close(sampling)
-	sampled.Wait()
-	after := vmRSS(t, pid)
-
-	lmu.Lock()
-	slices.Sort(lat)
-	var p50, p99, worst time.Duration
-	if len(lat) > 0 {
-		p50, p99, worst = lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1]
-	}
-	lmu.Unlock()
-	t.Logf("vestad VmRSS: %.1f MB before the attack, peak %.1f MB, %.1f MB at the end (attack connections still open)",
-		mb(before), mb(peak.Load()), mb(after))
-	t.Logf("normal client: %d puts and gets answered, %d failed; latency p50 %v, p99 %v, max %v",
-		len(lat), len(failed), p50, p99, worst)
+	served := normal()
+	v.report(peak(), served, "vestad_client_buffer_bytes", `vestad_client_refusals_total{reason="buffer-budget"}`,
+		`vestad_client_refusals_total{reason="read-timeout"}`, "vestad_client_protocol_errors_total")
 	if slowAfter < 0 {
 		t.Logf("slowloris: not closed")
 	} else {
 		t.Logf("slowloris closed: its writes failed %v after its first byte", slowAfter.Round(10*time.Millisecond))
 	}
-	for _, series := range []string{"go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes",
-		"go_memstats_stack_inuse_bytes", "vestad_client_buffer_bytes", "vestad_client_connections",
-		`vestad_client_refusals_total{reason="buffer-budget"}`, `vestad_client_refusals_total{reason="read-timeout"}`,
-		"vestad_client_protocol_errors_total"} {
-		if v := metric(t, addrs[2], series); v >= 0 {
-			t.Logf("  %s %.6g", series, v)
-		}
-	}
-	if measureOnly {
-		t.Logf("VESTAD_ATTACK_BIN set: bounds not asserted")
+	if v.measureOnly {
 		return
-	}
-	if peak.Load() > attackRSSBound {
-		t.Errorf("vestad's peak VmRSS %.1f MB, above the bound %.1f MB", mb(peak.Load()), mb(attackRSSBound))
-	}
-	if len(failed) > 0 || len(lat) < 20 {
-		t.Errorf("the normal client was not served: %d answered, failures %v", len(lat), failed)
 	}
 	if slowAfter < 0 {
 		t.Errorf("the slowloris was not closed")
 	}
+}
+
+// The attack of issue 12 item 5 on the response side, against a vestad
+// process with its default limits, with a normal client served meanwhile:
+// a 1 MiB value is put, then one connection pipelines unreadGets gets of it
+// and never reads a response. Before responses were bounded, each was
+// queued for writing as it completed, and the 3 000 of them (3 GB) stayed
+// queued until the write timeout closed the connection (issue 12: 18 MB to
+// 2 009 MB). Now the connection is read only while its responses fit its
+// share of -client-response-bytes. The test requires vestad's peak VmRSS
+// under attackRSSBound, every put and get of the normal client answered, and
+// the attacker's connection closed by the write timeout.
+func TestClientUnreadResponsesAttack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds vestad and attacks it for about 15 s")
+	}
+	const unreadGets = 3000
+	v := startAttacked(t)
+	big := bytes.Repeat([]byte("b"), proto.MaxValueSize)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := v.c.Put(ctx, []byte("big"), big); err != nil {
+		t.Fatal(err)
+	}
+	conns0 := metricOr(t, v.maddr, "vestad_client_connections")
+	peak := v.sampleRSS()
+	normal := v.normalClient()
+
+	nc := v.dial()
+	var frames []byte
+	for id := range uint64(unreadGets) {
+		frames = proto.AppendRequest(frames, &proto.Request{ID: id + 1, Op: proto.OpGet, Key: []byte("big")})
+	}
+	_ = nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := nc.Write(frames); err != nil {
+		t.Fatalf("sending %d gets: %v", unreadGets, err)
+	}
+	t.Logf("sent %d pipelined gets of a %d-byte value (%d bytes), reading nothing", unreadGets, len(big), len(frames))
+	// The write timeout (10 s) closes the attacker's connection: its
+	// connection count goes back to what it was.
+	sent := time.Now()
+	closedAfter := time.Duration(-1)
+	for time.Since(sent) < writeTimeout+5*time.Second {
+		time.Sleep(100 * time.Millisecond)
+		if metricOr(t, v.maddr, "vestad_client_connections") <= conns0 {
+			closedAfter = time.Since(sent)
+			break
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	served := normal()
+	v.report(peak(), served, "vestad_client_response_bytes", `vestad_client_response_stalls_total{budget="connection"}`,
+		`vestad_client_response_stalls_total{budget="global"}`, `vestad_client_refusals_total{reason="response-budget"}`)
+	if closedAfter < 0 {
+		t.Logf("the attacker's connection: still open after %v", writeTimeout+5*time.Second)
+	} else {
+		t.Logf("the attacker's connection closed %v after its gets were sent", closedAfter.Round(100*time.Millisecond))
+	}
+	if v.measureOnly {
+		return
+	}
+	if closedAfter < 0 {
+		t.Errorf("the attacker's connection was not closed by the write timeout")
+	}
+	if n := metricOr(t, v.maddr, `vestad_client_response_stalls_total{budget="connection"}`); n < 1 {
+		t.Errorf("no connection stalled on its share of the response budget")
+	}
+}
+
+// attacked is a vestad process under attack, and a normal client of it.
+type attacked struct {
+	t           *testing.T
+	addr, maddr string
+	pid         int
+	measureOnly bool // VESTAD_ATTACK_BIN: report, assert no bound
+	c           *client.Client
+	before      int64 // VmRSS once it leads, before the attack
+
+	cmu   sync.Mutex
+	conns []net.Conn
+}
+
+// startAttacked builds vestad (or takes VESTAD_ATTACK_BIN, which runs with
+// no limit flags: the test then only reports what it measured) and starts
+// it as a one-replica cluster with an in-memory log and extra flags, waits
+// until it leads, and connects a normal client.
+//
+// To measure another vestad by hand (an older one, say), set
+// VESTAD_ATTACK_BIN to its path.
+func startAttacked(t *testing.T, extra ...string) *attacked {
+	t.Helper()
+	bin := os.Getenv("VESTAD_ATTACK_BIN")
+	v := &attacked{t: t, measureOnly: bin != ""}
+	dir := t.TempDir()
+	if bin == "" {
+		bin = filepath.Join(dir, "vestad")
+		// Without the race detector even when this test has it: RSS is the point.
+		out, err := exec.Command("go", "build", "-tags", "contracts", "-o", bin, ".").CombinedOutput()
+		if err != nil {
+			t.Fatalf("go build: %v\n%s", err, out)
+		}
+	}
+	addrs := freeAddrs(t, 3)
+	v.addr, v.maddr = addrs[1], addrs[2]
+	args := []string{"-id", "1", "-peers", "1=" + addrs[0], "-client-addr", addrs[1], "-metrics-addr", addrs[2], "-log", "mem", "-log-level", "warn"}
+	if !v.measureOnly {
+		args = append(args, extra...)
+	}
+	logPath := filepath.Join(dir, "vestad.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	v.pid = cmd.Process.Pid
+	t.Cleanup(func() {
+		v.cmu.Lock()
+		for _, nc := range v.conns {
+			nc.Close()
+		}
+		v.cmu.Unlock()
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("vestad's log:\n%s", tail(b, 30))
+		}
+	})
+	c, err := client.New([]string{v.addr}, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	v.c = c
+	waitFor(t, 20*time.Second, "vestad leads", func() bool {
+		sctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		defer cancel()
+		st, err := c.Status(sctx, v.addr)
+		return err == nil && st.Role == "leader"
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Put(ctx, []byte("warm"), []byte("up")); err != nil {
+		t.Fatal(err)
+	}
+	v.before = vmRSS(t, v.pid)
+	return v
+}
+
+// dial connects to vestad and sends the preamble; the connection is closed
+// when the test ends. It returns nil if the server refused it at once.
+func (v *attacked) dial() net.Conn {
+	nc, err := net.Dial("tcp", v.addr)
+	if err != nil {
+		v.t.Errorf("dial: %v", err)
+		return nil
+	}
+	v.cmu.Lock()
+	v.conns = append(v.conns, nc)
+	v.cmu.Unlock()
+	if _, err := nc.Write(proto.Preamble[:]); err != nil {
+		return nil // refused: the server may close it at once
+	}
+	return nc
+}
+
+// sampleRSS samples vestad's VmRSS every 50 ms until the returned function
+// is called, which returns the peak.
+func (v *attacked) sampleRSS() func() int64 {
+	var peak atomic.Int64
+	peak.Store(v.before)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if r := vmRSSOrZero(v.pid); r > peak.Load() {
+				peak.Store(r)
+			}
+		}
+	}()
+	return func() int64 {
+		close(stop)
+		<-done
+		return peak.Load()
+	}
+}
+
+// served is what the normal client got.
+type served struct {
+	lat    []time.Duration // sorted
+	failed []string
+}
+
+// normalClient starts the normal client, a put and a get every 50 ms, each
+// timed, until the returned function is called, which returns what it got.
+func (v *attacked) normalClient() func() served {
+	var s served
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			k, val := []byte(fmt.Sprint("normal-", i%10)), []byte(fmt.Sprint(i))
+			octx, ocancel := context.WithTimeout(context.Background(), 10*time.Second)
+			t0 := time.Now()
+			err := v.c.Put(octx, k, val)
+			t1 := time.Now()
+			var got []byte
+			if err == nil {
+				got, _, err = v.c.Get(octx, k)
+				if err == nil && !bytes.Equal(got, val) {
+					err = fmt.Errorf("read %q back, want %q", got, val)
+				}
+			}
+			t2 := time.Now()
+			ocancel()
+			if err != nil {
+				s.failed = append(s.failed, fmt.Sprintf("op %d: %v", i, err))
+			} else {
+				s.lat = append(s.lat, t1.Sub(t0), t2.Sub(t1))
+			}
+		}
+	}()
+	return func() served {
+		close(stop)
+		<-done
+		slices.Sort(s.lat)
+		return s
+	}
+}
+
+// report logs the RSS and the normal client's service, and the series, and
+// (unless measuring only) requires the peak under attackRSSBound and the
+// normal client served.
+func (v *attacked) report(peak int64, s served, series ...string) {
+	t := v.t
+	t.Helper()
+	after := vmRSS(t, v.pid)
+	var p50, p99, worst time.Duration
+	if len(s.lat) > 0 {
+		p50, p99, worst = s.lat[len(s.lat)/2], s.lat[len(s.lat)*99/100], s.lat[len(s.lat)-1]
+	}
+	t.Logf("vestad VmRSS: %.1f MB before the attack, peak %.1f MB, %.1f MB at the end",
+		mb(v.before), mb(peak), mb(after))
+	t.Logf("normal client: %d puts and gets answered, %d failed; latency p50 %v, p99 %v, max %v",
+		len(s.lat), len(s.failed), p50, p99, worst)
+	for _, name := range append([]string{"go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes",
+		"go_memstats_heap_released_bytes", "go_memstats_stack_inuse_bytes", "vestad_client_connections"}, series...) {
+		if x := metric(t, v.maddr, name); x >= 0 {
+			t.Logf("  %s %.6g", name, x)
+		}
+	}
+	if v.measureOnly {
+		t.Logf("VESTAD_ATTACK_BIN set: bounds not asserted")
+		return
+	}
+	if peak > attackRSSBound {
+		t.Errorf("vestad's peak VmRSS %.1f MB, above the bound %.1f MB", mb(peak), mb(attackRSSBound))
+	}
+	if len(s.failed) > 0 || len(s.lat) < 20 {
+		t.Errorf("the normal client was not served: %d answered, failures %v", len(s.lat), s.failed)
+	}
+}
+
+// metricOr is metric, failing the test if the series is absent.
+func metricOr(t *testing.T, metricsAddr, series string) float64 {
+	t.Helper()
+	x := metric(t, metricsAddr, series)
+	if x < 0 {
+		t.Fatalf("no series %s", series)
+	}
+	return x
 }
 
 // attackRSSBound is the bound TestClientMemoryAttack asserts on vestad's

@@ -33,6 +33,10 @@ import (
 //     closed after clientLimits.IdleTimeout.
 //   - At most clientLimits.MaxConns connections are open; beyond, a new one
 //     is sent a refusal and closed at once.
+//   - Responses, from before their request is proposed until they are
+//     written, are charged to clientLimits.ResponseBytes, of which one
+//     connection may hold a share; past it, the server stops reading the
+//     connection (respbudget.go).
 //
 // Each refusal is counted in vestad_client_refusals_total{reason} and
 // logged, at most one line per reason a second.
@@ -43,6 +47,9 @@ type clientLimits struct {
 	ReadTimeout time.Duration
 	IdleTimeout time.Duration
 	BufferBytes int64
+	// ResponseBytes bounds the responses reserved and queued, all
+	// connections together; one connection may hold ResponseBytes/respShares.
+	ResponseBytes int64
 }
 
 // The limits' defaults.
@@ -51,6 +58,9 @@ const (
 	defaultClientReadTimeout = 10 * time.Second
 	defaultClientIdleTimeout = 5 * time.Minute
 	defaultClientBufferBytes = 64 << 20
+	// 16 MiB a connection: 16 gets of the largest value in flight, or
+	// tens of thousands of any other request.
+	defaultClientResponseBytes = 64 << 20
 )
 
 // maxRequestFrame is the largest body of a well-formed request: the fixed
@@ -77,8 +87,13 @@ func addClientLimitFlags(fs *flag.FlagSet) func() (clientLimits, error) {
 	bufferBytes := fs.Int64("client-buffer-bytes", defaultClientBufferBytes,
 		"`BYTES` of client data all connections together may hold buffered; past it, the connection with the largest incomplete frame is closed "+
 			fmt.Sprintf("(at least %d, one largest request)", lenSize+maxRequestFrame))
+	responseBytes := fs.Int64("client-response-bytes", defaultClientResponseBytes,
+		fmt.Sprintf("`BYTES` of responses all connections together may have reserved (a get reserves its largest value, 1 MiB) or queued for writing; "+
+			"one connection may hold a %dth, past which it is not read until its responses are written "+
+			"(at least %d, %d largest responses)", respShares, respShares*maxGetResponse, respShares))
 	return func() (clientLimits, error) {
-		l := clientLimits{MaxConns: *maxConns, ReadTimeout: *readTimeout, IdleTimeout: *idleTimeout, BufferBytes: *bufferBytes}
+		l := clientLimits{MaxConns: *maxConns, ReadTimeout: *readTimeout, IdleTimeout: *idleTimeout, BufferBytes: *bufferBytes,
+			ResponseBytes: *responseBytes}
 		return l, l.check()
 	}
 }
@@ -94,13 +109,16 @@ func (l clientLimits) check() error {
 		return fmt.Errorf("-client-idle-timeout: %v is shorter than -client-read-timeout %v", l.IdleTimeout, l.ReadTimeout)
 	case l.BufferBytes < int64(lenSize+maxRequestFrame):
 		return fmt.Errorf("-client-buffer-bytes: %d is below %d, the size of one largest request, which could then never be read", l.BufferBytes, lenSize+maxRequestFrame)
+	case l.ResponseBytes < int64(respShares*maxGetResponse):
+		return fmt.Errorf("-client-response-bytes: %d is below %d: a connection's share (a %dth) would not hold one largest response",
+			l.ResponseBytes, respShares*maxGetResponse, respShares)
 	}
 	return nil
 }
 
 func defaultClientLimits() clientLimits {
 	return clientLimits{MaxConns: defaultMaxClientConns, ReadTimeout: defaultClientReadTimeout,
-		IdleTimeout: defaultClientIdleTimeout, BufferBytes: defaultClientBufferBytes}
+		IdleTimeout: defaultClientIdleTimeout, BufferBytes: defaultClientBufferBytes, ResponseBytes: defaultClientResponseBytes}
 }
 
 // lenSize is the size of a frame's length prefix (as in package proto).
@@ -110,38 +128,56 @@ const lenSize = 4
 type refusal int
 
 const (
-	refuseMaxConns     refusal = iota // at the connection limit
-	refuseReadTimeout                 // a frame or the preamble did not arrive in time
-	refuseIdleTimeout                 // nothing in flight or received for the idle timeout
-	refuseBufferBudget                // the largest incomplete frame once the buffer budget ran out
-	// Logged at the same rate limit, counted elsewhere (protocol errors).
+	refuseMaxConns       refusal = iota // at the connection limit
+	refuseReadTimeout                   // a frame or the preamble did not arrive in time
+	refuseIdleTimeout                   // nothing in flight or received for the idle timeout
+	refuseBufferBudget                  // the largest incomplete frame once the buffer budget ran out
+	refuseResponseBudget                // the largest stalled response queue while the response budget is spent
+	// Logged at the same rate limit, counted elsewhere (protocol errors,
+	// response stalls).
 	logBadPreamble
 	logMalformed
 	logAcceptError
+	logResponseShare // a connection waits for room in its share of the response budget
+	logResponseLimit // a connection waits for room in the response budget
 	nLogReasons
 )
 
 // nRefusals: the reasons counted in vestad_client_refusals_total.
 const nRefusals = logBadPreamble
 
-var refusalNames = [nLogReasons]string{"max-conns", "read-timeout", "idle-timeout", "buffer-budget", "bad-preamble", "malformed", "accept-error"}
+var refusalNames = [nLogReasons]string{"max-conns", "read-timeout", "idle-timeout", "buffer-budget", "response-budget",
+	"bad-preamble", "malformed", "accept-error", "response-share", "response-limit"}
 
 func (r refusal) String() string { return refusalNames[r] }
 
 // limitMetrics are the limits' series.
 type limitMetrics struct {
-	refusals [nRefusals]prometheus.Counter
+	refusals   [nRefusals]prometheus.Counter
+	respStalls [len(respStallNames)]prometheus.Counter // by respOverShare, respOverLimit
 }
 
-func newLimitMetrics(reg prometheus.Registerer, b *bufferBudget) *limitMetrics {
+func newLimitMetrics(reg prometheus.Registerer, b *bufferBudget, rb *respBudget) *limitMetrics {
 	m := &limitMetrics{}
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vestad_client_refusals_total",
 		Help: "Client connections refused at the connection limit (max-conns) or closed by a limit: " +
-			"read-timeout, idle-timeout, buffer-budget (the largest incomplete frame once the buffer budget ran out)."}, []string{"reason"})
+			"read-timeout, idle-timeout, buffer-budget (the largest incomplete frame once the buffer budget ran out), " +
+			"response-budget (the most responses queued and not written for a second, once the response budget ran out)."}, []string{"reason"})
 	for r := range nRefusals {
 		m.refusals[r] = vec.WithLabelValues(r.String())
 	}
-	reg.MustRegister(vec,
+	stalls := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vestad_client_response_stalls_total",
+		Help: "Times a client connection's reader stopped reading until its responses were written: " +
+			"at its share of -client-response-bytes (connection) or at the limit itself (global)."}, []string{"budget"})
+	for why := respOverShare; why < len(respStallNames); why++ {
+		m.respStalls[why] = stalls.WithLabelValues(respStallNames[why])
+	}
+	reg.MustRegister(vec, stalls,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vestad_client_response_bytes",
+			Help: "Bytes of client responses reserved for requests in flight or queued for writing, charged to -client-response-bytes."},
+			func() float64 { return float64(rb.used.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vestad_client_response_limit_bytes",
+			Help: "-client-response-bytes."}, func() float64 { return float64(rb.limit) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vestad_client_buffer_bytes",
 			Help: "Bytes of buffers client connections hold (read buffers and incomplete frames), charged to -client-buffer-bytes."},
 			func() float64 { return float64(b.used.Load()) }),
@@ -358,8 +394,20 @@ func (s *server) sweep(quit <-chan struct{}) {
 		iv := int64(s.lim.sweepInterval())
 		read, idle := int64(s.lim.ReadTimeout)+iv, int64(s.lim.IdleTimeout)+iv
 		late, why = late[:0], why[:0]
+		// While a reader waits for room in the response budget, the
+		// connection holding the most queued bytes whose writer finished
+		// no write for responseStallTimeout is closed (respbudget.go).
+		pressed := s.resp.gwait.Load() > 0
+		stall := int64(responseStallTimeout) + iv
+		var victim *serverConn
+		var most int64
 		s.mu.Lock()
 		for c := range s.conns {
+			if pressed && c.closing.Load() == 0 {
+				if q := c.respQueued.Load(); q > most && now-c.drainedAt.Load() > stall {
+					victim, most = c, q
+				}
+			}
 			if !c.waiting.Load() || c.closing.Load() != 0 {
 				continue // only a connection the server waits on is late
 			}
@@ -380,6 +428,12 @@ func (s *server) sweep(quit <-chan struct{}) {
 				s.closeByLimit(c, refuseIdleTimeout, "closing an idle client connection", "timeout", s.lim.IdleTimeout)
 			}
 			late[i] = nil
+		}
+		if victim != nil {
+			s.closeByLimit(victim, refuseResponseBudget,
+				"response budget spent: closing the client connection with the most responses queued and none written for a while",
+				"queued", most, "stalled_for", time.Duration(now-victim.drainedAt.Load()).Round(time.Millisecond), "budget", s.resp.limit)
+			victim.nc.Close() // its writer, blocked, fails and drops its queue now
 		}
 		s.rlog.flush()
 	}
@@ -406,6 +460,7 @@ func (s *server) closeByLimit(c *serverConn, r refusal, msg string, args ...any)
 		return
 	}
 	_ = c.nc.SetReadDeadline(deadlinePast)
+	c.poke() // if it waits for room in the response budget
 	s.lm.refusals[r].Inc()
 	s.logRefusal(c, r, msg, args...)
 }
@@ -428,6 +483,8 @@ func levelOf(r refusal) slog.Level {
 	switch r {
 	case refuseIdleTimeout:
 		return slog.LevelInfo // housekeeping, not a client misbehaving
+	case logResponseShare:
+		return slog.LevelDebug // flow control: a client reading slower than it asks
 	case logAcceptError:
 		return slog.LevelError
 	}

@@ -32,6 +32,7 @@ func TestClientLimitFlags(t *testing.T) {
 		{"-client-read-timeout=-1s", "-client-read-timeout"},
 		{"-client-idle-timeout=1s", "-client-idle-timeout"}, // shorter than the read timeout's 10 s
 		{"-client-buffer-bytes=1000000", "-client-buffer-bytes"},
+		{"-client-response-bytes=4000000", "-client-response-bytes"}, // a share below one largest response
 	} {
 		_, err := parseFlags(append(base, c.arg), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), c.flag) {
@@ -43,8 +44,9 @@ func TestClientLimitFlags(t *testing.T) {
 		t.Fatalf("defaults: %+v %v", cfg.clientLimits, err)
 	}
 	cfg, err = parseFlags(append(base, "-max-client-conns=7", "-client-read-timeout=2s", "-client-idle-timeout=3s",
-		"-client-buffer-bytes=8388608"), io.Discard)
-	want := clientLimits{MaxConns: 7, ReadTimeout: 2 * time.Second, IdleTimeout: 3 * time.Second, BufferBytes: 8 << 20}
+		"-client-buffer-bytes=8388608", "-client-response-bytes=33554432"), io.Discard)
+	want := clientLimits{MaxConns: 7, ReadTimeout: 2 * time.Second, IdleTimeout: 3 * time.Second, BufferBytes: 8 << 20,
+		ResponseBytes: 32 << 20}
 	if err != nil || cfg.clientLimits != want {
 		t.Fatalf("set: %+v %v", cfg.clientLimits, err)
 	}
@@ -548,5 +550,185 @@ func TestRefusalLogIsRateLimited(t *testing.T) {
 	l.logf(refuseReadTimeout, "closing", "remote", "x")
 	if strings.Contains(buf.String()[strings.LastIndex(buf.String(), "closing"):], "suppressed") {
 		t.Fatalf("suppressed counted twice:\n%s", buf.String())
+	}
+}
+
+// A Writer's Queued counts what is queued and not yet written, a write
+// under way included, and OnQueued reports every change of it: the sum of
+// the changes is Queued, and both go back to zero when everything is
+// written, or dropped after a failed write.
+func TestWriterQueued(t *testing.T) {
+	cli, srv := tcpPair(t)
+	var sum, events atomicInt
+	w := proto.NewWriter(srv, proto.WriterOptions{WriteTimeout: 300 * time.Millisecond, MaxQueued: 1 << 62,
+		DirectWrites: true, OnQueued: func(d int) { sum.add(d); events.add(1) }})
+	defer w.Close()
+	value := make([]byte, 256<<10)
+	frame := len(proto.AppendResponse(nil, &proto.Response{ID: 1, Value: value}))
+	const n = 64 // 16 MiB: more than the sockets hold
+	for i := range n {
+		if err := w.WriteResponse(&proto.Response{ID: uint64(i + 1), Value: value}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if q := w.Queued(); q <= 0 || q > n*frame || int64(q) != sum.load() {
+		t.Fatalf("queued %d, changes sum to %d, %d frames of %d bytes appended", q, sum.load(), n, frame)
+	}
+	// Read everything: the queue empties.
+	rd := proto.NewReader(cli, 0, 0)
+	_ = cli.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i := range n {
+		if _, err := rd.Next(); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+	}
+	waitFor(t, 5*time.Second, "the queue written", func() bool { return w.Queued() == 0 && sum.load() == 0 })
+
+	// A peer that never reads (its receive buffer was never grown by
+	// reading): the write times out and the queue is dropped.
+	_, srv2 := tcpPair(t)
+	sum, events = atomicInt{}, atomicInt{}
+	w2 := proto.NewWriter(srv2, proto.WriterOptions{WriteTimeout: 300 * time.Millisecond, MaxQueued: 1 << 62,
+		OnQueued: func(d int) { sum.add(d); events.add(1) }})
+	defer w2.Close()
+	for i := range n {
+		if err := w2.WriteResponse(&proto.Response{ID: uint64(i + 1), Value: value}); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+	}
+	waitFor(t, 5*time.Second, "the queue dropped after the write timeout", func() bool {
+		return w2.WriteResponse(&proto.Response{ID: 1}) != nil && w2.Queued() == 0 && sum.load() == 0
+	})
+}
+
+type atomicInt struct {
+	mu sync.Mutex
+	n  int64
+}
+
+func (a *atomicInt) add(d int) { a.mu.Lock(); a.n += int64(d); a.mu.Unlock() }
+func (a *atomicInt) load() int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.n
+}
+
+// putBig puts a value of the largest size under key, through a client.
+func putBig(t *testing.T, addr, key string) {
+	t.Helper()
+	c, err := client.New([]string{addr}, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Put(ctx, []byte(key), bytes.Repeat([]byte("v"), proto.MaxValueSize)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pipelineGets sends n gets of key on nc, with IDs from 1, in one write.
+func pipelineGets(t *testing.T, nc net.Conn, key string, n int) {
+	t.Helper()
+	var b []byte
+	for id := range uint64(n) {
+		b = proto.AppendRequest(b, &proto.Request{ID: id + 1, Op: proto.OpGet, Key: []byte(key)})
+	}
+	_ = nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A connection whose responses fill its share of -client-response-bytes is
+// not read until they are written: a client that pipelines gets of the
+// largest value and reads nothing holds its share, not its gets' worth;
+// once it reads, it gets every response, in order.
+func TestClientResponseShare(t *testing.T) {
+	limit := respShares * maxGetResponse
+	addr, maddr := inProc(t, fmt.Sprintf("-client-response-bytes=%d", limit))
+	waitLeaderAt(t, addr)
+	putBig(t, addr, "big")
+	const n = 200 // 200 MiB of responses
+	nc := dialPreamble(t, addr)
+	pipelineGets(t, nc, "big", n)
+	share := limit / respShares
+	stalls := `vestad_client_response_stalls_total{budget="connection"}`
+	waitFor(t, 10*time.Second, "the reader stalls on its share", func() bool { return metric(t, maddr, stalls) >= 1 })
+	time.Sleep(200 * time.Millisecond)
+	if held := metric(t, maddr, "vestad_client_response_bytes"); held <= 0 || held > float64(share) {
+		t.Fatalf("response bytes %v, want at most the share %d", held, share)
+	}
+	if v := metric(t, maddr, `vestad_responses_total{status="ok"}`); v > n/2 {
+		t.Fatalf("%v of %d gets answered before the client read any", v, n)
+	}
+	rd := proto.NewReader(nc, 0, 0)
+	_ = nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for i := range n {
+		body, err := rd.Next()
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		r, err := proto.DecodeResponse(body)
+		if err != nil || r.ID != uint64(i+1) || r.Status != proto.StatusOK || len(r.Value) != proto.MaxValueSize {
+			t.Fatalf("response %d: ID %d, %v, %d bytes, %v", i, r.ID, r.Status, len(r.Value), err)
+		}
+	}
+	if v := metric(t, maddr, stalls); v < 2 {
+		t.Errorf("stalled %v times, want one per response past the share", v)
+	}
+	waitFor(t, 5*time.Second, "the budget given back", func() bool { return metric(t, maddr, "vestad_client_response_bytes") == 0 })
+}
+
+// Once the response budget is spent, a connection that needs room waits,
+// and the connection holding the most queued responses, none written for
+// responseStallTimeout, is closed, one a sweep, long before the write
+// timeout; a normal client is served.
+func TestClientResponseBudgetClosesStalled(t *testing.T) {
+	const limit, attackers = 16 << 20, 2 * respShares // twice what the budget holds
+	addr, maddr := inProc(t, fmt.Sprintf("-client-response-bytes=%d", limit))
+	waitLeaderAt(t, addr)
+	putBig(t, addr, "big")
+	var conns []net.Conn
+	for range attackers {
+		nc := dialPreamble(t, addr)
+		pipelineGets(t, nc, "big", 100)
+		conns = append(conns, nc)
+	}
+	global := `vestad_client_response_stalls_total{budget="global"}`
+	waitFor(t, 10*time.Second, "a connection waits for room in the budget", func() bool {
+		if used := metric(t, maddr, "vestad_client_response_bytes"); used > limit+float64(maxGetResponse) {
+			t.Fatalf("response bytes %v, above the limit %d", used, limit)
+		}
+		return metric(t, maddr, global) >= 1
+	})
+	c, err := client.New([]string{addr}, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := c.Put(ctx, []byte("k"), []byte("v")); err != nil {
+		t.Fatalf("a put while the budget is spent: %v", err)
+	}
+	t.Logf("a put while %d connections filled the budget with unread responses: %v", attackers, time.Since(start).Round(time.Millisecond))
+	closes := `vestad_client_refusals_total{reason="response-budget"}`
+	waitFor(t, writeTimeout/2, "a stalled connection closed", func() bool { return metric(t, maddr, closes) >= 1 })
+	closed := 0
+	for _, nc := range conns {
+		// A closed one sees the end of its stream after its responses.
+		_ = nc.SetReadDeadline(time.Now().Add(time.Second))
+		_, err := io.Copy(io.Discard, nc)
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			closed++
+		}
+	}
+	t.Logf("%v closed by the budget; %d of %d attackers closed", metric(t, maddr, closes), closed, attackers)
+	if closed == 0 {
+		t.Errorf("no attacker's connection was closed")
 	}
 }

@@ -55,6 +55,7 @@ type server struct {
 	lm          *limitMetrics
 	rlog        *rateLog
 	budget      *bufferBudget
+	resp        *respBudget
 	epoch       time.Time
 	clock       atomic.Int64  // see now
 	quit        chan struct{} // stops the sweeper
@@ -74,7 +75,8 @@ func newServer(r replica, clientAddrs map[wire.ReplicaID]string, durability stri
 		maxInFlight: defaultMaxInFlight, lim: lim, rlog: &rateLog{log: log}, epoch: time.Now(),
 		quit: make(chan struct{}), conns: map[*serverConn]struct{}{}}
 	s.budget = &bufferBudget{s: s, limit: lim.BufferBytes}
-	s.lm = newLimitMetrics(reg, s.budget)
+	s.resp = newRespBudget(s, lim.ResponseBytes)
+	s.lm = newLimitMetrics(reg, s.budget, s.resp)
 	s.tick()
 	return s
 }
@@ -124,7 +126,8 @@ func (s *server) serve(ln net.Listener) {
 			continue
 		}
 		backoff = 0
-		c := &serverConn{s: s, nc: nc, sem: make(chan struct{}, s.maxInFlight), remote: nc.RemoteAddr().String()}
+		c := &serverConn{s: s, nc: nc, sem: make(chan struct{}, s.maxInFlight), remote: nc.RemoteAddr().String(),
+			room: make(chan struct{}, 1)}
 		c.lastActive.Store(s.now())
 		s.mu.Lock()
 		if s.stopping {
@@ -181,6 +184,7 @@ func (s *server) stopReading() {
 	}
 	for c := range s.conns {
 		_ = c.nc.SetReadDeadline(time.Now())
+		c.poke() // if it waits for room in the response budget
 	}
 	s.mu.Unlock()
 }
@@ -221,15 +225,25 @@ type serverConn struct {
 	evicted    atomic.Bool  // chosen by the budget to close
 	closing    atomic.Int32 // a refusal+1 once a limit closes it; 0: none
 	releaseAmt int64        // charge counted in budget.releasing; guarded by budget.mu
+
+	// For the response budget (respbudget.go).
+	respHeld    atomic.Int64  // bytes reserved for responses in flight, and queued in w
+	respQueued  atomic.Int64  // of which queued in w
+	drainedAt   atomic.Int64  // coarse time w last finished a write, or its queue started
+	wantRoom    atomic.Bool   // the reader waits for room
+	writeFailed atomic.Bool   // w failed: nothing more can be answered
+	room        chan struct{} // poked when c's bytes are given back, or c closes
 }
 
 // group is the requests of one read, proposed as one kv command.
 type group struct {
-	c    *serverConn
-	cmd  []byte   // the kv command, built as requests arrive
-	ids  []uint64 // the requests' IDs, in the command's order
-	res  []kv.Result
-	done func([]byte, error) // g.complete, bound once
+	c     *serverConn
+	cmd   []byte   // the kv command, built as requests arrive
+	ids   []uint64 // the requests' IDs, in the command's order
+	res   []kv.Result
+	resvs []int32             // each response's reservation (respReserve), in ids' order
+	resv  int64               // their sum, less what was given back
+	done  func([]byte, error) // g.complete, bound once
 }
 
 var groupPool sync.Pool
@@ -292,6 +306,11 @@ func (c *serverConn) run() {
 			}
 			break // a limit's close was counted and logged where it was decided
 		}
+		if c.writeFailed.Load() {
+			// Its responses cannot be sent: the requests it has buffered
+			// (up to a read buffer's worth) are not worth proposing.
+			break
+		}
 		req, err := proto.DecodeRequest(body)
 		if err != nil {
 			s.rlog.logf(logMalformed, "closing a client connection: malformed request", "remote", c.remote, "err", err)
@@ -302,15 +321,28 @@ func (c *serverConn) run() {
 			c.w = proto.NewWriter(c.nc, proto.WriterOptions{
 				WriteTimeout: writeTimeout,
 				// Unbounded here: the engine's callbacks must not block. What is
-				// queued is bounded by maxInFlight responses.
-				MaxQueued:    1 << 62,
-				OnError:      func(error) { c.nc.Close() },
+				// queued is bounded by the response budget (respbudget.go).
+				MaxQueued: 1 << 62,
+				OnError: func(error) {
+					c.writeFailed.Store(true)
+					c.nc.Close()
+					c.poke() // if it waits for room in the response budget
+				},
 				DirectWrites: true, // a lone response leaves at once (docs/PERFORMANCE.md step 20)
+				OnQueued:     func(d int) { s.resp.queued(c, d) },
 			})
 		}
 		s.m.requests[req.Op].Inc()
+		// Room for its response first: past the connection's share, or the
+		// budget's limit, the reader stops reading here.
+		resv := respReserve(req.Op)
+		var ok bool
+		if g, ok = c.reserveResponse(resv, g); !ok {
+			break
+		}
 		if req.Op == proto.OpStatus {
 			c.respondStatus(req.ID)
+			s.resp.release(c, resv)
 			continue
 		}
 		select {
@@ -324,6 +356,8 @@ func (c *serverConn) run() {
 			g = c.newGroup()
 		}
 		g.add(&req)
+		g.resvs = append(g.resvs, int32(resv))
+		g.resv += resv
 		if !rd.HasFrame() || len(g.ids) >= maxGroupOps || len(g.cmd) >= maxGroupBytes {
 			g = c.propose(g)
 		}
@@ -409,6 +443,7 @@ func (g *group) complete(result []byte, err error) {
 	// once (proto.WriteResponseAlone). Under load there are always other
 	// groups, and responses gather as before.
 	alone := len(g.ids) == 1 && c.groups.Load() == 1
+	var queued int64 // reservations of the responses queued, not yet given back
 	for i, id := range g.ids {
 		resp := proto.Response{ID: id}
 		switch {
@@ -453,7 +488,18 @@ func (g *group) complete(result []byte, err error) {
 			_ = c.w.WriteResponse(&resp)
 		}
 		<-c.sem
+		// The response is queued, charged at its size: its reservation goes,
+		// at once if large (a get's), else with others', so that the budget
+		// counts a large response once, not twice until the group ends.
+		if queued += int64(g.resvs[i]); queued >= releaseBatch {
+			s.resp.release(c, queued)
+			g.resv -= queued
+			queued = 0
+		}
 	}
+	s.resp.release(c, g.resv)
+	g.resv = 0
+	g.resvs = g.resvs[:0]
 	clear(g.res)
 	g.res = g.res[:0]
 	g.ids = g.ids[:0]

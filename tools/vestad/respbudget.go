@@ -1,0 +1,263 @@
+package main
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vestalabs/vesta/client/proto"
+)
+
+// What a connection's responses may cost (issue 12 item 5, the response
+// side). A response used to be encoded into its connection's writer as its
+// request completed, and the writer's queue had no bound: one connection
+// that sent 3 000 pipelined gets of a 1 MiB value and read nothing took
+// vestad from 18 MB to 2 GB (7 GB in TestClientUnreadResponsesAttack), held
+// until the write timeout closed it. The slot of a request in flight
+// (maxInFlight) was given back when its response was queued, not when it
+// was written, so it bounded nothing here.
+//
+// Now every response is charged to one budget (clientLimits.ResponseBytes),
+// from before its request is proposed until its bytes are written:
+//
+//   - The reader reserves, before it proposes a request, the most its
+//     response can take (respReserve: a get's largest value, 1 MiB; a few
+//     hundred bytes for the others). The reservation is given back once
+//     the response is queued for writing, which charges the response's
+//     actual bytes instead, given back when the write of them returns (or
+//     the connection fails and drops them). A get's reservation must be its
+//     largest value: the state machine copies every value a command reads
+//     into its result (3 000 gets of 1 MiB are 3 GB before any response is
+//     queued), and the server cannot know a value's size before it is read.
+//   - A connection may hold at most its share, ResponseBytes/respShares.
+//     While a request's reservation does not fit, its reader proposes what
+//     it gathered and stops reading (backpressure: the client's requests
+//     wait in the socket) until the connection's writer has written enough;
+//     a client that stops reading altogether is closed by the write
+//     timeout.
+//   - All connections together hold at most ResponseBytes. A reservation
+//     that does not fit waits likewise. What gives while one waits: the
+//     connection holding the most queued bytes whose writer has not
+//     finished a write for responseStallTimeout is closed (its queue is
+//     dropped at once), one a sweep. Waiting alone would leave the budget
+//     with the clients that do not read until the write timeout (10 s), so
+//     that a few of them would stall every other client for that long, and
+//     again as soon as they reconnect. Closing the largest stalled queue
+//     frees the most memory per connection closed, and only a client that
+//     is not reading pays: one that reads its share within
+//     responseStallTimeout finishes writes (a write takes at most what is
+//     queued, about the share) and is never chosen, and one whose requests
+//     merely wait for the log holds reservations, not queued bytes. A
+//     client closed so retries (client.Client does, with its session).
+//
+// The budget counts the bytes of frames, not the capacity of the buffers
+// holding them (an encoded queue's buffer may be up to twice its length)
+// nor the transient copies a get's value goes through on its way (the
+// state machine's scratch and result, then the frame), so the memory it
+// bounds is a small multiple of ResponseBytes: a connection stalled with
+// its 16 MiB share full of 1 MiB responses took vestad's VmRSS up by about
+// 80 MB (TestClientUnreadResponsesAttack).
+//
+// The price: a connection has at most share/1 MiB gets in flight (16 by
+// default) whatever the sizes of their values, since a get must reserve
+// the largest; gets of small values pipelined deeper than that on one
+// connection wait (BenchmarkPipelinedGet, 128 in flight on one connection:
+// about half the throughput). -client-response-bytes trades memory for
+// it. A state machine that told the server a bound on the values it holds
+// (the largest it ever applied, say) would let a get reserve that instead.
+//
+// Waits are counted in vestad_client_response_stalls_total{budget} and
+// closes in vestad_client_refusals_total{reason="response-budget"}, both
+// logged at the rate limit.
+
+// respShares: a connection may hold ResponseBytes/respShares.
+const respShares = 4
+
+// responseStallTimeout is how long a connection's writer must have made no
+// progress (finished no write) with bytes queued before the connection may
+// be closed to make room in the response budget.
+const responseStallTimeout = time.Second
+
+// The reservations of respReserve.
+var (
+	// emptyResponse is the frame of a response with no value or address.
+	emptyResponse = len(proto.AppendResponse(nil, &proto.Response{}))
+	// maxGetResponse is the frame of a get's response with the largest value.
+	maxGetResponse = emptyResponse - 1 + uvarintLen(proto.MaxValueSize) + proto.MaxValueSize
+	// smallResponse is reserved for another request's response: none holds
+	// a value but a short message (an error's, a session's ID) or a
+	// not-leader's address. One that holds more is charged its size when
+	// it is queued.
+	smallResponse = emptyResponse + 256
+	// statusResponse is reserved for a status request's (answered at once).
+	statusResponse = 4 << 10
+)
+
+// releaseBatch: a completing group gives back its responses' reservations
+// as their frames are queued, in batches of at least this many bytes.
+const releaseBatch = 64 << 10
+
+// respReserve is what a request of op reserves for its response.
+func respReserve(op proto.Op) int64 {
+	switch op {
+	case proto.OpGet:
+		return int64(maxGetResponse)
+	case proto.OpStatus:
+		return int64(statusResponse)
+	}
+	return int64(smallResponse)
+}
+
+// respBudget charges the responses of all connections against
+// clientLimits.ResponseBytes; see above.
+type respBudget struct {
+	s     *server
+	limit int64
+	share int64        // what one connection may hold
+	used  atomic.Int64 // bytes reserved or queued, all connections
+
+	gwait atomic.Int32 // readers waiting for room in the limit
+	mu    sync.Mutex
+	freed chan struct{} // closed, and replaced, when bytes are given back while readers wait
+}
+
+func newRespBudget(s *server, limit int64) *respBudget {
+	return &respBudget{s: s, limit: limit, share: limit / respShares, freed: make(chan struct{})}
+}
+
+// Why a reservation did not fit.
+const (
+	respFits      = iota
+	respOverShare // the connection's share: stalls labelled "connection"
+	respOverLimit // the budget's limit: stalls labelled "global"
+)
+
+var respStallNames = [...]string{respOverShare: "connection", respOverLimit: "global"}
+
+// tryReserve charges n bytes to c if they fit c's share and the limit. A
+// reservation fits a connection holding nothing, and a budget holding
+// nothing: the share and the limit are at least the largest reservation.
+func (b *respBudget) tryReserve(c *serverConn, n int64) int {
+	if c.respHeld.Load()+n > b.share {
+		return respOverShare
+	}
+	if u := b.used.Add(n); u > b.limit && u != n {
+		b.give(n)
+		return respOverLimit
+	}
+	c.respHeld.Add(n)
+	return respFits
+}
+
+// release gives back n bytes c held.
+func (b *respBudget) release(c *serverConn, n int64) {
+	if n == 0 {
+		return
+	}
+	c.respHeld.Add(-n)
+	b.give(n)
+	if c.wantRoom.Load() {
+		c.poke()
+	}
+}
+
+// give takes n bytes off the budget and wakes the readers waiting for room.
+func (b *respBudget) give(n int64) {
+	b.used.Add(-n)
+	if b.gwait.Load() > 0 {
+		b.mu.Lock()
+		close(b.freed)
+		b.freed = make(chan struct{})
+		b.mu.Unlock()
+	}
+}
+
+// freedChan returns the channel closed when bytes are next given back
+// while a reader waits (see gwait).
+func (b *respBudget) freedChan() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.freed
+}
+
+// queued is c's writer's proto.WriterOptions.OnQueued: d bytes more (or,
+// negative, fewer) queued for writing. It runs under the writer's lock, in
+// the order of the changes.
+func (b *respBudget) queued(c *serverConn, d int) {
+	q := c.respQueued.Add(int64(d))
+	if d < 0 || q == int64(d) {
+		// A write finished, or the queue started: the stall clock starts over.
+		c.drainedAt.Store(b.s.now())
+	}
+	if d > 0 {
+		c.respHeld.Add(int64(d))
+		b.used.Add(int64(d))
+	} else {
+		b.release(c, int64(-d))
+	}
+}
+
+// reserveResponse reserves n bytes for the response of the request c's
+// reader is about to take on, waiting while they do not fit. Before it
+// waits it proposes what g gathered (so that what holds the budget can
+// complete) and returns the group to go on with. ok is false if the
+// connection was closed, or the server stopped, while it waited.
+func (c *serverConn) reserveResponse(n int64, g *group) (_ *group, ok bool) {
+	s := c.s
+	b := s.resp
+	why := b.tryReserve(c, n)
+	if why == respFits {
+		return g, true
+	}
+	g = c.propose(g)
+	s.lm.respStalls[why].Inc()
+	if why == respOverShare {
+		s.logRefusal(c, logResponseShare, "a client connection's responses fill its share of the response budget: not reading it until they are written",
+			"held", c.respHeld.Load(), "queued", c.respQueued.Load(), "share", b.share)
+	} else {
+		s.logRefusal(c, logResponseLimit, "response budget spent: a client connection waits for room",
+			"used", b.used.Load(), "budget", b.limit)
+	}
+	c.wantRoom.Store(true)
+	defer c.wantRoom.Store(false)
+	registered := false
+	defer func() {
+		if registered {
+			b.gwait.Add(-1)
+		}
+	}()
+	tick := time.NewTicker(s.lim.sweepInterval())
+	defer tick.Stop()
+	var freed <-chan struct{}
+	for {
+		if c.closing.Load() != 0 || c.writeFailed.Load() || s.isStopping() {
+			return g, false
+		}
+		if registered {
+			freed = b.freedChan() // before the try: a release after it closes this one
+		}
+		switch b.tryReserve(c, n) {
+		case respFits:
+			return g, true
+		case respOverLimit:
+			if !registered {
+				b.gwait.Add(1)
+				registered = true
+				continue // try again, now that releases wake it
+			}
+		}
+		select {
+		case <-c.room:
+		case <-freed:
+		case <-tick.C:
+		}
+	}
+}
+
+// poke wakes c's reader if it waits for room in the response budget.
+func (c *serverConn) poke() {
+	select {
+	case c.room <- struct{}{}:
+	default:
+	}
+}
