@@ -136,20 +136,22 @@ type Writer struct {
 	timeout time.Duration
 	onError func(error)
 
-	mu       sync.Mutex
-	room     sync.Cond // signalled when the writer takes the buffer
-	buf      []byte    // frames queued, not yet handed to w
-	limit    int
-	queued   int       // see Queued
-	onQueued func(int) // WriterOptions.OnQueued
-	err      error
-	closing  bool
+	mu        sync.Mutex
+	room      sync.Cond // signalled when the writer takes the buffer
+	buf       []byte    // frames queued, not yet handed to w
+	limit     int
+	queued    int       // see Queued
+	onWritten func(int) // WriterOptions.OnWritten
+	err       error
+	closing   bool
 	// writing is the single-writer token: the goroutine or an appender
 	// writing directly (see append). lastWrite is the size of the last
-	// write, which says whether the stream is busy.
-	writing   bool
-	lastWrite int
-	direct    int // direct writes made, for tests
+	// write, which says whether the stream is busy. blockedSince is when
+	// the goroutine's write under way began (zero: none; see Writing).
+	writing      bool
+	lastWrite    int
+	direct       int // direct writes made, for tests
+	blockedSince time.Time
 
 	// For direct writes: w's raw descriptor (nil if it has none), a spare
 	// buffer, and the write's arguments and callback, built once so that a
@@ -180,26 +182,28 @@ type WriterOptions struct {
 	// on the caller's goroutine, instead of waking the writer's goroutine.
 	// It needs w to be a net.Conn (a syscall.Conn) on a Unix system.
 	DirectWrites bool
-	// OnQueued, if set, is called each time Queued changes, with the
-	// change: +n when a frame of n bytes is queued, -n when a write of n
-	// bytes returns or n bytes are dropped after a failed one. It is called
-	// with the Writer's lock held, so the changes arrive in order: it must
-	// be quick and must not call the Writer.
-	OnQueued func(delta int)
+	// OnWritten, if set, is called with the bytes of queued frames that
+	// leave the queue (see Queued): n written, once the write of them
+	// returns, or n dropped after a failed write. It is called from the
+	// writer's goroutine, or an appender writing directly, without the
+	// Writer's lock; it must be quick.
+	OnWritten func(n int)
 }
 
 // keepBuf is the largest buffer a Writer keeps for reuse once nothing is
 // queued: a burst's larger buffer is let go when the stream goes idle, so
 // an idle connection does not hold the memory of its largest burst (a
-// 1 MiB response, say) for as long as it stays open.
-const keepBuf = 16 << 10
+// 1 MiB response, say) for as long as it stays open. Smaller ones are kept:
+// a loaded stream that empties after each write would otherwise grow a
+// new buffer for every burst.
+const keepBuf = 64 << 10
 
 // NewWriter starts a Writer's goroutine on w. Close stops it.
 func NewWriter(w io.Writer, opts WriterOptions) *Writer {
 	if opts.MaxQueued <= 0 {
 		opts.MaxQueued = 16 << 20
 	}
-	wr := &Writer{w: w, timeout: opts.WriteTimeout, onError: opts.OnError, limit: opts.MaxQueued, onQueued: opts.OnQueued,
+	wr := &Writer{w: w, timeout: opts.WriteTimeout, onError: opts.OnError, limit: opts.MaxQueued, onWritten: opts.OnWritten,
 		signal: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	wr.room.L = &wr.mu
 	if sc, ok := w.(syscall.Conn); ok && nbwrite.Supported && opts.DirectWrites {
@@ -257,7 +261,7 @@ func (w *Writer) append(req *Request, resp *Response, alone bool) error {
 	} else {
 		w.buf = AppendResponse(w.buf, resp)
 	}
-	w.queuedLocked(len(w.buf) - n)
+	w.queued += len(w.buf) - n
 	if alone && wasEmpty && !w.writing && w.raw != nil {
 		// Idle stream and a lone frame: write it here, sparing the wake-up
 		// of the writer's goroutine on an unloaded request's path
@@ -308,7 +312,7 @@ func (w *Writer) writeDirectLocked() {
 	w.writing = false
 	w.lastWrite = n
 	w.direct++
-	w.queuedLocked(-n)
+	w.queued -= n
 	if n < len(out) {
 		// Not all written (a full socket buffer, or an error, which the
 		// goroutine's own write then meets and reports): the rest goes
@@ -321,6 +325,9 @@ func (w *Writer) writeDirectLocked() {
 	more := len(w.buf) > 0
 	w.mu.Unlock()
 	w.room.Broadcast()
+	if n > 0 && w.onWritten != nil {
+		w.onWritten(n)
+	}
 	if more {
 		w.wake()
 	}
@@ -334,15 +341,17 @@ func (w *Writer) Queued() int {
 	return w.queued
 }
 
-// queuedLocked records a change of d bytes in what is queued.
-func (w *Writer) queuedLocked(d int) {
-	if d == 0 {
-		return
+// Writing returns how long the writer's goroutine has been in its write
+// under way, 0 if it is in none: a peer that reads nothing holds a write up
+// to WriteTimeout. (A direct write never waits.)
+func (w *Writer) Writing() time.Duration {
+	w.mu.Lock()
+	since := w.blockedSince
+	w.mu.Unlock()
+	if since.IsZero() {
+		return 0
 	}
-	w.queued += d
-	if w.onQueued != nil {
-		w.onQueued(d)
-	}
+	return time.Since(since)
 }
 
 func (w *Writer) errLocked() error {
@@ -398,6 +407,7 @@ func (w *Writer) run() {
 		if len(out) > 0 {
 			w.writing = true
 			w.lastWrite = len(out)
+			w.blockedSince = time.Now()
 		}
 		w.mu.Unlock()
 		w.room.Broadcast()
@@ -408,23 +418,31 @@ func (w *Writer) run() {
 			_, err := w.w.Write(out)
 			w.mu.Lock()
 			w.writing = false
+			w.blockedSince = time.Time{}
 			if err != nil {
 				w.err = fmt.Errorf("vesta proto: write: %w", err)
-				w.queuedLocked(-(len(out) + len(w.buf))) // dropped
+				dropped := w.queued
+				w.queued = 0
 				w.buf = nil
 				w.mu.Unlock()
 				w.room.Broadcast()
+				if w.onWritten != nil {
+					w.onWritten(dropped)
+				}
 				if w.onError != nil {
 					w.onError(err)
 				}
 				return
 			}
-			w.queuedLocked(-len(out))
+			w.queued -= len(out)
 			again := len(w.buf) > 0
 			if !again && cap(w.buf) > keepBuf {
 				w.buf = nil // idle: see keepBuf
 			}
 			w.mu.Unlock()
+			if w.onWritten != nil {
+				w.onWritten(len(out))
+			}
 			if again && !quitting {
 				// Appends that came while this write ran found the token
 				// taken and left their wake-up for this goroutine.

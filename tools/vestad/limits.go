@@ -395,17 +395,19 @@ func (s *server) sweep(quit <-chan struct{}) {
 		read, idle := int64(s.lim.ReadTimeout)+iv, int64(s.lim.IdleTimeout)+iv
 		late, why = late[:0], why[:0]
 		// While a reader waits for room in the response budget, the
-		// connection holding the most queued bytes whose writer finished
-		// no write for responseStallTimeout is closed (respbudget.go).
+		// connection holding the most queued bytes whose writer has been
+		// in one write for responseStallTimeout is closed (respbudget.go).
 		pressed := s.resp.gwait.Load() > 0
-		stall := int64(responseStallTimeout) + iv
 		var victim *serverConn
-		var most int64
+		var most int
+		var stalled time.Duration
 		s.mu.Lock()
 		for c := range s.conns {
-			if pressed && c.closing.Load() == 0 {
-				if q := c.respQueued.Load(); q > most && now-c.drainedAt.Load() > stall {
-					victim, most = c, q
+			if w := c.writer.Load(); pressed && w != nil && c.closing.Load() == 0 {
+				if d := w.Writing(); d > responseStallTimeout {
+					if q := w.Queued(); q > most {
+						victim, most, stalled = c, q, d
+					}
 				}
 			}
 			if !c.waiting.Load() || c.closing.Load() != 0 {
@@ -432,7 +434,7 @@ func (s *server) sweep(quit <-chan struct{}) {
 		if victim != nil {
 			s.closeByLimit(victim, refuseResponseBudget,
 				"response budget spent: closing the client connection with the most responses queued and none written for a while",
-				"queued", most, "stalled_for", time.Duration(now-victim.drainedAt.Load()).Round(time.Millisecond), "budget", s.resp.limit)
+				"queued", most, "writing_for", stalled.Round(time.Millisecond), "budget", s.resp.limit)
 			victim.nc.Close() // its writer, blocked, fails and drops its queue now
 		}
 		s.rlog.flush()

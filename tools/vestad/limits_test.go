@@ -554,26 +554,33 @@ func TestRefusalLogIsRateLimited(t *testing.T) {
 }
 
 // A Writer's Queued counts what is queued and not yet written, a write
-// under way included, and OnQueued reports every change of it: the sum of
-// the changes is Queued, and both go back to zero when everything is
-// written, or dropped after a failed write.
+// under way included; OnWritten reports what leaves the queue, written or
+// dropped after a failed write, so that what was appended less what it
+// reported is Queued; Writing says how long a write has been blocked.
 func TestWriterQueued(t *testing.T) {
-	cli, srv := tcpPair(t)
-	var sum, events atomicInt
-	w := proto.NewWriter(srv, proto.WriterOptions{WriteTimeout: 300 * time.Millisecond, MaxQueued: 1 << 62,
-		DirectWrites: true, OnQueued: func(d int) { sum.add(d); events.add(1) }})
-	defer w.Close()
 	value := make([]byte, 256<<10)
 	frame := len(proto.AppendResponse(nil, &proto.Response{ID: 1, Value: value}))
+	for _, r := range []proto.Response{{ID: 1, Value: value}, {}, {ID: 1 << 60, Status: proto.StatusNotLeader, Leader: 3,
+		LeaderAddr: strings.Repeat("a", proto.MaxAddrSize)}, {Value: make([]byte, proto.MaxValueSize)}, {Value: make([]byte, 127)}} {
+		if n, want := respFrameSize(&r), len(proto.AppendResponse(nil, &r)); n != want {
+			t.Fatalf("respFrameSize %d, the frame %d bytes", n, want)
+		}
+	}
 	const n = 64 // 16 MiB: more than the sockets hold
+	cli, srv := tcpPair(t)
+	var left atomicInt
+	w := proto.NewWriter(srv, proto.WriterOptions{WriteTimeout: 300 * time.Millisecond, MaxQueued: 1 << 62,
+		DirectWrites: true, OnWritten: func(n int) { left.add(n) }})
+	defer w.Close()
 	for i := range n {
 		if err := w.WriteResponse(&proto.Response{ID: uint64(i + 1), Value: value}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if q := w.Queued(); q <= 0 || q > n*frame || int64(q) != sum.load() {
-		t.Fatalf("queued %d, changes sum to %d, %d frames of %d bytes appended", q, sum.load(), n, frame)
+	if q := int64(w.Queued()); q <= 0 || q != n*int64(frame)-left.load() {
+		t.Fatalf("queued %d, %d appended, %d reported written", q, n*frame, left.load())
 	}
+	waitFor(t, 5*time.Second, "a write blocked", func() bool { return w.Writing() > 0 })
 	// Read everything: the queue empties.
 	rd := proto.NewReader(cli, 0, 0)
 	_ = cli.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -582,22 +589,31 @@ func TestWriterQueued(t *testing.T) {
 			t.Fatalf("frame %d: %v", i, err)
 		}
 	}
-	waitFor(t, 5*time.Second, "the queue written", func() bool { return w.Queued() == 0 && sum.load() == 0 })
+	waitFor(t, 5*time.Second, "the queue written", func() bool {
+		return w.Queued() == 0 && left.load() == n*int64(frame) && w.Writing() == 0
+	})
 
 	// A peer that never reads (its receive buffer was never grown by
 	// reading): the write times out and the queue is dropped.
 	_, srv2 := tcpPair(t)
-	sum, events = atomicInt{}, atomicInt{}
+	left = atomicInt{}
 	w2 := proto.NewWriter(srv2, proto.WriterOptions{WriteTimeout: 300 * time.Millisecond, MaxQueued: 1 << 62,
-		OnQueued: func(d int) { sum.add(d); events.add(1) }})
+		OnWritten: func(n int) { left.add(n) }})
 	defer w2.Close()
+	appended := 0
 	for i := range n {
 		if err := w2.WriteResponse(&proto.Response{ID: uint64(i + 1), Value: value}); err != nil {
 			t.Fatalf("frame %d: %v", i, err)
 		}
+		appended += frame
 	}
+	small := len(proto.AppendResponse(nil, &proto.Response{ID: 1}))
 	waitFor(t, 5*time.Second, "the queue dropped after the write timeout", func() bool {
-		return w2.WriteResponse(&proto.Response{ID: 1}) != nil && w2.Queued() == 0 && sum.load() == 0
+		if w2.WriteResponse(&proto.Response{ID: 1}) == nil {
+			appended += small
+			return false
+		}
+		return w2.Queued() == 0 && left.load() == int64(appended)
 	})
 }
 

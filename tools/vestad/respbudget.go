@@ -22,33 +22,36 @@ import (
 //
 //   - The reader reserves, before it proposes a request, the most its
 //     response can take (respReserve: a get's largest value, 1 MiB; a few
-//     hundred bytes for the others). The reservation is given back once
-//     the response is queued for writing, which charges the response's
-//     actual bytes instead, given back when the write of them returns (or
-//     the connection fails and drops them). A get's reservation must be its
-//     largest value: the state machine copies every value a command reads
-//     into its result (3 000 gets of 1 MiB are 3 GB before any response is
-//     queued), and the server cannot know a value's size before it is read.
+//     hundred bytes for the others). Once the response is queued for
+//     writing, its reservation is exchanged for its frame's size
+//     (respFrameSize), given back when the write of it returns, or when the
+//     connection fails and drops it (proto.WriterOptions.OnWritten). The
+//     completion settles once a group, and once a large response, so that
+//     the engine's goroutine that runs it pays little. A get must reserve
+//     its largest value: the state machine copies every value a command
+//     reads into its result (3 000 gets of 1 MiB are 3 GB before any
+//     response is queued), and the server cannot know a value's size
+//     before it is read.
 //   - A connection may hold at most its share, ResponseBytes/respShares.
 //     While a request's reservation does not fit, its reader proposes what
 //     it gathered and stops reading (backpressure: the client's requests
-//     wait in the socket) until the connection's writer has written enough;
-//     a client that stops reading altogether is closed by the write
-//     timeout.
+//     wait in the socket) until the connection's writer has written
+//     enough. A client that stops reading altogether is closed by the
+//     write timeout.
 //   - All connections together hold at most ResponseBytes. A reservation
 //     that does not fit waits likewise. What gives while one waits: the
-//     connection holding the most queued bytes whose writer has not
-//     finished a write for responseStallTimeout is closed (its queue is
-//     dropped at once), one a sweep. Waiting alone would leave the budget
-//     with the clients that do not read until the write timeout (10 s), so
-//     that a few of them would stall every other client for that long, and
+//     connection holding the most queued bytes whose writer has been in
+//     one write for responseStallTimeout (proto.Writer.Writing) is closed,
+//     its queue dropped at once, one a sweep. Waiting alone would leave
+//     the budget with the clients that do not read until the write timeout
+//     (10 s): a few of them would stall every other client that long, and
 //     again as soon as they reconnect. Closing the largest stalled queue
 //     frees the most memory per connection closed, and only a client that
-//     is not reading pays: one that reads its share within
-//     responseStallTimeout finishes writes (a write takes at most what is
-//     queued, about the share) and is never chosen, and one whose requests
-//     merely wait for the log holds reservations, not queued bytes. A
-//     client closed so retries (client.Client does, with its session).
+//     is not reading pays: one that takes a write (at most what is queued,
+//     about its share) within responseStallTimeout is never chosen, and one
+//     whose requests merely wait for the log holds reservations, not
+//     queued bytes. A client closed so retries (client.Client does, with
+//     its session).
 //
 // The budget counts the bytes of frames, not the capacity of the buffers
 // holding them (an encoded queue's buffer may be up to twice its length)
@@ -73,9 +76,9 @@ import (
 // respShares: a connection may hold ResponseBytes/respShares.
 const respShares = 4
 
-// responseStallTimeout is how long a connection's writer must have made no
-// progress (finished no write) with bytes queued before the connection may
-// be closed to make room in the response budget.
+// responseStallTimeout is how long a connection's writer must have been in
+// one write before the connection may be closed to make room in the
+// response budget.
 const responseStallTimeout = time.Second
 
 // The reservations of respReserve.
@@ -96,6 +99,11 @@ var (
 // releaseBatch: a completing group gives back its responses' reservations
 // as their frames are queued, in batches of at least this many bytes.
 const releaseBatch = 64 << 10
+
+// respFrameSize is the size of r's frame (proto.AppendResponse's).
+func respFrameSize(r *proto.Response) int {
+	return emptyResponse - 2 + uvarintLen(len(r.Value)) + len(r.Value) + uvarintLen(len(r.LeaderAddr)) + len(r.LeaderAddr)
+}
 
 // respReserve is what a request of op reserves for its response.
 func respReserve(op proto.Op) int64 {
@@ -149,12 +157,17 @@ func (b *respBudget) tryReserve(c *serverConn, n int64) int {
 	return respFits
 }
 
-// release gives back n bytes c held.
+// release gives back n bytes c held; a negative n charges -n more, which
+// the caller holds already (a response larger than its reservation).
 func (b *respBudget) release(c *serverConn, n int64) {
 	if n == 0 {
 		return
 	}
 	c.respHeld.Add(-n)
+	if n < 0 {
+		b.used.Add(-n)
+		return
+	}
 	b.give(n)
 	if c.wantRoom.Load() {
 		c.poke()
@@ -180,23 +193,6 @@ func (b *respBudget) freedChan() <-chan struct{} {
 	return b.freed
 }
 
-// queued is c's writer's proto.WriterOptions.OnQueued: d bytes more (or,
-// negative, fewer) queued for writing. It runs under the writer's lock, in
-// the order of the changes.
-func (b *respBudget) queued(c *serverConn, d int) {
-	q := c.respQueued.Add(int64(d))
-	if d < 0 || q == int64(d) {
-		// A write finished, or the queue started: the stall clock starts over.
-		c.drainedAt.Store(b.s.now())
-	}
-	if d > 0 {
-		c.respHeld.Add(int64(d))
-		b.used.Add(int64(d))
-	} else {
-		b.release(c, int64(-d))
-	}
-}
-
 // reserveResponse reserves n bytes for the response of the request c's
 // reader is about to take on, waiting while they do not fit. Before it
 // waits it proposes what g gathered (so that what holds the budget can
@@ -213,7 +209,7 @@ func (c *serverConn) reserveResponse(n int64, g *group) (_ *group, ok bool) {
 	s.lm.respStalls[why].Inc()
 	if why == respOverShare {
 		s.logRefusal(c, logResponseShare, "a client connection's responses fill its share of the response budget: not reading it until they are written",
-			"held", c.respHeld.Load(), "queued", c.respQueued.Load(), "share", b.share)
+			"held", c.respHeld.Load(), "share", b.share)
 	} else {
 		s.logRefusal(c, logResponseLimit, "response budget spent: a client connection waits for room",
 			"used", b.used.Load(), "budget", b.limit)

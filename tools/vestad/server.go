@@ -227,12 +227,11 @@ type serverConn struct {
 	releaseAmt int64        // charge counted in budget.releasing; guarded by budget.mu
 
 	// For the response budget (respbudget.go).
-	respHeld    atomic.Int64  // bytes reserved for responses in flight, and queued in w
-	respQueued  atomic.Int64  // of which queued in w
-	drainedAt   atomic.Int64  // coarse time w last finished a write, or its queue started
-	wantRoom    atomic.Bool   // the reader waits for room
-	writeFailed atomic.Bool   // w failed: nothing more can be answered
-	room        chan struct{} // poked when c's bytes are given back, or c closes
+	respHeld    atomic.Int64                 // bytes reserved for responses in flight, and queued in w
+	writer      atomic.Pointer[proto.Writer] // w, for the sweeper
+	wantRoom    atomic.Bool                  // the reader waits for room
+	writeFailed atomic.Bool                  // w failed: nothing more can be answered
+	room        chan struct{}                // poked when c's bytes are given back, or c closes
 }
 
 // group is the requests of one read, proposed as one kv command.
@@ -242,7 +241,6 @@ type group struct {
 	ids   []uint64 // the requests' IDs, in the command's order
 	res   []kv.Result
 	resvs []int32             // each response's reservation (respReserve), in ids' order
-	resv  int64               // their sum, less what was given back
 	done  func([]byte, error) // g.complete, bound once
 }
 
@@ -329,8 +327,9 @@ func (c *serverConn) run() {
 					c.poke() // if it waits for room in the response budget
 				},
 				DirectWrites: true, // a lone response leaves at once (docs/PERFORMANCE.md step 20)
-				OnQueued:     func(d int) { s.resp.queued(c, d) },
+				OnWritten:    func(n int) { s.resp.release(c, int64(n)) },
 			})
+			c.writer.Store(c.w)
 		}
 		s.m.requests[req.Op].Inc()
 		// Room for its response first: past the connection's share, or the
@@ -341,8 +340,7 @@ func (c *serverConn) run() {
 			break
 		}
 		if req.Op == proto.OpStatus {
-			c.respondStatus(req.ID)
-			s.resp.release(c, resv)
+			s.resp.release(c, resv-int64(c.respondStatus(req.ID)))
 			continue
 		}
 		select {
@@ -357,7 +355,6 @@ func (c *serverConn) run() {
 		}
 		g.add(&req)
 		g.resvs = append(g.resvs, int32(resv))
-		g.resv += resv
 		if !rd.HasFrame() || len(g.ids) >= maxGroupOps || len(g.cmd) >= maxGroupBytes {
 			g = c.propose(g)
 		}
@@ -443,7 +440,7 @@ func (g *group) complete(result []byte, err error) {
 	// once (proto.WriteResponseAlone). Under load there are always other
 	// groups, and responses gather as before.
 	alone := len(g.ids) == 1 && c.groups.Load() == 1
-	var queued int64 // reservations of the responses queued, not yet given back
+	var settle int64 // reservations less the frames queued, not yet given back
 	for i, id := range g.ids {
 		resp := proto.Response{ID: id}
 		switch {
@@ -482,23 +479,26 @@ func (g *group) complete(result []byte, err error) {
 			resp.Value = []byte(err.Error())
 		}
 		s.m.responses[resp.Status].Inc()
+		var werr error
 		if alone {
-			_ = c.w.WriteResponseAlone(&resp) // fails only when the connection is gone
+			werr = c.w.WriteResponseAlone(&resp) // fails only when the connection is gone
 		} else {
-			_ = c.w.WriteResponse(&resp)
+			werr = c.w.WriteResponse(&resp)
 		}
 		<-c.sem
-		// The response is queued, charged at its size: its reservation goes,
-		// at once if large (a get's), else with others', so that the budget
-		// counts a large response once, not twice until the group ends.
-		if queued += int64(g.resvs[i]); queued >= releaseBatch {
-			s.resp.release(c, queued)
-			g.resv -= queued
-			queued = 0
+		// Queued, the response is charged at its frame's size instead of its
+		// reservation: settled at once when that gives back much (a get's),
+		// else with the group's others.
+		settle += int64(g.resvs[i])
+		if werr == nil {
+			settle -= int64(respFrameSize(&resp))
+		}
+		if settle >= releaseBatch {
+			s.resp.release(c, settle)
+			settle = 0
 		}
 	}
-	s.resp.release(c, g.resv)
-	g.resv = 0
+	s.resp.release(c, settle)
 	g.resvs = g.resvs[:0]
 	clear(g.res)
 	g.res = g.res[:0]
@@ -513,12 +513,17 @@ func (g *group) complete(result []byte, err error) {
 	groupPool.Put(g)
 }
 
-func (c *serverConn) respondStatus(id uint64) {
+// respondStatus answers a status request and returns the size of the frame
+// it queued (0 if none).
+func (c *serverConn) respondStatus(id uint64) int {
 	b, err := json.Marshal(c.s.status())
 	resp := proto.Response{ID: id, Value: b}
 	if err != nil {
 		resp.Status, resp.Value = proto.StatusError, []byte(err.Error())
 	}
 	c.s.m.responses[resp.Status].Inc()
-	_ = c.w.WriteResponse(&resp)
+	if c.w.WriteResponse(&resp) != nil {
+		return 0
+	}
+	return respFrameSize(&resp)
 }
