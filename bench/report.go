@@ -75,7 +75,10 @@ type Report struct {
 	Overloaded bool    `json:"overloaded,omitempty"`
 	// Interrupted: the run was stopped (Ctrl-C, SIGTERM) before its end;
 	// the figures cover MeasuredSeconds of the measurement window.
-	Interrupted     bool               `json:"interrupted,omitempty"`
+	Interrupted bool `json:"interrupted,omitempty"`
+	// Failure: the cluster stopped serving (a stall, a replica that
+	// exited); the figures cover MeasuredSeconds and the run failed.
+	Failure         string             `json:"failure,omitempty"`
 	MeasuredSeconds float64            `json:"measured_seconds"`
 	LatencyUS       map[string]float64 `json:"latency_us"`
 	Series          []float64          `json:"ops_per_second_series"`
@@ -89,7 +92,7 @@ func NewReport(res Result, cond Conditions) Report {
 	h := res.Latency
 	return Report{
 		OpsPerSec: res.OpsPerSec, Ops: res.Ops, Errors: res.Errors, FirstError: res.FirstError,
-		Overloaded: res.Overloaded, Interrupted: res.Interrupted, MeasuredSeconds: res.Elapsed.Seconds(),
+		Overloaded: res.Overloaded, Interrupted: res.Interrupted && res.Failure == "", Failure: res.Failure, MeasuredSeconds: res.Elapsed.Seconds(),
 		Series: res.Series, Conditions: cond, When: time.Now().UTC(),
 		LatencyUS: map[string]float64{
 			"p50": us(h.Quantile(0.5)), "p90": us(h.Quantile(0.9)), "p99": us(h.Quantile(0.99)),
@@ -122,6 +125,9 @@ func (r Report) WriteTable(w io.Writer) error {
 	}
 	if r.Interrupted {
 		fmt.Fprintf(w, "INTERRUPTED: stopped after %.1f s of the %s measurement window; the figures cover only that\n", r.MeasuredSeconds, c.Duration)
+	}
+	if r.Failure != "" {
+		fmt.Fprintf(w, "FAILED: %s; stopped after %.1f s of the %s measurement window\n", r.Failure, r.MeasuredSeconds, c.Duration)
 	}
 	fmt.Fprintln(w, "\nconditions")
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

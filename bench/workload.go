@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -44,6 +45,10 @@ type Workload struct {
 	// MaxOutstanding bounds an open-loop run's operations in flight; past it
 	// the run stops and says the system was overloaded (default 1<<20).
 	MaxOutstanding int
+	// StallAfter stops the run when no operation succeeded for this long
+	// (default 5 s; negative: never): a cluster that stopped serving is a
+	// failed run, not one of 0 ops/s.
+	StallAfter time.Duration
 }
 
 // Validate names the first field that is wrong.
@@ -86,6 +91,13 @@ type Result struct {
 	// then the part of the measurement window the run covered (0 if it
 	// ended during warm-up), and OpsPerSec is over that part.
 	Interrupted bool
+	// Stalled: no operation succeeded for Workload.StallAfter, and the run
+	// stopped there (Elapsed as for Interrupted).
+	Stalled bool
+	// Failure is why the run failed: a stall, or the cause the caller's
+	// context was cancelled with (context.Cause), such as a replica that
+	// exited. Empty for a run that went as planned or was interrupted.
+	Failure string
 }
 
 // run is the shared state of one workload run.
@@ -103,6 +115,7 @@ type run struct {
 	done     atomic.Uint64 // all completions, for the per-second series
 	ops      atomic.Uint64 // completions in the window
 	errs     atomic.Uint64
+	okAll    atomic.Uint64 // successful completions, warm-up included: the stall detector
 	firstErr atomic.Pointer[string]
 	inflight sync.WaitGroup
 	outstand atomic.Int64
@@ -161,6 +174,7 @@ func (r *run) finish(t0, now int64, err error) {
 		r.firstErr.CompareAndSwap(nil, &s)
 		return
 	}
+	r.okAll.Add(1)
 	if in {
 		r.ops.Add(1)
 		r.hist.Record(time.Duration(now - t0))
@@ -175,6 +189,9 @@ func Run(ctx context.Context, target Target, w Workload, progress io.Writer) (Re
 	}
 	if w.MaxOutstanding == 0 {
 		w.MaxOutstanding = 1 << 20
+	}
+	if w.StallAfter == 0 {
+		w.StallAfter = 5 * time.Second
 	}
 	start := time.Now()
 	r := &run{w: w, target: target, base: start}
@@ -195,7 +212,8 @@ func Run(ctx context.Context, target Target, w Workload, progress io.Writer) (Re
 	}
 	res := Result{WarmupSeconds: int(w.Warmup / time.Second)}
 	tick := time.NewTicker(time.Second)
-	var last uint64
+	var last, lastOK uint64
+	lastProgress := start
 	for loop := true; loop; {
 		select {
 		case <-ctx.Done():
@@ -217,6 +235,16 @@ func Run(ctx context.Context, target Target, w Workload, progress io.Writer) (Re
 				res.Overloaded = true
 				loop = false
 			}
+			if ok := r.okAll.Load(); ok != lastOK {
+				lastOK, lastProgress = ok, now
+			} else if w.StallAfter > 0 && now.Sub(lastProgress) >= w.StallAfter {
+				res.Stalled = true
+				res.Failure = fmt.Sprintf("no operation succeeded for %s: the cluster stopped serving", now.Sub(lastProgress).Round(time.Second))
+				if p := r.firstErr.Load(); p != nil {
+					res.Failure += " (first error: " + *p + ")"
+				}
+				loop = false
+			}
 		}
 	}
 	tick.Stop()
@@ -224,16 +252,24 @@ func Run(ctx context.Context, target Target, w Workload, progress io.Writer) (Re
 	// that complete while it drains no longer count.
 	stoppedAt := r.now()
 	res.Interrupted = caller.Err() != nil
-	if res.Interrupted || res.Overloaded {
+	if cause := context.Cause(caller); res.Interrupted && cause != nil && !errors.Is(cause, context.Canceled) && !errors.Is(cause, context.DeadlineExceeded) {
+		res.Failure = cause.Error()
+	}
+	if res.Interrupted || res.Overloaded || res.Stalled {
 		r.measTo.Store(min(r.measTo.Load(), stoppedAt))
 	}
 	r.stopping.Store(true)
 	// Let outstanding operations finish (bounded): their latency counts.
+	// A failed run does not wait for what will never come.
 	waited := make(chan struct{})
 	go func() { r.inflight.Wait(); close(waited) }()
+	drain := 10 * time.Second
+	if res.Failure != "" {
+		drain = time.Second
+	}
 	select {
 	case <-waited:
-	case <-time.After(10 * time.Second):
+	case <-time.After(drain):
 	}
 	res.Ops, res.Errors = r.ops.Load(), r.errs.Load()
 	if p := r.firstErr.Load(); p != nil {

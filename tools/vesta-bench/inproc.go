@@ -76,6 +76,12 @@ func startInproc(o *options) (*inprocCluster, error) {
 			return nil, err
 		}
 		c.replicas = append(c.replicas, r)
+		go func() {
+			<-r.Done()
+			if err := r.Err(); err != nil { // failed, not stopped by us
+				o.onReplicaExit(fmt.Errorf("replica %d failed during the run: %w", id, err))
+			}
+		}()
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for c.findLeader() == nil {
@@ -90,24 +96,22 @@ func startInproc(o *options) (*inprocCluster, error) {
 
 // openLog opens replica id's log as -log asks.
 func openLog(o *options, id wire.ReplicaID, members []wire.ReplicaID) (storage.Log, error) {
-	dir := filepath.Join(o.dataDir, fmt.Sprintf("r%d", id))
 	switch o.log {
 	case "mem":
 		return storage.NewMemLog(), nil
 	case "wal":
-		// The in-process cluster has no cluster ID of its own; 1 is vestad's default.
-		return storage.OpenWAL(dir, storage.WALOptions{Create: storage.CreateIfMissing,
+		// A new cluster every run (ID 1: the in-process cluster is alone).
+		dir, err := freshWALDir(o, int(id))
+		if err != nil {
+			return nil, err
+		}
+		return storage.OpenWAL(dir, storage.WALOptions{Create: storage.MustCreate,
 			Identity: storage.Identity{ClusterID: 1, ReplicaID: id, Members: members}})
 	case "pmem":
 		path := filepath.Join(o.pmemDir, fmt.Sprintf("vesta-bench-r%d-%d.pmem", id, os.Getpid()))
 		o.cleanup = append(o.cleanup, path)
-		// The benchmark's own cluster: ID 1, members 1..replicas as startInproc numbers them.
-		members := make([]wire.ReplicaID, o.replicas)
-		for i := range members {
-			members[i] = wire.ReplicaID(i + 1)
-		}
 		l, err := pmem.Open(path, pmem.Options{Identity: storage.Identity{ClusterID: 1, ReplicaID: id, Members: members},
-			Create: storage.CreateIfMissing, Size: o.pmemSize, Prefault: true})
+			Create: storage.MustCreate, Size: o.pmemSize, Prefault: true})
 		if err == nil {
 			o.durability = fmt.Sprintf("pmem %s (%s)", path, l.Status().Durability)
 		}

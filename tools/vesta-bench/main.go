@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,6 +33,8 @@ import (
 )
 
 type options struct {
+	// runCancel ends the run with a cause once it is on (a replica exited).
+	runCancel      atomic.Pointer[context.CancelCauseFunc]
 	wakeLatency    time.Duration
 	wakeLatencySet bool // -cpu-wake-latency given on the command line
 	sched          string
@@ -269,8 +273,12 @@ func run(o *options) error {
 	}
 	// SIGTERM too: a run ended by kill, like one ended by Ctrl-C, still stops
 	// its vestads and removes its logs (pmem logs on tmpfs are memory).
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
+	sigCtx, cancelSig := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancelSig()
+	// A replica that exits mid-run fails the run with that as its cause.
+	ctx, cancel := context.WithCancelCause(sigCtx)
+	defer cancel(nil)
+	o.runCancel.Store(&cancel)
 	fmt.Fprintf(os.Stderr, "running: %s warm-up, then %s measured\n", o.warmup, o.duration)
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
@@ -291,6 +299,15 @@ func run(o *options) error {
 	if err := rep.WriteTable(os.Stdout); err != nil {
 		return err
 	}
+	var failed error
+	if res.Failure != "" {
+		failed = errors.New("the cluster stopped serving: " + res.Failure)
+		if pc, ok := target.(*procCluster); ok {
+			if detail := pc.lastErrors(); detail != "" {
+				failed = fmt.Errorf("%w%s", failed, detail)
+			}
+		}
+	}
 	if o.jsonPath != "" {
 		f, err := os.Create(o.jsonPath)
 		if err != nil {
@@ -309,5 +326,13 @@ func run(o *options) error {
 			return err
 		}
 	}
-	return nil
+	return failed
+}
+
+// onReplicaExit fails the run, once it is on, with a replica's exit as the
+// cause (before it, startProcesses fails on its own).
+func (o *options) onReplicaExit(err error) {
+	if p := o.runCancel.Load(); p != nil {
+		(*p)(err)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -23,10 +24,16 @@ import (
 // procCluster is vestad replicas running as separate processes on
 // 127.0.0.1, driven through the client library.
 type procCluster struct {
-	metrics []string // each replica's metrics (and pprof) address
-	cmds    []*exec.Cmd
-	clients []*client.Client
-	next    atomic.Uint64
+	metrics  []string // each replica's metrics (and pprof) address
+	cmds     []*exec.Cmd
+	exited   []chan error // one per cmd: its Wait's result, once it exits
+	logs     []string     // each replica's log file
+	clients  []*client.Client
+	next     atomic.Uint64
+	stopping atomic.Bool
+	// onExit is told when a replica exits while the run is on: the run
+	// fails with that as its cause.
+	onExit func(error)
 }
 
 func freePorts(n int) ([]string, error) {
@@ -89,9 +96,13 @@ func startProcesses(o *options) (*procCluster, error) {
 		peers = append(peers, fmt.Sprintf("%d=%s", i+1, peerAddrs[i]))
 		clients = append(clients, fmt.Sprintf("%d=%s", i+1, clientAddrs[i]))
 	}
-	c := &procCluster{metrics: metricsAddrs}
+	c := &procCluster{metrics: metricsAddrs, onExit: o.onReplicaExit}
+	// Every run is a new cluster, under an ID of its own: a replica left
+	// over from another run cannot join it.
+	clusterID := fmt.Sprint(1 + rand.Uint32())
 	for i := range o.replicas {
 		args := []string{
+			"-bootstrap", "-cluster-id", clusterID,
 			"-id", fmt.Sprint(i + 1), "-peers", strings.Join(peers, ","), "-clients", strings.Join(clients, ","),
 			"-client-addr", clientAddrs[i], "-metrics-addr", metricsAddrs[i],
 			"-sched", o.sched,
@@ -101,17 +112,24 @@ func startProcesses(o *options) (*procCluster, error) {
 		case "mem":
 			args = append(args, "-log", "mem")
 		case "wal":
-			args = append(args, "-data", filepath.Join(o.dataDir, fmt.Sprintf("r%d", i+1)))
+			dir, err := freshWALDir(o, i+1)
+			if err != nil {
+				c.stop()
+				return nil, err
+			}
+			args = append(args, "-data", dir)
 		case "pmem":
 			path := filepath.Join(o.pmemDir, fmt.Sprintf("vesta-bench-r%d-%d.pmem", i+1, os.Getpid()))
 			o.cleanup = append(o.cleanup, path)
 			args = append(args, "-log", "pmem:"+path, "-pmem-size", fmt.Sprint(o.pmemSize))
 		}
-		logf, err := os.Create(filepath.Join(o.dataDir, fmt.Sprintf("vestad-%d.log", i+1)))
+		logPath := filepath.Join(o.dataDir, fmt.Sprintf("vestad-%d.log", i+1))
+		logf, err := os.Create(logPath)
 		if err != nil {
 			c.stop()
 			return nil, err
 		}
+		c.logs = append(c.logs, logPath)
 		cmd := exec.Command(bin, args...)
 		cmd.Env = append(os.Environ(), fmt.Sprintf("GOMAXPROCS=%d", o.replicaProcs))
 		cmd.Stdout, cmd.Stderr = logf, logf
@@ -121,6 +139,19 @@ func startProcesses(o *options) (*procCluster, error) {
 			return nil, fmt.Errorf("starting vestad %d: %w", i+1, err)
 		}
 		c.cmds = append(c.cmds, cmd)
+		exited := make(chan error, 1)
+		c.exited = append(c.exited, exited)
+		go func() {
+			err := cmd.Wait()
+			logf.Close()
+			exited <- err
+			if !c.stopping.Load() && c.onExit != nil {
+				if err == nil {
+					err = errors.New("exit status 0")
+				}
+				c.onExit(fmt.Errorf("vestad %d exited during the run (%v); its log: %s", i+1, err, logPath))
+			}
+		}()
 	}
 	fmt.Fprintf(os.Stderr, "started %d vestad processes (logs in %s, metrics and pprof on %s); waiting for a leader...\n",
 		o.replicas, o.dataDir, strings.Join(metricsAddrs, " "))
@@ -147,7 +178,7 @@ func startProcesses(o *options) (*procCluster, error) {
 		}
 		if time.Now().After(deadline) {
 			c.stop()
-			return nil, fmt.Errorf("cluster not serving within 20s: %w", err)
+			return nil, fmt.Errorf("cluster not serving within 20s: %w%s", err, c.lastErrors())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -189,24 +220,62 @@ func (c *procCluster) Submit(op bench.Op, done func(error)) {
 }
 
 func (c *procCluster) stop() {
+	c.stopping.Store(true)
 	for _, cl := range c.clients {
 		cl.Close()
 	}
-	var errs []error
 	for _, cmd := range c.cmds {
 		cmd.Process.Signal(syscall.SIGTERM)
 	}
-	for _, cmd := range c.cmds {
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
+	for i, cmd := range c.cmds {
 		select {
-		case <-done:
+		case <-c.exited[i]:
 		case <-time.After(5 * time.Second):
 			cmd.Process.Kill()
-			errs = append(errs, <-done)
+			<-c.exited[i]
 		}
 	}
-	_ = errors.Join(errs...)
+}
+
+// lastErrors is the last error lines of every replica's log, for a run
+// that failed: what a user needs to see first.
+func (c *procCluster) lastErrors() string {
+	var b strings.Builder
+	for i, path := range c.logs {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		var errLines []string
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.Contains(line, "level=ERROR") || strings.Contains(line, `"level":"ERROR"`) ||
+				strings.HasPrefix(line, "panic:") || strings.HasPrefix(line, "fatal error:") {
+				errLines = append(errLines, line)
+			}
+		}
+		if len(errLines) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\nvestad %d (%s), last error lines:", i+1, path)
+		for _, l := range errLines[max(0, len(errLines)-5):] {
+			if len(l) > 400 {
+				l = l[:400] + "..."
+			}
+			fmt.Fprintf(&b, "\n  %s", l)
+		}
+	}
+	return b.String()
+}
+
+// freshWALDir is an empty directory for replica id's WAL: every run
+// bootstraps a new cluster, so a directory left by an earlier run with the
+// same -data is removed first (it is vesta-bench's own, named wal-rN).
+func freshWALDir(o *options, id int) (string, error) {
+	dir := filepath.Join(o.dataDir, fmt.Sprintf("wal-r%d", id))
+	if err := os.RemoveAll(dir); err != nil {
+		return "", fmt.Errorf("-data: removing the earlier run's %s: %w", dir, err)
+	}
+	return dir, nil
 }
 
 // profile fetches a CPU profile of every replica over the next d, into dir.

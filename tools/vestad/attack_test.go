@@ -235,7 +235,7 @@ func startAttacked(t *testing.T, extra ...string) *attacked {
 	}
 	addrs := freeAddrs(t, 3)
 	v.addr, v.maddr = addrs[1], addrs[2]
-	args := []string{"-id", "1", "-peers", "1=" + addrs[0], "-client-addr", addrs[1], "-metrics-addr", addrs[2], "-log", "mem", "-log-level", "warn"}
+	args := []string{"-id", "1", "-peers", "1=" + addrs[0], "-client-addr", addrs[1], "-metrics-addr", addrs[2], "-log", "mem", "-cluster-id", "7", "-log-level", "warn"}
 	if !v.measureOnly {
 		args = append(args, extra...)
 	}

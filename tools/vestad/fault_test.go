@@ -280,7 +280,12 @@ func (p *vproc) start() {
 	}
 	p.starts++
 	fmt.Fprintf(logf, "=== start %d ===\n", p.starts)
-	cmd := command(p.bin, p.args...)
+	args := p.args
+	if p.starts == 1 {
+		// The first start creates the replica's log; restarts find it.
+		args = append([]string{"-bootstrap"}, args...)
+	}
+	cmd := command(p.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()

@@ -25,7 +25,7 @@ import (
 )
 
 func TestClientLimitFlags(t *testing.T) {
-	base := []string{"-id=1", "-peers=1=127.0.0.1:7001", "-client-addr=127.0.0.1:7101", "-log=mem"}
+	base := []string{"-id=1", "-peers=1=127.0.0.1:7001", "-client-addr=127.0.0.1:7101", "-log=mem", "-cluster-id=7"}
 	for _, c := range []struct{ arg, flag string }{
 		{"-max-client-conns=0", "-max-client-conns"},
 		{"-client-read-timeout=0s", "-client-read-timeout"},
@@ -229,7 +229,7 @@ func inProc(t *testing.T, extra ...string) (clientAddr, metricsAddr string) {
 	t.Helper()
 	addrs := freeAddrs(t, 3)
 	args := append([]string{"-id=1", "-peers=1=" + addrs[0], "-client-addr=" + addrs[1], "-metrics-addr=" + addrs[2],
-		"-log=mem", "-tick=2ms", "-election-ticks=15", "-log-level=error"}, extra...)
+		"-log=mem", "-cluster-id=7", "-tick=2ms", "-election-ticks=15", "-log-level=error"}, extra...)
 	cfg, err := parseFlags(args, io.Discard)
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,14 @@
 //	       -data /var/lib/vesta/1 -metrics-addr 127.0.0.1:7201
 //
 // Every replica of a cluster gets the same -peers, -clients and -cluster-id.
+// A replica's first start, on an empty -data directory, takes -bootstrap,
+// which records the cluster ID, the replica's ID and the member set in its
+// log; every later start omits it, and a log of another cluster, of another
+// replica or with another member set is refused, as is an empty directory
+// without -bootstrap (a replica that lost its log must not rejoin under its
+// old identity: it would have forgotten its promises and votes).
+// A replica whose log fails (full, or a sync error) answers "replica
+// failed: <cause>" for a moment and exits with status 1.
 // It serves the client protocol on its -clients address (or -client-addr),
 // Prometheus metrics on /metrics and its status as JSON on /status of
 // -metrics-addr. SIGTERM or SIGINT stops it gracefully.
@@ -78,6 +86,7 @@ type config struct {
 	maxBatch      int
 	maxBatchBytes int
 	clusterID     uint64
+	bootstrap     bool
 	tick          time.Duration
 	electionTicks int
 	maxSessions   int
@@ -102,7 +111,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	window := fs.Int("window", 0, "the leader's pipeline window, in slots (0: the engine's default)")
 	maxBatch := fs.Int("max-batch", 0, "most commands per proposed batch (0: the engine's default)")
 	maxBatchBytes := fs.Int("max-batch-bytes", 0, "most bytes per proposed batch (0: the engine's default)")
-	clusterID := fs.Uint64("cluster-id", 1, "cluster `ID`: replicas of other clusters are refused (not 0)")
+	clusterID := fs.Uint64("cluster-id", 0, "cluster `ID` (required, 1 or more): the same on every replica of this cluster and unlike any other cluster's; "+
+		"recorded in the log at -bootstrap and checked at every start; replicas of other clusters are refused")
+	bootstrap := fs.Bool("bootstrap", false, "create this replica's log for a new cluster, with -cluster-id, -id and -peers as its identity: "+
+		"only at the replica's first start (an empty -data directory, or no -log pmem file); every later start omits it")
 	tick := fs.Duration("tick", 10*time.Millisecond, "the protocol's unit of time")
 	electionTicks := fs.Int("election-ticks", 0, "ticks without a leader before an election (0: the engine's default)")
 	maxSessions := fs.Int("max-sessions", 100_000, "client sessions kept; the least recently used is evicted beyond it")
@@ -125,7 +137,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (every setting is a flag)", fs.Arg(0))
 	}
-	cfg := &config{clientAddr: *clientAddr, metricsAddr: *metricsAddr, dataDir: *dataDir, clusterID: *clusterID,
+	cfg := &config{clientAddr: *clientAddr, metricsAddr: *metricsAddr, dataDir: *dataDir, clusterID: *clusterID, bootstrap: *bootstrap,
 		tick: *tick, electionTicks: *electionTicks, maxSessions: *maxSessions, pmemSize: *pmemSize, pmemPrefault: *pmemPrefault, wakeLatency: *wakeLatency,
 		window: *window, maxBatch: *maxBatch, maxBatchBytes: *maxBatchBytes}
 	var err error
@@ -205,7 +217,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("-log: %q is not a log kind (wal, pmem:PATH or mem)", *logKind)
 	}
 	if cfg.clusterID == 0 {
-		return nil, errors.New("-cluster-id: 0 is not allowed")
+		return nil, errors.New("-cluster-id: required, 1 or more: the same on every replica of this cluster and unlike any other cluster's " +
+			"(for a new cluster pick one at random, e.g. $(shuf -i 1-4294967295 -n 1))")
 	}
 	if cfg.tick <= 0 {
 		return nil, fmt.Errorf("-tick: %v is not positive", cfg.tick)
@@ -308,6 +321,13 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 		log.Info("threads scheduled", "policy", string(cfg.sched))
 	}
 
+	// The log records whose it is; -bootstrap creates it, every other start
+	// requires it (storage.ErrNoLog says to bootstrap a new cluster).
+	identity := storage.Identity{ClusterID: cfg.clusterID, ReplicaID: cfg.id, Members: members}
+	create := storage.MustExist
+	if cfg.bootstrap {
+		create = storage.MustCreate
+	}
 	var store storage.Log
 	durability := "wal " + cfg.dataDir
 	if cfg.memLog {
@@ -318,9 +338,8 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 		store = storage.NewMemLog()
 	} else if cfg.pmemPath != "" {
 		pl, err := pmem.Open(cfg.pmemPath, pmem.Options{
-			Identity: storage.Identity{ClusterID: cfg.clusterID, ReplicaID: cfg.id, Members: members},
-			Create:   storage.CreateIfMissing, // TODO(bootstrap): MustCreate with -bootstrap, else MustExist
-			Size:     cfg.pmemSize, Prefault: cfg.pmemPrefault})
+			Identity: identity, Create: create,
+			Size: cfg.pmemSize, Prefault: cfg.pmemPrefault})
 		if err != nil {
 			return fmt.Errorf("-log pmem:%s: %w", cfg.pmemPath, err)
 		}
@@ -333,11 +352,7 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 		}
 		store = pl
 	} else {
-		// TODO(bootstrap): CreateIfMissing until vestad has a -bootstrap flag
-		// (MustCreate with it, MustExist without): until then a replica whose
-		// log is gone starts afresh.
-		wal, err := storage.OpenWAL(cfg.dataDir, storage.WALOptions{Logger: log, Create: storage.CreateIfMissing,
-			Identity: storage.Identity{ClusterID: cfg.clusterID, ReplicaID: cfg.id, Members: members}})
+		wal, err := storage.OpenWAL(cfg.dataDir, storage.WALOptions{Logger: log, Create: create, Identity: identity})
 		if err != nil {
 			return fmt.Errorf("-data %s: %w", cfg.dataDir, err)
 		}
@@ -383,9 +398,10 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 	sm := kv.New(kv.Options{MaxSessions: cfg.maxSessions})
 	metrics := newServerMetrics(reg, sm)
 	r, err := engine.Start(engine.Config{
-		ID:      cfg.id,
-		Members: members,
-		Log:     store,
+		ClusterID: cfg.clusterID,
+		ID:        cfg.id,
+		Members:   members,
+		Log:       store,
 		Transport: func(h transport.Handler) (transport.Transport, error) {
 			t, err := transport.NewTCP(transport.TCPConfig{ClusterID: cfg.clusterID, ID: cfg.id,
 				ListenAddr: cfg.peers[cfg.id], Peers: others, Logger: log}, h)
@@ -442,8 +458,22 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 		ready(cln.Addr().String(), addrOf(mln))
 	}
 
-	<-ctx.Done()
-	log.Info("vestad stopping")
+	var failed error
+	select {
+	case <-ctx.Done():
+		log.Info("vestad stopping")
+	case <-r.Done():
+		// The replica failed (its log could not persist) and stopped.
+		// Keep answering for a moment, so that clients learn why
+		// ("replica failed: <cause>") instead of finding the port closed,
+		// then exit non-zero for the supervisor.
+		failed = r.Err()
+		log.Error("replica failed; answering 'replica failed' for a moment, then exiting", "err", failed, "linger", failLinger)
+		select {
+		case <-ctx.Done():
+		case <-time.After(failLinger):
+		}
+	}
 	srv.stopReading()
 	stopErr := r.Stop() // answers every request in flight (unavailable)
 	srv.wait(5 * time.Second)
@@ -452,12 +482,19 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 		_ = hs.Shutdown(sctx)
 		cancel()
 	}
+	if failed != nil {
+		return failed
+	}
 	if stopErr != nil {
 		return fmt.Errorf("stopping the replica: %w", stopErr)
 	}
 	log.Info("vestad stopped")
 	return nil
 }
+
+// failLinger is how long a vestad whose replica failed keeps answering
+// before it exits.
+const failLinger = 2 * time.Second
 
 func addrOf(ln net.Listener) string {
 	if ln == nil {

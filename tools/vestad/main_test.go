@@ -41,6 +41,7 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 		{[]string{"-id=1", peers, clients, "-log=disk"}, "-log"},
 		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-metrics-addr=:x"}, "-metrics-addr"},
 		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-cluster-id=0"}, "-cluster-id"},
+		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-cluster-id="}, "-cluster-id"},
 		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-tick=0s"}, "-tick"},
 		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-log-level=loud"}, "-log-level"},
 		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-log-format=xml"}, "-log-format"},
@@ -55,16 +56,20 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 		{[]string{"-id=1", peers, clients, "-data=/tmp/x", "-max-batch-bytes=4194305"}, "-max-batch-bytes"},
 	}
 	for _, c := range cases {
-		_, err := parseFlags(c.args, io.Discard)
+		// Every case names the cluster but the one that sets it to 0.
+		_, err := parseFlags(append([]string{"-cluster-id=7"}, c.args...), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), c.flag) {
 			t.Errorf("%v: got %v, want an error naming %s", c.args, err, c.flag)
 		}
 	}
-	cfg, err := parseFlags([]string{"-id=2", peers, clients, "-log=mem"}, io.Discard)
+	if _, err := parseFlags([]string{"-id=2", peers, clients, "-log=mem"}, io.Discard); err == nil || !strings.Contains(err.Error(), "-cluster-id: required") {
+		t.Fatalf("no -cluster-id: %v", err)
+	}
+	cfg, err := parseFlags([]string{"-id=2", peers, clients, "-log=mem", "-cluster-id=7"}, io.Discard)
 	if err != nil || cfg.clientAddr != "127.0.0.1:7102" || !cfg.memLog || len(cfg.peers) != 3 {
 		t.Fatalf("good flags: %+v %v", cfg, err)
 	}
-	cfg, err = parseFlags([]string{"-id=1", peers, clients, "-log=pmem:/dev/shm/r1.pmem", "-pmem-size=1073741824", "-window=64"}, io.Discard)
+	cfg, err = parseFlags([]string{"-id=1", peers, clients, "-log=pmem:/dev/shm/r1.pmem", "-pmem-size=1073741824", "-window=64", "-cluster-id=7"}, io.Discard)
 	if err != nil || cfg.pmemPath != "/dev/shm/r1.pmem" || cfg.pmemSize != 1<<30 || cfg.window != 64 {
 		t.Fatalf("pmem flags: %+v %v", cfg, err)
 	}
@@ -112,7 +117,7 @@ func startInProc(t testing.TB, n int) *inProcCluster {
 	c := &inProcCluster{clientAddrs: clients, metricsAddrs: metrics}
 	for i := 0; i < n; i++ {
 		cfg, err := parseFlags([]string{fmt.Sprint("-id=", i+1), "-peers=" + addrMap(peers), "-clients=" + addrMap(clients),
-			"-metrics-addr=" + metrics[i], "-log=mem", "-tick=2ms", "-election-ticks=15", "-log-level=error"}, io.Discard)
+			"-metrics-addr=" + metrics[i], "-log=mem", "-cluster-id=7", "-tick=2ms", "-election-ticks=15", "-log-level=error"}, io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}

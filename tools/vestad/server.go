@@ -98,10 +98,15 @@ func (s *server) status() statusJSON {
 func (s *server) serve(ln net.Listener) {
 	s.mu.Lock()
 	s.ln = ln
-	if !s.stopping {
-		s.wg.Add(1)
-		go s.sweep(s.quit)
+	if s.stopping {
+		// stopReading ran before this goroutine did: it found no
+		// listener to close.
+		s.mu.Unlock()
+		ln.Close()
+		return
 	}
+	s.wg.Add(1)
+	go s.sweep(s.quit)
 	s.mu.Unlock()
 	s.wg.Add(1)
 	defer s.wg.Done()
