@@ -463,6 +463,11 @@ func (g *group) complete(result []byte, err error) {
 			case kv.CodeStale:
 				resp.Status = proto.StatusError
 				resp.Value = []byte("write below the session's acknowledged mark; not applied")
+			case kv.CodeRetry:
+				// A get past its command's kv.MaxReadBytes: unavailable,
+				// which the client retries (a get changes nothing).
+				resp.Status = proto.StatusUnavailable
+				resp.Value = readBudgetMsg
 			default:
 				resp.Status = proto.StatusError
 				resp.Value = r.Value
@@ -517,6 +522,9 @@ func (g *group) complete(result []byte, err error) {
 	c.inflight.Done()
 	groupPool.Put(g)
 }
+
+// readBudgetMsg is the message of a get answered kv.CodeRetry.
+var readBudgetMsg = []byte("read result budget of one batch exceeded; retry")
 
 // respondStatus answers a status request and returns the size of the frame
 // it queued (0 if none).

@@ -9,6 +9,8 @@
 //	command: version u8 (=1) | count u32 (1..MaxOps) | count × op
 //	op:      kind u8 | client u64 | seq u64 | low u64 | key str | value str | expect str
 //	result:  count × (code u8 | flags u8 | value str)
+//	code:    0 ok, 1 session expired, 2 stale, 3 invalid, 4 retry (a get
+//	         past the command's MaxReadBytes: see Reads)
 //
 // Integers are little-endian, str is a uvarint length and the bytes. This
 // is the replicated log's format: changing it needs a new version byte.
@@ -18,6 +20,7 @@
 // an ID in the issued range (probability 2^-24), now refused. Every replica
 // must run a store that knows NewSession before clients send it: one that
 // does not refuses it, and would not hold the session the others opened.
+// The read cap (MaxReadBytes, CodeRetry) came without one too: see Reads.
 //
 // # Sessions (exactly-once writes)
 //
@@ -61,6 +64,34 @@
 // Reads (OpGet) ignore the session fields: executing a read twice changes
 // nothing. A write with client or seq 0 runs without a session: applied each
 // time it is delivered (at-least-once).
+//
+// # Reads
+//
+// A get returns the key's value, flagged found if the key exists. The gets
+// of one command return at most MaxReadBytes of values together, but for
+// the first nonempty value, returned whatever its size: a get whose value
+// would bring the values its command returned past MaxReadBytes returns
+// CodeRetry and no value instead, and the command's later gets go on (one
+// whose value still fits is answered). So a command's result holds at most
+// max(MaxReadBytes, its largest value) bytes of values, plus a few bytes an
+// operation, however many gets it carries: the store copies every value a
+// command reads into its result, and vestad reserves the memory of a
+// command's responses before it proposes it (tools/vestad/respbudget.go),
+// which without this bound would be a largest value (1 MiB) a get. Every
+// replica returns the same code (the same commands, in the same order, on
+// the same state), and a get changes nothing, so retrying it is always
+// correct; the first value of a command is always returned, so a get sent
+// again alone, or first, is answered.
+//
+// MaxReadBytes is part of the state machine's meaning, and it came without
+// a new version byte: it changes what gets return, never the state. Gets
+// write nothing, and results are kept nowhere (a session keeps only its
+// writes' codes), so replaying a log written before the cap, whose commands
+// may hold gets past it, gives the state it gave; only the answers of those
+// gets differ, and a replayed command's answer goes to nobody, or is a
+// CodeRetry its client retries. For the same reason replicas that differ
+// on it (a rolling upgrade) keep the same state: each answers the gets it
+// proposed its own way.
 package kv
 
 import (
@@ -135,7 +166,17 @@ const (
 	// CodeInvalid: a malformed command or an operation refused as wrong;
 	// not applied. Value holds the reason.
 	CodeInvalid Code = 3
+	// CodeRetry: a get whose value would bring the values its command
+	// returned past MaxReadBytes (see Reads in the package comment); no
+	// value. Send it again, in another command.
+	CodeRetry Code = 4
 )
+
+// MaxReadBytes bounds the bytes of values the gets of one command return
+// together, but for the command's first nonempty value (see Reads in the
+// package comment). Part of the replicated semantics: every replica must
+// use the same.
+const MaxReadBytes = 1 << 20
 
 func (c Code) String() string {
 	switch c {
@@ -147,6 +188,8 @@ func (c Code) String() string {
 		return "stale"
 	case CodeInvalid:
 		return "invalid"
+	case CodeRetry:
+		return "retry"
 	}
 	return fmt.Sprintf("code(%d)", uint8(c))
 }
@@ -335,7 +378,7 @@ func DecodeResults(res []byte, out []Result) ([]Result, error) {
 			return out, fmt.Errorf("kv: result %d truncated", len(out))
 		}
 		r := Result{Code: Code(res[0]), Found: res[1]&flagFound != 0, Swapped: res[1]&flagSwapped != 0}
-		if r.Code > CodeInvalid || res[1]&^(flagFound|flagSwapped) != 0 {
+		if r.Code > CodeRetry || res[1]&^(flagFound|flagSwapped) != 0 {
 			return out, fmt.Errorf("kv: result %d: unknown code %d or flags %#x", len(out), res[0], res[1])
 		}
 		var err error
@@ -378,6 +421,9 @@ type Store struct {
 	ends     []int    // where each decoded command's recs end
 	scratch  []byte
 	sink     uint64 // keeps touchAhead's loads from being optimized away
+	// readBytes is the bytes of values the gets of the command being
+	// executed returned so far; readCap is MaxReadBytes (a test may lower it).
+	readBytes, readCap int
 	// nextIssued is the ID NewSession issues next; every ID of the issued
 	// range below it was issued once, and is open or was evicted.
 	nextIssued uint64
@@ -400,7 +446,7 @@ func New(opts Options) *Store {
 	if opts.MaxSessionResults <= 0 {
 		opts.MaxSessionResults = DefaultMaxSessionResults
 	}
-	s := &Store{opts: opts, data: newTable(), sessions: map[uint64]*session{}, nextIssued: IssuedSessionBase}
+	s := &Store{opts: opts, data: newTable(), sessions: map[uint64]*session{}, nextIssued: IssuedSessionBase, readCap: MaxReadBytes}
 	s.lru.next, s.lru.prev = &s.lru, &s.lru
 	return s
 }
@@ -485,6 +531,7 @@ func (s *Store) execute(cmds [][]byte, results [][]byte) {
 			continue // refused: a decoded command holds operations
 		}
 		out := s.scratch[:0]
+		s.readBytes = 0
 		for i := begin; i < end; i++ {
 			if i == touched {
 				touched = min(i+touchGroup, len(recs))
@@ -522,6 +569,12 @@ func (s *Store) apply(out, cmd []byte, r *rec, h uint64) []byte {
 	switch {
 	case r.kind == Get:
 		v, ok := s.data.Get(r.key.in(cmd), h)
+		if len(v) > 0 {
+			if s.readBytes > 0 && len(v) > s.readCap-s.readBytes {
+				return appendResult(out, CodeRetry, 0, nil)
+			}
+			s.readBytes += len(v)
+		}
 		var flags byte
 		if ok {
 			flags = flagFound

@@ -285,3 +285,88 @@ func TestEvictedSessionIsNotReopened(t *testing.T) {
 		t.Fatalf("session %#x came back", id)
 	}
 }
+
+// The gets of one command return at most MaxReadBytes of values, but for
+// its first value, whatever its size; a get past it answers CodeRetry, and
+// later gets that fit are answered. Two stores fed the same commands, in
+// Apply calls cut differently, answer alike, and the same get alone, or
+// first in a command, is answered.
+func TestReadCap(t *testing.T) {
+	big := bytes.Repeat([]byte("b"), MaxReadBytes)      // the largest value
+	half := bytes.Repeat([]byte("h"), MaxReadBytes/2+1) // two do not fit
+	small := []byte("s")
+	rest := big[len(small):] // small and rest fill the cap
+	setup := []Op{put(0, 0, 0, "big", string(big)), put(0, 0, 0, "half", string(half)),
+		put(0, 0, 0, "small", string(small)), put(0, 0, 0, "rest", string(rest)), put(0, 0, 0, "empty", "")}
+	type want struct {
+		code  Code
+		found bool
+		value []byte
+	}
+	ok := func(v []byte) want { return want{CodeOK, true, v} }
+	retry := want{code: CodeRetry}
+	cases := []struct {
+		ops  []Op
+		want []want
+	}{
+		// The first value comes whatever its size; then nothing fits but
+		// empty values and missing keys.
+		{[]Op{get("big"), get("big"), get("small"), get("empty"), get("missing"), get("half")},
+			[]want{ok(big), retry, retry, ok(nil), {CodeOK, false, nil}, retry}},
+		// Missing keys and empty values count for nothing: big is the first value.
+		{[]Op{get("missing"), get("empty"), get("big"), get("small")},
+			[]want{{CodeOK, false, nil}, ok(nil), ok(big), retry}},
+		// A later small value still fits after a half that did not, and
+		// values up to the cap exactly.
+		{[]Op{get("half"), get("half"), get("small"), get("small")},
+			[]want{ok(half), retry, ok(small), ok(small)}},
+		{[]Op{get("small"), get("big"), get("rest"), get("small")},
+			[]want{ok(small), retry, ok(rest), retry}},
+		// A get past the cap changes nothing around it: the writes apply.
+		{[]Op{get("big"), put(0, 0, 0, "w", "1"), get("half"), get("w")},
+			[]want{ok(big), {CodeOK, false, nil}, retry, retry}},
+		// Each command starts afresh.
+		{[]Op{get("big")}, []want{ok(big)}},
+		{[]Op{get("half"), get("big")}, []want{ok(half), retry}},
+	}
+	var cmds [][]byte
+	for _, c := range cases {
+		cmds = append(cmds, AppendCommand(nil, c.ops))
+	}
+	a, b := New(Options{}), New(Options{})
+	for _, s := range []*Store{a, b} {
+		apply(t, s, setup...)
+	}
+	ra := make([][]byte, len(cmds))
+	a.Apply(cmds, ra) // all at once
+	rb := make([][]byte, len(cmds))
+	for i := range cmds { // one at a time
+		b.Apply(cmds[i:i+1], rb[i:i+1])
+	}
+	for i, c := range cases {
+		if !bytes.Equal(ra[i], rb[i]) {
+			t.Errorf("command %d: the two stores' results differ", i)
+		}
+		got, err := DecodeResults(ra[i], nil)
+		if err != nil || len(got) != len(c.want) {
+			t.Fatalf("command %d: %d results, %v", i, len(got), err)
+		}
+		var values int
+		for j, w := range c.want {
+			g := got[j]
+			if g.Code != w.code || g.Found != w.found || !bytes.Equal(g.Value, w.value) || g.Swapped {
+				t.Errorf("command %d op %d: %v found %v %d bytes, want %v found %v %d bytes",
+					i, j, g.Code, g.Found, len(g.Value), w.code, w.found, len(w.value))
+			}
+			if c.ops[j].Kind == Get {
+				values += len(g.Value)
+			}
+		}
+		if values > MaxReadBytes {
+			t.Errorf("command %d: its gets returned %d bytes", i, values)
+		}
+	}
+	if r := apply(t, a, get("w")); string(r[0].Value) != "1" {
+		t.Errorf("the write next to a retried get: %+v", r[0])
+	}
+}

@@ -80,12 +80,17 @@ func genOp(t *rapid.T, clients map[uint64]*client, keys [][]byte) Op {
 // on the reference (the store before its hash table and session rings) and
 // requires the same result bytes and the same counts after every command.
 func TestStoreMatchesReference(t *testing.T) {
+	retried := 0 // gets past the read cap, over all the runs
 	rapid.Check(t, func(t *rapid.T) {
 		opts := Options{
 			MaxSessions:       rapid.IntRange(0, 4).Draw(t, "maxSessions"),
 			MaxSessionResults: rapid.SampledFrom([]int{0, 1, 3, 8, 40}).Draw(t, "maxSessionResults"),
 		}
 		s, ref := New(opts), newRef(opts)
+		// The read cap as it is (no command here reaches it), and low
+		// enough that gets of long values, or of a few short ones, pass it.
+		s.readCap = rapid.SampledFrom([]int{MaxReadBytes, 0, 1, 12, 3000, 8000}).Draw(t, "readCap")
+		ref.readCap = s.readCap
 		keys := rapid.SliceOfN(rapid.OneOf(
 			rapid.SliceOfN(rapid.ByteRange('a', 'c'), 0, 3),
 			rapid.SliceOfN(rapid.Byte(), 0, 40),
@@ -112,10 +117,20 @@ func TestStoreMatchesReference(t *testing.T) {
 				if !bytes.Equal(got[i], want[i]) {
 					t.Fatalf("command %d.%d: results\n%s\nwant\n%s", c, i, describe(got[i]), describe(want[i]))
 				}
+				rs, _ := DecodeResults(got[i], nil)
+				for _, r := range rs {
+					if r.Code == CodeRetry {
+						retried++
+					}
+				}
 			}
 			compareStores(t, s, ref)
 		}
 	})
+	if retried == 0 {
+		t.Error("no get reached the read cap")
+	}
+	t.Logf("%d gets past the read cap", retried)
 }
 
 func describe(res []byte) string {
@@ -168,6 +183,7 @@ func TestStoreMatchesReferenceLong(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	opts := Options{MaxSessions: 3}
 	s, ref := New(opts), newRef(opts)
+	s.readCap, ref.readCap = 2000, 2000 // a command's gets return up to ~8 000 bytes
 	apply := func(ops []Op) {
 		cmd := AppendCommand(nil, ops)
 		got, want := make([][]byte, 1), make([][]byte, 1)

@@ -3,8 +3,9 @@ package kv
 // The store as it was before the hash table, the session rings and the
 // decoding without allocations: the reference the property test compares the
 // store with, and the baseline of the benchmarks. Kept verbatim but for names,
-// and for store-issued sessions (NewSession, and OpenSession's refusal of an
-// issued ID it does not hold), written here as plainly as the rest.
+// for store-issued sessions (NewSession, and OpenSession's refusal of an
+// issued ID it does not hold), and for the read cap of a command (a get past
+// MaxReadBytes answers CodeRetry), written here as plainly as the rest.
 
 import (
 	"encoding/binary"
@@ -67,6 +68,8 @@ type refStore struct {
 	ops      []Op
 	scratch  []byte
 	issued   uint64 // IDs NewSession issued: IssuedSessionBase up to IssuedSessionBase+issued
+	readCap  int    // MaxReadBytes, or what a test sets
+	read     int    // value bytes the current command's gets returned
 
 	nkeys, nsessions atomic.Int64
 	evicted          atomic.Uint64
@@ -93,7 +96,7 @@ func newRef(opts Options) *refStore {
 	if opts.MaxSessionResults <= 0 {
 		opts.MaxSessionResults = DefaultMaxSessionResults
 	}
-	s := &refStore{opts: opts, data: map[string]string{}, sessions: map[uint64]*refSession{}}
+	s := &refStore{opts: opts, data: map[string]string{}, sessions: map[uint64]*refSession{}, readCap: MaxReadBytes}
 	s.lru.next, s.lru.prev = &s.lru, &s.lru
 	return s
 }
@@ -124,6 +127,7 @@ func (s *refStore) applyCommand(cmd []byte) []byte {
 		return appendResult(nil, CodeInvalid, 0, []byte(err.Error()))
 	}
 	out := s.scratch[:0]
+	s.read = 0
 	for i := range ops {
 		out = s.apply(out, &ops[i])
 	}
@@ -140,6 +144,10 @@ func (s *refStore) apply(out []byte, op *Op) []byte {
 	switch {
 	case op.Kind == Get:
 		v, ok := s.data[string(op.Key)]
+		if s.read > 0 && s.read+len(v) > s.readCap && len(v) > 0 {
+			return appendResult(out, CodeRetry, 0, nil)
+		}
+		s.read += len(v)
 		var flags byte
 		if ok {
 			flags = flagFound
