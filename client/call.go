@@ -451,6 +451,11 @@ var errSessionExpired = errors.New("vesta client: session expired")
 // whose replica failed for good (a full log, a sync error); it exits next.
 var replicaFailed = []byte("replica failed")
 
+// readBudget begins the message of an unavailable answer to a get that
+// would have brought the values its batch returned past the server's bound
+// (vestad's kv.MaxReadBytes): sent again, it is answered.
+var readBudget = []byte("read result budget")
+
 // errAttemptTimeout fails an attempt that got no answer in AttemptTimeout.
 var errAttemptTimeout = errors.New("vesta client: no answer within the attempt timeout")
 
@@ -494,6 +499,14 @@ func (o *op) handle(addr string, resp proto.Response) {
 		}
 		o.addr = c.nextAddr(addr)
 	case proto.StatusUnavailable:
+		if bytes.HasPrefix(resp.Value, readBudget) {
+			// A get past what one batch's gets may return: the server is
+			// well and answered the others. Sent again at the least
+			// backoff, which spreads such gets over other batches, and not
+			// noted against the server.
+			o.delay = c.opts.BackoffMin
+			break
+		}
 		// A failed replica answers "replica failed: <cause>" before it
 		// exits; the note keeps its words for the errors of calls that
 		// then run out of time.
