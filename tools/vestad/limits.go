@@ -58,8 +58,9 @@ const (
 	defaultClientReadTimeout = 10 * time.Second
 	defaultClientIdleTimeout = 5 * time.Minute
 	defaultClientBufferBytes = 64 << 20
-	// 16 MiB a connection: 16 gets of the largest value in flight, or
-	// tens of thousands of any other request.
+	// 16 MiB a connection: 16 gets of the largest value in flight, or 14
+	// groups of maxGroupOps gets (a group's gets return one largest value
+	// together), or tens of thousands of any other request.
 	defaultClientResponseBytes = 64 << 20
 )
 
@@ -88,7 +89,7 @@ func addClientLimitFlags(fs *flag.FlagSet) func() (clientLimits, error) {
 		"`BYTES` of client data all connections together may hold buffered; past it, the connection with the largest incomplete frame is closed "+
 			fmt.Sprintf("(at least %d, one largest request)", lenSize+maxRequestFrame))
 	responseBytes := fs.Int64("client-response-bytes", defaultClientResponseBytes,
-		fmt.Sprintf("`BYTES` of responses all connections together may have reserved (a get reserves its largest value, 1 MiB) or queued for writing; "+
+		fmt.Sprintf("`BYTES` of responses all connections together may have reserved (a group of gets reserves its largest value, 1 MiB, once) or queued for writing; "+
 			"one connection may hold a %dth, past which it is not read until its responses are written "+
 			"(at least %d, %d largest responses)", respShares, respShares*maxGetResponse, respShares))
 	return func() (clientLimits, error) {

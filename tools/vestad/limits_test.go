@@ -700,7 +700,9 @@ func TestClientResponseShare(t *testing.T) {
 // Once the response budget is spent, a connection that needs room waits,
 // and the connection holding the most queued responses, none written for
 // responseStallTimeout, is closed, one a sweep, long before the write
-// timeout; a normal client is served.
+// timeout; a normal client is served. Each attacker pipelines gets of the
+// largest value in groups of maxGroupOps, each group answered one value
+// (kv.MaxReadBytes) and the rest retries, enough groups to fill its share.
 func TestClientResponseBudgetClosesStalled(t *testing.T) {
 	const limit, attackers = 16 << 20, 2 * respShares // twice what the budget holds
 	addr, maddr := inProc(t, fmt.Sprintf("-client-response-bytes=%d", limit))
@@ -709,7 +711,7 @@ func TestClientResponseBudgetClosesStalled(t *testing.T) {
 	var conns []net.Conn
 	for range attackers {
 		nc := dialPreamble(t, addr)
-		pipelineGets(t, nc, "big", 100)
+		pipelineGets(t, nc, "big", 8*maxGroupOps)
 		conns = append(conns, nc)
 	}
 	global := `vestad_client_response_stalls_total{budget="global"}`

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/vestalabs/vesta/client/proto"
+	"github.com/vestalabs/vesta/tools/vestad/kv"
 )
 
 // What a connection's responses may cost (issue 12 item 5, the response
@@ -21,17 +22,24 @@ import (
 // from before its request is proposed until its bytes are written:
 //
 //   - The reader reserves, before it proposes a request, the most its
-//     response can take (respReserve: a get's largest value, 1 MiB; a few
-//     hundred bytes for the others). Once the response is queued for
-//     writing, its reservation is exchanged for its frame's size
-//     (respFrameSize), given back when the write of it returns, or when the
-//     connection fails and drops it (proto.WriterOptions.OnWritten). The
-//     completion settles once a group, and once a large response, so that
-//     the engine's goroutine that runs it pays little. A get must reserve
-//     its largest value: the state machine copies every value a command
-//     reads into its result (3 000 gets of 1 MiB are 3 GB before any
-//     response is queued), and the server cannot know a value's size
-//     before it is read.
+//     response can take in the group it joins (reserveFor): a few hundred
+//     bytes (smallResponse) for a request other than a get, and for a
+//     group's gets together getsReserve: a largest value's frame (1 MiB)
+//     for the first, a smallResponse for each other. The server cannot
+//     know a value's size before it is read, and the state machine copies
+//     every value a command reads into its result (3 000 gets of 1 MiB
+//     were 3 GB before any response was queued), so the bound is the state
+//     machine's: the gets of one command return at most kv.MaxReadBytes
+//     (1 MiB) of values together, but for its first value, however large,
+//     and a get past it is answered kv.CodeRetry, sent as unavailable
+//     ("read result budget of one batch exceeded; retry"), which the
+//     client sends again, in another group (a get changes nothing; see
+//     the kv package comment). Once a response is queued for writing, its
+//     reservation is exchanged for its frame's size (respFrameSize), given
+//     back when the write of it returns, or when the connection fails and
+//     drops it (proto.WriterOptions.OnWritten). The completion settles
+//     once a group (a get's response may take what the group's other gets
+//     reserved), so that the engine's goroutine that runs it pays little.
 //   - A connection may hold at most its share, ResponseBytes/respShares.
 //     While a request's reservation does not fit, its reader proposes what
 //     it gathered and stops reading (backpressure: the client's requests
@@ -59,15 +67,23 @@ import (
 // state machine's scratch and result, then the frame), so the memory it
 // bounds is a small multiple of ResponseBytes: a connection stalled with
 // its 16 MiB share full of 1 MiB responses took vestad's VmRSS up by about
-// 80 MB (TestClientUnreadResponsesAttack).
+// 80 MB when each get reserved its own, 70 MB now that they are a value
+// and 255 retries a group (TestClientUnreadResponsesAttack).
 //
-// The price: a connection has at most share/1 MiB gets in flight (16 by
-// default) whatever the sizes of their values, since a get must reserve
-// the largest; gets of small values pipelined deeper than that on one
-// connection wait (BenchmarkPipelinedGet, 128 in flight on one connection:
-// about half the throughput). -client-response-bytes trades memory for
-// it. A state machine that told the server a bound on the values it holds
-// (the largest it ever applied, say) would let a get reserve that instead.
+// The price: a group of gets reserves a largest value however small their
+// values, so a connection has at most share/getsReserve groups of them in
+// flight (14 groups of maxGroupOps by default: about 3 600 gets, near
+// maxInFlight); and a get whose value would take its group past
+// kv.MaxReadBytes goes back to the client and is sent again, so gets of
+// large values pipelined on one connection are answered about one 1 MiB
+// value a group, the rest retried (TestPipelinedBigGets: 600 gets of 1 MiB
+// in 0.85 s, with some 14 000 retries; 1.3 s when each get reserved its
+// largest value and no group returned more than 16 of them). Gets of small
+// values no longer wait for the budget: BenchmarkPipelinedGet (128 in
+// flight on one connection) went from 4.8-5.2 to 2.1-2.3 µs a get, and
+// vesta-bench -reads 0.5 from 0.64 to 1.18 M ops/s, what it does with the
+// budget made huge (1.09-1.24 M; 2 cores). -client-response-bytes trades
+// memory for more groups in flight.
 //
 // Waits are counted in vestad_client_response_stalls_total{budget} and
 // closes in vestad_client_refusals_total{reason="response-budget"}, both
@@ -96,16 +112,40 @@ var (
 	statusResponse = 4 << 10
 )
 
-// releaseBatch: a completing group gives back its responses' reservations
-// as their frames are queued, in batches of at least this many bytes.
-const releaseBatch = 64 << 10
+// maxGroupReads bounds the bytes of values a group's gets return together:
+// the store answers a command's gets past kv.MaxReadBytes kv.CodeRetry, but
+// for its first value, which may be the largest.
+const maxGroupReads = max(kv.MaxReadBytes, proto.MaxValueSize)
+
+// getsReserve is what the responses of n gets of one group may take
+// together: each a largest value's frame, or, fewer bytes for more than one,
+// the group's values (maxGroupReads) and a smallResponse each, which holds
+// a get's frame but its value (its header, the value's length, or the
+// message of a retry).
+func getsReserve(n int) int64 {
+	return min(int64(n)*int64(maxGetResponse), maxGroupReads+int64(n)*int64(smallResponse))
+}
+
+// reserveFor is what a request of op reserves for its response as it joins
+// g (nil: a new group): a get the growth of its group's getsReserve.
+func (g *group) reserveFor(op proto.Op) int64 {
+	if op != proto.OpGet {
+		return respReserve(op)
+	}
+	n := 0
+	if g != nil {
+		n = g.gets
+	}
+	return getsReserve(n+1) - getsReserve(n)
+}
 
 // respFrameSize is the size of r's frame (proto.AppendResponse's).
 func respFrameSize(r *proto.Response) int {
 	return emptyResponse - 2 + uvarintLen(len(r.Value)) + len(r.Value) + uvarintLen(len(r.LeaderAddr)) + len(r.LeaderAddr)
 }
 
-// respReserve is what a request of op reserves for its response.
+// respReserve is what a request of op reserves for its response alone (in
+// a group, a get reserves less: see reserveFor).
 func respReserve(op proto.Op) int64 {
 	switch op {
 	case proto.OpGet:
@@ -248,6 +288,28 @@ func (c *serverConn) reserveResponse(n int64, g *group) (_ *group, ok bool) {
 		case <-tick.C:
 		}
 	}
+}
+
+// reserveRequest reserves room for the response of a request of op about
+// to join g (nil: a new group), waiting while it does not fit
+// (reserveResponse, which proposes g first). It returns the group to add the
+// request to (nil: a new one) and what it reserved; ok as reserveResponse's.
+func (c *serverConn) reserveRequest(op proto.Op, g *group) (_ *group, n int64, ok bool) {
+	n = g.reserveFor(op)
+	g2, ok := c.reserveResponse(n, g)
+	if !ok || g2 == g {
+		return g2, n, ok
+	}
+	// g was proposed while the request waited: it starts a group, where it
+	// may need more (a get the largest value).
+	if more := g2.reserveFor(op) - n; more > 0 {
+		if g2, ok = c.reserveResponse(more, g2); !ok {
+			c.s.resp.release(c, n)
+			return g2, 0, false
+		}
+		n += more
+	}
+	return g2, n, true
 }
 
 // poke wakes c's reader if it waits for room in the response budget.

@@ -65,11 +65,11 @@ func TestPipelinedBigGets(t *testing.T) {
 
 // BenchmarkPipelinedGet is BenchmarkPipelinedPut's gets: 64-byte values
 // read by many goroutines sharing one client (one connection per server),
-// against three in-process replicas with in-memory logs. A get reserves
-// its largest response in the response budget until it is answered, so a
-// connection has at most its share's worth of them in flight: this
-// measures what that costs gets of small values. It asserts nothing about
-// speed.
+// against three in-process replicas with in-memory logs. A group of gets
+// reserves its largest response in the response budget until it is
+// answered, so a connection has at most its share's worth of groups in
+// flight: this measures what that costs gets of small values. It asserts
+// nothing about speed.
 func BenchmarkPipelinedGet(b *testing.B) {
 	cl := startInProc(b, 3)
 	c, err := client.New(cl.clientAddrs, client.Options{})
@@ -96,4 +96,80 @@ func BenchmarkPipelinedGet(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A group's gets reserve getsReserve, grown get by get (reserveFor), which
+// holds their frames whatever the store answers each: its values return
+// at most maxGroupReads together, and a smallResponse holds a get's frame
+// but its value, and a retry's.
+func TestGetsReserve(t *testing.T) {
+	retry := respFrameSize(&proto.Response{ID: ^uint64(0), Status: proto.StatusUnavailable, Value: readBudgetMsg})
+	if hdr := maxGetResponse - proto.MaxValueSize; smallResponse < hdr || smallResponse < retry {
+		t.Fatalf("smallResponse %d holds neither a get's frame but its value (%d) nor a retry's (%d)", smallResponse, hdr, retry)
+	}
+	if n := respFrameSize(&proto.Response{ID: ^uint64(0), Found: true, Value: make([]byte, proto.MaxValueSize)}); n > maxGetResponse {
+		t.Fatalf("a largest get's frame %d, above maxGetResponse %d", n, maxGetResponse)
+	}
+	if r := getsReserve(1); r != int64(maxGetResponse) {
+		t.Fatalf("one get reserves %d, want a largest value's frame %d", r, maxGetResponse)
+	}
+	g := &group{}
+	var sum int64
+	for n := 1; n <= maxGroupOps; n++ {
+		if r := g.reserveFor(proto.OpPut); r != int64(smallResponse) {
+			t.Fatalf("a put reserves %d", r)
+		}
+		sum += g.reserveFor(proto.OpGet)
+		g.gets++
+		if sum != getsReserve(n) {
+			t.Fatalf("%d gets reserved %d, getsReserve %d", n, sum, getsReserve(n))
+		}
+		// The most n gets' frames take: one value of all maxGroupReads
+		// (every other retried) or values sharing it.
+		if worst := int64(maxGroupReads + n*max(maxGetResponse-proto.MaxValueSize, retry)); n > 1 && sum < worst {
+			t.Fatalf("%d gets reserved %d, their frames may take %d", n, sum, worst)
+		}
+	}
+	if (*group)(nil).reserveFor(proto.OpGet) != int64(maxGetResponse) {
+		t.Fatal("a get starting a group does not reserve a largest value")
+	}
+	t.Logf("a group of %d gets reserves %d bytes; a connection's default share holds %d such groups",
+		maxGroupOps, sum, defaultClientResponseBytes/respShares/sum)
+}
+
+// With the default limits, gets of the largest value pipelined on one
+// connection, read only once all were sent: each is answered its value or
+// "retry" (a group of them returns kv.MaxReadBytes), in order, and once
+// they are read the budget is given back to the byte.
+func TestGroupReservesGetsOnce(t *testing.T) {
+	addr, maddr := inProc(t)
+	waitLeaderAt(t, addr)
+	putBig(t, addr, "big")
+	const n = 6 * maxGroupOps
+	nc := dialPreamble(t, addr)
+	pipelineGets(t, nc, "big", n)
+	rd := proto.NewReader(nc, 0, 0)
+	_ = nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	values := 0
+	for i := range n {
+		body, err := rd.Next()
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		r, err := proto.DecodeResponse(body)
+		switch {
+		case err != nil || r.ID != uint64(i+1):
+			t.Fatalf("response %d: ID %d, %v", i, r.ID, err)
+		case r.Status == proto.StatusOK && len(r.Value) == proto.MaxValueSize:
+			values++
+		case r.Status == proto.StatusUnavailable && bytes.Equal(r.Value, readBudgetMsg):
+		default:
+			t.Fatalf("response %d: %v, %d bytes", i, r.Status, len(r.Value))
+		}
+	}
+	if values < n/maxGroupOps || values == n {
+		t.Errorf("%d of %d gets answered a value", values, n)
+	}
+	t.Logf("%d of %d gets answered a value, the others retry", values, n)
+	waitFor(t, 5*time.Second, "the budget given back", func() bool { return metric(t, maddr, "vestad_client_response_bytes") == 0 })
 }

@@ -245,7 +245,8 @@ type group struct {
 	cmd   []byte   // the kv command, built as requests arrive
 	ids   []uint64 // the requests' IDs, in the command's order
 	res   []kv.Result
-	resvs []int32             // each response's reservation (respReserve), in ids' order
+	resvs []int32             // what each request reserved for its response (reserveFor), in ids' order
+	gets  int                 // the gets among them
 	done  func([]byte, error) // g.complete, bound once
 }
 
@@ -337,15 +338,13 @@ func (c *serverConn) run() {
 			c.writer.Store(c.w)
 		}
 		s.m.requests[req.Op].Inc()
-		// Room for its response first: past the connection's share, or the
-		// budget's limit, the reader stops reading here.
-		resv := respReserve(req.Op)
 		var ok bool
-		if g, ok = c.reserveResponse(resv, g); !ok {
-			break
-		}
 		if req.Op == proto.OpStatus {
-			s.resp.release(c, resv-int64(c.respondStatus(req.ID)))
+			// Answered at once: room for its response, then the answer.
+			if g, ok = c.reserveResponse(int64(statusResponse), g); !ok {
+				break
+			}
+			s.resp.release(c, int64(statusResponse-c.respondStatus(req.ID)))
 			continue
 		}
 		select {
@@ -354,6 +353,13 @@ func (c *serverConn) run() {
 			// Full: propose what is gathered, then wait for room.
 			g = c.propose(g)
 			c.sem <- struct{}{}
+		}
+		// Room for its response in the group it joins: past the
+		// connection's share, or the budget's limit, the reader stops
+		// reading here.
+		var resv int64
+		if g, resv, ok = c.reserveRequest(req.Op, g); !ok {
+			break
 		}
 		if g == nil {
 			g = c.newGroup()
@@ -388,6 +394,7 @@ func (g *group) add(req *proto.Request) {
 	switch req.Op {
 	case proto.OpGet:
 		op.Kind = kv.Get
+		g.gets++
 	case proto.OpPut:
 		op.Kind = kv.Put
 	case proto.OpDelete:
@@ -445,7 +452,10 @@ func (g *group) complete(result []byte, err error) {
 	// once (proto.WriteResponseAlone). Under load there are always other
 	// groups, and responses gather as before.
 	alone := len(g.ids) == 1 && c.groups.Load() == 1
-	var settle int64 // reservations less the frames queued, not yet given back
+	// The group's reservations less the frames queued, given back once the
+	// group is answered: a get's reservation is its group's (reserveFor), so
+	// one get's response may take what others reserved.
+	var settle int64
 	for i, id := range g.ids {
 		resp := proto.Response{ID: id}
 		switch {
@@ -497,19 +507,15 @@ func (g *group) complete(result []byte, err error) {
 		}
 		<-c.sem
 		// Queued, the response is charged at its frame's size instead of its
-		// reservation: settled at once when that gives back much (a get's),
-		// else with the group's others.
+		// reservation.
 		settle += int64(g.resvs[i])
 		if werr == nil {
 			settle -= int64(respFrameSize(&resp))
 		}
-		if settle >= releaseBatch {
-			s.resp.release(c, settle)
-			settle = 0
-		}
 	}
 	s.resp.release(c, settle)
 	g.resvs = g.resvs[:0]
+	g.gets = 0
 	clear(g.res)
 	g.res = g.res[:0]
 	g.ids = g.ids[:0]
