@@ -274,7 +274,7 @@ func TestVersion1FileIsRefused(t *testing.T) {
 // is left alone.
 func TestCrashDuringCreation(t *testing.T) {
 	if testing.Short() {
-		t.Skip("spawns processes")
+		t.Skip("-short: kills child processes mid-creation; make test runs it")
 	}
 	exe, err := os.Executable()
 	if err != nil {

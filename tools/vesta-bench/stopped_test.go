@@ -16,7 +16,7 @@ import (
 // replicas' last error lines.
 func TestStoppedClusterFailsTheRun(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs vesta-bench and three vestad processes")
+		t.Skip("-short: builds and runs vesta-bench and three vestad processes; make test runs it")
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "vesta-bench")

@@ -46,7 +46,7 @@ import (
 // only reports what it measured.
 func TestClientMemoryAttack(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds vestad and attacks it for about 15 s")
+		t.Skip("-short: builds vestad and attacks it for about 15 s; make test runs it")
 	}
 	v := startAttacked(t, "-client-read-timeout", "3s")
 	peak := v.sampleRSS()
@@ -149,7 +149,7 @@ func TestClientMemoryAttack(t *testing.T) {
 // maxGroupOps hold 12 MiB, less than the share.
 func TestClientUnreadResponsesAttack(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds vestad and attacks it for about 15 s")
+		t.Skip("-short: builds vestad and attacks it for about 15 s; make test runs it")
 	}
 	const unreadGets = 6000
 	v := startAttacked(t)

@@ -38,7 +38,7 @@ import (
 // re-sent to the new one.
 func TestPausedLeaderFailover(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds vestad and runs a 3-process cluster for about 10 s")
+		t.Skip("-short: builds vestad and runs a 3-process cluster for about 10 s; make test runs it")
 	}
 	dir := t.TempDir()
 	vestad, _ := buildBinaries(t, dir)
