@@ -14,6 +14,7 @@ import (
 	"github.com/vestalabs/vesta/engine/storage"
 	"github.com/vestalabs/vesta/engine/transport"
 	"github.com/vestalabs/vesta/engine/wire"
+	"github.com/vestalabs/vesta/internal/lograte"
 )
 
 // Status is a replica's view, for operators and tests.
@@ -120,8 +121,8 @@ type Replica struct {
 	failed   chan struct{} // closed by fail: the core loop returns at once
 	done     chan struct{} // closed once stopped (Done)
 
-	refusedLog   rateLimiter // refused protocol messages
-	slowApplyLog rateLimiter
+	refusedLog   lograte.Limiter // refused protocol messages
+	slowApplyLog lograte.Limiter
 }
 
 // Start validates cfg, recovers the replica's state from cfg.Log, and starts
@@ -162,8 +163,8 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 		coreDone:      make(chan struct{}),
 		failed:        make(chan struct{}),
 		done:          make(chan struct{}),
-		refusedLog:    rateLimiter{every: time.Second},
-		slowApplyLog:  rateLimiter{every: time.Second},
+		refusedLog:    lograte.Limiter{Every: time.Second},
+		slowApplyLog:  lograte.Limiter{Every: time.Second},
 	}
 	r.writer = newLogWriter(r)
 	r.applier = newApplier(r)
@@ -370,7 +371,7 @@ func (r *Replica) wakeCore() {
 // slowApply reports an Apply that took longer than a heartbeat interval.
 func (r *Replica) slowApply(slot wire.Slot, cmds int, d time.Duration) {
 	r.m.slowApplies.Inc()
-	if n, ok := r.slowApplyLog.allow(time.Now()); ok {
+	if n, ok := r.slowApplyLog.Allow(time.Now()); ok {
 		r.log.Warn("slow state machine: Apply took longer than a heartbeat interval; commands wait behind it, heartbeats and votes do not",
 			"slot", slot, "commands", cmds, "took", d, "suppressed", n)
 	}
@@ -470,7 +471,7 @@ func (r *Replica) step(batch []wire.Message) {
 			} else {
 				r.m.badMessages.Inc()
 			}
-			if n, ok := r.refusedLog.allow(time.Now()); ok {
+			if n, ok := r.refusedLog.Allow(time.Now()); ok {
 				r.log.Warn("refused a protocol message", "from", m.From, "type", m.Type.String(), "err", err, "suppressed", n)
 			}
 		}

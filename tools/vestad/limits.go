@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vestalabs/vesta/client/proto"
+	"github.com/vestalabs/vesta/internal/lograte"
 )
 
 // What a client connection may cost the server (issue 12 item 5). Without
@@ -191,29 +192,27 @@ func newLimitMetrics(reg prometheus.Registerer, b *bufferBudget, rb *respBudget)
 // back are counted, and said by the next line of that reason, or by flush.
 type rateLog struct {
 	log *slog.Logger
-	mu  sync.Mutex
-	per [nLogReasons]struct {
-		last       time.Time
-		suppressed int
-	}
+	per [nLogReasons]lograte.Limiter // Every is set by newRateLog
+	now func() time.Time             // time.Now; tests move it
 }
 
 const rateLogEvery = time.Second
 
+func newRateLog(log *slog.Logger) *rateLog {
+	l := &rateLog{log: log, now: time.Now}
+	for i := range l.per {
+		l.per[i].Every = rateLogEvery
+	}
+	return l
+}
+
 // logf logs msg with args for reason r, at r's level, unless a line of r
 // went out less than a second ago.
 func (l *rateLog) logf(r refusal, msg string, args ...any) {
-	now := time.Now()
-	l.mu.Lock()
-	p := &l.per[r]
-	if now.Sub(p.last) < rateLogEvery {
-		p.suppressed++
-		l.mu.Unlock()
+	n, ok := l.per[r].Allow(l.now())
+	if !ok {
 		return
 	}
-	n := p.suppressed
-	p.last, p.suppressed = now, 0
-	l.mu.Unlock()
 	args = append(args, "reason", r.String())
 	if n > 0 {
 		args = append(args, "suppressed", n)
@@ -224,20 +223,12 @@ func (l *rateLog) logf(r refusal, msg string, args ...any) {
 // flush says how many lines were held back of each reason whose last line
 // is over a second old.
 func (l *rateLog) flush() {
-	now := time.Now()
+	now := l.now()
 	for r := range nLogReasons {
-		l.mu.Lock()
-		p := &l.per[r]
-		n := p.suppressed
-		if n == 0 || now.Sub(p.last) < rateLogEvery {
-			l.mu.Unlock()
-			continue
+		if n, since, ok := l.per[r].Flush(now); ok {
+			l.log.Log(context.Background(), levelOf(r), "client connections: more of the same, not logged one by one",
+				"reason", r.String(), "count", n, "since", since.Format(time.RFC3339Nano))
 		}
-		since := p.last
-		p.last, p.suppressed = now, 0
-		l.mu.Unlock()
-		l.log.Log(context.Background(), levelOf(r), "client connections: more of the same, not logged one by one",
-			"reason", r.String(), "count", n, "since", since.Format(time.RFC3339Nano))
 	}
 }
 

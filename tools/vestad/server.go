@@ -72,7 +72,7 @@ type server struct {
 func newServer(r replica, clientAddrs map[wire.ReplicaID]string, durability string, log *slog.Logger, m *serverMetrics,
 	lim clientLimits, reg prometheus.Registerer) *server {
 	s := &server{r: r, clientAddrs: clientAddrs, durability: durability, log: log, m: m,
-		maxInFlight: defaultMaxInFlight, lim: lim, rlog: &rateLog{log: log}, epoch: time.Now(),
+		maxInFlight: defaultMaxInFlight, lim: lim, rlog: newRateLog(log), epoch: time.Now(),
 		quit: make(chan struct{}), conns: map[*serverConn]struct{}{}}
 	s.budget = &bufferBudget{s: s, limit: lim.BufferBytes}
 	s.resp = newRespBudget(s, lim.ResponseBytes)
