@@ -491,7 +491,8 @@ func (r *Replica) propose(backlog []queuedBatch) []queuedBatch {
 		backlog[0] = queuedBatch{}
 		backlog = backlog[1:]
 	}
-	if r.node.Status().Role == paxos.Leader && r.applier.backlog.Load() >= int64(r.cfg.MaxApplyBacklog) {
+	leader := r.node.Status().Role == paxos.Leader
+	if leader && r.applier.backlog.Load() >= int64(r.cfg.MaxApplyBacklog) {
 		// The state machine is behind: leave the commands queued (callers
 		// get ErrBusy past MaxQueued) until the applier catches up and
 		// wakes this loop.
@@ -508,7 +509,7 @@ func (r *Replica) propose(backlog []queuedBatch) []queuedBatch {
 	if len(subs) == 0 {
 		return backlog
 	}
-	if r.node.Status().Role != paxos.Leader {
+	if !leader {
 		r.refuse(0, subs, paxos.ErrNotLeader)
 		return backlog
 	}
