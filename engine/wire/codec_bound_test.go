@@ -78,9 +78,12 @@ func TestDecodeAllocationIsBoundedByInput(t *testing.T) {
 	for name, f := range worstFrames(c, 1<<20) {
 		t.Run(name, func(t *testing.T) {
 			decode := func() { c.Decode(f) }
-			// The Entries and Ranges slices, and an error's few.
-			if allocs := testing.AllocsPerRun(5, decode); allocs > 5 {
-				t.Errorf("Decode of a %d-byte frame made %.0f allocations, want at most 5", len(f), allocs)
+			// The Entries and Ranges slices, and an error's few: a handful,
+			// whatever the frame's size. The bound has room for the odd
+			// allocation the race detector's runtime adds (it made 6 of 5
+			// now and then).
+			if allocs := testing.AllocsPerRun(20, decode); allocs > 8 {
+				t.Errorf("Decode of a %d-byte frame made %.0f allocations, want at most 8", len(f), allocs)
 			}
 			limit := float64(len(f))*entrySize/entryFixed + 16<<10 // slack: size classes round up
 			if got := bytesAllocated(5, decode); got > limit {
