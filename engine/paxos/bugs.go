@@ -23,6 +23,9 @@ const (
 	// lets the next incarnation pick the same ballot and propose a second
 	// value in a slot under it (issue 12, item 1).
 	BugLeadBeforeOwnPromise
+	// BugInstallOffByOne: a replica that installs a checkpoint of slot s
+	// takes it for one of slot s+1, so it never applies slot s (issue 13).
+	BugInstallOffByOne
 )
 
 // AllBugs lists every plantable bug with its name.
@@ -36,4 +39,5 @@ var AllBugs = []struct {
 	{BugPromiseForgets, "promise-forgets-accepted"},
 	{BugSmallQuorum, "small-quorum"},
 	{BugLeadBeforeOwnPromise, "lead-before-own-promise"},
+	{BugInstallOffByOne, "install-snapshot-off-by-one"},
 }

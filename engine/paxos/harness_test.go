@@ -51,6 +51,8 @@ type testCluster struct {
 	queue   []wire.Message
 	applied map[wire.ReplicaID][]wire.Entry
 	drop    func(wire.Message) bool
+	// transfers counts checkpoints installed (Ready.SendSnapshot).
+	transfers int
 }
 
 func newTestCluster(t testing.TB, n int) *testCluster {
@@ -65,9 +67,21 @@ func newTestCluster(t testing.TB, n int) *testCluster {
 func (c *testCluster) settle() {
 	for range 10000 {
 		for id := wire.ReplicaID(1); int(id) <= len(c.nodes); id++ {
-			msgs, applied := drain(c.nodes[id])
-			c.queue = append(c.queue, msgs...)
-			c.applied[id] = append(c.applied[id], applied...)
+			n := c.nodes[id]
+			for n.HasReady() {
+				rd := n.Ready()
+				c.queue = append(c.queue, rd.Send...)
+				c.queue = append(c.queue, rd.SendAfterPersist...)
+				c.applied[id] = append(c.applied[id], rd.Apply...)
+				n.Advance()
+				// State transfer, as the runtime does it: the receiver
+				// installs the sender's newest checkpoint if it needs it.
+				for _, to := range rd.SendSnapshot {
+					if c.nodes[to].InstallSnapshot(n.Status().Snapshot) {
+						c.transfers++
+					}
+				}
+			}
 		}
 		if len(c.queue) == 0 {
 			return

@@ -1,6 +1,8 @@
 package paxos
 
 import (
+	"slices"
+
 	"github.com/vestalabs/vesta/engine/wire"
 )
 
@@ -39,12 +41,18 @@ func (n *Node) requestCatchUp(peer wire.ReplicaID, upTo wire.Slot) {
 // facts, not votes, so they leave without waiting for persistence.
 func (n *Node) onCatchUpRequest(m wire.Message) {
 	lo, hi := m.Slot, min(m.Commit, n.commit)
-	if lo >= hi || lo < n.released {
-		// Nothing to send, or values this replica released because every
-		// member reported holding them durably (release.go): only a replica
-		// whose log was wiped asks for those, and it cannot be helped
-		// without snapshots.
+	if lo < hi && lo < n.released {
+		// Values this replica released: a durable checkpoint here covers
+		// them, or every member reported holding them durably (release.go).
+		// A checkpoint that reaches past lo helps the asker: it is sent
+		// instead (state transfer). Otherwise nothing here can help.
+		if n.snapshot > lo && !slices.Contains(n.snapTo, m.From) {
+			n.snapTo = append(n.snapTo, m.From)
+		}
 		return
+	}
+	if lo >= hi {
+		return // nothing to send
 	}
 	hi = min(hi, lo+wire.Slot(n.cfg.MaxCatchUpEntries))
 	budget := n.cfg.MaxCatchUpBytes

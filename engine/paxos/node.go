@@ -42,8 +42,14 @@ type HardState struct {
 	Commit wire.Slot
 }
 
-// Persisted is the durable state a replica restarts from: what its log held.
+// Persisted is the durable state a replica restarts from: its newest valid
+// checkpoint's slot and what its log held.
 type Persisted struct {
+	// Snapshot is the slot of the checkpoint the caller restored the state
+	// machine from (0: none): every slot below it is chosen and applied in
+	// that image, so the log need not hold those slots, and entries below it
+	// are ignored. The checkpoint must be durable.
+	Snapshot  wire.Slot
 	HardState HardState
 	// Entries in the order they were written; a later entry for a slot
 	// replaces an earlier one.
@@ -60,8 +66,12 @@ type Status struct {
 	Commit   wire.Slot
 	Applied  wire.Slot
 	// Released is where the values this replica still holds begin: below
-	// it every member holds every chosen value durably (see Node.release).
+	// it every member holds every chosen value durably, or a durable
+	// checkpoint here covers them (see Node.release).
 	Released wire.Slot
+	// Snapshot is the slot of the newest durable checkpoint this replica
+	// reported (Compact, InstallSnapshot, or restored at New); 0 if none.
+	Snapshot wire.Slot
 	NextSlot wire.Slot // leader: the next slot it will propose
 	Pending  int       // leader: proposals waiting for room in the window
 }
@@ -83,6 +93,13 @@ type Ready struct {
 	// Dropped holds proposals that were queued but never proposed when this
 	// replica stopped leading; they are safe to submit again elsewhere.
 	Dropped []wire.Value
+	// SendSnapshot lists peers that asked for chosen values this replica no
+	// longer holds (they lie below its log's start, covered by its
+	// checkpoint): the caller sends each its newest durable checkpoint
+	// (state transfer), which the peer installs with InstallSnapshot. The
+	// same peer is listed again while it stays behind and keeps asking, so a
+	// caller sends one transfer per peer at a time and ignores repeats.
+	SendSnapshot []wire.ReplicaID
 }
 
 // slotState is one slot of the in-memory log.
@@ -110,7 +127,8 @@ type Node struct {
 	durablePromised wire.Ballot
 	log             []slotState // slot s lives at log[s-base]; see at
 	base            wire.Slot   // the first slot log holds; slots below are released
-	released        wire.Slot   // values below are dropped: every member holds them durably (release.go)
+	released        wire.Slot   // values below are dropped: every member holds them durably, or snapshot covers them (release.go)
+	snapshot        wire.Slot   // every slot below is in a durable checkpoint here (Compact, InstallSnapshot, New)
 	commit          wire.Slot   // every slot below is chosen and, from released on, its value is in log
 	applied         wire.Slot   // every slot below has been handed out in Ready.Apply
 	leader          wire.ReplicaID
@@ -156,6 +174,7 @@ type Node struct {
 	send      []wire.Message
 	sendAfter []wire.Message
 	dropped   []wire.Value
+	snapTo    []wire.ReplicaID
 	inflight  []inflightReady // Readys handed out and not yet advanced, oldest first
 }
 
@@ -186,7 +205,16 @@ func New(cfg Config, p Persisted) (*Node, error) {
 	}
 	n.self = 1 << n.index[cfg.ID]
 	n.promised = p.HardState.Promised
+	snap := p.Snapshot
+	n.base, n.released, n.snapshot, n.applied = snap, snap, snap, snap
 	for _, e := range p.Entries {
+		if e.Slot < snap {
+			// In the checkpoint. Its ballot still bounds the promise.
+			if e.Ballot != wire.BallotChosen && n.promised.Less(e.Ballot) {
+				n.promised = e.Ballot
+			}
+			continue
+		}
 		if e.Value.Kind != wire.ValueBatch && e.Value.Kind != wire.ValueNoop {
 			return nil, &RestoreError{Reason: "entry for slot " + itoa(uint64(e.Slot)) + " has an unknown value kind"}
 		}
@@ -200,14 +228,14 @@ func New(cfg Config, p Persisted) (*Node, error) {
 			n.promised = e.Ballot
 		}
 	}
-	for s := wire.Slot(0); s < p.HardState.Commit; s++ {
+	for s := snap; s < p.HardState.Commit; s++ {
 		if s >= n.end() || n.at(s).ballot.IsZero() {
-			return nil, &RestoreError{Reason: "commit index " + itoa(uint64(p.HardState.Commit)) + " covers slot " + itoa(uint64(s)) + " which has no entry"}
+			return nil, &RestoreError{Reason: "commit index " + itoa(uint64(p.HardState.Commit)) + " covers slot " + itoa(uint64(s)) + " which has no entry (and the checkpoint restored ends at slot " + itoa(uint64(snap)) + ")"}
 		}
 		n.at(s).chosen = true
 	}
-	n.commit = p.HardState.Commit
-	n.durableCommit = p.HardState.Commit
+	n.commit = max(p.HardState.Commit, snap)
+	n.durableCommit = n.commit
 	n.advanceCommit()
 	n.savedHS = p.HardState
 	// The promise restored (raised to the highest accepted ballot, whose
@@ -223,7 +251,7 @@ func New(cfg Config, p Persisted) (*Node, error) {
 func (n *Node) Status() Status {
 	st := Status{
 		ID: n.cfg.ID, Role: n.role, Leader: n.leader, Promised: n.promised,
-		Commit: n.commit, Applied: n.applied, Released: n.released,
+		Commit: n.commit, Applied: n.applied, Released: n.released, Snapshot: n.snapshot,
 	}
 	if n.role != Follower {
 		st.Ballot = n.ballot
@@ -238,7 +266,7 @@ func (n *Node) Status() Status {
 // HasReady reports whether Ready would hand out any work.
 func (n *Node) HasReady() bool {
 	return len(n.unstable) > 0 || n.hardState() != n.savedHS || len(n.send) > 0 ||
-		len(n.sendAfter) > 0 || n.applied < n.commit || len(n.dropped) > 0 ||
+		len(n.sendAfter) > 0 || n.applied < n.commit || len(n.dropped) > 0 || len(n.snapTo) > 0 ||
 		(n.role == Leader && n.unsent < n.nextSlot)
 }
 
@@ -255,6 +283,7 @@ func (n *Node) Ready() Ready {
 		Send:             n.send,
 		SendAfterPersist: n.sendAfter,
 		Dropped:          n.dropped,
+		SendSnapshot:     n.snapTo,
 	}
 	if hs := n.hardState(); hs != n.savedHS {
 		contract.Ensure(!hs.Promised.Less(n.savedHS.Promised), "hard state promise moved back")
@@ -277,7 +306,7 @@ func (n *Node) Ready() Ready {
 		n.release(n.releasePoint())
 	}
 	n.inflight = append(n.inflight, inflightReady{entries: rd.Entries, hs: rd.HardState, saveHS: rd.SaveHardState})
-	n.unstable, n.send, n.sendAfter, n.dropped = nil, nil, nil, nil
+	n.unstable, n.send, n.sendAfter, n.dropped, n.snapTo = nil, nil, nil, nil, nil
 	return rd
 }
 

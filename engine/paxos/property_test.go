@@ -16,13 +16,14 @@ type propReplica struct {
 	hs       HardState
 	entries  map[wire.Slot]wire.Entry
 	order    []wire.Slot
-	applied  []wire.Entry
+	next     wire.Slot   // the next slot to apply
+	snap     wire.Slot   // its durable checkpoint's slot (0: none)
 	commit   wire.Slot   // last commit index seen this incarnation
 	promised wire.Ballot // last promise seen this incarnation
 }
 
 func (r *propReplica) persisted() Persisted {
-	p := Persisted{HardState: r.hs}
+	p := Persisted{Snapshot: r.snap, HardState: r.hs}
 	for _, s := range r.order {
 		p.Entries = append(p.Entries, r.entries[s])
 	}
@@ -38,28 +39,33 @@ func (r *propReplica) persisted() Persisted {
 //     promise or vote it reveals is durable;
 //   - the commit index and the promise never move back;
 //   - a slot's applied value is the same on every replica, slots apply in
-//     order without gaps.
+//     order without gaps, except that a replica that installs a checkpoint
+//     (state transfer) or restarts from one goes on from its slot.
 //
 // The contracts inside the node run too; any violation panics and fails.
 func TestPropertySafetyUnderAnyInterleaving(t *testing.T) {
-	var runs, withChosen, totalChosen int
+	var runs, withChosen, totalChosen, withTransfer int
 	defer func() {
-		t.Logf("%d interleavings, %d chose at least one value, %d slots chosen in all", runs, withChosen, totalChosen)
+		t.Logf("%d interleavings, %d chose at least one value, %d slots chosen in all, %d installed a checkpoint sent by a peer", runs, withChosen, totalChosen, withTransfer)
 		if withChosen < runs/4 {
 			t.Errorf("only %d of %d interleavings chose a value: the property is nearly vacuous", withChosen, runs)
 		}
 	}()
 	// Ten rounds of rapid's default 100 interleavings: each is cheap.
 	for range 10 {
-		rapid.Check(t, propertyWorld(&runs, &withChosen, &totalChosen))
+		rapid.Check(t, propertyWorld(&runs, &withChosen, &totalChosen, &withTransfer))
 	}
 }
 
-func propertyWorld(runs, withChosen, totalChosen *int) func(*rapid.T) {
+func propertyWorld(runs, withChosen, totalChosen, withTransfer *int) func(*rapid.T) {
 	return func(t *rapid.T) {
 		*runs++
 		chosen := map[wire.Slot]wire.Value{}
+		transfers := 0
 		defer func() {
+			if transfers > 0 {
+				*withTransfer++
+			}
 			if len(chosen) > 0 {
 				*withChosen++
 			}
@@ -80,6 +86,7 @@ func propertyWorld(runs, withChosen, totalChosen *int) func(*rapid.T) {
 		}
 		var net []wire.Message
 		proposals := 0
+		var takeReady func(r *propReplica)
 
 		send := func(from *propReplica, msgs []wire.Message, afterPersist bool) {
 			for _, m := range msgs {
@@ -89,21 +96,35 @@ func propertyWorld(runs, withChosen, totalChosen *int) func(*rapid.T) {
 				net = append(net, m)
 			}
 		}
-		takeReady := func(r *propReplica) {
+		takeReady = func(r *propReplica) {
 			for r.node.HasReady() {
 				rd := r.node.Ready()
 				send(r, rd.Send, false)
 				for _, e := range rd.Apply {
-					if want := wire.Slot(len(r.applied)); e.Slot != want {
-						t.Fatalf("replica %d applied slot %d, expected %d", r.node.cfg.ID, e.Slot, want)
+					if e.Slot != r.next {
+						t.Fatalf("replica %d applied slot %d, expected %d", r.node.cfg.ID, e.Slot, r.next)
 					}
 					if v, ok := chosen[e.Slot]; ok && !v.Equal(e.Value) {
 						t.Fatalf("slot %d applied as %v and as %v", e.Slot, v, e.Value)
 					}
 					chosen[e.Slot] = e.Value
-					r.applied = append(r.applied, e)
+					r.next++
 				}
 				r.pending = append(r.pending, rd)
+				// State transfer: the peer gets this replica's checkpoint
+				// at once (a durable copy), if it needs it.
+				for _, to := range rd.SendSnapshot {
+					p, s := reps[to-1], r.snap
+					if s == 0 || !p.node.NeedsSnapshot(s) {
+						continue
+					}
+					p.snap = max(p.snap, s)
+					if !p.node.InstallSnapshot(s) {
+						t.Fatalf("replica %d refused checkpoint %d it needs", to, s)
+					}
+					p.next = s
+					transfers++
+				}
 			}
 		}
 		deliver := func(m wire.Message) {
@@ -133,7 +154,7 @@ func propertyWorld(runs, withChosen, totalChosen *int) func(*rapid.T) {
 		steps := rapid.IntRange(100, 600).Draw(t, "steps")
 		for range steps {
 			r := reps[rapid.IntRange(0, n-1).Draw(t, "replica")]
-			switch action := rapid.IntRange(0, 19).Draw(t, "action"); {
+			switch action := rapid.IntRange(0, 20).Draw(t, "action"); {
 			case action < 6: // deliver a message (sometimes keep a duplicate)
 				if len(net) == 0 {
 					continue
@@ -178,7 +199,12 @@ func propertyWorld(runs, withChosen, totalChosen *int) func(*rapid.T) {
 				if err != nil {
 					t.Fatalf("restart: %v", err)
 				}
-				*r = propReplica{node: nd, hs: r.hs, entries: r.entries, order: r.order}
+				*r = propReplica{node: nd, hs: r.hs, entries: r.entries, order: r.order, snap: r.snap, next: r.snap}
+			case action < 20: // a checkpoint of what it applied becomes durable
+				if a := r.node.Status().Applied; a > r.snap && rapid.IntRange(0, 2).Draw(t, "checkpoint") == 0 {
+					r.snap = a
+					r.node.Compact(a)
+				}
 			default:
 			}
 			for _, x := range reps {

@@ -24,14 +24,15 @@ import (
 // states themselves are freed too.
 //
 // While a member is down its reported commit index stands still, and so does
-// the release point: memory grows as it did before, until the member returns.
-// Snapshots will bound that case; until then, a member whose log was wiped
-// cannot rejoin (it would ask for released values, and nobody answers).
+// the release point. Checkpoints bound that case: every replica also drops
+// the values below its own newest durable checkpoint (snapshot.go), and a
+// member that asks for them later is sent the checkpoint instead.
 //
 // Releasing never affects safety: a request for a released value is not
-// answered at all (a Prepare from below the release point gets no promise, an
-// Accept entry below it gets no vote, a catch-up request below it gets no
-// reply), and not answering is always safe in Paxos.
+// answered with it (a Prepare from below the release point gets no promise, an
+// Accept entry below it gets no vote, a catch-up request below it gets a
+// checkpoint if one covers it and no reply otherwise), and not answering is
+// always safe in Paxos.
 
 // minShift is the fewest released slots worth shifting the log down for
 // (with a window above it, the window is). The shift copies the retained
@@ -61,12 +62,13 @@ func (n *Node) releasePoint() wire.Slot {
 	return r
 }
 
-// release drops the values of the slots below upTo, or below applied if that
+// release drops the values of the slots below upTo (or below this
+// replica's newest checkpoint, if that is higher), or below applied if that
 // is lower: every value below applied was handed out in Ready.Apply already.
 // The caller guarantees that every member holds every chosen value below upTo
 // durably (a release point). No *slotState may be held across a call.
 func (n *Node) release(upTo wire.Slot) {
-	upTo = min(upTo, n.applied)
+	upTo = min(max(upTo, n.snapshot), n.applied)
 	if upTo <= n.released {
 		return
 	}

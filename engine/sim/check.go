@@ -20,8 +20,11 @@ type checker struct {
 	learned map[wire.Slot]wire.Value
 	// leading maps a ballot to the incarnation of its replica that led it
 	// (sent Accepts or heartbeats under it).
-	leading    map[wire.Ballot]int
-	ledMax     []wire.Ballot // per replica: the highest ballot it ever led
+	leading map[wire.Ballot]int
+	ledMax  []wire.Ballot // per replica: the highest ballot it ever led
+	// digests maps an applied slot to the state machine's digest there, as
+	// the first replica to report it had it.
+	digests    map[wire.Slot]digestAt
 	violations []Violation
 }
 
@@ -43,6 +46,7 @@ func newChecker(replicas int) *checker {
 		learned: map[wire.Slot]wire.Value{},
 		leading: map[wire.Ballot]int{},
 		ledMax:  make([]wire.Ballot, replicas),
+		digests: map[wire.Slot]digestAt{},
 	}
 }
 
@@ -127,4 +131,22 @@ func (c *checker) applied(idx int, s wire.Slot, v wire.Value) {
 		return
 	}
 	c.learned[s] = v
+}
+
+type digestAt struct {
+	replica int
+	digest  uint64
+}
+
+// digest records that replica idx's state machine, having applied every
+// slot below s (from its own applies, a checkpoint it restored, or one it
+// received), has digest d. Replicas at equal applied slots must agree: a
+// checkpoint restored at the wrong slot, or an image that lost a write,
+// shows here.
+func (c *checker) digest(idx int, s wire.Slot, d uint64) {
+	if prev, ok := c.digests[s]; !ok {
+		c.digests[s] = digestAt{idx, d}
+	} else if prev.digest != d {
+		c.fail("digest", "replica %d's state machine after slot %d has digest %016x, replica %d's had %016x", idx+1, s, d, prev.replica+1, prev.digest)
+	}
 }

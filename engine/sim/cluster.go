@@ -33,7 +33,20 @@ const (
 	// While faults last, every disk stalls now and then (fsync's tail is
 	// tens of times its median); slow-sync and slow-disk seeds stall more.
 	stallChance = 0.1
+	// Checkpoints: each replica keeps its newest keepCheckpoints; writing
+	// one takes a while, and so does sending one to a peer (in chunks, in
+	// the real runtime), during which either side may crash. A transfer to
+	// a peer is not started again while one is under way.
+	keepCheckpoints = 2
+	digestEvery     = 8 // applied slots between recorded state digests
 )
+
+// checkpoint is a durable image of a replica's state machine: every slot
+// below slot applied. The image is never modified once taken.
+type checkpoint struct {
+	slot wire.Slot
+	kv   *kvStore
+}
 
 // cluster is one simulated run.
 type cluster struct {
@@ -85,6 +98,11 @@ type replica struct {
 	applied wire.Slot
 	dev     *pmem.SimDevice // PmemLog: the replica's persistent memory
 	plog    *pmem.Log       // PmemLog: the log open on it
+	// Checkpoints survive crashes, like the disk; the one being written
+	// and the transfers under way do not.
+	ckpts   []*checkpoint // oldest first
+	writing *checkpoint
+	sending map[int]int64 // peer index: when the transfer to it ends
 	queue   []command
 	waiting map[cmdID]int // commands submitted here: client index
 }
@@ -234,6 +252,10 @@ func (c *cluster) start(r *replica) {
 		MaxSlotsAhead: max(32, 2*c.opts.Window),
 	}
 	var p paxos.Persisted
+	snap := r.newestCheckpoint()
+	if snap != nil {
+		p.Snapshot = snap.slot
+	}
 	if c.opts.PmemLog {
 		var ok bool
 		if p, ok = c.recoverPmem(r); !ok {
@@ -259,8 +281,13 @@ func (c *cluster) start(r *replica) {
 	r.node, r.up, r.pending, r.syncing = n, true, nil, 0
 	r.gen++
 	r.kv, r.applied, r.queue, r.waiting = newKV(), 0, nil, map[cmdID]int{}
+	r.writing, r.sending = nil, map[int]int64{}
+	if snap != nil {
+		// Recovery: the newest checkpoint, then the log after it.
+		r.kv, r.applied = snap.kv.clone(), snap.slot
+	}
 	c.schedule(c.now+c.between(0, r.period), &event{kind: evTick, node: r.idx, gen: r.gen})
-	c.tracef("r%d start: promised=%v commit=%d entries=%d held=%d", r.id, r.disk.hs.Promised, r.disk.hs.Commit, len(p.Entries), len(r.held))
+	c.tracef("r%d start: snapshot=%d promised=%v commit=%d entries=%d held=%d", r.id, p.Snapshot, r.disk.hs.Promised, r.disk.hs.Commit, len(p.Entries), len(r.held))
 	for _, m := range r.held {
 		c.schedule(c.now+c.between(0, heldDelay), &event{kind: evDeliver, node: r.idx, msg: m})
 	}
@@ -358,6 +385,20 @@ func (c *cluster) handle(e *event) {
 		for _, cl := range c.clients {
 			cl.stopped = true
 		}
+	case evCheckpointed:
+		r := c.replicas[e.node]
+		if !r.up || r.gen != e.gen || r.writing != e.ckpt {
+			return // lost in a crash while being written
+		}
+		r.writing = nil
+		c.addCheckpoint(r, e.ckpt)
+		c.res.Checkpoints++
+		c.tracef("r%d checkpoint at slot %d durable", r.id, e.ckpt.slot)
+		r.node.Compact(e.ckpt.slot)
+		c.compactDisk(r)
+		c.process(r)
+	case evSnapshot:
+		c.receiveSnapshot(c.replicas[e.node], e.msg.From, e.ckpt)
 	}
 }
 
@@ -395,6 +436,9 @@ func (c *cluster) process(r *replica) {
 			for _, cmd := range cmds {
 				c.refuse(r, cmd)
 			}
+		}
+		for _, to := range rd.SendSnapshot {
+			c.sendSnapshot(r, to)
 		}
 		r.pending = append(r.pending, &rd)
 		c.completeDurable(r, 0)
@@ -457,11 +501,14 @@ func (c *cluster) persist(r *replica, rd *paxos.Ready, k int) {
 		if i >= k {
 			return
 		}
+		c.check.durable(r.idx, e)
+		if e.Slot < r.compactedBelow() {
+			continue // the log was compacted below a checkpoint meanwhile
+		}
 		for wire.Slot(len(r.disk.entries)) <= e.Slot {
 			r.disk.entries = append(r.disk.entries, wire.Entry{})
 		}
 		r.disk.entries[e.Slot] = e
-		c.check.durable(r.idx, e)
 	}
 	if k > len(rd.Entries) && rd.SaveHardState {
 		r.disk.hs = rd.HardState
@@ -529,13 +576,26 @@ func (c *cluster) apply(r *replica, entries []wire.Entry) {
 		}
 		r.applied++
 		c.check.applied(r.idx, e.Slot, e.Value)
-		if e.Value.Kind != wire.ValueBatch {
-			continue
+		if e.Value.Kind == wire.ValueBatch {
+			if !c.applyBatch(r, e) {
+				return
+			}
 		}
+		if r.applied%digestEvery == 0 {
+			c.check.digest(r.idx, r.applied, r.kv.digest())
+		}
+	}
+	c.maybeCheckpoint(r)
+}
+
+// applyBatch applies one chosen batch to r's state machine and answers the
+// clients waiting here for its commands.
+func (c *cluster) applyBatch(r *replica, e wire.Entry) bool {
+	{
 		cmds, err := decodeBatch(e.Value.Data)
 		if err != nil {
 			c.check.fail("applied", "replica %d: slot %d holds a malformed batch: %v", r.id, e.Slot, err)
-			return
+			return false
 		}
 		for _, cmd := range cmds {
 			res, _ := r.kv.apply(cmd)
@@ -545,6 +605,7 @@ func (c *cluster) apply(r *replica, entries []wire.Entry) {
 			}
 		}
 	}
+	return true
 }
 
 // flushQueue proposes every command the replica's clients sent since the

@@ -22,6 +22,8 @@ const (
 	evPartition // the partition shape changes (fault phase)
 	evHeal      // faults end
 	evStopClients
+	evCheckpointed // a replica's checkpoint is durable
+	evSnapshot     // a checkpoint sent by a peer has arrived whole
 )
 
 // event is one scheduled happening. gen ties replica events to one
@@ -36,6 +38,7 @@ type event struct {
 	msg    wire.Message
 	cmd    command
 	resp   response
+	ckpt   *checkpoint
 }
 
 type response struct {

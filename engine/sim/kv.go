@@ -3,6 +3,9 @@ package sim
 import (
 	"encoding/binary"
 	"fmt"
+	"hash/fnv"
+	"maps"
+	"slices"
 
 	"github.com/anishathalye/porcupine"
 )
@@ -201,3 +204,40 @@ var kvModel = (&porcupine.NondeterministicModel{
 		}
 	},
 }).ToModel()
+
+// clone returns a deep copy: a checkpoint's image, which later applies to
+// the original do not touch.
+func (kv *kvStore) clone() *kvStore {
+	return &kvStore{data: maps.Clone(kv.data), sessions: maps.Clone(kv.sessions)}
+}
+
+// digest hashes the store's whole logical state (keys and values in key
+// order, then sessions in client order), so replicas at equal applied slots
+// can be compared whatever their map layouts.
+func (kv *kvStore) digest() uint64 {
+	h := fnv.New64a()
+	var buf []byte
+	for _, k := range slices.Sorted(maps.Keys(kv.data)) {
+		buf = binary.AppendUvarint(buf[:0], uint64(len(k)))
+		buf = append(buf, k...)
+		v := kv.data[k]
+		buf = binary.AppendUvarint(buf, uint64(len(v)))
+		buf = append(buf, v...)
+		h.Write(buf)
+	}
+	h.Write([]byte{0xff})
+	for _, id := range slices.Sorted(maps.Keys(kv.sessions)) {
+		s := kv.sessions[id]
+		buf = binary.LittleEndian.AppendUint32(buf[:0], id)
+		buf = binary.LittleEndian.AppendUint64(buf, s.seq)
+		buf = binary.AppendUvarint(buf, uint64(len(s.res.Value)))
+		buf = append(buf, s.res.Value...)
+		if s.res.OK {
+			buf = append(buf, 1)
+		} else {
+			buf = append(buf, 0)
+		}
+		h.Write(buf)
+	}
+	return h.Sum64()
+}

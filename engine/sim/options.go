@@ -36,6 +36,14 @@ type Options struct {
 	// keeps a random subset of the 8-byte words stored since the last fence,
 	// and the replica restarts from what the pmem log recovers.
 	PmemLog bool
+	// CheckpointEvery is how many applied slots a replica lets pass between
+	// checkpoints of its state machine (each written durably after a delay
+	// and lost if it crashes first); after each the replica compacts its log
+	// and a peer asking for slots below it gets the checkpoint (state
+	// transfer). Small by default, so that transfers happen in most seeds.
+	// NoCheckpoints turns checkpoints off.
+	CheckpointEvery int
+	NoCheckpoints   bool
 	// NodeHook, if set, is called with every paxos.Node the simulator creates
 	// (at start and on each restart). Test code uses it to plant bugs.
 	NodeHook func(*paxos.Node)
@@ -69,12 +77,15 @@ func (o Options) withDefaults() Options {
 	if o.Window == 0 {
 		o.Window = 8
 	}
+	if o.CheckpointEvery == 0 {
+		o.CheckpointEvery = 16
+	}
 	return o
 }
 
 // Violation is one failed check of one run.
 type Violation struct {
-	Check  string // which checker: "chosen", "ballot", "applied", "linearizability", "liveness", "log", "panic"
+	Check  string // which checker: "chosen", "ballot", "applied", "digest", "linearizability", "liveness", "log", "panic"
 	Detail string
 }
 
@@ -88,5 +99,10 @@ type Result struct {
 	OpsUnknown int    // client operations whose outcome the client never learned
 	Elections  int    // leaders elected
 	Crashes    int
+	// Checkpoints counts checkpoints written (durably, not lost to a
+	// crash); Transfers counts checkpoints installed by a replica that was
+	// behind its peers' logs (state transfer).
+	Checkpoints int
+	Transfers   int
 	Violations []Violation
 }

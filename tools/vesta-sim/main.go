@@ -114,8 +114,8 @@ func main() {
 				results[i] = r
 				done++
 				if *verbose || *seeds <= 20 {
-					fmt.Printf("seed %d [%s]: %d commands in %d slots, %d ops ok, %d unknown, %d elections, %d crashes, %d violations\n",
-						r.Seed, r.Profile, r.Commands, r.Slots, r.OpsOK, r.OpsUnknown, r.Elections, r.Crashes, len(r.Violations))
+					fmt.Printf("seed %d [%s]: %d commands in %d slots, %d ops ok, %d unknown, %d elections, %d crashes, %d checkpoints, %d transfers, %d violations\n",
+						r.Seed, r.Profile, r.Commands, r.Slots, r.OpsOK, r.OpsUnknown, r.Elections, r.Crashes, r.Checkpoints, r.Transfers, len(r.Violations))
 				} else if time.Since(lastReport) > 5*time.Second {
 					lastReport = time.Now()
 					fmt.Fprintf(os.Stderr, "... %d/%d seeds in %s\n", done, *seeds, time.Since(start).Round(time.Second))
@@ -128,9 +128,12 @@ func main() {
 
 	var bad []sim.Result
 	var cmds []int
-	violations := 0
+	violations, transferred := 0, 0
 	for _, r := range results {
 		cmds = append(cmds, r.Commands)
+		if r.Transfers > 0 {
+			transferred++
+		}
 		if len(r.Violations) > 0 {
 			bad = append(bad, r)
 			violations += len(r.Violations)
@@ -139,6 +142,7 @@ func main() {
 	sort.Ints(cmds)
 	fmt.Printf("commands committed per seed: min %d, median %d, max %d (%d replicas, %s)\n",
 		cmds[0], cmds[len(cmds)/2], cmds[len(cmds)-1], *replicas, time.Since(start).Round(time.Millisecond))
+	fmt.Printf("seeds with a state transfer (a checkpoint sent to a replica behind its peers' logs): %d of %d\n", transferred, *seeds)
 	for _, r := range bad {
 		for _, v := range r.Violations {
 			fmt.Printf("VIOLATION seed %d [%s] %s: %s\n", r.Seed, r.Profile, v.Check, strings.TrimSpace(v.Detail))
