@@ -441,10 +441,14 @@ func (n *Node) effectiveQuorum() int {
 }
 
 // ownAcceptedFrom lists this replica's accepted entries at or above from, as a
-// promise reports them: entries below the commit index as chosen.
+// promise reports them: entries below the commit index as chosen. Released
+// slots are left out: they are chosen and their values are gone here. An
+// acceptor never promises from below its commit index, so only a
+// candidate's own promise, whose commit index and releases moved on during
+// the election, meets them (becomeLeader skips them).
 func (n *Node) ownAcceptedFrom(from wire.Slot) []wire.Entry {
 	var out []wire.Entry
-	for s := from; s < n.end(); s++ {
+	for s := max(from, n.released); s < n.end(); s++ {
 		st := n.at(s)
 		if st.ballot.IsZero() {
 			continue

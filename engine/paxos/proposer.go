@@ -105,7 +105,13 @@ func (n *Node) becomeLeader() {
 			end = s + 1
 		}
 	}
-	for s := n.prepareFrom; s < end; s++ {
+	// Slots this replica released while it ran (a checkpoint it wrote, or
+	// the leader's release point) are chosen and below its commit index;
+	// their values are gone here, so they are not re-sent: a follower that
+	// lacks them learns the commit index and catches up, from a
+	// checkpoint if need be.
+	from := max(n.prepareFrom, n.released)
+	for s := from; s < end; s++ {
 		v := wire.Noop
 		if e, ok := n.merged[s]; ok {
 			v = e.Value
@@ -123,7 +129,7 @@ func (n *Node) becomeLeader() {
 	n.merged = nil
 	n.nextSlot = end
 	n.inflightBytes = n.countInflight()
-	n.unsent = n.prepareFrom
+	n.unsent = from
 	n.heartbeatElapsed = 0
 	n.quorumElapsed = 0
 	n.heardFrom = 0
@@ -208,6 +214,9 @@ func (n *Node) fillWindow() {
 // broadcastNewAccepts sends every slot proposed since the last Ready to every
 // peer, one Accept per peer: that is where proposals are batched on the wire.
 func (n *Node) broadcastNewAccepts() {
+	// A checkpoint written since the election may have released slots not
+	// yet re-sent: they are chosen, and followers catch up on them.
+	n.unsent = max(n.unsent, min(n.released, n.nextSlot))
 	if n.unsent >= n.nextSlot {
 		return
 	}

@@ -235,10 +235,16 @@ func (n *Node) onAccept(m wire.Message) {
 			// voting is always safe.
 			continue
 		}
-		if st := n.slot(e.Slot); st.chosen {
+		if st := n.slot(e.Slot); st.chosen && !st.value.Equal(e.Value) {
 			// A new leader re-proposes from its own commit index, so it may
-			// send slots this replica knows are chosen; the value must match.
-			n.requiref(st.value.Equal(e.Value), "slot %d: leader %v proposes %v over chosen %v", e.Slot, m.Ballot, e.Value, st.value)
+			// send slots this replica knows are chosen, with their chosen
+			// values. A different value comes from a ballot below the one
+			// that chose the slot: an Accept that was delayed (a replica
+			// that restarts gets its peers' held messages late) reaching a
+			// replica that learned the chosen value by catch-up, which does
+			// not raise its promise. That proposal can no longer be chosen;
+			// the chosen value is kept, and not voting is safe.
+			continue
 		}
 		// Recorded even when known chosen: the ack below reveals a vote in
 		// this ballot, and a vote is durable before it is revealed.

@@ -261,6 +261,9 @@ func (c *cluster) start(r *replica) {
 		if p, ok = c.recoverPmem(r); !ok {
 			return
 		}
+		if snap != nil {
+			p.Snapshot = snap.slot
+		}
 	} else {
 		p.HardState = r.disk.hs
 		for _, e := range r.disk.entries {
