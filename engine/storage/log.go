@@ -54,6 +54,7 @@ type CheapSyncer interface {
 type MemLog struct {
 	hs      paxos.HardState
 	entries []wire.Entry
+	bytes   int64 // value bytes in entries (Size)
 }
 
 // NewMemLog returns an empty in-memory log.
@@ -63,6 +64,9 @@ func NewMemLog() *MemLog { return &MemLog{} }
 // immutable, rather than copies: a durability-off replica pays no copy.
 func (l *MemLog) Append(entries []wire.Entry, hs paxos.HardState, saveHS bool) error {
 	l.entries = append(l.entries, entries...)
+	for i := range entries {
+		l.bytes += int64(len(entries[i].Value.Data))
+	}
 	if saveHS {
 		l.hs = hs
 	}

@@ -112,6 +112,14 @@ type WAL struct {
 	loaded paxos.Persisted // what recovery found, for Load
 	err    error           // set once the WAL is unusable
 	closed bool
+
+	// Compaction and sizes (wal_compact.go).
+	start       uint64    // the log start: the oldest segment the log needs
+	segs        []segInfo // segments start .. the one written, oldest first
+	released    []segInfo // segments below start not yet removed (a removal failed)
+	sealedBytes int64     // on-disk size of every segment in segs but the last, and of released
+	compactions uint64
+	stats       walStats // published for Stats, read from any goroutine
 }
 
 var (
@@ -142,11 +150,14 @@ var (
 //     the file and byte offset: a segment shorter than it was preallocated
 //     to, records lost before the end recorded by a clean Close, a bad
 //     record that a later record's synced mark shows was synced, any damage
-//     to a segment that is not the newest, a missing segment, a bad segment
-//     header or another format version. Those records were durable, and a
-//     replica must not forget a promise or a vote.
+//     to a segment that is not the newest, a missing segment (from the log
+//     start on: the first segment, or the one the newest compaction kept),
+//     a bad segment header or another format version. Those records were
+//     durable, and a replica must not forget a promise or a vote.
 //
-// Left-over temporary segments from an interrupted rollover are removed. The
+// Left-over temporary segments from an interrupted rollover are removed, and
+// so are segments below the log start that a Compact cut short by a crash
+// had released but not yet removed (wal_format.go, "The log start"). The
 // directory is locked (file LOCK) until Close.
 func OpenWAL(dir string, opts WALOptions) (*WAL, error) {
 	if opts.Identity.ClusterID == 0 && opts.Identity.ReplicaID == 0 && len(opts.Identity.Members) == 0 {
@@ -203,6 +214,7 @@ func OpenWAL(dir string, opts WALOptions) (*WAL, error) {
 		return nil, err
 	}
 	w.buf = make([]byte, 0, opts.BufferSize)
+	w.recountSizes()
 	w.checkInvariants()
 	return w, nil
 }
@@ -251,6 +263,7 @@ func (w *WAL) recover() error {
 		return fmt.Errorf("storage: wal %s: %w", w.dir, ErrNoLog)
 	case len(seqs) == 0:
 		w.logID = newLogID()
+		w.start = 1
 		if err := w.createSegment(1); err != nil {
 			return err
 		}
@@ -261,14 +274,17 @@ func (w *WAL) recover() error {
 	}
 	for i := 1; i < len(seqs); i++ {
 		contract.Invariant(seqs[i] > seqs[i-1], "segment names not sorted") // fixed-width hex sorts numerically
-		if seqs[i] != seqs[i-1]+1 {
-			return &CorruptionError{File: filepath.Join(w.dir, segmentName(seqs[i-1]+1)), Offset: 0,
-				Reason: fmt.Sprintf("segment missing: %s is followed by %s", segmentName(seqs[i-1]), segmentName(seqs[i]))}
-		}
 	}
-	if err := w.checkOwner(seqs); err != nil {
+	start, err := w.checkOwner(seqs)
+	if err != nil {
 		return err
 	}
+	// Segments below the log start were released by a Compact that a crash
+	// cut short; from the start on none may be missing (wal_compact.go).
+	if seqs, err = w.releaseBelowStart(seqs, start); err != nil {
+		return err
+	}
+	w.start = start
 	var scratch []byte
 	for i, seq := range seqs {
 		path := filepath.Join(w.dir, segmentName(seq))
@@ -287,6 +303,7 @@ func (w *WAL) recover() error {
 				"file", path, "offset", s.hdr.size, "reason", s.close.bad)
 		}
 		w.collect(s.recs)
+		w.noteSegment(&s, newest && truncate)
 		if newest {
 			if err := w.resume(path, scratch, &s, truncate); err != nil {
 				return err
@@ -298,7 +315,7 @@ func (w *WAL) recover() error {
 			case !truncate && !s.sealed && len(s.recs) == 0:
 				previous = "unknown (the newest segment is empty)"
 			}
-			w.log.Info("wal opened", "dir", w.dir, "segments", len(seqs), "entries", len(w.loaded.Entries),
+			w.log.Info("wal opened", "dir", w.dir, "segments", len(seqs), "start", w.start, "entries", len(w.loaded.Entries),
 				"previous_run_ended", previous)
 		}
 	}
@@ -320,32 +337,35 @@ func (w *WAL) recover() error {
 // runs before any record is judged, so that a segment copied in from
 // elsewhere is named as such rather than as the damage it causes around it
 // (its predecessor would look unsealed, say). A header that does not parse
-// is left to the record pass, which refuses it with its reason.
-func (w *WAL) checkOwner(seqs []uint64) error {
+// is left to the record pass, which refuses it with its reason. It returns
+// the log start: the largest any header records (1 where none does).
+func (w *WAL) checkOwner(seqs []uint64) (start uint64, err error) {
+	start = 1
 	buf := make([]byte, maxHeaderSize)
 	for _, seq := range seqs {
 		path := filepath.Join(w.dir, segmentName(seq))
 		n, err := readAt(w.fs, path, buf)
 		if err != nil {
-			return fmt.Errorf("storage: wal: %w", err)
+			return 0, fmt.Errorf("storage: wal: %w", err)
 		}
 		hdr, reason := parseSegmentHeader(buf[:n], seq)
 		if reason != "" {
 			continue
 		}
 		if err := hdr.id.Check(path, w.id); err != nil {
-			return err
+			return 0, err
 		}
 		if w.logID == 0 {
 			w.logID = hdr.logID
 		} else if hdr.logID != w.logID {
-			return &CorruptionError{File: path, Offset: 0, Reason: fmt.Sprintf(
+			return 0, &CorruptionError{File: path, Offset: 0, Reason: fmt.Sprintf(
 				"segment of another log (log ID %016x, not this log's %016x) with the same identity: "+
 					"it was copied in from another directory or from an earlier bootstrap of this replica; "+
 					"put back this log's own segment", hdr.logID, w.logID)}
 		}
+		start = max(start, hdr.start)
 	}
-	return nil
+	return start, nil
 }
 
 // readAt reads the start of name into buf and returns how many bytes it got
@@ -489,7 +509,7 @@ func cutTail(f vfs.File, data []byte, s *segmentScan) error {
 func (w *WAL) createSegment(seq uint64) error {
 	path := filepath.Join(w.dir, segmentName(seq))
 	tmp := path + ".tmp"
-	hdr := newSegHeader(seq, w.opts.SegmentSize, w.logID, w.id)
+	hdr := newSegHeader(seq, w.opts.SegmentSize, w.logID, w.id, w.start)
 	f, err := w.fs.Create(tmp)
 	if err != nil {
 		return &FailedError{Op: "create", File: tmp, Err: err}
@@ -510,6 +530,7 @@ func (w *WAL) createSegment(seq uint64) error {
 	}
 	w.file, w.path, w.hdr = f, path, hdr
 	w.written, w.synced, w.records, w.closedAt = hdr.first, hdr.first, 0, 0
+	w.addSegment(seq)
 	return nil
 }
 
@@ -570,6 +591,7 @@ func (w *WAL) Append(entries []wire.Entry, hs paxos.HardState, saveHS bool) erro
 		start := len(w.buf)
 		w.buf = appendEntryRecord(w.buf, e, w.synced, w.hdr.salt)
 		w.records++
+		w.noteEntry(e.Slot)
 		if contract.Enabled {
 			r := w.checkEncoded(start, kindEntry)
 			got := decodeEntry(r.body)
@@ -640,6 +662,7 @@ func (w *WAL) roll() error {
 		return w.fail("close", err)
 	}
 	w.file = nil
+	w.sealCurrent()
 	if err := w.createSegment(w.hdr.seq + 1); err != nil {
 		return w.fail("rollover", err)
 	}
@@ -659,6 +682,7 @@ func (w *WAL) flush() error {
 	}
 	contract.Ensure(n == len(w.buf), "short write without an error")
 	w.written += int64(n)
+	w.publish()
 	w.buf = w.buf[:0]
 	if limit := max(4*w.opts.BufferSize, 4<<20); cap(w.buf) > limit {
 		w.buf = make([]byte, 0, w.opts.BufferSize) // one huge Append must not pin its memory
@@ -771,4 +795,6 @@ func (w *WAL) checkInvariants() {
 	contract.Invariant(w.records > 0 || end == w.hdr.first, "segment bytes without records")
 	// Past its first record a segment keeps room for its seal.
 	contract.Invariant(w.records <= 1 || end+sealRecordSize <= w.hdr.prealloc, "segment overfull")
+	contract.Invariant(len(w.segs) > 0 && w.segs[len(w.segs)-1].seq == w.hdr.seq && w.segs[0].seq == w.start,
+		"segment list does not run from the log start to the segment written")
 }

@@ -55,8 +55,25 @@ func DumpWALFS(fs vfs.FS, dir string, out io.Writer) error {
 	if len(seqs) == 0 {
 		problem = "no segments: " + ErrNoLog.Error()
 	}
+	start, err := dumpLogStart(fs, paths, seqs)
+	if err != nil {
+		return err
+	}
+	if start > 1 {
+		fmt.Fprintf(bw, "log start: segment %s (a compaction released the segments before it)\n", segmentName(start))
+	}
+	kept := 0 // segments at or after the log start
 	for i, seq := range seqs {
-		if i > 0 && seq != seqs[i-1]+1 && problem == "" {
+		if seq < start {
+			fmt.Fprintf(bw, "segment %s: released by a compaction a crash interrupted (OpenWAL removes it)\n", filepath.Base(paths[i]))
+			continue
+		}
+		kept++
+		if kept == 1 && seq != start && problem == "" {
+			problem = fmt.Sprintf("segment %s is missing (the log starts there)", segmentName(start))
+			fmt.Fprintf(bw, "MISSING %s\n", segmentName(start))
+		}
+		if kept > 1 && seq != seqs[i-1]+1 && problem == "" {
 			problem = fmt.Sprintf("segment %s is missing", segmentName(seqs[i-1]+1))
 			fmt.Fprintf(bw, "MISSING %s\n", segmentName(seqs[i-1]+1))
 		}
@@ -105,7 +122,7 @@ func DumpWALFS(fs vfs.FS, dir string, out io.Writer) error {
 			fmt.Fprintf(bw, "  verdict: ok\n")
 		}
 	}
-	fmt.Fprintf(bw, "%d segments, %d valid records, %d entries\n", len(seqs), records, entries)
+	fmt.Fprintf(bw, "%d segments, %d valid records, %d entries\n", kept, records, entries)
 	if problem != "" {
 		fmt.Fprintf(bw, "OpenWAL refuses this log: %s\n", problem)
 	} else {
@@ -122,7 +139,8 @@ func dumpSegment(w io.Writer, data []byte, s *segmentScan, name string) (records
 		return 0, 0
 	}
 	hdr := &s.hdr
-	fmt.Fprintf(w, "segment %s seq=%d size=%d preallocated=%d header ok\n", name, hdr.seq, len(data), hdr.prealloc)
+	fmt.Fprintf(w, "segment %s seq=%d version=%d log-start=%d size=%d preallocated=%d header ok\n",
+		name, hdr.seq, hdr.version, hdr.start, len(data), hdr.prealloc)
 	if int64(len(data)) < hdr.first {
 		return 0, 0
 	}
@@ -207,4 +225,25 @@ func valueKindName(k wire.ValueKind) string {
 		return "noop"
 	}
 	return fmt.Sprintf("kind(%d)", k)
+}
+
+// dumpLogStart returns the log start as OpenWAL would find it: the largest
+// that a valid segment header of the first valid header's log records, 1
+// where none does.
+func dumpLogStart(fs vfs.FS, paths []string, seqs []uint64) (uint64, error) {
+	start, logID := uint64(1), uint64(0)
+	buf := make([]byte, maxHeaderSize)
+	for i, seq := range seqs {
+		n, err := readAt(fs, paths[i], buf)
+		if err != nil {
+			return 0, err
+		}
+		hdr, reason := parseSegmentHeader(buf[:n], seq)
+		if reason != "" || (logID != 0 && hdr.logID != logID) {
+			continue
+		}
+		logID = hdr.logID
+		start = max(start, hdr.start)
+	}
+	return start, nil
 }

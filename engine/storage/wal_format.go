@@ -13,10 +13,11 @@ import (
 	"github.com/vestalabs/vesta/internal/contract"
 )
 
-// The WAL's on-disk format, version 3. All integers are little-endian.
+// The WAL's on-disk format, version 4. All integers are little-endian.
 //
 // A WAL is a directory of segment files named %016x.wal after their sequence
-// number, which counts up from 1 without gaps, and a LOCK file. A segment is
+// number, which counts up from 1 without gaps, and a LOCK file; compaction
+// removes a prefix of them (see "The log start" below). A segment is
 // created as %016x.wal.tmp with its header written, preallocated and synced,
 // then renamed and the directory synced: a segment name therefore never
 // refers to a file without a valid header, and never to a file shorter than
@@ -25,8 +26,9 @@ import (
 // Segment header (h bytes, h a multiple of 8):
 //
 //	[0:8]     magic "VESTAWAL"
-//	[8:12]    format version (3)
-//	[12:16]   header length h = 56 + 4m + 4 rounded up to a multiple of 8
+//	[8:12]    format version (4; 3 is read too, see below)
+//	[12:16]   header length h = 56 + 4m + 12 rounded up to a multiple of 8
+//	          (version 3: 56 + 4m + 4 rounded up)
 //	[16:24]   sequence number (matches the file name)
 //	[24:32]   preallocated size P: the file's size when it was created
 //	[32:40]   log ID: chosen at random when the log is created, the same in
@@ -36,6 +38,9 @@ import (
 //	[52:56]   member count m   } segment, m between 1 and maxMembers
 //	[56:56+4m] members        /  (ascending)
 //	...       zero padding
+//	[h-12:h-4] log start L (version 4 only): the sequence number of the
+//	          log's oldest segment when this one was created, 1 <= L <= the
+//	          segment's own sequence number
 //	[h-4:h]   CRC32C of [0:h-4]
 //
 // Every segment carries the whole identity and the log ID, so a segment
@@ -76,6 +81,47 @@ import (
 // A seal is the last record of every segment but the newest: it is written
 // and synced before the next segment is created, so a full segment that lost
 // its last records can be told from one that ended there.
+//
+// # The log start (version 4)
+//
+// WAL.Compact(below) releases the oldest segments whose entries all lie
+// below below, and must not make recovery mistake that for lost segments.
+// The rule: the log starts at L, the largest log start recorded in any
+// segment header (1 where none records one: a version 3 log, or one never
+// compacted). Segments numbered below L are released: recovery removes them
+// unread, whatever their number, order or gaps. From L on, segment L must
+// exist and the sequence must be contiguous up to the newest: a segment
+// missing there is refused as damage, the first one included (version 3
+// recovery did not notice a missing segment 1; a log never compacted must
+// now hold it).
+//
+// Compact, with segments [L, N) to release (N at most the segment being
+// written, which is never released):
+//
+//  1. appends the latest hard state to the segment being written (the
+//     record holding it may be in a segment about to go), then rolls over:
+//     the hard state, every record appended and the seal are synced before
+//     the next segment exists;
+//  2. creates the next segment (temporary name, synced, renamed, directory
+//     synced) with log start N in its header;
+//  3. removes segments L .. N-1, oldest first, and syncs the directory.
+//
+// A crash before step 2's directory sync leaves log start L and every
+// segment: nothing is lost, and at worst the new segment's temporary file
+// is left (recovery removes it) or the new segment exists, empty. A crash
+// after it leaves log start N durable in a header, so whatever subset of
+// L .. N-1 a crash kept (file systems need not order removals within a
+// directory) is released by recovery; every entry at or above below and
+// the latest hard state live in segments N and later, durable since step 1.
+// The header, not a record, carries the start because recovery reads every
+// header before it judges any record: the start decides which segments
+// must be intact before any is read.
+//
+// Version 3 logs (same records, header without a log start) are read as
+// starting at 1, and a version 3 segment may be followed by version 4 ones:
+// this build writes version 4 for every new segment. A build that reads
+// version 3 only refuses a log with a version 4 segment, naming the
+// version, rather than open it with its start unknown.
 //
 // Version 2 logs (and version 1) are refused with an error that names the
 // version: they record no identity and no preallocated size, and stamping an
@@ -154,13 +200,18 @@ import (
 // Close mark is replaced by the synced close record.
 const (
 	walMagic   = "VESTAWAL"
-	walVersion = 3
+	walVersion = 4
+	// walVersion3 is the previous version, read but not written: no log
+	// start in its header.
+	walVersion3 = 3
 	// segFixedHeader is the header's size before the member list.
 	segFixedHeader = 56
+	// startFieldSize is the log start's room before the header's checksum.
+	startFieldSize = 8
 	// maxMembers bounds the member list a header may carry (and so the
 	// header's size, read before anything is checked).
 	maxMembers    = 1024
-	maxHeaderSize = segFixedHeader + 4*maxMembers + 4 + recAlign
+	maxHeaderSize = segFixedHeader + 4*maxMembers + startFieldSize + 4 + recAlign
 	recHeaderSize = 24
 	recAlign      = 8
 
@@ -207,30 +258,53 @@ func segmentSalt(seq, logID uint64) uint32 {
 // recordSize is the bytes a record with an n-byte body takes, padding included.
 func recordSize(n int) int { return (recHeaderSize + n + recAlign - 1) &^ (recAlign - 1) }
 
-// headerSize is the length of a segment header listing m members.
-func headerSize(m int) int { return (segFixedHeader + 4*m + 4 + recAlign - 1) &^ (recAlign - 1) }
+// headerSize is the length of a version 4 segment header listing m members.
+func headerSize(m int) int { return headerSizeV(walVersion, m) }
+
+// headerSizeV is the length of a segment header of format version v
+// (3 or 4) listing m members.
+func headerSizeV(v uint32, m int) int {
+	n := segFixedHeader + 4*m + 4
+	if v >= walVersion {
+		n += startFieldSize
+	}
+	return (n + recAlign - 1) &^ (recAlign - 1)
+}
 
 // segHeader is what a segment's header says.
 type segHeader struct {
+	version  uint32 // format version: walVersion, or walVersion3 for an older segment
 	seq      uint64
 	prealloc int64 // P: the file's size when it was created
 	logID    uint64
 	id       Identity
-	size     int64 // h, the header's length; the close slot follows
-	first    int64 // offset of the first record: h + closeSlotSize
+	start    uint64 // L: the log's oldest segment when this one was created (1 in version 3)
+	size     int64  // h, the header's length; the close slot follows
+	first    int64  // offset of the first record: h + closeSlotSize
 	salt     uint32
 }
 
-func newSegHeader(seq uint64, prealloc int64, logID uint64, id Identity) segHeader {
-	h := int64(headerSize(len(id.Members)))
-	return segHeader{seq: seq, prealloc: prealloc, logID: logID, id: id, size: h,
+// newSegHeader returns the header of a new (version 4) segment seq of a log
+// that starts at segment start.
+func newSegHeader(seq uint64, prealloc int64, logID uint64, id Identity, start uint64) segHeader {
+	return newSegHeaderV(walVersion, seq, prealloc, logID, id, start)
+}
+
+func newSegHeaderV(v uint32, seq uint64, prealloc int64, logID uint64, id Identity, start uint64) segHeader {
+	contract.Require(v == walVersion || v == walVersion3, "segment header of an unknown version")
+	contract.Require(start >= 1 && start <= seq && (v == walVersion || start == 1), "log start out of range")
+	h := int64(headerSizeV(v, len(id.Members)))
+	return segHeader{version: v, seq: seq, prealloc: prealloc, logID: logID, id: id, start: start, size: h,
 		first: h + closeSlotSize, salt: segmentSalt(seq, logID)}
 }
 
 func (h segHeader) encode() []byte {
 	b := make([]byte, h.size)
 	copy(b, walMagic)
-	binary.LittleEndian.PutUint32(b[8:], walVersion)
+	binary.LittleEndian.PutUint32(b[8:], h.version)
+	if h.version >= walVersion {
+		binary.LittleEndian.PutUint64(b[h.size-4-startFieldSize:], h.start)
+	}
 	binary.LittleEndian.PutUint32(b[12:], uint32(h.size))
 	binary.LittleEndian.PutUint64(b[16:], h.seq)
 	binary.LittleEndian.PutUint64(b[24:], uint64(h.prealloc))
@@ -255,19 +329,21 @@ func parseSegmentHeader(data []byte, seq uint64) (segHeader, string) {
 	if string(data[:8]) != walMagic {
 		return segHeader{}, "bad magic"
 	}
-	if v := binary.LittleEndian.Uint32(data[8:]); v != walVersion {
+	v := binary.LittleEndian.Uint32(data[8:])
+	if v != walVersion && v != walVersion3 {
 		// Versions 1 and 2 had a 32-byte header with its checksum at [28:32].
 		if (v == 1 || v == 2) && len(data) >= 32 &&
 			binary.LittleEndian.Uint32(data[28:]) == crc32.Checksum(data[:28], castagnoli) {
-			return segHeader{}, fmt.Sprintf("format version %d: this build reads version %d only, whose segments record "+
+			return segHeader{}, fmt.Sprintf("format version %d: this build reads versions %d and %d only, whose segments record "+
 				"the log's identity (cluster, replica, members) and preallocated size; version %d logs cannot be upgraded "+
-				"in place: run the build that wrote this log, or replace the replica with a new member", v, walVersion, v)
+				"in place: run the build that wrote this log, or replace the replica with a new member", v, walVersion3, walVersion, v)
 		}
-		return segHeader{}, fmt.Sprintf("unknown format version %d, or a damaged header (this build reads version %d only)", v, walVersion)
+		return segHeader{}, fmt.Sprintf("unknown format version %d, or a damaged header (this build reads versions %d and %d only)",
+			v, walVersion3, walVersion)
 	}
 	h := int64(binary.LittleEndian.Uint32(data[12:]))
 	switch {
-	case h < int64(headerSize(1)) || h > maxHeaderSize || h%recAlign != 0:
+	case h < int64(headerSizeV(v, 1)) || h > maxHeaderSize || h%recAlign != 0:
 		return segHeader{}, fmt.Sprintf("header length %d out of range", h)
 	case int64(len(data)) < h:
 		return segHeader{}, fmt.Sprintf("segment header truncated (%d of %d bytes)", len(data), h)
@@ -275,7 +351,7 @@ func parseSegmentHeader(data []byte, seq uint64) (segHeader, string) {
 		return segHeader{}, "segment header checksum mismatch"
 	}
 	m := int(binary.LittleEndian.Uint32(data[52:]))
-	if m < 1 || m > maxMembers || int64(headerSize(m)) != h {
+	if m < 1 || m > maxMembers || int64(headerSizeV(v, m)) != h {
 		return segHeader{}, fmt.Sprintf("member count %d does not fit the header length %d", m, h)
 	}
 	if got := binary.LittleEndian.Uint64(data[16:]); got != seq {
@@ -297,7 +373,13 @@ func parseSegmentHeader(data []byte, seq uint64) (segHeader, string) {
 	if logID == 0 {
 		return segHeader{}, "log ID 0"
 	}
-	hdr := newSegHeader(seq, int64(prealloc), logID, id)
+	start := uint64(1)
+	if v >= walVersion {
+		if start = binary.LittleEndian.Uint64(data[h-4-startFieldSize:]); start < 1 || start > seq {
+			return segHeader{}, fmt.Sprintf("log start %d out of range (segment %d)", start, seq)
+		}
+	}
+	hdr := newSegHeaderV(v, seq, int64(prealloc), logID, id, start)
 	contract.Ensure(hdr.size == h, "header length recomputed differently")
 	return hdr, ""
 }

@@ -754,7 +754,7 @@ func TestWALOlderFormatVersionIsRefused(t *testing.T) {
 		}
 		_, err := OpenWAL(dir, tOpts(WALOptions{}))
 		ce := wantCorruption(t, err, seg, 0)
-		if !strings.Contains(ce.Reason, fmt.Sprintf("format version %d: this build reads version 3 only", v)) ||
+		if !strings.Contains(ce.Reason, fmt.Sprintf("format version %d: this build reads versions 3 and 4 only", v)) ||
 			!strings.Contains(ce.Reason, "replace the replica") {
 			t.Fatalf("reason %q does not name the version and what to do", ce.Reason)
 		}
