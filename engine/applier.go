@@ -5,15 +5,19 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vestalabs/vesta/engine/checkpoint"
 	"github.com/vestalabs/vesta/engine/wire"
 )
 
 // applier applies chosen entries to the state machine in slot order and
-// completes the callers of batches this replica proposed.
+// completes the callers of batches this replica proposed. It also owns the
+// state machine's checkpoints (checkpoints.go): it takes them between
+// applies, and restores one received from a peer in its place in the
+// queue.
 type applier struct {
 	r       *Replica
 	mu      sync.Mutex
-	queue   [][]wire.Entry
+	queue   []applyWork
 	signal  chan struct{}
 	quit    chan struct{}
 	done    chan struct{}
@@ -21,6 +25,17 @@ type applier struct {
 	// backlog counts the entries handed over and not yet applied; the
 	// core loop stops taking new commands while it is at the limit.
 	backlog atomic.Int64
+	// Checkpoints, applier goroutine only: the value bytes applied since
+	// the last checkpoint, and whether one is being written.
+	sinceCheckpoint int64
+	writing         atomic.Bool
+}
+
+// applyWork is one item of the applier's queue: chosen entries to apply,
+// or a checkpoint to restore the state machine from (state transfer).
+type applyWork struct {
+	entries []wire.Entry
+	restore *checkpoint.Info
 }
 
 func newApplier(r *Replica) *applier {
@@ -33,9 +48,20 @@ func newApplier(r *Replica) *applier {
 // the others elect a new leader while this one still thought it led).
 func (a *applier) enqueue(entries []wire.Entry) {
 	a.mu.Lock()
-	a.queue = append(a.queue, entries)
+	a.queue = append(a.queue, applyWork{entries: entries})
 	a.mu.Unlock()
 	a.backlog.Add(int64(len(entries)))
+	a.poke()
+}
+
+// enqueueRestore queues a restore of the state machine from a durable
+// checkpoint, after every entry queued so far (the checkpoint's image holds
+// their effects already; applying them first is harmless) and before any
+// queued later, which continue from the checkpoint's slot.
+func (a *applier) enqueueRestore(info checkpoint.Info) {
+	a.mu.Lock()
+	a.queue = append(a.queue, applyWork{restore: &info})
+	a.mu.Unlock()
 	a.poke()
 }
 
@@ -48,7 +74,7 @@ func (a *applier) poke() {
 
 func (a *applier) run() {
 	defer close(a.done)
-	var work [][]wire.Entry
+	var work []applyWork
 	var cmds, results [][]byte
 	for {
 		select {
@@ -59,7 +85,15 @@ func (a *applier) run() {
 		a.mu.Lock()
 		work, a.queue = a.queue, work[:0]
 		a.mu.Unlock()
-		for _, entries := range work {
+		for _, w := range work {
+			if w.restore != nil {
+				if err := a.restore(*w.restore); err != nil {
+					a.r.fail(err)
+					return
+				}
+				continue
+			}
+			entries := w.entries
 			for _, e := range entries {
 				select {
 				case <-a.quit:
@@ -72,6 +106,7 @@ func (a *applier) run() {
 			if left := a.backlog.Add(-k); left < limit && left+k >= limit {
 				a.r.wakeCore() // below the limit again: the core loop takes commands
 			}
+			a.maybeCheckpoint()
 		}
 		clear(work) // enqueue's poke is buffered: work queued meanwhile is seen next
 	}
@@ -79,6 +114,7 @@ func (a *applier) run() {
 
 func (a *applier) apply(e wire.Entry, cmds, results [][]byte) ([][]byte, [][]byte) {
 	defer a.applied.Store(uint64(e.Slot) + 1)
+	a.sinceCheckpoint += int64(len(e.Value.Data))
 	if e.Value.Kind != wire.ValueBatch {
 		return cmds, results
 	}
@@ -94,7 +130,7 @@ func (a *applier) apply(e wire.Entry, cmds, results [][]byte) ([][]byte, [][]byt
 	}
 	results = results[:len(cmds)]
 	start := time.Now()
-	a.r.sm.Apply(cmds, results)
+	a.r.sm.Apply(e.Slot, cmds, results)
 	if d := time.Since(start); d > a.r.cfg.TickInterval*time.Duration(a.r.cfg.HeartbeatTicks) {
 		a.r.slowApply(e.Slot, len(cmds), d)
 	}

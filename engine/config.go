@@ -3,12 +3,15 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vestalabs/vesta/engine/checkpoint"
 	"github.com/vestalabs/vesta/engine/paxos"
 	"github.com/vestalabs/vesta/engine/storage"
+	"github.com/vestalabs/vesta/engine/storage/vfs"
 	"github.com/vestalabs/vesta/engine/transport"
 	"github.com/vestalabs/vesta/engine/wire"
 )
@@ -25,12 +28,65 @@ import (
 // votes: the core loop, which ticks, sends heartbeats and votes, never calls
 // Apply. An Apply that takes longer than a heartbeat interval is counted
 // (vesta_slow_applies_total) and logged at a rate limit.
+//
+// Checkpoints (Config.Checkpoints): Snapshot and Restore are called on the
+// applier goroutine too, between applies, never concurrently with Apply or
+// with each other. A state machine that can freeze a consistent view
+// cheaply implements Freezer as well; the image is then written from
+// another goroutine while applies go on. Without checkpoints configured,
+// Snapshot and Restore are never called.
 type StateMachine interface {
-	// Apply executes cmds, which were chosen in this order, and sets
-	// results[i] to the result of cmds[i] (len(results) == len(cmds)). The
-	// bytes of cmds are valid only during the call: copy what is kept. The
-	// results belong to the runtime afterwards and reach the proposers.
-	Apply(cmds [][]byte, results [][]byte)
+	// Apply executes cmds, the commands chosen in slot, in this order, and
+	// sets results[i] to the result of cmds[i] (len(results) == len(cmds)).
+	// Slots grow strictly from call to call (slots holding no commands are
+	// skipped); a state machine that keeps its own durable state can skip
+	// the slots it already holds. The bytes of cmds are valid only during
+	// the call: copy what is kept. The results belong to the runtime
+	// afterwards and reach the proposers.
+	Apply(slot wire.Slot, cmds [][]byte, results [][]byte)
+	// Snapshot writes an image of the whole state as of the last Apply to
+	// w. Applies wait until it returns (unless the state machine is a
+	// Freezer). The image must restore to a state that gives the same
+	// results for the same commands: it includes anything that decides
+	// future results (for a store with client sessions, the sessions).
+	Snapshot(w io.Writer) error
+	// Restore replaces the whole state with an image Snapshot wrote (here or
+	// on another replica: a replica behind its peers' logs receives one). An
+	// error fails the replica.
+	Restore(r io.Reader) error
+}
+
+// Freezer is implemented by a state machine that can take a consistent
+// view of itself cheaply (a frozen copy, or copy-on-write). Freeze is called
+// on the applier goroutine between applies; the view's WriteTo then writes
+// the same image Snapshot would have, from another goroutine, while applies
+// continue.
+type Freezer interface {
+	Freeze() io.WriterTo
+}
+
+// CheckpointConfig configures checkpoints: images of the state machine,
+// written to files, after which every log is compacted and a replica that
+// is behind its peers' logs receives one (state transfer).
+type CheckpointConfig struct {
+	// Dir holds the checkpoint files. Empty: no checkpoints; the log then
+	// keeps every record, and a replica that is behind it cannot be helped.
+	Dir string
+	// FS is the file system Dir is on; nil means vfs.Default.
+	FS vfs.FS
+	// Bytes is how many bytes of chosen values are applied between two
+	// checkpoints (64 MiB). It bounds what the logs hold beyond a
+	// checkpoint: the durable log is compacted below the oldest checkpoint
+	// kept, so it holds about Keep times Bytes of values.
+	Bytes int64
+	// Keep is how many checkpoints to keep (2). Recovery falls back to an
+	// older one if the newest is damaged, and the log reaches back to the
+	// oldest kept one.
+	Keep int
+	// ChunkBytes is the size of one chunk of a checkpoint sent to a peer
+	// (256 KiB); at most 4 chunks are unacknowledged, so a transfer does
+	// not crowd out replication.
+	ChunkBytes int
 }
 
 // TransportFactory builds the replica's transport, which must deliver
@@ -78,6 +134,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer, if set, receives the replica's Prometheus metrics.
 	Registerer prometheus.Registerer
+	// Checkpoints configures checkpoints, log compaction and state
+	// transfer; the zero value has none.
+	Checkpoints CheckpointConfig
 }
 
 // MaxCommandBytes is the largest command Propose accepts, and the largest
@@ -111,6 +170,15 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	ck := &c.Checkpoints
+	if ck.FS == nil {
+		ck.FS = vfs.Default
+	}
+	if ck.Bytes == 0 {
+		ck.Bytes = 64 << 20
+	}
+	def(&ck.Keep, checkpoint.DefaultKeep)
+	def(&ck.ChunkBytes, 256<<10)
 }
 
 func (c *Config) validate() error {
@@ -129,6 +197,20 @@ func (c *Config) validate() error {
 	}{{"MaxBatchCommands", c.MaxBatchCommands}, {"MaxBatchBytes", c.MaxBatchBytes}, {"MaxQueued", c.MaxQueued}, {"MaxApplyBacklog", c.MaxApplyBacklog}} {
 		if f.v < 1 {
 			return &ConfigError{f.name, fmt.Sprintf("%d, need at least 1", f.v)}
+		}
+	}
+	if ck := c.Checkpoints; ck.Dir != "" {
+		if c.ClusterID == 0 {
+			return &ConfigError{"ClusterID", "0: a replica with checkpoints needs its cluster's ID, which every checkpoint records"}
+		}
+		if ck.Bytes < 1 {
+			return &ConfigError{"Checkpoints.Bytes", fmt.Sprintf("%d, need at least 1", ck.Bytes)}
+		}
+		if ck.Keep < 1 {
+			return &ConfigError{"Checkpoints.Keep", fmt.Sprintf("%d, need at least 1", ck.Keep)}
+		}
+		if ck.ChunkBytes < 1 || ck.ChunkBytes > MaxCommandBytes {
+			return &ConfigError{"Checkpoints.ChunkBytes", fmt.Sprintf("%d, need 1 to MaxCommandBytes (%d)", ck.ChunkBytes, MaxCommandBytes)}
 		}
 	}
 	if c.MaxBatchBytes > MaxCommandBytes {

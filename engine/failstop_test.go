@@ -148,13 +148,13 @@ func failedPersistRound(t *testing.T, failAt int64) {
 // slowSM's Apply of "slow" takes 1.5 s.
 type slowSM struct{ counterSM }
 
-func (s *slowSM) Apply(cmds [][]byte, results [][]byte) {
+func (s *slowSM) Apply(slot wire.Slot, cmds [][]byte, results [][]byte) {
 	for _, c := range cmds {
 		if string(c) == "slow" {
 			time.Sleep(1500 * time.Millisecond)
 		}
 	}
-	s.counterSM.Apply(cmds, results)
+	s.counterSM.Apply(slot, cmds, results)
 }
 
 // A slow Apply costs its commands' latency, never leadership (issue 12,

@@ -2,9 +2,11 @@ package engine
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vestalabs/vesta/engine/paxos"
+	"github.com/vestalabs/vesta/engine/wire"
 )
 
 // logWriter makes Readys durable with group commit: it appends every Ready
@@ -17,6 +19,18 @@ type logWriter struct {
 	signal chan struct{}
 	quit   chan struct{}
 	done   chan struct{}
+	// compactBelow, if not zero, asks the writer to compact the log below
+	// it (set by the core loop; the writer owns the log).
+	compactBelow atomic.Uint64
+}
+
+// compact asks the writer to compact the log below slot, between syncs.
+func (w *logWriter) compact(below wire.Slot) {
+	w.compactBelow.Store(uint64(below))
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
 }
 
 func newLogWriter(r *Replica) *logWriter {
@@ -46,6 +60,9 @@ func (w *logWriter) run() {
 		w.mu.Lock()
 		batch, w.queue = w.queue, batch[:0]
 		w.mu.Unlock()
+		if below := w.compactBelow.Swap(0); below != 0 {
+			w.r.doCompactLog(wire.Slot(below))
+		}
 		if len(batch) == 0 {
 			continue
 		}

@@ -36,6 +36,18 @@ type metrics struct {
 	slowApplies   prometheus.Counter
 	applyBacklog  prometheus.GaugeFunc
 	failed        prometheus.Gauge
+
+	checkpoints           prometheus.Counter
+	checkpointFailures    prometheus.Counter
+	checkpointSeconds     prometheus.Histogram
+	checkpointSlot        prometheus.Gauge
+	compactions           prometheus.Counter
+	compactFailures       prometheus.Counter
+	transfersSent         prometheus.Counter
+	transfersReceived     prometheus.Counter
+	transfersInstalled    prometheus.Counter
+	transferBytesSent     prometheus.Counter
+	transferBytesReceived prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, cluster uint64, id uint64, backlog func() float64) (*metrics, error) {
@@ -71,10 +83,34 @@ func newMetrics(reg prometheus.Registerer, cluster uint64, id uint64, backlog fu
 		failed: prometheus.NewGauge(prometheus.GaugeOpts{Name: "vesta_replica_failed",
 			Help: "1 once the replica failed (a log that cannot persist): it stopped and must be restarted."}),
 	}
+	m.checkpoints = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_checkpoints_total",
+		Help: "Checkpoints of the state machine written durably by this replica."})
+	m.checkpointFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_checkpoint_failures_total",
+		Help: "Checkpoints that could not be written (the log is not compacted until one is)."})
+	m.checkpointSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vesta_checkpoint_seconds",
+		Help: "Time to write one checkpoint durably.", Buckets: prometheus.ExponentialBuckets(1e-3, 4, 10)})
+	m.checkpointSlot = prometheus.NewGauge(prometheus.GaugeOpts{Name: "vesta_checkpoint_slot",
+		Help: "Slot of the newest checkpoint held: every slot below is in it."})
+	m.compactions = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_log_compactions_total",
+		Help: "Times the durable log released its records below a checkpoint."})
+	m.compactFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_log_compaction_failures_total",
+		Help: "Log compactions that failed (the space stays used)."})
+	m.transfersSent = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_checkpoint_transfers_sent_total",
+		Help: "Checkpoint transfers started to replicas behind this one's log."})
+	m.transfersReceived = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_checkpoint_transfers_received_total",
+		Help: "Checkpoint transfers this replica started receiving."})
+	m.transfersInstalled = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_checkpoint_transfers_installed_total",
+		Help: "Checkpoints received from a peer and installed (the state machine restored from them)."})
+	m.transferBytesSent = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_checkpoint_transfer_sent_bytes_total",
+		Help: "Checkpoint bytes sent to peers (retransmissions included)."})
+	m.transferBytesReceived = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_checkpoint_transfer_received_bytes_total",
+		Help: "Checkpoint bytes received from peers and written."})
 	m.badMessages = m.refused.WithLabelValues(paxos.RefusedMalformed.String())
 	m.tooFar = m.refused.WithLabelValues(paxos.RefusedSlotTooFar.String())
 	m.all = []prometheus.Collector{m.proposals, m.batches, m.batchCommands, m.applied, m.syncSeconds, m.syncReadys,
-		m.elections, m.leader, m.isLeader, m.commitIndex, m.appliedIndex, m.refused, m.slowApplies, m.applyBacklog, m.failed}
+		m.elections, m.leader, m.isLeader, m.commitIndex, m.appliedIndex, m.refused, m.slowApplies, m.applyBacklog, m.failed,
+		m.checkpoints, m.checkpointFailures, m.checkpointSeconds, m.checkpointSlot, m.compactions, m.compactFailures,
+		m.transfersSent, m.transfersReceived, m.transfersInstalled, m.transferBytesSent, m.transferBytesReceived}
 	if reg == nil {
 		return m, nil
 	}

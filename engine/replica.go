@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vestalabs/vesta/engine/checkpoint"
 	"github.com/vestalabs/vesta/engine/paxos"
 	"github.com/vestalabs/vesta/engine/storage"
 	"github.com/vestalabs/vesta/engine/transport"
@@ -27,12 +28,19 @@ type Status struct {
 	Commit   uint64         `json:"commit"`
 	Applied  uint64         `json:"applied"`
 	Queued   int            `json:"queued"`
+	// Checkpoint is the slot of the newest checkpoint this replica holds
+	// (written here or received), 0 if none; LogBytes is the durable log's
+	// size on its medium, where the log reports it.
+	Checkpoint uint64 `json:"checkpoint"`
+	LogBytes   int64  `json:"log_bytes,omitempty"`
 	// Failed is set at once when the replica fails (its log could not
 	// persist); Role then says "failed" and Err the cause. Stopped is set
 	// once the replica has stopped, after Stop or a failure.
 	Failed  bool   `json:"failed,omitempty"`
 	Stopped bool   `json:"stopped"`
 	Err     string `json:"error,omitempty"`
+
+	promised wire.Ballot // for checkpoint headers
 }
 
 // Completion receives the outcome of a ProposeAsync. A pooled object that
@@ -123,6 +131,13 @@ type Replica struct {
 
 	refusedLog   lograte.Limiter // refused protocol messages
 	slowApplyLog lograte.Limiter
+
+	// Checkpoints and state transfer (checkpoints.go, transfer.go).
+	newestCheckpoint atomic.Uint64                      // slot of the newest checkpoint held
+	checkpointDone   chan checkpointResult              // checkpoints written here
+	installs         chan checkpoint.Info               // checkpoints received whole
+	senders          map[wire.ReplicaID]*snapshotSender // core loop only
+	receiving        *snapshotReceiver                  // core loop only
 }
 
 // Start validates cfg, recovers the replica's state from cfg.Log, and starts
@@ -144,8 +159,15 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 	if err := checkIdentity(&cfg); err != nil {
 		return nil, err
 	}
+	if persisted.Snapshot, err = recoverCheckpoint(&cfg, sm); err != nil {
+		return nil, err
+	}
 	node, err := paxos.New(cfg.paxosConfig(rand.Uint64()), persisted)
 	if err != nil {
+		var re *paxos.RestoreError
+		if errors.As(err, &re) && cfg.Checkpoints.Dir != "" {
+			return nil, fmt.Errorf("%w: the log was compacted below a checkpoint, and no valid checkpoint in %s reaches back to where it starts (copy one from a peer's checkpoint directory)", err, cfg.Checkpoints.Dir)
+		}
 		return nil, err
 	}
 	r := &Replica{
@@ -163,11 +185,16 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 		coreDone:      make(chan struct{}),
 		failed:        make(chan struct{}),
 		done:          make(chan struct{}),
-		refusedLog:    lograte.Limiter{Every: time.Second},
-		slowApplyLog:  lograte.Limiter{Every: time.Second},
+		refusedLog:     lograte.Limiter{Every: time.Second},
+		slowApplyLog:   lograte.Limiter{Every: time.Second},
+		checkpointDone: make(chan checkpointResult, 1),
+		installs:       make(chan checkpoint.Info, 1),
+		senders:        map[wire.ReplicaID]*snapshotSender{},
 	}
+	r.newestCheckpoint.Store(uint64(persisted.Snapshot))
 	r.writer = newLogWriter(r)
 	r.applier = newApplier(r)
+	r.applier.applied.Store(uint64(persisted.Snapshot))
 	r.m, err = newMetrics(cfg.Registerer, cfg.ClusterID, uint64(cfg.ID), func() float64 { return float64(r.applier.backlog.Load()) })
 	if err != nil {
 		return nil, err
@@ -182,7 +209,7 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 	}
 	r.publishStatus()
 	r.log.Info("replica started", "members", cfg.Members, "promised", persisted.HardState.Promised.String(),
-		"commit", persisted.HardState.Commit, "entries", len(persisted.Entries))
+		"checkpoint", persisted.Snapshot, "commit", persisted.HardState.Commit, "entries", len(persisted.Entries))
 	go r.writer.run()
 	go r.applier.run()
 	go r.coreLoop()
@@ -294,6 +321,10 @@ func (r *Replica) Status() Status {
 		st.Role, st.Leader, st.Ballot, st.Failed, st.Err = "failed", 0, "", true, (*p).Error()
 	}
 	st.Applied = r.applier.applied.Load()
+	st.Checkpoint = r.newestCheckpoint.Load()
+	if sz, ok := r.store.(interface{ Size() int64 }); ok {
+		st.LogBytes = sz.Size()
+	}
 	r.subMu.Lock()
 	st.Queued = len(r.subs)
 	r.subMu.Unlock()
@@ -430,6 +461,10 @@ func (r *Replica) coreLoop() {
 			r.step(batch)
 		case <-r.durableSignal:
 		case <-r.subSignal:
+		case res := <-r.checkpointDone:
+			r.checkpointed(res)
+		case info := <-r.installs:
+			r.install(info)
 		}
 		// Take whatever else is ready without blocking: batches, not items.
 		for more := true; more; {
@@ -464,6 +499,10 @@ func (r *Replica) coreLoop() {
 
 func (r *Replica) step(batch []wire.Message) {
 	for _, m := range batch {
+		if m.Type == wire.MsgSnapshotChunk || m.Type == wire.MsgSnapshotAck {
+			r.onSnapshotMessage(m)
+			continue
+		}
 		if err := r.node.Step(m); err != nil {
 			var me *paxos.MessageError
 			if errors.As(err, &me) && me.Kind == paxos.RefusedSlotTooFar {
@@ -616,6 +655,9 @@ func (r *Replica) takeReadys() {
 		for _, v := range rd.Dropped {
 			r.dropped(v)
 		}
+		if len(rd.SendSnapshot) > 0 {
+			r.sendSnapshots(rd.SendSnapshot)
+		}
 		if r.inline {
 			r.inlineBatch = append(r.inlineBatch, &rd)
 			continue
@@ -674,7 +716,7 @@ func (r *Replica) publishStatus() {
 	st := r.node.Status()
 	s := &Status{
 		ID: st.ID, Role: st.Role.String(), Leader: st.Leader, Promised: st.Promised.String(),
-		Commit: uint64(st.Commit),
+		Commit: uint64(st.Commit), promised: st.Promised,
 	}
 	if st.Role != paxos.Follower {
 		s.Ballot = st.Ballot.String()

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -14,7 +15,9 @@ import (
 
 type nopSM struct{}
 
-func (nopSM) Apply(cmds [][]byte, results [][]byte) {}
+func (nopSM) Apply(wire.Slot, [][]byte, [][]byte) {}
+func (nopSM) Snapshot(io.Writer) error            { return nil }
+func (nopSM) Restore(io.Reader) error             { return nil }
 
 // BenchmarkInProcessPropose drives a 3-replica in-process cluster (Mem
 // transport, MemLog) with ProposeAsync, keeping `inflight` 64-byte commands

@@ -2,8 +2,10 @@ package engine
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -23,13 +25,47 @@ type counterSM struct {
 	cmds []string
 }
 
-func (s *counterSM) Apply(cmds [][]byte, results [][]byte) {
+func (s *counterSM) Apply(_ wire.Slot, cmds [][]byte, results [][]byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, c := range cmds {
 		s.cmds = append(s.cmds, string(c))
 		results[i] = []byte(strconv.Itoa(len(s.cmds)))
 	}
+}
+
+// Snapshot writes every command applied, each behind its length.
+func (s *counterSM) Snapshot(w io.Writer) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var buf []byte
+	for _, c := range s.cmds {
+		buf = binary.AppendUvarint(buf, uint64(len(c)))
+		buf = append(buf, c...)
+	}
+	_, err := w.Write(buf)
+	return err
+}
+
+// Restore reads what Snapshot wrote.
+func (s *counterSM) Restore(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	var cmds []string
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k) < n {
+			return errors.New("counterSM: malformed image")
+		}
+		cmds = append(cmds, string(b[k:k+int(n)]))
+		b = b[k+int(n):]
+	}
+	s.mu.Lock()
+	s.cmds = cmds
+	s.mu.Unlock()
+	return nil
 }
 
 func (s *counterSM) snapshot() []string {
@@ -45,6 +81,8 @@ type testCluster struct {
 	replicas map[wire.ReplicaID]*Replica
 	sms      map[wire.ReplicaID]*counterSM
 	logs     map[wire.ReplicaID]func() storage.Log
+	// configure, if set, adjusts each replica's Config before it starts.
+	configure func(id wire.ReplicaID, cfg *Config)
 }
 
 func newTestCluster(t *testing.T, n int, newLog func(id wire.ReplicaID) func() storage.Log) *testCluster {
@@ -68,13 +106,17 @@ func newTestCluster(t *testing.T, n int, newLog func(id wire.ReplicaID) func() s
 func (c *testCluster) start(id wire.ReplicaID) {
 	c.t.Helper()
 	sm := &counterSM{}
-	r, err := Start(Config{
+	cfg := Config{
 		ID: id, Members: c.members, Log: c.logs[id](),
 		Transport: func(h transport.Handler) (transport.Transport, error) {
 			return c.net.Join(id, h, transport.MemConfig{})
 		},
 		TickInterval: 2 * time.Millisecond, ElectionTicks: 15, HeartbeatTicks: 2,
-	}, sm)
+	}
+	if c.configure != nil {
+		c.configure(id, &cfg)
+	}
+	r, err := Start(cfg, sm)
 	if err != nil {
 		c.t.Fatal(err)
 	}

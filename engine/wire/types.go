@@ -123,12 +123,26 @@ const (
 	MsgPreVote MsgType = 9
 	// MsgPreVoteGrant says yes to the MsgPreVote for Ballot.
 	MsgPreVoteGrant MsgType = 10
+	// MsgSnapshotChunk carries part of a checkpoint file to a replica that
+	// is behind its peers' logs (state transfer; the replica runtime, not
+	// the protocol core, handles it): Slot is the checkpoint's slot, Commit
+	// the chunk's byte offset in the file, Ballot.Round the file's size, and
+	// the one entry's Value.Data the bytes. The file's own per-block
+	// checksums protect it end to end.
+	MsgSnapshotChunk MsgType = 11
+	// MsgSnapshotAck answers chunks of the checkpoint of Slot: Commit is the
+	// byte offset the receiver wants next (the whole size once it holds the
+	// file, or when it does not need it). A sender goes back to it when it
+	// is below what was sent: that is how a transfer resumes after a lost
+	// chunk or a dropped connection.
+	MsgSnapshotAck MsgType = 12
 )
 
 var msgTypeNames = [...]string{
 	MsgPrepare: "Prepare", MsgPromise: "Promise", MsgNack: "Nack", MsgAccept: "Accept",
 	MsgAccepted: "Accepted", MsgHeartbeat: "Heartbeat", MsgCatchUpRequest: "CatchUpRequest",
 	MsgCatchUp: "CatchUp", MsgPreVote: "PreVote", MsgPreVoteGrant: "PreVoteGrant",
+	MsgSnapshotChunk: "SnapshotChunk", MsgSnapshotAck: "SnapshotAck",
 }
 
 func (t MsgType) String() string {
@@ -167,6 +181,14 @@ func (m Message) String() string {
 	case MsgCatchUpRequest:
 		s += fmt.Sprintf(" want=[%d,%d)", m.Slot, m.Commit)
 		return s
+	case MsgSnapshotChunk:
+		n := 0
+		if len(m.Entries) > 0 {
+			n = len(m.Entries[0].Value.Data)
+		}
+		return s + fmt.Sprintf(" checkpoint=%d offset=%d size=%d bytes=%d", m.Slot, m.Commit, m.Ballot.Round, n)
+	case MsgSnapshotAck:
+		return s + fmt.Sprintf(" checkpoint=%d next=%d", m.Slot, m.Commit)
 	case MsgAccept, MsgHeartbeat:
 		if m.Slot > 0 {
 			s += fmt.Sprintf(" release=%d", m.Slot)

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -123,13 +124,15 @@ func openLog(o *options, id wire.ReplicaID, members []wire.ReplicaID) (storage.L
 // nullSM applies nothing: with it a run measures the engine alone.
 type nullSM struct{}
 
-func (nullSM) Apply(cmds, results [][]byte) {}
+func (nullSM) Apply(wire.Slot, [][]byte, [][]byte) {}
+func (nullSM) Snapshot(io.Writer) error            { return nil }
+func (nullSM) Restore(io.Reader) error             { return nil }
 
 func newStateMachine(kind string) engine.StateMachine {
 	if kind == "null" {
 		return nullSM{}
 	}
-	return kv.New(kv.Options{})
+	return kv.Machine{Store: kv.New(kv.Options{})}
 }
 
 func (c *inprocCluster) findLeader() *engine.Replica {

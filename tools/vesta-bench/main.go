@@ -65,6 +65,7 @@ type options struct {
 	sm             string
 	pmemDir        string
 	pmemSize       int64
+	ckptBytes      int64 // vestad -checkpoint-bytes; 0: vestad's default; negative: checkpoints off
 	cleanup        []string // files to remove at the end
 	durability     string   // what the replicas report of their log
 	profileDir     string
@@ -93,7 +94,8 @@ func main() {
 	flag.StringVar(&o.plotPath, "plot", "", "draw throughput over time and the latency distribution into this PNG")
 	flag.StringVar(&o.vestad, "vestad", "", "vestad binary (default: built from this module into a temporary directory)")
 	flag.StringVar(&o.pmemDir, "pmem-dir", "/dev/shm", "-log pmem: the directory of the replicas' pmem log files (a DAX mount for real persistent memory)")
-	flag.Int64Var(&o.pmemSize, "pmem-size", 0, "-log pmem: bytes per replica's log file (0: sized for the run, within the free space of -pmem-dir); logs keep every record until snapshots exist")
+	flag.Int64Var(&o.pmemSize, "pmem-size", 0, "-log pmem: bytes per replica's log file (0: 1 GiB, or less where -pmem-dir has less room); checkpoints, every quarter of it, free its space")
+	flag.Int64Var(&o.ckptBytes, "checkpoint-bytes", 0, "process mode: `BYTES` of commands each replica applies between two checkpoints (0: vestad's default, a quarter of a pmem log or 64 MiB with a WAL; -1: no checkpoints, so logs keep every record)")
 	flag.StringVar(&o.sm, "sm", "kv", "-inproc state machine: kv (vestad's key-value store) or null (applies nothing: measures the engine alone)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the measured window) to this file")
 	flag.StringVar(&o.profileDir, "profile", "", "process mode: write CPU profiles of every vestad over the measured window into this directory")
@@ -132,7 +134,7 @@ func (o *options) check() error {
 	case o.replicaProcs < 0 || o.clientProcs < 0:
 		return fmt.Errorf("-replica-procs %d, -client-procs %d: want 0 (automatic) or more", o.replicaProcs, o.clientProcs)
 	case o.pmemSize < 0:
-		return fmt.Errorf("-pmem-size %d: want 0 (sized for the run) or a size in bytes", o.pmemSize)
+		return fmt.Errorf("-pmem-size %d: want 0 (the default size) or a size in bytes", o.pmemSize)
 	case o.window < 1 || o.maxBatch < 1 || o.maxBatchBytes < 1:
 		return fmt.Errorf("-window, -max-batch and -max-batch-bytes must be at least 1")
 	case o.maxBatchBytes > engine.MaxCommandBytes:
@@ -147,7 +149,7 @@ func run(o *options) error {
 	}
 	defer func() {
 		for _, p := range o.cleanup {
-			os.Remove(p)
+			os.RemoveAll(p)
 		}
 	}()
 	w := bench.Workload{Clients: o.clients, Inflight: o.inflight, Rate: o.rate, Size: o.size, ReadRatio: o.reads,
@@ -214,14 +216,25 @@ func run(o *options) error {
 	if o.log == "pmem" {
 		how := fmt.Sprintf("%d MiB per replica (-pmem-size)", o.pmemSize>>20)
 		if o.pmemSize == 0 {
-			rate := pmemRunRate(o.rate, o.clients*o.inflight)
-			size, why, err := pmemAutoSize(o.pmemDir, o.replicas, o.size, rate, o.warmup, o.duration)
+			size, why, err := pmemAutoSize(o.pmemDir, o.replicas)
 			if err != nil {
 				return err
 			}
 			o.pmemSize, how = size, why
 		}
 		cond.Log = "pmem, " + how
+	}
+	if !o.inproc {
+		switch {
+		case o.ckptBytes < 0:
+			notes = append(notes, "checkpoints off (-checkpoint-bytes -1): logs keep every record")
+		case o.ckptBytes > 0:
+			notes = append(notes, fmt.Sprintf("a checkpoint every %d MiB of commands per replica", o.ckptBytes>>20))
+		case o.log == "pmem":
+			notes = append(notes, fmt.Sprintf("a checkpoint every %d MiB of commands per replica (a quarter of the log)", o.pmemSize/4>>20))
+		default:
+			notes = append(notes, "a checkpoint every 64 MiB of commands per replica")
+		}
 	}
 	if o.sm == "null" {
 		notes = append(notes, "state machine null: commands are replicated but applied as no-ops")

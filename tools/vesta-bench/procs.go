@@ -120,8 +120,14 @@ func startProcesses(o *options) (*procCluster, error) {
 			args = append(args, "-data", dir)
 		case "pmem":
 			path := filepath.Join(o.pmemDir, fmt.Sprintf("vesta-bench-r%d-%d.pmem", i+1, os.Getpid()))
-			o.cleanup = append(o.cleanup, path)
+			o.cleanup = append(o.cleanup, path, path+".checkpoints") // vestad's default checkpoint directory
 			args = append(args, "-log", "pmem:"+path, "-pmem-size", fmt.Sprint(o.pmemSize))
+		}
+		switch {
+		case o.ckptBytes < 0:
+			args = append(args, "-checkpoint-dir", "off")
+		case o.ckptBytes > 0:
+			args = append(args, "-checkpoint-bytes", fmt.Sprint(o.ckptBytes))
 		}
 		logPath := filepath.Join(o.dataDir, fmt.Sprintf("vestad-%d.log", i+1))
 		logf, err := os.Create(logPath)

@@ -31,6 +31,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"path/filepath"
 	"os/signal"
 	"slices"
 	"strconv"
@@ -50,7 +51,7 @@ import (
 	"github.com/vestalabs/vesta/tools/vestad/kv"
 )
 
-var _ engine.StateMachine = (*kv.Store)(nil)
+var _ engine.StateMachine = kv.Machine{}
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
@@ -94,6 +95,11 @@ type config struct {
 	wakeLatency   time.Duration // -cpu-wake-latency; negative: leave the machine's setting
 	sched         schedpolicy.Policy
 	logger        *slog.Logger
+	// Checkpoints: the directory ("" for none), the value bytes between
+	// two, and how many to keep.
+	checkpointDir   string
+	checkpointBytes int64
+	checkpointKeep  int
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -106,7 +112,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	metricsAddr := fs.String("metrics-addr", "", "`HOST:PORT` to serve /metrics and /status on (default: none)")
 	dataDir := fs.String("data", "", "`DIR` of this replica's write-ahead log (required unless -log mem)")
 	logKind := fs.String("log", "wal", "`KIND` of log: wal (durable, in -data), pmem:PATH (persistent-memory log file at PATH; DAX-mapped where the file system allows) or mem (NO DURABILITY: for experiments only)")
-	pmemSize := fs.Int64("pmem-size", 1<<30, "size in `BYTES` of a new -log pmem file (an existing file keeps its size); the log does not shrink until snapshots exist")
+	pmemSize := fs.Int64("pmem-size", 1<<30, "size in `BYTES` of a new -log pmem file (an existing file keeps its size); checkpoints free its space, so it needs to hold only a few checkpoints' worth (-checkpoint-bytes)")
+	checkpointDir := fs.String("checkpoint-dir", "", "`DIR` of this replica's checkpoints (default: DIR/checkpoints with -data DIR, PATH.checkpoints with -log pmem:PATH, none with -log mem); 'off' for none: then the log keeps every record")
+	checkpointBytes := fs.Int64("checkpoint-bytes", 0, "`BYTES` of commands applied between two checkpoints (0: 64 MiB, or a quarter of a -log pmem file: the log holds about two intervals, from the older of the two checkpoints kept)")
+	checkpointKeep := fs.Int("checkpoint-keep", 2, "checkpoints kept; the log is compacted below the oldest, so a damaged newest one falls back to the next")
 	pmemPrefault := fs.Bool("pmem-prefault", true, "-log pmem: map every page of the log at start, so appends never take a page fault (costs start-up time in proportion to the file's size)")
 	window := fs.Int("window", 0, "the leader's pipeline window, in slots (0: the engine's default)")
 	maxBatch := fs.Int("max-batch", 0, "most commands per proposed batch (0: the engine's default)")
@@ -139,7 +148,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	cfg := &config{clientAddr: *clientAddr, metricsAddr: *metricsAddr, dataDir: *dataDir, clusterID: *clusterID, bootstrap: *bootstrap,
 		tick: *tick, electionTicks: *electionTicks, maxSessions: *maxSessions, pmemSize: *pmemSize, pmemPrefault: *pmemPrefault, wakeLatency: *wakeLatency,
-		window: *window, maxBatch: *maxBatch, maxBatchBytes: *maxBatchBytes}
+		window: *window, maxBatch: *maxBatch, maxBatchBytes: *maxBatchBytes, checkpointBytes: *checkpointBytes, checkpointKeep: *checkpointKeep}
 	var err error
 	if cfg.sched, err = schedpolicy.Parse(*sched); err != nil {
 		return nil, fmt.Errorf("-sched: %w", err)
@@ -215,6 +224,29 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		cfg.memLog = true
 	default:
 		return nil, fmt.Errorf("-log: %q is not a log kind (wal, pmem:PATH or mem)", *logKind)
+	}
+	switch *checkpointDir {
+	case "off":
+	case "":
+		if cfg.dataDir != "" {
+			cfg.checkpointDir = filepath.Join(cfg.dataDir, "checkpoints")
+		} else if cfg.pmemPath != "" {
+			cfg.checkpointDir = cfg.pmemPath + ".checkpoints"
+		}
+	default:
+		cfg.checkpointDir = *checkpointDir
+	}
+	if cfg.checkpointBytes < 0 {
+		return nil, fmt.Errorf("-checkpoint-bytes: %d is negative", cfg.checkpointBytes)
+	}
+	if cfg.checkpointBytes == 0 {
+		cfg.checkpointBytes = 64 << 20
+		if cfg.pmemPath != "" {
+			cfg.checkpointBytes = cfg.pmemSize / 4
+		}
+	}
+	if cfg.checkpointKeep < 1 {
+		return nil, fmt.Errorf("-checkpoint-keep: %d, need at least 1", cfg.checkpointKeep)
 	}
 	if cfg.clusterID == 0 {
 		return nil, errors.New("-cluster-id: required, 1 or more: the same on every replica of this cluster and unlike any other cluster's " +
@@ -397,6 +429,11 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 	}, func() float64 { return 1 }))
 	sm := kv.New(kv.Options{MaxSessions: cfg.maxSessions})
 	metrics := newServerMetrics(reg, sm)
+	if cfg.checkpointDir != "" {
+		log.Info("checkpoints", "dir", cfg.checkpointDir, "every_bytes", cfg.checkpointBytes, "keep", cfg.checkpointKeep)
+	} else {
+		log.Warn("checkpoints off: the log keeps every record, and a replica behind its peers' logs cannot catch up")
+	}
 	r, err := engine.Start(engine.Config{
 		ClusterID: cfg.clusterID,
 		ID:        cfg.id,
@@ -418,7 +455,8 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 		MaxBatchBytes:    cfg.maxBatchBytes,
 		Logger:           log,
 		Registerer:       reg,
-	}, sm)
+		Checkpoints:      engine.CheckpointConfig{Dir: cfg.checkpointDir, Bytes: cfg.checkpointBytes, Keep: cfg.checkpointKeep},
+	}, kv.Machine{Store: sm})
 	if err != nil {
 		cln.Close()
 		if mln != nil {

@@ -410,6 +410,8 @@ const DefaultMaxSessionResults = 1 << 16
 
 // Store is the key-value state machine. Apply is called from one goroutine
 // (the engine's applier); Keys and Sessions may be called from any.
+// Snapshot and Digest are called between applies, Restore with none running
+// (snapshot.go).
 type Store struct {
 	opts     Options
 	data     *table

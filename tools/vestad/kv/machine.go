@@ -1,0 +1,35 @@
+package kv
+
+import (
+	"io"
+
+	"github.com/vestalabs/vesta/engine"
+	"github.com/vestalabs/vesta/engine/wire"
+)
+
+// Machine is a Store as an engine.StateMachine with checkpoints: its image
+// is the Store's (sessions included, so exactly-once holds across a
+// restore), frozen between applies and written while applies go on
+// (engine.Freezer).
+type Machine struct{ *Store }
+
+var (
+	_ engine.StateMachine = Machine{}
+	_ engine.Freezer      = Machine{}
+)
+
+// Apply implements engine.StateMachine.
+func (m Machine) Apply(_ wire.Slot, cmds [][]byte, results [][]byte) { m.Store.Apply(cmds, results) }
+
+// Snapshot implements engine.StateMachine: the image as of now.
+func (m Machine) Snapshot(w io.Writer) error {
+	_, err := m.Store.Snapshot().WriteTo(w)
+	return err
+}
+
+// Restore implements engine.StateMachine.
+func (m Machine) Restore(r io.Reader) error { return m.Store.Restore(r) }
+
+// Freeze implements engine.Freezer: a frozen copy of the store, written
+// from another goroutine.
+func (m Machine) Freeze() io.WriterTo { return m.Store.Snapshot() }
