@@ -104,5 +104,5 @@ type Result struct {
 	// behind its peers' logs (state transfer).
 	Checkpoints int
 	Transfers   int
-	Violations []Violation
+	Violations  []Violation
 }

@@ -65,7 +65,7 @@ type options struct {
 	sm             string
 	pmemDir        string
 	pmemSize       int64
-	ckptBytes      int64 // vestad -checkpoint-bytes; 0: vestad's default; negative: checkpoints off
+	ckptBytes      int64    // vestad -checkpoint-bytes; 0: vestad's default; negative: checkpoints off
 	cleanup        []string // files to remove at the end
 	durability     string   // what the replicas report of their log
 	profileDir     string
