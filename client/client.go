@@ -298,8 +298,12 @@ type ServerStatus struct {
 	Commit   uint64 `json:"commit"`
 	Applied  uint64 `json:"applied"`
 	Queued   int    `json:"queued"`
-	Stopped  bool   `json:"stopped"`
-	Err      string `json:"error,omitempty"`
+	// Checkpoint is the slot of the server's newest checkpoint (0: none);
+	// LogBytes is its durable log's size, where the log reports one.
+	Checkpoint uint64 `json:"checkpoint"`
+	LogBytes   int64  `json:"log_bytes,omitempty"`
+	Stopped    bool   `json:"stopped"`
+	Err        string `json:"error,omitempty"`
 	// LeaderAddr is the leader's client address as this server knows it.
 	LeaderAddr string `json:"leader_addr,omitempty"`
 	// Durability says how this server keeps its log ("wal DIR" or "memory").

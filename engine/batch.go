@@ -63,3 +63,16 @@ func decodeBatch(data []byte, cmds [][]byte) (batchHeader, [][]byte, error) {
 	}
 	return h, cmds, nil
 }
+
+// BatchCommands returns the commands of a chosen value, in order, in dst's
+// array reused (their bytes alias v.Data): what the runtime hands
+// StateMachine.Apply for its slot. A no-op holds none. It is for tools that
+// replay a log offline (vestactl replay); a malformed batch is an error,
+// which the runtime skips alike on every replica.
+func BatchCommands(v wire.Value, dst [][]byte) ([][]byte, error) {
+	if v.Kind != wire.ValueBatch {
+		return dst, nil
+	}
+	_, cmds, err := decodeBatch(v.Data, dst)
+	return cmds, err
+}

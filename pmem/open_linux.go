@@ -541,3 +541,23 @@ func removeStaleTemps(dir, base string) {
 		f.Close()
 	}
 }
+
+// ReadIdentity reads whose log the pmem log file at path is, without
+// opening it: for offline tools (vestactl replay) that then Open it with
+// that identity, as its replica would.
+func ReadIdentity(path string) (storage.Identity, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return storage.Identity{}, fmt.Errorf("pmem: %w", err)
+	}
+	defer f.Close()
+	buf := make([]byte, identSize)
+	if _, err := f.ReadAt(buf, identOff); err != nil {
+		return storage.Identity{}, fmt.Errorf("pmem: %s: reading its identity: %w", path, err)
+	}
+	id, why := decodeIdentity(buf)
+	if why != "" {
+		return storage.Identity{}, fmt.Errorf("pmem: %s: identity at offset %d: %s", path, identOff, why)
+	}
+	return id, nil
+}

@@ -247,3 +247,42 @@ func dumpLogStart(fs vfs.FS, paths []string, seqs []uint64) (uint64, error) {
 	}
 	return start, nil
 }
+
+// WALIdentity reads whose log the WAL in dir is, from its segments' headers
+// (the oldest valid one at or after the log's start), without opening it:
+// for offline tools (vestactl replay) that then open it with OpenWAL as its
+// replica would.
+func WALIdentity(fs vfs.FS, dir string) (Identity, error) {
+	names, err := fs.List(dir)
+	if err != nil {
+		return Identity{}, err
+	}
+	var seqs []uint64
+	var paths []string
+	for _, name := range names {
+		if seq, ok := parseSegmentName(name); ok {
+			seqs = append(seqs, seq)
+			paths = append(paths, filepath.Join(dir, name))
+		}
+	}
+	if len(seqs) == 0 {
+		return Identity{}, fmt.Errorf("storage: wal %s: %w", dir, ErrNoLog)
+	}
+	start, err := dumpLogStart(fs, paths, seqs)
+	if err != nil {
+		return Identity{}, err
+	}
+	var scratch []byte
+	for i, seq := range seqs {
+		if seq < start {
+			continue
+		}
+		if scratch, err = readFile(fs, paths[i], scratch); err != nil {
+			return Identity{}, err
+		}
+		if s := scanSegment(scratch, seq); s.header == "" {
+			return cloneIdentity(s.hdr.id), nil
+		}
+	}
+	return Identity{}, fmt.Errorf("storage: wal %s: no segment has a valid header", dir)
+}

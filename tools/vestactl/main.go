@@ -1,5 +1,6 @@
 // Command vestactl operates a vestad cluster: it shows each server's status,
-// reads and writes keys, and lists a replica's write-ahead log.
+// reads and writes keys, lists a replica's write-ahead log and checkpoints,
+// and rebuilds a stopped replica's state offline (replay).
 //
 //	vestactl status
 //	vestactl put KEY VALUE
@@ -7,6 +8,7 @@
 //	vestactl delete KEY
 //	vestactl cas KEY EXPECTED VALUE
 //	vestactl log dump DIR
+//	vestactl replay [-to SLOT] (DIR | pmem:PATH)
 //
 // -servers (or $VESTA_SERVERS) lists the servers' client addresses.
 package main
@@ -18,14 +20,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/vestalabs/vesta/client"
+	"github.com/vestalabs/vesta/engine/checkpoint"
 	"github.com/vestalabs/vesta/engine/storage"
+	"github.com/vestalabs/vesta/engine/storage/vfs"
 )
 
 const defaultServers = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
@@ -45,7 +51,12 @@ commands:
   cas KEY EXPECTED VALUE     set KEY to VALUE if its value is EXPECTED ("" matches a missing key)
   log dump DIR               list the write-ahead log in DIR: whose it is (cluster, replica,
                              members), then every record, checking its CRC
-                             (exit status 1 if vestad would refuse to open it)
+                             (exit status 1 if vestad would refuse to open it), and the
+                             checkpoints in DIR/checkpoints
+  replay [-to SLOT] [-checkpoints CKDIR] (DIR | pmem:PATH)
+                             rebuild a stopped replica's state offline: its newest valid
+                             checkpoint, then its log; print the slot reached and the
+                             state's digest (equal on every replica at that slot)
 
 flags:
 `
@@ -120,6 +131,9 @@ func want(args []string, n int, synopsis string) error {
 func command(ctx context.Context, args, addrs []string, logger *slog.Logger, out io.Writer) (int, error) {
 	if len(args) == 0 {
 		return 0, &usageError{"no command"}
+	}
+	if args[0] == "replay" {
+		return replay(args[1:], out, logger)
 	}
 	if args[0] == "log" {
 		if len(args) < 2 || args[1] != "dump" {
@@ -239,8 +253,35 @@ func logDump(dir string, out io.Writer) (int, error) {
 	if _, err := out.Write(buf.Bytes()); err != nil {
 		return 0, err
 	}
+	listCheckpoints(filepath.Join(dir, "checkpoints"), out)
 	if bytes.Contains(buf.Bytes(), []byte("\nOpenWAL refuses this log")) {
 		return 1, nil
 	}
 	return 0, nil
+}
+
+// listCheckpoints lists the checkpoints in dir, newest first, with whatever
+// makes one unusable.
+func listCheckpoints(dir string, out io.Writer) {
+	infos, err := checkpoint.List(vfs.Default, dir)
+	if err != nil {
+		if !errors.Is(err, iofs.ErrNotExist) {
+			fmt.Fprintf(out, "checkpoints in %s: %v\n", dir, err)
+		}
+		return
+	}
+	fmt.Fprintf(out, "checkpoints in %s: %d\n", dir, len(infos))
+	for _, in := range infos {
+		verdict := "ok"
+		if in.Err == nil {
+			if err := checkpoint.Verify(vfs.Default, in.Path); err != nil {
+				in.Err = err
+			}
+		}
+		if in.Err != nil {
+			verdict = "DAMAGED: " + in.Err.Error()
+		}
+		fmt.Fprintf(out, "  %s: slot %d, image %d bytes, cluster %d, written by replica %d; %s\n",
+			filepath.Base(in.Path), in.Meta.Slot, in.Meta.Size, in.Meta.ClusterID, in.Meta.Replica, verdict)
+	}
 }
