@@ -49,10 +49,12 @@ type checkpointResult struct {
 // one and none is being written. Applier goroutine only.
 func (a *applier) maybeCheckpoint() {
 	ck := &a.r.cfg.Checkpoints
-	if ck.Dir == "" || a.sinceCheckpoint < ck.Bytes || a.writing.Load() {
+	if ck.Dir == "" || a.writing.Load() {
 		return
 	}
-	a.takeCheckpoint()
+	if a.sinceCheckpoint >= ck.Bytes || (a.sinceCheckpoint >= ck.Bytes/8 && a.r.logFill() >= fillCheckpoint) {
+		a.takeCheckpoint()
+	}
 }
 
 // takeCheckpoint takes a checkpoint of everything applied so far. Applier
@@ -247,4 +249,75 @@ func (y *yieldingWriter) Write(p []byte) (int, error) {
 		runtime.Gosched()
 	}
 	return n, err
+}
+
+// Backpressure from a log with a fixed capacity (the pmem log: storage
+// logs that report Fill). Checkpoints keep such a log from filling as long
+// as they keep up with the load; where they do not (a log small for the
+// state machine's image, a slow disk), the replica slows down instead of
+// failing for a full log:
+//
+//   - from fillCheckpoint on, a checkpoint is taken as soon as an eighth of
+//     Checkpoints.Bytes was applied since the last one, not a whole Bytes;
+//   - from fillThrottle on, a leader takes no new commands (they queue,
+//     then get ErrBusy), so the cluster writes no more than it compacts;
+//   - from fillRefuse on, a replica does not step Accepts with entries:
+//     it casts no vote it might not be able to persist (not voting is
+//     safe, and the leader resends); heartbeats still bring the commit
+//     index, so it applies, checkpoints and compacts, and votes again.
+//
+// Each is counted and logged at a rate limit. A log that fills all the same
+// fails the replica, with a cause that names the log.
+const (
+	fillCheckpoint = 0.5
+	fillThrottle   = 0.75
+	fillRefuse     = 0.9
+)
+
+// filler is a log with a fixed capacity; Fill is safe from any goroutine.
+type filler interface {
+	Fill() (used, capacity int64)
+}
+
+// logFill is the fraction of the log's capacity in use, 0 for a log
+// without a fixed capacity.
+func (r *Replica) logFill() float64 {
+	f, ok := r.store.(filler)
+	if !ok {
+		return 0
+	}
+	used, capacity := f.Fill()
+	if capacity <= 0 {
+		return 0
+	}
+	return float64(used) / float64(capacity)
+}
+
+// throttled reports whether a leader must take no new commands because its
+// log is nearly full; it says so once a second at most.
+func (r *Replica) throttled() bool {
+	fill := r.logFill()
+	if fill < fillThrottle {
+		r.m.logThrottled.Set(0)
+		return false
+	}
+	r.m.logThrottled.Set(1)
+	if n, ok := r.fullLog.Allow(time.Now()); ok {
+		r.log.Warn("log nearly full: taking no new commands until a checkpoint frees space (checkpoints do not keep up: a larger log or -checkpoint-bytes helps)",
+			"fill", fmt.Sprintf("%.0f%%", 100*fill), "suppressed", n)
+	}
+	return true
+}
+
+// refusesVotes reports whether an Accept with entries must not be stepped:
+// the log is too full to be sure its votes can be persisted.
+func (r *Replica) refusesVotes(m wire.Message) bool {
+	if m.Type != wire.MsgAccept || len(m.Entries) == 0 || r.logFill() < fillRefuse {
+		return false
+	}
+	r.m.acceptsRefusedFull.Inc()
+	if n, ok := r.fullLog.Allow(time.Now()); ok {
+		r.log.Warn("log nearly full: not voting until a checkpoint frees space", "from", m.From, "suppressed", n)
+	}
+	return true
 }

@@ -48,6 +48,8 @@ type metrics struct {
 	transfersInstalled    prometheus.Counter
 	transferBytesSent     prometheus.Counter
 	transferBytesReceived prometheus.Counter
+	logThrottled          prometheus.Gauge
+	acceptsRefusedFull    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, cluster uint64, id uint64, backlog func() float64) (*metrics, error) {
@@ -105,12 +107,17 @@ func newMetrics(reg prometheus.Registerer, cluster uint64, id uint64, backlog fu
 		Help: "Checkpoint bytes sent to peers (retransmissions included)."})
 	m.transferBytesReceived = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_checkpoint_transfer_received_bytes_total",
 		Help: "Checkpoint bytes received from peers and written."})
+	m.logThrottled = prometheus.NewGauge(prometheus.GaugeOpts{Name: "vesta_log_full_throttled",
+		Help: "1 while this leader takes no new commands because its log is nearly full (checkpoints do not keep up)."})
+	m.acceptsRefusedFull = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_log_full_accepts_refused_total",
+		Help: "Accepts not voted on because this replica's log was nearly full (the leader resends them)."})
 	m.badMessages = m.refused.WithLabelValues(paxos.RefusedMalformed.String())
 	m.tooFar = m.refused.WithLabelValues(paxos.RefusedSlotTooFar.String())
 	m.all = []prometheus.Collector{m.proposals, m.batches, m.batchCommands, m.applied, m.syncSeconds, m.syncReadys,
 		m.elections, m.leader, m.isLeader, m.commitIndex, m.appliedIndex, m.refused, m.slowApplies, m.applyBacklog, m.failed,
 		m.checkpoints, m.checkpointFailures, m.checkpointSeconds, m.checkpointSlot, m.compactions, m.compactFailures,
-		m.transfersSent, m.transfersReceived, m.transfersInstalled, m.transferBytesSent, m.transferBytesReceived}
+		m.transfersSent, m.transfersReceived, m.transfersInstalled, m.transferBytesSent, m.transferBytesReceived,
+		m.logThrottled, m.acceptsRefusedFull}
 	if reg == nil {
 		return m, nil
 	}

@@ -131,6 +131,7 @@ type Replica struct {
 
 	refusedLog   lograte.Limiter // refused protocol messages
 	slowApplyLog lograte.Limiter
+	fullLog      lograte.Limiter // a log nearly full
 
 	// Checkpoints and state transfer (checkpoints.go, transfer.go).
 	newestCheckpoint atomic.Uint64                      // slot of the newest checkpoint held
@@ -187,6 +188,7 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 		done:           make(chan struct{}),
 		refusedLog:     lograte.Limiter{Every: time.Second},
 		slowApplyLog:   lograte.Limiter{Every: time.Second},
+		fullLog:        lograte.Limiter{Every: time.Second},
 		checkpointDone: make(chan checkpointResult, 1),
 		installs:       make(chan checkpoint.Info, 1),
 		senders:        map[wire.ReplicaID]*snapshotSender{},
@@ -503,6 +505,9 @@ func (r *Replica) step(batch []wire.Message) {
 			r.onSnapshotMessage(m)
 			continue
 		}
+		if r.refusesVotes(m) {
+			continue
+		}
 		if err := r.node.Step(m); err != nil {
 			var me *paxos.MessageError
 			if errors.As(err, &me) && me.Kind == paxos.RefusedSlotTooFar {
@@ -531,10 +536,11 @@ func (r *Replica) propose(backlog []queuedBatch) []queuedBatch {
 		backlog = backlog[1:]
 	}
 	leader := r.node.Status().Role == paxos.Leader
-	if leader && r.applier.backlog.Load() >= int64(r.cfg.MaxApplyBacklog) {
-		// The state machine is behind: leave the commands queued (callers
-		// get ErrBusy past MaxQueued) until the applier catches up and
-		// wakes this loop.
+	if leader && (r.applier.backlog.Load() >= int64(r.cfg.MaxApplyBacklog) || r.throttled()) {
+		// The state machine is behind, or the log nearly full: leave the
+		// commands queued (callers get ErrBusy past MaxQueued) until the
+		// applier catches up and wakes this loop, or a checkpoint frees
+		// the log (the ticker wakes it).
 		return backlog
 	}
 	// Swap the queue with an empty buffer of the same capacity: no

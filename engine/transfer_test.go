@@ -241,3 +241,73 @@ func testCounter(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 
 	}
 	return m.GetCounter().GetValue()
 }
+
+// A pmem log far smaller than what the checkpoint interval lets pass
+// (Bytes = 2 MiB through a 1 MiB log) does not fill: checkpoints come
+// early as it fills, and the leader slows down instead of the replicas
+// failing for a full log.
+func TestSmallPmemLogSlowsDownInsteadOfFilling(t *testing.T) {
+	root := t.TempDir()
+	c := &testCluster{t: t, net: transport.NewNetwork(), replicas: map[wire.ReplicaID]*Replica{},
+		sms: map[wire.ReplicaID]*counterSM{}, logs: map[wire.ReplicaID]func() storage.Log{}}
+	c.members = []wire.ReplicaID{1, 2, 3}
+	c.configure = func(id wire.ReplicaID, cfg *Config) {
+		cfg.ClusterID = 1
+		cfg.Checkpoints = CheckpointConfig{Dir: filepath.Join(root, fmt.Sprint(id), "checkpoints"), Bytes: 2 << 20}
+	}
+	for _, id := range c.members {
+		path := filepath.Join(root, fmt.Sprint(id), "log.pmem")
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		ident := storage.Identity{ClusterID: 1, ReplicaID: id, Members: c.members}
+		c.logs[id] = func() storage.Log {
+			l, err := pmem.Open(path, pmem.Options{Size: 1 << 20, Create: storage.CreateIfMissing, Identity: ident})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}
+		c.start(id)
+	}
+	t.Cleanup(func() {
+		for _, r := range c.replicas {
+			r.Stop()
+		}
+	})
+	l := c.leader()
+	// 6 MiB of commands, 64 in flight at a time.
+	val := make([]byte, 1024)
+	sem := make(chan struct{}, 64)
+	errs := make(chan error, 1)
+	for i := range 6 << 10 {
+		sem <- struct{}{}
+		cmd := append(fmt.Appendf(nil, "%06d", i), val...)
+		c.replicas[l].ProposeAsync(cmd, func(_ []byte, err error) {
+			<-sem
+			if err != nil {
+				select {
+				case errs <- err:
+				default:
+				}
+			}
+		})
+	}
+	for range cap(sem) {
+		sem <- struct{}{}
+	}
+	select {
+	case err := <-errs:
+		t.Fatalf("a command failed: %v", err)
+	default:
+	}
+	for id, r := range c.replicas {
+		if err := r.Err(); err != nil {
+			t.Fatalf("replica %d failed: %v", id, err)
+		}
+		if n := testCounter(t, r.m.checkpoints); n < 3 {
+			t.Errorf("replica %d wrote %v checkpoints for 6 MiB through a 1 MiB log", id, n)
+		}
+	}
+	c.waitConverged(l, 6<<10)
+}

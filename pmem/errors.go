@@ -110,7 +110,7 @@ func sizeString(n int64) string {
 }
 
 func errFull(need, free, capacity uint64) error {
-	return fmt.Errorf("%w: need %d bytes, %d of %d free; compact after a snapshot", ErrFull, need, free, capacity)
+	return fmt.Errorf("%w: need %d bytes, %d of %d free; checkpoints free space (vestad -checkpoint-bytes, a larger -pmem-size)", ErrFull, need, free, capacity)
 }
 
 func errTooLarge(n, max int) error {

@@ -422,6 +422,15 @@ func (l *Log) checkCompactHead(below wire.Slot, newHead uint64) {
 // size: Compact makes room inside it.
 func (l *Log) Size() int64 { return l.Status().Used }
 
+// Fill reports the bytes of records the log holds and its capacity, from
+// any goroutine: the runtime checkpoints early and slows down as it fills.
+func (l *Log) Fill() (used, capacity int64) {
+	l.pubMu.Lock()
+	p := l.pub
+	l.pubMu.Unlock()
+	return int64(p.wtail - p.head), int64(l.r.dataSize)
+}
+
 // Load implements storage.Log: the state recovered when the log was opened.
 // The entries' data belong to the caller.
 func (l *Log) Load() (paxos.Persisted, error) {
