@@ -279,11 +279,13 @@ type filler interface {
 	Fill() (used, capacity int64)
 }
 
-// logFill is the fraction of the log's capacity in use, 0 for a log
-// without a fixed capacity.
+// logFill is the fraction of the log's capacity in use; 0 for a log
+// without a fixed capacity, or without checkpoints.
 func (r *Replica) logFill() float64 {
 	f, ok := r.store.(filler)
-	if !ok {
+	if !ok || r.cfg.Checkpoints.Dir == "" {
+		// Without checkpoints nothing frees the log: slowing down would
+		// only hide that it fills, and it fails with a named cause instead.
 		return 0
 	}
 	used, capacity := f.Fill()

@@ -16,7 +16,8 @@ import (
 )
 
 // A replica whose log fails says so, and so does vestad (issue 12, item 6):
-// with pmem logs of 1 MiB, a few puts fill them; every replica then fails,
+// with pmem logs of 1 MiB and no checkpoints to free them, a few puts fill
+// them; every replica then fails,
 // answers "replica failed: <cause>" for a moment and exits with an error,
 // and a client call fails within its timeout with an error naming the
 // cause, instead of waiting forever on a cluster that looks alive.
@@ -29,7 +30,7 @@ func TestFullLogStopsTheClusterLoudly(t *testing.T) {
 	var logs []*bytes.Buffer
 	for i := range n {
 		cfg, err := parseFlags([]string{fmt.Sprint("-id=", i+1), "-peers=" + addrMap(peers), "-clients=" + addrMap(clients),
-			"-log=pmem:" + filepath.Join(dir, fmt.Sprintf("r%d.pmem", i+1)), "-pmem-size=1048576", "-bootstrap",
+			"-log=pmem:" + filepath.Join(dir, fmt.Sprintf("r%d.pmem", i+1)), "-pmem-size=1048576", "-checkpoint-dir=off", "-bootstrap",
 			"-cluster-id=9", "-tick=2ms", "-election-ticks=15"}, io.Discard)
 		if err != nil {
 			t.Fatal(err)
