@@ -29,6 +29,7 @@ type applier struct {
 	// the last checkpoint, and whether one is being written.
 	sinceCheckpoint int64
 	writing         atomic.Bool
+	forced          atomic.Bool // a Checkpoint call wants one now
 }
 
 // applyWork is one item of the applier's queue: chosen entries to apply,
@@ -82,6 +83,7 @@ func (a *applier) run() {
 			return
 		case <-a.signal:
 		}
+		a.maybeCheckpoint() // a Checkpoint call may have woken it with nothing to apply
 		a.mu.Lock()
 		work, a.queue = a.queue, work[:0]
 		a.mu.Unlock()

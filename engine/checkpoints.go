@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -52,7 +53,7 @@ func (a *applier) maybeCheckpoint() {
 	if ck.Dir == "" || a.writing.Load() {
 		return
 	}
-	if a.sinceCheckpoint >= ck.Bytes || (a.sinceCheckpoint >= ck.Bytes/8 && a.r.logFill() >= fillCheckpoint) {
+	if a.forced.Swap(false) || a.sinceCheckpoint >= ck.Bytes || (a.sinceCheckpoint >= ck.Bytes/8 && a.r.logFill() >= fillCheckpoint) {
 		a.takeCheckpoint()
 	}
 }
@@ -125,6 +126,7 @@ func (r *Replica) writeCheckpoint(meta checkpoint.Meta, held time.Duration, fill
 // checkpointed takes a checkpoint made durable here (core loop only).
 func (r *Replica) checkpointed(res checkpointResult) {
 	r.applier.writing.Store(false)
+	defer r.completeWaiters(res)
 	if res.err != nil {
 		// The log is not compacted, so nothing is lost; the next
 		// checkpoint is tried after as many bytes again.
@@ -322,4 +324,67 @@ func (r *Replica) refusesVotes(m wire.Message) bool {
 		r.log.Warn("log nearly full: not voting until a checkpoint frees space", "from", m.From, "suppressed", n)
 	}
 	return true
+}
+
+// ErrNoCheckpoints is returned by Checkpoint on a replica configured
+// without a checkpoint directory.
+var ErrNoCheckpoints = errors.New("vesta: checkpoints are off (Config.Checkpoints.Dir is empty)")
+
+// checkpointWaiter is a Checkpoint call waiting for a checkpoint that
+// covers at least slot.
+type checkpointWaiter struct {
+	slot wire.Slot
+	done chan checkpointResult
+}
+
+// Checkpoint takes a checkpoint now, of everything applied when it is
+// called, and returns its slot once it is durable (and the log compacted
+// below the checkpoints kept). With nothing applied since the newest
+// checkpoint, it returns that one's slot at once. Operators use it before
+// maintenance (vestactl checkpoint); the replica takes checkpoints on its
+// own as Config.Checkpoints.Bytes says.
+func (r *Replica) Checkpoint(ctx context.Context) (wire.Slot, error) {
+	if r.cfg.Checkpoints.Dir == "" {
+		return 0, ErrNoCheckpoints
+	}
+	applied := wire.Slot(r.applier.applied.Load())
+	if applied <= wire.Slot(r.newestCheckpoint.Load()) {
+		return wire.Slot(r.newestCheckpoint.Load()), nil
+	}
+	w := &checkpointWaiter{slot: applied, done: make(chan checkpointResult, 1)}
+	r.waitMu.Lock()
+	r.waiters = append(r.waiters, w)
+	r.waitMu.Unlock()
+	r.applier.forced.Store(true)
+	r.applier.poke()
+	select {
+	case res := <-w.done:
+		return res.info.Meta.Slot, res.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-r.done:
+		return 0, r.stoppedErr()
+	}
+}
+
+// completeWaiters hands a checkpoint's outcome to the Checkpoint calls it
+// satisfies; those that need a later one ask the applier for it. Core loop
+// only, after the checkpoint is durable.
+func (r *Replica) completeWaiters(res checkpointResult) {
+	r.waitMu.Lock()
+	defer r.waitMu.Unlock()
+	keep := r.waiters[:0]
+	for _, w := range r.waiters {
+		if res.err != nil || res.info.Meta.Slot >= w.slot {
+			w.done <- res
+		} else {
+			keep = append(keep, w)
+		}
+	}
+	clear(r.waiters[len(keep):])
+	r.waiters = keep
+	if len(keep) > 0 {
+		r.applier.forced.Store(true)
+		r.applier.poke()
+	}
 }

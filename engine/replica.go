@@ -139,6 +139,8 @@ type Replica struct {
 	installs         chan checkpoint.Info               // checkpoints received whole
 	senders          map[wire.ReplicaID]*snapshotSender // core loop only
 	receiving        *snapshotReceiver                  // core loop only
+	waitMu           sync.Mutex
+	waiters          []*checkpointWaiter // Checkpoint calls
 }
 
 // Start validates cfg, recovers the replica's state from cfg.Log, and starts

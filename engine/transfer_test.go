@@ -311,3 +311,27 @@ func TestSmallPmemLogSlowsDownInsteadOfFilling(t *testing.T) {
 	}
 	c.waitConverged(l, 6<<10)
 }
+
+// Checkpoint takes one on demand, of everything applied when it is called,
+// and returns once it is durable; with nothing new it returns the newest.
+func TestCheckpointOnDemand(t *testing.T) {
+	root := t.TempDir()
+	c := checkpointCluster(t, root, false)
+	c.proposeN("a", 20) // less than Checkpoints.Bytes: no checkpoint yet
+	id := c.leader()
+	r := c.replicas[id]
+	applied := wire.Slot(r.Status().Applied)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	slot, err := r.Checkpoint(ctx)
+	if err != nil || slot < applied {
+		t.Fatalf("Checkpoint: slot %d, %v; applied %d when called", slot, err, applied)
+	}
+	infos, err := checkpoint.List(vfs.Default, filepath.Join(root, fmt.Sprint(id), "checkpoints"))
+	if err != nil || len(infos) == 0 || infos[0].Meta.Slot != slot {
+		t.Fatalf("checkpoint files %v, %v; want slot %d first", infos, err, slot)
+	}
+	if again, err := r.Checkpoint(ctx); err != nil || again != slot {
+		t.Fatalf("Checkpoint with nothing new: %d, %v; want %d", again, err, slot)
+	}
+}

@@ -8,6 +8,7 @@
 //	vestactl delete KEY
 //	vestactl cas KEY EXPECTED VALUE
 //	vestactl log dump DIR
+//	vestactl checkpoint METRICS-ADDR
 //	vestactl replay [-to SLOT] (DIR | pmem:PATH)
 //
 // -servers (or $VESTA_SERVERS) lists the servers' client addresses.
@@ -53,6 +54,8 @@ commands:
                              members), then every record, checking its CRC
                              (exit status 1 if vestad would refuse to open it), and the
                              checkpoints in DIR/checkpoints
+  checkpoint METRICS-ADDR    have the replica serving its operator endpoint (vestad -metrics-addr)
+                             at METRICS-ADDR take a checkpoint now; print its slot once durable
   replay [-to SLOT] [-checkpoints CKDIR] (DIR | pmem:PATH)
                              rebuild a stopped replica's state offline: its newest valid
                              checkpoint, then its log; print the slot reached and the
@@ -134,6 +137,12 @@ func command(ctx context.Context, args, addrs []string, logger *slog.Logger, out
 	}
 	if args[0] == "replay" {
 		return replay(args[1:], out, logger)
+	}
+	if args[0] == "checkpoint" {
+		if err := want(args, 1, "checkpoint METRICS-ADDR"); err != nil {
+			return 0, err
+		}
+		return checkpointNow(ctx, args[1], out)
 	}
 	if args[0] == "log" {
 		if len(args) < 2 || args[1] != "dump" {

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"strings"
 
@@ -137,4 +140,30 @@ func loadLog(where string) (paxos.Persisted, string, error) {
 	defer l.Close()
 	p, err := l.Load()
 	return p, ck, err
+}
+
+// checkpointNow asks the replica whose operator endpoint (vestad
+// -metrics-addr) is addr to take a checkpoint now.
+func checkpointNow(ctx context.Context, addr string, out io.Writer) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/checkpoint", nil)
+	if err != nil {
+		return 0, &usageError{"checkpoint: " + err.Error()}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("checkpoint: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return 1, fmt.Errorf("checkpoint: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	var r struct {
+		Slot uint64 `json:"slot"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return 0, fmt.Errorf("checkpoint: the answer %q: %w", body, err)
+	}
+	fmt.Fprintf(out, "checkpoint at slot %d\n", r.Slot)
+	return 0, nil
 }

@@ -109,7 +109,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	peers := fs.String("peers", "", "every replica's replication address: `ID=HOST:PORT,...` (required; the same on every replica)")
 	clients := fs.String("clients", "", "replicas' client addresses, `ID=HOST:PORT,...`: this replica listens on its own, and not-leader replies name the leader's")
 	clientAddr := fs.String("client-addr", "", "`HOST:PORT` to serve clients on (default: this replica's entry in -clients)")
-	metricsAddr := fs.String("metrics-addr", "", "`HOST:PORT` to serve /metrics and /status on (default: none)")
+	metricsAddr := fs.String("metrics-addr", "", "`HOST:PORT` to serve /metrics, /status and POST /checkpoint on (default: none)")
 	dataDir := fs.String("data", "", "`DIR` of this replica's write-ahead log (required unless -log mem)")
 	logKind := fs.String("log", "wal", "`KIND` of log: wal (durable, in -data), pmem:PATH (persistent-memory log file at PATH; DAX-mapped where the file system allows) or mem (NO DURABILITY: for experiments only)")
 	pmemSize := fs.Int64("pmem-size", 1<<30, "size in `BYTES` of a new -log pmem file (an existing file keeps its size); checkpoints free its space, so it needs to hold only a few checkpoints' worth (-checkpoint-bytes)")
@@ -482,6 +482,24 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
 			_ = enc.Encode(srv.status())
+		})
+		// POST /checkpoint takes a checkpoint now (vestactl checkpoint) and
+		// answers its slot once it is durable.
+		mux.HandleFunc("/checkpoint", func(w http.ResponseWriter, req *http.Request) {
+			if req.Method != http.MethodPost {
+				w.Header().Set("Allow", http.MethodPost)
+				http.Error(w, "POST to take a checkpoint", http.StatusMethodNotAllowed)
+				return
+			}
+			slot, err := r.Checkpoint(req.Context())
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(struct {
+				Slot uint64 `json:"slot"`
+			}{uint64(slot)})
 		})
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
