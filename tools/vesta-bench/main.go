@@ -94,8 +94,8 @@ func main() {
 	flag.StringVar(&o.plotPath, "plot", "", "draw throughput over time and the latency distribution into this PNG")
 	flag.StringVar(&o.vestad, "vestad", "", "vestad binary (default: built from this module into a temporary directory)")
 	flag.StringVar(&o.pmemDir, "pmem-dir", "/dev/shm", "-log pmem: the directory of the replicas' pmem log files (a DAX mount for real persistent memory)")
-	flag.Int64Var(&o.pmemSize, "pmem-size", 0, "-log pmem: bytes per replica's log file (0: 1 GiB, or less where -pmem-dir has less room); checkpoints, every quarter of it, free its space")
-	flag.Int64Var(&o.ckptBytes, "checkpoint-bytes", 0, "process mode: `BYTES` of commands each replica applies between two checkpoints (0: vestad's default, a quarter of a pmem log or 64 MiB with a WAL; -1: no checkpoints, so logs keep every record)")
+	flag.Int64Var(&o.pmemSize, "pmem-size", 0, "-log pmem: bytes per replica's log file (0: 1 GiB, or less where -pmem-dir has less room); checkpoints, every third of it, free its space")
+	flag.Int64Var(&o.ckptBytes, "checkpoint-bytes", 0, "process mode: `BYTES` of commands each replica applies between two checkpoints (0: vestad's default, a third of a pmem log or 64 MiB with a WAL; -1: no checkpoints, so logs keep every record)")
 	flag.StringVar(&o.sm, "sm", "kv", "-inproc state machine: kv (vestad's key-value store) or null (applies nothing: measures the engine alone)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the measured window) to this file")
 	flag.StringVar(&o.profileDir, "profile", "", "process mode: write CPU profiles of every vestad over the measured window into this directory")
@@ -231,7 +231,7 @@ func run(o *options) error {
 		case o.ckptBytes > 0:
 			notes = append(notes, fmt.Sprintf("a checkpoint every %d MiB of commands per replica", o.ckptBytes>>20))
 		case o.log == "pmem":
-			notes = append(notes, fmt.Sprintf("a checkpoint every %d MiB of commands per replica (a quarter of the log)", o.pmemSize/4>>20))
+			notes = append(notes, fmt.Sprintf("a checkpoint every %d MiB of commands per replica (a third of the log)", o.pmemSize/3>>20))
 		default:
 			notes = append(notes, "a checkpoint every 64 MiB of commands per replica")
 		}

@@ -12,12 +12,12 @@ import (
 
 // Sizing the replicas' pmem logs. Checkpoints free a log's space (vestad
 // compacts it below the older of the two checkpoints it keeps and
-// checkpoints every quarter of the log by default, so the log holds about
-// two quarters), so a log needs to hold a few checkpoints' worth, not the
+// checkpoints every third of the log by default, so the log holds about
+// two thirds at most), so a log needs to hold a few checkpoints' worth, not the
 // run: its default size is fixed, and a 20 s run and a 20 min run start
 // alike (vestad prefaults the whole file at start). Each checkpoint costs
 // the cluster a few tens of ms of CPU per replica (the kv image, ~7 MB at
-// 100 000 keys): at 1.2 M ops/s a quarter of 1 GiB passes every ~2 s.
+// 100 000 keys): at 1 M ops/s a third of 1 GiB passes every ~4 s.
 const (
 	// pmemDefaultSize is each replica's log when -pmem-size is 0.
 	pmemDefaultSize = 1 << 30
@@ -51,7 +51,7 @@ func pmemAutoSize(dir string, replicas int) (int64, string, error) {
 	if room < pmemDefaultSize {
 		return room, fmt.Sprintf("%d MiB per replica, all that %s (or memory) has room for", room>>20, dir), nil
 	}
-	return pmemDefaultSize, fmt.Sprintf("%d MiB per replica (the default; checkpoints every %d MiB keep it from filling)", pmemDefaultSize>>20, pmemDefaultSize>>22), nil
+	return pmemDefaultSize, fmt.Sprintf("%d MiB per replica (the default; checkpoints every %d MiB keep it from filling)", pmemDefaultSize>>20, pmemDefaultSize/3>>20), nil
 }
 
 // memAvailable reads MemAvailable from /proc/meminfo, in bytes.

@@ -114,7 +114,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	logKind := fs.String("log", "wal", "`KIND` of log: wal (durable, in -data), pmem:PATH (persistent-memory log file at PATH; DAX-mapped where the file system allows) or mem (NO DURABILITY: for experiments only)")
 	pmemSize := fs.Int64("pmem-size", 1<<30, "size in `BYTES` of a new -log pmem file (an existing file keeps its size); checkpoints free its space, so it needs to hold only a few checkpoints' worth (-checkpoint-bytes)")
 	checkpointDir := fs.String("checkpoint-dir", "", "`DIR` of this replica's checkpoints (default: DIR/checkpoints with -data DIR, PATH.checkpoints with -log pmem:PATH, none with -log mem); 'off' for none: then the log keeps every record")
-	checkpointBytes := fs.Int64("checkpoint-bytes", 0, "`BYTES` of commands applied between two checkpoints (0: 64 MiB, or a quarter of a -log pmem file: the log holds about two intervals, from the older of the two checkpoints kept)")
+	checkpointBytes := fs.Int64("checkpoint-bytes", 0, "`BYTES` of commands applied between two checkpoints (0: 64 MiB, or a third of a -log pmem file: the log holds about two intervals, from the older of the two checkpoints kept)")
 	checkpointKeep := fs.Int("checkpoint-keep", 2, "checkpoints kept; the log is compacted below the oldest, so a damaged newest one falls back to the next")
 	pmemPrefault := fs.Bool("pmem-prefault", true, "-log pmem: map every page of the log at start, so appends never take a page fault (costs start-up time in proportion to the file's size)")
 	window := fs.Int("window", 0, "the leader's pipeline window, in slots (0: the engine's default)")
@@ -242,7 +242,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if cfg.checkpointBytes == 0 {
 		cfg.checkpointBytes = 64 << 20
 		if cfg.pmemPath != "" {
-			cfg.checkpointBytes = cfg.pmemSize / 4
+			cfg.checkpointBytes = cfg.pmemSize / 3
 		}
 	}
 	if cfg.checkpointKeep < 1 {
