@@ -28,8 +28,12 @@ type applier struct {
 	// Checkpoints, applier goroutine only: the value bytes applied since
 	// the last checkpoint, and whether one is being written.
 	sinceCheckpoint int64
-	writing         atomic.Bool
-	forced          atomic.Bool // a Checkpoint call wants one now
+	// firstCheckpointLate delays this replica's first checkpoint by that
+	// many bytes (checkpointPhase), so replicas take theirs at different
+	// moments; cleared by the first.
+	firstCheckpointLate int64
+	writing             atomic.Bool
+	forced              atomic.Bool // a Checkpoint call wants one now
 }
 
 // applyWork is one item of the applier's queue: chosen entries to apply,

@@ -53,7 +53,14 @@ func (a *applier) maybeCheckpoint() {
 	if ck.Dir == "" || a.writing.Load() {
 		return
 	}
-	if a.forced.Swap(false) || a.sinceCheckpoint >= ck.Bytes || (a.sinceCheckpoint >= ck.Bytes/8 && a.r.logFill() >= fillCheckpoint) {
+	if a.forced.Swap(false) || a.sinceCheckpoint >= ck.Bytes+a.firstCheckpointLate {
+		a.takeCheckpoint()
+		return
+	}
+	if a.sinceCheckpoint <= 0 {
+		return
+	}
+	if fill := a.r.logFill(); (fill >= fillCheckpoint && a.sinceCheckpoint >= ck.Bytes/8) || fill >= fillThrottle {
 		a.takeCheckpoint()
 	}
 }
@@ -61,7 +68,7 @@ func (a *applier) maybeCheckpoint() {
 // takeCheckpoint takes a checkpoint of everything applied so far. Applier
 // goroutine only.
 func (a *applier) takeCheckpoint() {
-	a.sinceCheckpoint = 0
+	a.sinceCheckpoint, a.firstCheckpointLate = 0, 0
 	a.writing.Store(true)
 	meta := a.r.checkpointMeta(wire.Slot(a.applied.Load()))
 	start := time.Now()
@@ -154,7 +161,7 @@ func (r *Replica) compactTo(info checkpoint.Info) {
 	r.newestCheckpoint.Store(uint64(slot))
 	r.m.checkpointSlot.Set(float64(slot))
 	ck := &r.cfg.Checkpoints
-	if err := checkpoint.Prune(ck.FS, ck.Dir, ck.Keep); err != nil {
+	if err := checkpoint.PruneCheckpoints(ck.FS, ck.Dir, ck.Keep); err != nil {
 		r.log.Warn("could not remove old checkpoints", "dir", ck.Dir, "err", err)
 	}
 	infos, err := checkpoint.List(ck.FS, ck.Dir)
@@ -167,6 +174,13 @@ func (r *Replica) compactTo(info checkpoint.Info) {
 		if in.Err == nil && in.Meta.Slot < below {
 			below = in.Meta.Slot
 		}
+	}
+	if below < slot && r.logFill() >= fillThrottle {
+		// The log is nearly full: free it up to the newest checkpoint. A
+		// damaged newest checkpoint then has no log to fall back on, which
+		// beats a replica that stops for a full log.
+		r.log.Warn("log nearly full: compacting below the newest checkpoint, not the older one kept", "slot", uint64(slot))
+		below = slot
 	}
 	r.compactLog(below)
 }
@@ -209,6 +223,11 @@ func recoverCheckpoint(cfg *Config, sm StateMachine) (wire.Slot, error) {
 	ck := &cfg.Checkpoints
 	if ck.Dir == "" {
 		return 0, nil
+	}
+	// What a crash left mid-write or mid-transfer goes; nothing else
+	// writes in the directory yet.
+	if err := checkpoint.Prune(ck.FS, ck.Dir, ck.Keep); err != nil {
+		cfg.Logger.Warn("could not remove old or partial checkpoints", "dir", ck.Dir, "err", err)
 	}
 	rd, err := checkpoint.OpenNewestValid(ck.FS, ck.Dir, cfg.Logger)
 	if errors.Is(err, checkpoint.ErrNoCheckpoint) {
@@ -260,20 +279,29 @@ func (y *yieldingWriter) Write(p []byte) (int, error) {
 // failing for a full log:
 //
 //   - from fillCheckpoint on, a checkpoint is taken as soon as an eighth of
-//     Checkpoints.Bytes was applied since the last one, not a whole Bytes;
+//     Checkpoints.Bytes was applied since the last one, not a whole Bytes
+//     (a log that checkpoints every third of its capacity and compacts
+//     below the older of two checkpoints is at most about two thirds full
+//     in steady state: the threshold is above that);
 //   - from fillThrottle on, a leader takes no new commands (they queue,
-//     then get ErrBusy), so the cluster writes no more than it compacts;
-//   - from fillRefuse on, a replica does not step Accepts with entries:
-//     it casts no vote it might not be able to persist (not voting is
-//     safe, and the leader resends); heartbeats still bring the commit
-//     index, so it applies, checkpoints and compacts, and votes again.
+//     then get ErrBusy), so the cluster writes no more than it compacts; a
+//     checkpoint is taken as soon as anything new was applied, and the log
+//     is compacted below the newest checkpoint instead of the older one
+//     kept (so the replica can always free its log, even when nothing more
+//     is applied);
+//   - from fillRefuse on, a replica does not step Accepts or catch-up
+//     replies with entries: it casts no vote and learns no value it might
+//     not be able to persist (not voting is safe, and the leader resends);
+//     heartbeats still bring the commit index, so it applies what it holds,
+//     checkpoints and compacts, and votes again (or, if it fell behind its
+//     peers' logs meanwhile, receives a checkpoint).
 //
 // Each is counted and logged at a rate limit. A log that fills all the same
 // fails the replica, with a cause that names the log.
 const (
-	fillCheckpoint = 0.5
-	fillThrottle   = 0.75
-	fillRefuse     = 0.9
+	fillCheckpoint = 0.75
+	fillThrottle   = 0.85
+	fillRefuse     = 0.95
 )
 
 // filler is a log with a fixed capacity; Fill is safe from any goroutine.
@@ -313,10 +341,12 @@ func (r *Replica) throttled() bool {
 	return true
 }
 
-// refusesVotes reports whether an Accept with entries must not be stepped:
-// the log is too full to be sure its votes can be persisted.
+// refusesVotes reports whether an Accept or a catch-up reply with entries
+// must not be stepped: the log is too full to be sure its entries can be
+// persisted. A replica that falls behind this way catches up from a
+// checkpoint once its peers' logs moved past it.
 func (r *Replica) refusesVotes(m wire.Message) bool {
-	if m.Type != wire.MsgAccept || len(m.Entries) == 0 || r.logFill() < fillRefuse {
+	if (m.Type != wire.MsgAccept && m.Type != wire.MsgCatchUp) || len(m.Entries) == 0 || r.logFill() < fillRefuse {
 		return false
 	}
 	r.m.acceptsRefusedFull.Inc()

@@ -199,7 +199,7 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 	r.writer = newLogWriter(r)
 	r.applier = newApplier(r)
 	r.applier.applied.Store(uint64(persisted.Snapshot))
-	r.applier.sinceCheckpoint = -checkpointPhase(&cfg)
+	r.applier.firstCheckpointLate = checkpointPhase(&cfg)
 	r.m, err = newMetrics(cfg.Registerer, cfg.ClusterID, uint64(cfg.ID), func() float64 { return float64(r.applier.backlog.Load()) })
 	if err != nil {
 		return nil, err

@@ -243,7 +243,7 @@ func testCounter(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 
 }
 
 // A pmem log far smaller than what the checkpoint interval lets pass
-// (Bytes = 2 MiB through a 1 MiB log) does not fill: checkpoints come
+// (Bytes = 32 MiB through a 16 MiB log) does not fill: checkpoints come
 // early as it fills, and the leader slows down instead of the replicas
 // failing for a full log.
 func TestSmallPmemLogSlowsDownInsteadOfFilling(t *testing.T) {
@@ -253,7 +253,7 @@ func TestSmallPmemLogSlowsDownInsteadOfFilling(t *testing.T) {
 	c.members = []wire.ReplicaID{1, 2, 3}
 	c.configure = func(id wire.ReplicaID, cfg *Config) {
 		cfg.ClusterID = 1
-		cfg.Checkpoints = CheckpointConfig{Dir: filepath.Join(root, fmt.Sprint(id), "checkpoints"), Bytes: 2 << 20}
+		cfg.Checkpoints = CheckpointConfig{Dir: filepath.Join(root, fmt.Sprint(id), "checkpoints"), Bytes: 32 << 20}
 	}
 	for _, id := range c.members {
 		path := filepath.Join(root, fmt.Sprint(id), "log.pmem")
@@ -262,7 +262,7 @@ func TestSmallPmemLogSlowsDownInsteadOfFilling(t *testing.T) {
 		}
 		ident := storage.Identity{ClusterID: 1, ReplicaID: id, Members: c.members}
 		c.logs[id] = func() storage.Log {
-			l, err := pmem.Open(path, pmem.Options{Size: 1 << 20, Create: storage.CreateIfMissing, Identity: ident})
+			l, err := pmem.Open(path, pmem.Options{Size: 16 << 20, Create: storage.CreateIfMissing, Identity: ident})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -276,11 +276,11 @@ func TestSmallPmemLogSlowsDownInsteadOfFilling(t *testing.T) {
 		}
 	})
 	l := c.leader()
-	// 6 MiB of commands, 64 in flight at a time.
+	// 40 MiB of commands, 64 in flight at a time.
 	val := make([]byte, 1024)
 	sem := make(chan struct{}, 64)
 	errs := make(chan error, 1)
-	for i := range 6 << 10 {
+	for i := range 40 << 10 {
 		sem <- struct{}{}
 		cmd := append(fmt.Appendf(nil, "%06d", i), val...)
 		c.replicas[l].ProposeAsync(cmd, func(_ []byte, err error) {
@@ -301,15 +301,22 @@ func TestSmallPmemLogSlowsDownInsteadOfFilling(t *testing.T) {
 		t.Fatalf("a command failed: %v", err)
 	default:
 	}
+	written := 0.0
 	for id, r := range c.replicas {
 		if err := r.Err(); err != nil {
 			t.Fatalf("replica %d failed: %v", id, err)
 		}
-		if n := testCounter(t, r.m.checkpoints); n < 3 {
-			t.Errorf("replica %d wrote %v checkpoints for 6 MiB through a 1 MiB log", id, n)
+		// A replica that fell behind while it refused to vote may have
+		// caught up from a peer's checkpoint instead of writing its own.
+		written += testCounter(t, r.m.checkpoints)
+		if r.Status().Checkpoint == 0 {
+			t.Errorf("replica %d holds no checkpoint after 40 MiB through a 16 MiB log", id)
 		}
 	}
-	c.waitConverged(l, 6<<10)
+	if written < 3 {
+		t.Errorf("%v checkpoints written in all for 40 MiB through 16 MiB logs", written)
+	}
+	c.waitConverged(l, 40<<10)
 }
 
 // Checkpoint takes one on demand, of everything applied when it is called,

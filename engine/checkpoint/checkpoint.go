@@ -277,8 +277,17 @@ const DefaultKeep = 2
 // them). With fewer than keep readable checkpoints, only temporary files
 // are removed. Prune reads headers, not blocks: to keep only checkpoints
 // known whole, Verify them first. It must not run while a Write or a
-// Receiver is in progress in dir (it would remove their temporary files).
-func Prune(fsys vfs.FS, dir string, keep int) error {
+// Receiver is in progress in dir (it would remove their temporary files):
+// PruneCheckpoints may.
+func Prune(fsys vfs.FS, dir string, keep int) error { return prune(fsys, dir, keep, true) }
+
+// PruneCheckpoints is Prune without the temporary files: it may run while
+// a Write or a Receiver is in progress in dir (a replica prunes after each
+// checkpoint while the next is written or one arrives from a peer; Prune
+// at start removes what a crash left).
+func PruneCheckpoints(fsys vfs.FS, dir string, keep int) error { return prune(fsys, dir, keep, false) }
+
+func prune(fsys vfs.FS, dir string, keep int, temps bool) error {
 	if keep < 0 {
 		return fmt.Errorf("checkpoint: prune %s: keep %d is negative", dir, keep)
 	}
@@ -294,7 +303,7 @@ func Prune(fsys vfs.FS, dir string, keep int) error {
 	}
 	var remove []string
 	for _, name := range names {
-		if isTempName(name) {
+		if temps && isTempName(name) {
 			remove = append(remove, filepath.Join(dir, name))
 		}
 	}
