@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"slices"
 	"time"
 
@@ -75,7 +74,7 @@ func (a *applier) takeCheckpoint() {
 	if f, ok := a.r.sm.(Freezer); ok {
 		view := f.Freeze()
 		held := time.Since(start)
-		go a.r.writeCheckpoint(meta, held, func(w io.Writer) error { _, err := view.WriteTo(&yieldingWriter{w: w}); return err })
+		go a.r.writeCheckpoint(meta, held, func(w io.Writer) error { _, err := view.WriteTo(w); return err })
 		return
 	}
 	a.r.writeCheckpoint(meta, -1, a.r.sm.Snapshot)
@@ -247,29 +246,6 @@ func recoverCheckpoint(cfg *Config, sm StateMachine) (wire.Slot, error) {
 	}
 	cfg.Logger.Info("state machine restored from checkpoint", "replica", cfg.ID, "slot", uint64(meta.Slot), "file", rd.Info().Path)
 	return meta.Slot, nil
-}
-
-// yieldingWriter lets other goroutines run every yieldEvery bytes. A frozen
-// image is written while the replica works; with one or two Ps (vestad runs
-// GOMAXPROCS 1 under vesta-bench) the writer would otherwise hold a P for a
-// whole scheduler slice (10 ms) at a time, and a core loop that waits that
-// long stalls the whole pipeline behind it: a checkpoint every 128 MiB
-// cost about 10% of the default benchmark's throughput.
-type yieldingWriter struct {
-	w       io.Writer
-	written int
-}
-
-const yieldEvery = 64 << 10
-
-func (y *yieldingWriter) Write(p []byte) (int, error) {
-	n, err := y.w.Write(p)
-	y.written += n
-	if y.written >= yieldEvery {
-		y.written = 0
-		runtime.Gosched()
-	}
-	return n, err
 }
 
 // Backpressure from a log with a fixed capacity (the pmem log: storage
