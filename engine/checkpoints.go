@@ -74,7 +74,11 @@ func (a *applier) takeCheckpoint() {
 	if f, ok := a.r.sm.(Freezer); ok {
 		view := f.Freeze()
 		held := time.Since(start)
-		go a.r.writeCheckpoint(meta, held, func(w io.Writer) error { _, err := view.WriteTo(w); return err })
+		a.r.background.Add(1)
+		go func() {
+			defer a.r.background.Done()
+			a.r.writeCheckpoint(meta, held, func(w io.Writer) error { _, err := view.WriteTo(w); return err })
+		}()
 		return
 	}
 	a.r.writeCheckpoint(meta, -1, a.r.sm.Snapshot)

@@ -141,6 +141,10 @@ type Replica struct {
 	receiving        *snapshotReceiver                  // core loop only
 	waitMu           sync.Mutex
 	waiters          []*checkpointWaiter // Checkpoint calls
+	// background counts the goroutines that write a checkpoint or send or
+	// receive one: Stop waits for them, so none touches the checkpoint
+	// directory or the transport after Stop returned.
+	background sync.WaitGroup
 }
 
 // Start validates cfg, recovers the replica's state from cfg.Log, and starts
@@ -345,7 +349,9 @@ func (r *Replica) Stop() error {
 	r.stopOnce.Do(func() {
 		close(r.stopping)
 		<-r.coreDone
-		err = errors.Join(r.tr.Close(), r.writer.stop(), r.applier.stop())
+		err = errors.Join(r.writer.stop(), r.applier.stop())
+		r.background.Wait()
+		err = errors.Join(r.tr.Close(), err)
 		r.failAll(r.stoppedErr())
 		err = errors.Join(err, r.store.Close())
 		st := *r.status.Load()

@@ -80,6 +80,7 @@ func (r *Replica) sendSnapshots(peers []wire.ReplicaID) {
 		s := &snapshotSender{to: p, slot: info.Meta.Slot, acks: make(chan int64, 16), done: make(chan struct{})}
 		r.senders[p] = s
 		r.m.transfersSent.Inc()
+		r.background.Add(1)
 		go r.sendCheckpoint(s, info)
 	}
 }
@@ -101,6 +102,7 @@ func (r *Replica) newestCheckpointInfo() (checkpoint.Info, bool) {
 
 // sendCheckpoint streams one checkpoint file to a peer (its own goroutine).
 func (r *Replica) sendCheckpoint(s *snapshotSender, info checkpoint.Info) {
+	defer r.background.Done()
 	defer close(s.done)
 	src, err := checkpoint.OpenSource(r.cfg.Checkpoints.FS, info.Path)
 	if err != nil {
@@ -204,6 +206,7 @@ func (r *Replica) onSnapshotChunk(m wire.Message) {
 			quit: make(chan struct{}), done: make(chan struct{})}
 		r.receiving = rc
 		r.m.transfersReceived.Inc()
+		r.background.Add(1)
 		go r.receiveCheckpoint(rc, size)
 	}
 	select {
@@ -215,6 +218,7 @@ func (r *Replica) onSnapshotChunk(m wire.Message) {
 // receiveCheckpoint assembles a checkpoint sent by a peer (its own
 // goroutine) and hands it to the core loop once it is durable and verified.
 func (r *Replica) receiveCheckpoint(rc *snapshotReceiver, size int64) {
+	defer r.background.Done()
 	defer close(rc.done)
 	ck := &r.cfg.Checkpoints
 	recv, err := checkpoint.NewReceiver(ck.FS, ck.Dir, checkpoint.Meta{ClusterID: r.cfg.ClusterID, Slot: rc.slot}, size)
