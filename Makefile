@@ -46,7 +46,8 @@ lint:
 bench:
 	$(GO) run ./tools/vesta-bench -duration 20s
 
-## fuzz: run each fuzz target for FUZZTIME (default 1m).
+## fuzz: run each fuzz target for FUZZTIME (default 1m): the wire decoder, and
+## the kv store's checkpoint image (Restore of hostile bytes).
 # FUZZMINIMIZETIME bounds the minimization of each new input (Go's default is
 # 60 s). Minimizing an input whose new coverage is a loop's hit count tries
 # about n*n/2 variants of its n bytes and shows as 0 execs/s until it ends:
@@ -56,6 +57,7 @@ FUZZTIME ?= 1m
 FUZZMINIMIZETIME ?= 10s
 fuzz:
 	$(GO) test -tags $(TAGS) -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./engine/wire
+	$(GO) test -tags $(TAGS) -run '^$$' -fuzz FuzzRestore -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./tools/vestad/kv
 
 clean:
 	rm -rf $(BIN)
