@@ -84,8 +84,10 @@ type CheckpointConfig struct {
 	// oldest kept one.
 	Keep int
 	// ChunkBytes is the size of one chunk of a checkpoint sent to a peer
-	// (256 KiB); at most 4 chunks are unacknowledged, so a transfer does
-	// not crowd out replication.
+	// (64 KiB). At most 8 chunks are unacknowledged, and the transport sends
+	// them with a priority below the protocol's messages (TCP writes a chunk
+	// only when no protocol frame waits), so a transfer delays an Accept by
+	// at most one chunk's write.
 	ChunkBytes int
 }
 
@@ -178,7 +180,7 @@ func (c *Config) setDefaults() {
 		ck.Bytes = 64 << 20
 	}
 	def(&ck.Keep, checkpoint.DefaultKeep)
-	def(&ck.ChunkBytes, 256<<10)
+	def(&ck.ChunkBytes, 64<<10)
 }
 
 func (c *Config) validate() error {

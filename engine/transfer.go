@@ -12,10 +12,12 @@ import (
 // chunks over the same transport as the protocol (MsgSnapshotChunk), and
 // installs it without a restart.
 //
-//   - Flow control: at most transferWindow chunks are unacknowledged, so a
-//     transfer never fills the peer's send queue that Accepts share; the
-//     receiver acknowledges each chunk with the offset it wants next
-//     (MsgSnapshotAck).
+//   - Flow control and priority: at most transferWindow chunks are
+//     unacknowledged, and chunks are bulk messages (wire.MsgType.Bulk): the
+//     transport keeps them apart from the protocol's queue and sends one only
+//     when no protocol message waits, so a transfer neither fills the queue
+//     Accepts use nor delays one by more than a chunk's write. The receiver
+//     acknowledges each chunk with the offset it wants next (MsgSnapshotAck).
 //   - Loss and resumption: a chunk that arrives at another offset than the
 //     receiver wants is dropped and answered with the offset it wants; a
 //     sender that hears the same offset again, or nothing for
@@ -35,7 +37,7 @@ import (
 // checkpoint of a higher slot replaces one being received).
 
 const (
-	transferWindow = 4                // chunks in flight per transfer
+	transferWindow = 8                // chunks in flight per transfer
 	transferResend = 1 * time.Second  // no ack for this long: go back
 	transferGiveUp = 15 * time.Second // no progress for this long: stop (the peer asks again)
 )

@@ -44,6 +44,9 @@ type TCPConfig struct {
 	// MaxQueueBytes bounds each peer's queue of encoded frames (4 MiB). A
 	// frame that does not fit is dropped, unless the queue is empty.
 	MaxQueueBytes int
+	// MaxBulkBytes bounds each peer's lane of bulk frames (2 MiB), apart
+	// from MaxQueueBytes; the same rule drops what does not fit.
+	MaxBulkBytes int
 	// ReadBufferSize is the size of the read buffers values are decoded in
 	// place from (256 KiB); a larger frame gets a buffer of its own size.
 	ReadBufferSize int
@@ -72,6 +75,7 @@ func (c *TCPConfig) setDefaults() {
 	}
 	def(&c.MaxFrameSize, wire.DefaultMaxFrameSize)
 	def(&c.MaxQueueBytes, 4<<20)
+	def(&c.MaxBulkBytes, 2<<20)
 	def(&c.ReadBufferSize, 256<<10)
 	defDur(&c.DialTimeout, time.Second)
 	defDur(&c.HandshakeTimeout, 2*time.Second)
@@ -287,6 +291,12 @@ func (t *TCP) Send(msgs []wire.Message) {
 		p := t.peers[m.To]
 		if p == nil {
 			t.stats.dropNoPeer.Add(1)
+			continue
+		}
+		if m.Type.Bulk() {
+			if p.enqueueBulk(m) {
+				p.signal() // the writer goroutine writes bulk frames, never a sender
+			}
 			continue
 		}
 		if p.enqueue(m) && !slices.Contains(flush, p) {
@@ -669,6 +679,10 @@ type peer struct {
 	spare   []chunk // the other queue slice, swapped in by takeLocked
 	free    [][]byte
 	queued  int  // bytes in queue
+	// The bulk lane: one encoded frame each, oldest first, written by the
+	// writer goroutine when queue is empty.
+	bulk       [][]byte
+	bulkQueued int // bytes in bulk
 	writing bool // the single-writer token
 	// The writer goroutine's connection while it is up, for direct writes;
 	// nil while it is down or failed. Only the writer goroutine sets it.
@@ -729,6 +743,42 @@ func (p *peer) enqueue(m *wire.Message) bool {
 	first := p.queued == size
 	p.mu.Unlock()
 	return first
+}
+
+// enqueueBulk encodes a bulk message m into a buffer of its own at the tail
+// of the bulk lane, or drops it; true if it was queued.
+func (p *peer) enqueueBulk(m *wire.Message) bool {
+	t := p.t
+	size := wire.FrameSize(m)
+	b, err := t.codec.Append(make([]byte, 0, size), m)
+	if err != nil {
+		t.stats.dropEncode.Add(1)
+		t.log.Error("transport: dropped a message the codec refused", "peer", p.id, "type", m.Type, "err", err)
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bulkQueued > 0 && p.bulkQueued+len(b) > t.cfg.MaxBulkBytes {
+		t.stats.dropFull.Add(1)
+		return false
+	}
+	p.bulk = append(p.bulk, b)
+	p.bulkQueued += len(b)
+	return true
+}
+
+// takeBulkLocked removes the oldest bulk frame, as a queue of one chunk.
+func (p *peer) takeBulkLocked() []chunk {
+	b := p.bulk[0]
+	p.bulk[0] = nil
+	p.bulk = p.bulk[1:]
+	if len(p.bulk) == 0 {
+		p.bulk = nil
+	}
+	p.bulkQueued -= len(b)
+	q := append(p.spare[:0], chunk{b: b, frames: 1})
+	p.spare = nil // q is it until recycleLocked hands it back
+	return q
 }
 
 // signal wakes the writer goroutine, or leaves it a wake-up.
@@ -919,7 +969,7 @@ func (p *peer) run() {
 			conn = nil
 			continue
 		}
-		if p.writing || len(p.queue) == 0 {
+		if p.writing || (len(p.queue) == 0 && len(p.bulk) == 0) {
 			// Nothing to write, or a sender is writing; it wakes us if it
 			// leaves anything.
 			p.mu.Unlock()
@@ -931,7 +981,14 @@ func (p *peer) run() {
 			}
 		}
 		p.writing = true
-		q := p.takeLocked()
+		var q []chunk
+		if len(p.queue) > 0 {
+			q = p.takeLocked()
+		} else {
+			// Protocol frames first: a bulk frame goes out only when none
+			// waits, one per write, so the next Accept waits for at most it.
+			q = p.takeBulkLocked()
+		}
 		p.mu.Unlock()
 
 		p.iov = p.iov[:0]

@@ -18,7 +18,13 @@
 // retransmits what matters, and a replica whose core loop blocked on a slow
 // peer would stall the whole cluster. A message can also be lost after Send
 // returns, when a connection breaks; nothing is retransmitted below the
-// protocol. Messages to one peer leave in the order they were sent.
+// protocol. Messages to one peer leave in the order they were sent, with one
+// exception: bulk messages (wire.MsgType.Bulk: the chunks of a state
+// transfer) may be overtaken by protocol messages sent after them. TCP keeps
+// them on a lane of their own, bounded apart from the protocol's queue, and
+// writes a bulk frame only when no protocol frame is waiting, so a transfer
+// delays an Accept by at most the one bulk frame being written. Bulk
+// messages keep their order among themselves.
 //
 // The caller keeps ownership of msgs: Send has encoded (TCP) or copied (Mem)
 // what it needs before it returns, except Mem shares Value.Data, which by the

@@ -138,6 +138,12 @@ const (
 	MsgSnapshotAck MsgType = 12
 )
 
+// Bulk reports whether messages of type t are bulk data that a transport
+// sends with a priority below the protocol's messages (see
+// transport.Transport): today only MsgSnapshotChunk, the chunks of a state
+// transfer, which are large and which nothing waits for at a fine grain.
+func (t MsgType) Bulk() bool { return t == MsgSnapshotChunk }
+
 var msgTypeNames = [...]string{
 	MsgPrepare: "Prepare", MsgPromise: "Promise", MsgNack: "Nack", MsgAccept: "Accept",
 	MsgAccepted: "Accepted", MsgHeartbeat: "Heartbeat", MsgCatchUpRequest: "CatchUpRequest",
