@@ -89,6 +89,12 @@ type CheckpointConfig struct {
 	// only when no protocol frame waits), so a transfer delays an Accept by
 	// at most one chunk's write.
 	ChunkBytes int
+	// FetchTimeout bounds how long Start waits for a peer's checkpoint when
+	// this replica's log was compacted below every valid checkpoint it holds
+	// (its checkpoint directory lost or damaged): Start then asks its peers
+	// for one before anything else runs (2 min). Negative: never fetch;
+	// Start fails instead, saying so.
+	FetchTimeout time.Duration
 }
 
 // TransportFactory builds the replica's transport, which must deliver
@@ -181,6 +187,9 @@ func (c *Config) setDefaults() {
 	}
 	def(&ck.Keep, checkpoint.DefaultKeep)
 	def(&ck.ChunkBytes, 64<<10)
+	if ck.FetchTimeout == 0 {
+		ck.FetchTimeout = 2 * time.Minute
+	}
 }
 
 func (c *Config) validate() error {

@@ -170,11 +170,24 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 		return nil, err
 	}
 	node, err := paxos.New(cfg.paxosConfig(rand.Uint64()), persisted)
-	if err != nil {
-		var re *paxos.RestoreError
-		if errors.As(err, &re) && cfg.Checkpoints.Dir != "" {
-			return nil, fmt.Errorf("%w: the log was compacted below a checkpoint, and no valid checkpoint in %s reaches back to where it starts (copy one from a peer's checkpoint directory)", err, cfg.Checkpoints.Dir)
+	var re *paxos.RestoreError
+	if errors.As(err, &re) && cfg.Checkpoints.Dir != "" {
+		need := coveredFrom(&persisted)
+		if persisted.Snapshot >= need || cfg.Checkpoints.FetchTimeout < 0 {
+			return nil, fmt.Errorf("%w: the log was compacted below a checkpoint, and no valid checkpoint in %s reaches back to where it starts (slot %d; fetching one from a peer is off: copy one from a peer's checkpoint directory)",
+				err, cfg.Checkpoints.Dir, need)
 		}
+		// Nothing has run yet: ask the peers for a checkpoint, then recover
+		// from it as from one of our own (fetch.go says why that is safe).
+		if ferr := fetchCheckpoint(&cfg, need); ferr != nil {
+			return nil, fmt.Errorf("vesta: the log was compacted below every valid checkpoint in %s, and fetching one from a peer failed: %w", cfg.Checkpoints.Dir, ferr)
+		}
+		if persisted.Snapshot, err = recoverCheckpoint(&cfg, sm); err != nil {
+			return nil, err
+		}
+		node, err = paxos.New(cfg.paxosConfig(rand.Uint64()), persisted)
+	}
+	if err != nil {
 		return nil, err
 	}
 	r := &Replica{
@@ -510,7 +523,7 @@ func (r *Replica) coreLoop() {
 
 func (r *Replica) step(batch []wire.Message) {
 	for _, m := range batch {
-		if m.Type == wire.MsgSnapshotChunk || m.Type == wire.MsgSnapshotAck {
+		if m.Type.Transfer() {
 			r.onSnapshotMessage(m)
 			continue
 		}

@@ -105,6 +105,14 @@ func newTestCluster(t *testing.T, n int, newLog func(id wire.ReplicaID) func() s
 
 func (c *testCluster) start(id wire.ReplicaID) {
 	c.t.Helper()
+	if err := c.startErr(id); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// startErr is start that returns Start's error.
+func (c *testCluster) startErr(id wire.ReplicaID) error {
+	c.t.Helper()
 	sm := &counterSM{}
 	cfg := Config{
 		ID: id, Members: c.members, Log: c.logs[id](),
@@ -118,9 +126,11 @@ func (c *testCluster) start(id wire.ReplicaID) {
 	}
 	r, err := Start(cfg, sm)
 	if err != nil {
-		c.t.Fatal(err)
+		cfg.Log.Close()
+		return err
 	}
 	c.replicas[id], c.sms[id] = r, sm
+	return nil
 }
 
 // leader waits for a replica that leads and accepts a command.

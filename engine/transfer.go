@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"slices"
 	"time"
 
 	"github.com/vestalabs/vesta/engine/checkpoint"
@@ -177,6 +178,15 @@ func (r *Replica) onSnapshotMessage(m wire.Message) {
 		}
 	case wire.MsgSnapshotChunk:
 		r.onSnapshotChunk(m)
+	case wire.MsgSnapshotRequest:
+		// A peer starting without a state it can rebuild (fetch.go): send
+		// the newest checkpoint if it reaches where the peer's log starts.
+		if !slices.Contains(r.cfg.Members, m.From) || m.From == r.cfg.ID {
+			return
+		}
+		if wire.Slot(r.newestCheckpoint.Load()) >= m.Slot {
+			r.sendSnapshots([]wire.ReplicaID{m.From})
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -340,5 +341,76 @@ func TestCheckpointOnDemand(t *testing.T) {
 	}
 	if again, err := r.Checkpoint(ctx); err != nil || again != slot {
 		t.Fatalf("Checkpoint with nothing new: %d, %v; want %d", again, err, slot)
+	}
+}
+
+// A replica whose checkpoint directory was lost, while its log had been
+// compacted below those checkpoints, cannot rebuild its state from its own
+// disk: Start fetches a checkpoint from a peer, restores it, and the replica
+// goes on from it and its log. With fetching off, Start fails saying so.
+func TestLostCheckpointsAreFetchedFromAPeer(t *testing.T) {
+	root := t.TempDir()
+	c := checkpointCluster(t, root, false)
+	c.proposeN("a", 400)
+	l := c.leader()
+	c.waitConverged(l, 400)
+	id := wire.ReplicaID(1)
+	if id == l {
+		id = 2
+	}
+	c.replicas[id].Stop()
+	delete(c.replicas, id)
+	c.proposeN("b", 100)
+	if err := os.RemoveAll(filepath.Join(root, fmt.Sprint(id), "checkpoints")); err != nil {
+		t.Fatal(err)
+	}
+
+	configure := c.configure
+	c.configure = func(rid wire.ReplicaID, cfg *Config) {
+		configure(rid, cfg)
+		cfg.Checkpoints.FetchTimeout = -1
+	}
+	err := c.startErr(id)
+	if err == nil || !strings.Contains(err.Error(), "no valid checkpoint") || !strings.Contains(err.Error(), "fetching one from a peer is off") {
+		t.Fatalf("Start without checkpoints below a compacted log, fetching off: %v", err)
+	}
+
+	c.configure = configure
+	c.start(id)
+	if n, _ := dirBytes(t, filepath.Join(root, fmt.Sprint(id), "checkpoints")); n == 0 {
+		t.Fatal("no checkpoint fetched")
+	}
+	got := c.waitConverged(l, 500)
+	c.proposeN("c", 50)
+	c.waitConverged(c.leader(), len(got)+50)
+}
+
+// Asked for a checkpoint no peer can give, Start fails within FetchTimeout
+// with an error that says what it waited for.
+func TestFetchGivesUpWithAClearError(t *testing.T) {
+	root := t.TempDir()
+	c := checkpointCluster(t, root, false)
+	c.proposeN("a", 400)
+	l := c.leader()
+	c.waitConverged(l, 400)
+	id := wire.ReplicaID(1)
+	if id == l {
+		id = 2
+	}
+	for rid, r := range c.replicas {
+		r.Stop()
+		delete(c.replicas, rid)
+	}
+	if err := os.RemoveAll(filepath.Join(root, fmt.Sprint(id), "checkpoints")); err != nil {
+		t.Fatal(err)
+	}
+	configure := c.configure
+	c.configure = func(rid wire.ReplicaID, cfg *Config) {
+		configure(rid, cfg)
+		cfg.Checkpoints.FetchTimeout = 300 * time.Millisecond
+	}
+	err := c.startErr(id)
+	if err == nil || !strings.Contains(err.Error(), "no peer sent a checkpoint") {
+		t.Fatalf("Start with every peer down: %v", err)
 	}
 }

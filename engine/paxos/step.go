@@ -49,7 +49,7 @@ func (n *Node) validate(m wire.Message) error {
 	if !m.Type.Valid() {
 		return badMessage("unknown type %d from %d", m.Type, m.From)
 	}
-	if m.Type == wire.MsgSnapshotChunk || m.Type == wire.MsgSnapshotAck {
+	if m.Type.Transfer() {
 		return badMessage("%v from %d: state transfer is the runtime's, not the protocol's", m.Type, m.From)
 	}
 	if m.To != n.cfg.ID {

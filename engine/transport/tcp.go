@@ -674,16 +674,16 @@ type peer struct {
 	// writer goroutine waiting out a dial backoff redials at once.
 	up chan struct{}
 
-	mu      sync.Mutex
-	queue   []chunk // frames waiting, oldest first
-	spare   []chunk // the other queue slice, swapped in by takeLocked
-	free    [][]byte
-	queued  int  // bytes in queue
+	mu     sync.Mutex
+	queue  []chunk // frames waiting, oldest first
+	spare  []chunk // the other queue slice, swapped in by takeLocked
+	free   [][]byte
+	queued int // bytes in queue
 	// The bulk lane: one encoded frame each, oldest first, written by the
 	// writer goroutine when queue is empty.
 	bulk       [][]byte
-	bulkQueued int // bytes in bulk
-	writing bool // the single-writer token
+	bulkQueued int  // bytes in bulk
+	writing    bool // the single-writer token
 	// The writer goroutine's connection while it is up, for direct writes;
 	// nil while it is down or failed. Only the writer goroutine sets it.
 	conn net.Conn

@@ -136,7 +136,19 @@ const (
 	// is below what was sent: that is how a transfer resumes after a lost
 	// chunk or a dropped connection.
 	MsgSnapshotAck MsgType = 12
+	// MsgSnapshotRequest asks for a checkpoint: "send me your newest
+	// checkpoint if its slot is at least Slot". A replica sends it at start
+	// when it holds no valid checkpoint and its log does not reach back to
+	// where its commit index needs it (see engine's Checkpoints.FetchTimeout);
+	// a peer holding such a checkpoint answers with MsgSnapshotChunks.
+	MsgSnapshotRequest MsgType = 13
 )
+
+// Transfer reports whether t is a state-transfer message, which the replica
+// runtime handles and the protocol core never sees.
+func (t MsgType) Transfer() bool {
+	return t == MsgSnapshotChunk || t == MsgSnapshotAck || t == MsgSnapshotRequest
+}
 
 // Bulk reports whether messages of type t are bulk data that a transport
 // sends with a priority below the protocol's messages (see
@@ -148,7 +160,7 @@ var msgTypeNames = [...]string{
 	MsgPrepare: "Prepare", MsgPromise: "Promise", MsgNack: "Nack", MsgAccept: "Accept",
 	MsgAccepted: "Accepted", MsgHeartbeat: "Heartbeat", MsgCatchUpRequest: "CatchUpRequest",
 	MsgCatchUp: "CatchUp", MsgPreVote: "PreVote", MsgPreVoteGrant: "PreVoteGrant",
-	MsgSnapshotChunk: "SnapshotChunk", MsgSnapshotAck: "SnapshotAck",
+	MsgSnapshotChunk: "SnapshotChunk", MsgSnapshotAck: "SnapshotAck", MsgSnapshotRequest: "SnapshotRequest",
 }
 
 func (t MsgType) String() string {
@@ -195,6 +207,8 @@ func (m Message) String() string {
 		return s + fmt.Sprintf(" checkpoint=%d offset=%d size=%d bytes=%d", m.Slot, m.Commit, m.Ballot.Round, n)
 	case MsgSnapshotAck:
 		return s + fmt.Sprintf(" checkpoint=%d next=%d", m.Slot, m.Commit)
+	case MsgSnapshotRequest:
+		return s + fmt.Sprintf(" at-least=%d", m.Slot)
 	case MsgAccept, MsgHeartbeat:
 		if m.Slot > 0 {
 			s += fmt.Sprintf(" release=%d", m.Slot)
