@@ -32,7 +32,10 @@ type applier struct {
 	// many bytes (checkpointPhase), so replicas take theirs at different
 	// moments; cleared by the first.
 	firstCheckpointLate int64
-	writing             atomic.Bool
+	// lastCheckpoint is when the last checkpoint was started (or the
+	// applier started), for Checkpoints.Interval.
+	lastCheckpoint time.Time
+	writing        atomic.Bool
 	forced              atomic.Bool // a Checkpoint call wants one now
 }
 
@@ -44,7 +47,7 @@ type applyWork struct {
 }
 
 func newApplier(r *Replica) *applier {
-	return &applier{r: r, signal: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	return &applier{r: r, signal: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}), lastCheckpoint: time.Now()}
 }
 
 // enqueue hands chosen entries over; called by the core loop, in slot order.

@@ -59,6 +59,10 @@ func (a *applier) maybeCheckpoint() {
 	if a.sinceCheckpoint <= 0 {
 		return
 	}
+	if ck.Interval > 0 && time.Since(a.lastCheckpoint) >= ck.Interval {
+		a.takeCheckpoint()
+		return
+	}
 	if fill := a.r.logFill(); (fill >= fillCheckpoint && a.sinceCheckpoint >= ck.Bytes/8) || fill >= fillThrottle {
 		a.takeCheckpoint()
 	}
@@ -68,6 +72,7 @@ func (a *applier) maybeCheckpoint() {
 // goroutine only.
 func (a *applier) takeCheckpoint() {
 	a.sinceCheckpoint, a.firstCheckpointLate = 0, 0
+	a.lastCheckpoint = time.Now()
 	a.writing.Store(true)
 	meta := a.r.checkpointMeta(wire.Slot(a.applied.Load()))
 	start := time.Now()

@@ -79,6 +79,12 @@ type CheckpointConfig struct {
 	// checkpoint: the durable log is compacted below the oldest checkpoint
 	// kept, so it holds about Keep times Bytes of values.
 	Bytes int64
+	// Interval, if positive, also takes a checkpoint once that long has
+	// passed since the last one (or since start) and anything was applied
+	// meanwhile, however little: it bounds how much a restart replays and
+	// how old a lagging peer's transfer is on a quiet cluster. 0: by Bytes
+	// only.
+	Interval time.Duration
 	// Keep is how many checkpoints to keep (2). Recovery falls back to an
 	// older one if the newest is damaged, and the log reaches back to the
 	// oldest kept one.

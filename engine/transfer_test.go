@@ -414,3 +414,35 @@ func TestFetchGivesUpWithAClearError(t *testing.T) {
 		t.Fatalf("Start with every peer down: %v", err)
 	}
 }
+
+// Checkpoints.Interval takes a checkpoint on time, long before Bytes of
+// commands were applied.
+func TestCheckpointInterval(t *testing.T) {
+	root := t.TempDir()
+	c := checkpointCluster(t, root, false)
+	for _, id := range c.members {
+		c.replicas[id].Stop()
+		delete(c.replicas, id)
+	}
+	configure := c.configure
+	c.configure = func(id wire.ReplicaID, cfg *Config) {
+		configure(id, cfg)
+		cfg.Checkpoints.Bytes = 1 << 30
+		cfg.Checkpoints.Interval = 50 * time.Millisecond
+	}
+	for _, id := range c.members {
+		c.start(id)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.proposeN("t", 1)
+		l := c.leader()
+		if c.replicas[l].Status().Checkpoint > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint after 10 s with a 50 ms interval: %+v", c.replicas[l].Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

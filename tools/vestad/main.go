@@ -100,6 +100,7 @@ type config struct {
 	checkpointDir   string
 	checkpointBytes int64
 	checkpointKeep  int
+	checkpointEvery time.Duration
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -115,6 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	pmemSize := fs.Int64("pmem-size", 1<<30, "size in `BYTES` of a new -log pmem file (an existing file keeps its size); checkpoints free its space, so it needs to hold only a few checkpoints' worth (-checkpoint-bytes)")
 	checkpointDir := fs.String("checkpoint-dir", "", "`DIR` of this replica's checkpoints (default: DIR/checkpoints with -data DIR, PATH.checkpoints with -log pmem:PATH, none with -log mem); 'off' for none: then the log keeps every record")
 	checkpointBytes := fs.Int64("checkpoint-bytes", 0, "`BYTES` of commands applied between two checkpoints (0: 64 MiB, or a third of a -log pmem file: the log holds about two intervals, from the older of the two checkpoints kept)")
+	checkpointEvery := fs.Duration("checkpoint-interval", 0, "also take a checkpoint once this long passed since the last one and anything was applied (0: by -checkpoint-bytes only); bounds what a restart of a quiet replica replays")
 	checkpointKeep := fs.Int("checkpoint-keep", 2, "checkpoints kept; the log is compacted below the oldest, so a damaged newest one falls back to the next")
 	pmemPrefault := fs.Bool("pmem-prefault", true, "-log pmem: map every page of the log at start, so appends never take a page fault (costs start-up time in proportion to the file's size)")
 	window := fs.Int("window", 0, "the leader's pipeline window, in slots (0: the engine's default)")
@@ -148,7 +150,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	cfg := &config{clientAddr: *clientAddr, metricsAddr: *metricsAddr, dataDir: *dataDir, clusterID: *clusterID, bootstrap: *bootstrap,
 		tick: *tick, electionTicks: *electionTicks, maxSessions: *maxSessions, pmemSize: *pmemSize, pmemPrefault: *pmemPrefault, wakeLatency: *wakeLatency,
-		window: *window, maxBatch: *maxBatch, maxBatchBytes: *maxBatchBytes, checkpointBytes: *checkpointBytes, checkpointKeep: *checkpointKeep}
+		window: *window, maxBatch: *maxBatch, maxBatchBytes: *maxBatchBytes, checkpointBytes: *checkpointBytes, checkpointKeep: *checkpointKeep, checkpointEvery: *checkpointEvery}
 	var err error
 	if cfg.sched, err = schedpolicy.Parse(*sched); err != nil {
 		return nil, fmt.Errorf("-sched: %w", err)
@@ -244,6 +246,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		if cfg.pmemPath != "" {
 			cfg.checkpointBytes = cfg.pmemSize / 3
 		}
+	}
+	if cfg.checkpointEvery < 0 {
+		return nil, fmt.Errorf("-checkpoint-interval: %v is negative", cfg.checkpointEvery)
 	}
 	if cfg.checkpointKeep < 1 {
 		return nil, fmt.Errorf("-checkpoint-keep: %d, need at least 1", cfg.checkpointKeep)
@@ -455,7 +460,7 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 		MaxBatchBytes:    cfg.maxBatchBytes,
 		Logger:           log,
 		Registerer:       reg,
-		Checkpoints:      engine.CheckpointConfig{Dir: cfg.checkpointDir, Bytes: cfg.checkpointBytes, Keep: cfg.checkpointKeep},
+		Checkpoints:      engine.CheckpointConfig{Dir: cfg.checkpointDir, Bytes: cfg.checkpointBytes, Keep: cfg.checkpointKeep, Interval: cfg.checkpointEvery},
 	}, kv.Machine{Store: sm})
 	if err != nil {
 		cln.Close()
