@@ -36,7 +36,7 @@ type applier struct {
 	// applier started), for Checkpoints.Interval.
 	lastCheckpoint time.Time
 	writing        atomic.Bool
-	forced              atomic.Bool // a Checkpoint call wants one now
+	forced         atomic.Bool // a Checkpoint call wants one now
 }
 
 // applyWork is one item of the applier's queue: chosen entries to apply,
