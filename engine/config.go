@@ -104,7 +104,7 @@ type CheckpointConfig struct {
 }
 
 // TransportFactory builds the replica's transport, which must deliver
-// inbound messages to h.
+// inbound messages to h. Start calls it once.
 type TransportFactory func(h transport.Handler) (transport.Transport, error)
 
 // Config configures a Replica. Zero numbers take the defaults in their comments.

@@ -3,10 +3,12 @@ package engine
 import (
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/vestalabs/vesta/engine/checkpoint"
 	"github.com/vestalabs/vesta/engine/paxos"
+	"github.com/vestalabs/vesta/engine/transport"
 	"github.com/vestalabs/vesta/engine/wire"
 )
 
@@ -16,7 +18,9 @@ import (
 // covers slots whose values it no longer has. Before anything else starts,
 // it asks its peers for a checkpoint that reaches its log
 // (MsgSnapshotRequest), receives one exactly as a live transfer does, and
-// then recovers from it and its log as from its own.
+// then recovers from it and its log as from its own. The transport it
+// fetches over is the replica's, built once, whose handler is switched over
+// to the replica when it starts.
 //
 // Why this is safe: while it fetches, the replica has no protocol core. It
 // casts no vote, answers no Prepare and proposes nothing, and not taking
@@ -43,27 +47,38 @@ func coveredFrom(p *paxos.Persisted) wire.Slot {
 	return s
 }
 
+// handlerSwitch is the transport's handler while Start fetches a
+// checkpoint: the transport is built once (Config.Transport is called
+// once), first delivering to the fetch, then to the replica.
+type handlerSwitch struct {
+	h atomic.Pointer[transport.Handler]
+}
+
+func (s *handlerSwitch) set(h transport.Handler) { s.h.Store(&h) }
+func (s *handlerSwitch) handle(b []wire.Message) { (*s.h.Load())(b) }
+
+// dropAll is the handler between the fetch and the replica: what arrives is
+// dropped, and the protocol sends again.
+func dropAll([]wire.Message) {}
+
 // fetchCheckpoint receives from a peer a checkpoint of slot need or above
 // into the checkpoint directory, durable and verified, within
-// Checkpoints.FetchTimeout. It runs before the replica starts, over a
-// transport of its own that it closes before returning.
-func fetchCheckpoint(cfg *Config, need wire.Slot) error {
+// Checkpoints.FetchTimeout. It runs before the replica starts, over tr,
+// whose handler sw it points at itself, and at dropAll when it returns.
+func fetchCheckpoint(cfg *Config, tr transport.Transport, sw *handlerSwitch, need wire.Slot) error {
 	ck := &cfg.Checkpoints
 	log := cfg.Logger.With("replica", cfg.ID)
 	in := make(chan []wire.Message, 64)
 	quit := make(chan struct{})
-	tr, err := cfg.Transport(func(b []wire.Message) {
+	sw.set(func(b []wire.Message) {
 		select {
 		case in <- b:
 		case <-quit:
 		}
 	})
-	if err != nil {
-		return fmt.Errorf("starting the transport to fetch a checkpoint: %w", err)
-	}
 	defer func() {
+		sw.set(dropAll)
 		close(quit)
-		tr.Close()
 	}()
 	peers := slices.DeleteFunc(slices.Clone(cfg.Members), func(id wire.ReplicaID) bool { return id == cfg.ID })
 	ask := func() {

@@ -170,7 +170,11 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 		return nil, err
 	}
 	node, err := paxos.New(cfg.paxosConfig(rand.Uint64()), persisted)
-	var re *paxos.RestoreError
+	var (
+		re          *paxos.RestoreError
+		fetched     transport.Transport // the transport a fetch built, if one ran
+		fetchSwitch *handlerSwitch
+	)
 	if errors.As(err, &re) && cfg.Checkpoints.Dir != "" {
 		need := coveredFrom(&persisted)
 		if persisted.Snapshot >= need || cfg.Checkpoints.FetchTimeout < 0 {
@@ -179,13 +183,24 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 		}
 		// Nothing has run yet: ask the peers for a checkpoint, then recover
 		// from it as from one of our own (fetch.go says why that is safe).
-		if ferr := fetchCheckpoint(&cfg, need); ferr != nil {
+		sw := &handlerSwitch{}
+		sw.set(dropAll)
+		tr, terr := cfg.Transport(sw.handle)
+		if terr != nil {
+			return nil, fmt.Errorf("vesta: starting the transport: %w", terr)
+		}
+		if ferr := fetchCheckpoint(&cfg, tr, sw, need); ferr != nil {
+			tr.Close()
 			return nil, fmt.Errorf("vesta: the log was compacted below every valid checkpoint in %s, and fetching one from a peer failed: %w", cfg.Checkpoints.Dir, ferr)
 		}
-		if persisted.Snapshot, err = recoverCheckpoint(&cfg, sm); err != nil {
+		if persisted.Snapshot, err = recoverCheckpoint(&cfg, sm); err == nil {
+			node, err = paxos.New(cfg.paxosConfig(rand.Uint64()), persisted)
+		}
+		if err != nil {
+			tr.Close()
 			return nil, err
 		}
-		node, err = paxos.New(cfg.paxosConfig(rand.Uint64()), persisted)
+		fetched, fetchSwitch = tr, sw
 	}
 	if err != nil {
 		return nil, err
@@ -219,10 +234,15 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 	r.applier.firstCheckpointLate = checkpointPhase(&cfg)
 	r.m, err = newMetrics(cfg.Registerer, cfg.ClusterID, uint64(cfg.ID), func() float64 { return float64(r.applier.backlog.Load()) })
 	if err != nil {
+		if fetched != nil {
+			fetched.Close()
+		}
 		return nil, err
 	}
-	r.tr, err = cfg.Transport(r.receive)
-	if err != nil {
+	if fetched != nil {
+		r.tr = fetched
+		fetchSwitch.set(r.receive)
+	} else if r.tr, err = cfg.Transport(r.receive); err != nil {
 		r.m.unregister()
 		return nil, fmt.Errorf("vesta: starting the transport: %w", err)
 	}

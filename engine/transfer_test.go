@@ -375,10 +375,21 @@ func TestLostCheckpointsAreFetchedFromAPeer(t *testing.T) {
 		t.Fatalf("Start without checkpoints below a compacted log, fetching off: %v", err)
 	}
 
-	c.configure = configure
+	factoryCalls := 0
+	c.configure = func(rid wire.ReplicaID, cfg *Config) {
+		configure(rid, cfg)
+		build := cfg.Transport
+		cfg.Transport = func(h transport.Handler) (transport.Transport, error) {
+			factoryCalls++
+			return build(h)
+		}
+	}
 	c.start(id)
 	if n, _ := dirBytes(t, filepath.Join(root, fmt.Sprint(id), "checkpoints")); n == 0 {
 		t.Fatal("no checkpoint fetched")
+	}
+	if factoryCalls != 1 {
+		t.Fatalf("Start called Config.Transport %d times; it promises once (vestad registers metrics in it)", factoryCalls)
 	}
 	got := c.waitConverged(l, 500)
 	c.proposeN("c", 50)

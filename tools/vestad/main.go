@@ -101,6 +101,7 @@ type config struct {
 	checkpointBytes int64
 	checkpointKeep  int
 	checkpointEvery time.Duration
+	walSegment      int64
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -116,6 +117,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	pmemSize := fs.Int64("pmem-size", 1<<30, "size in `BYTES` of a new -log pmem file (an existing file keeps its size); checkpoints free its space, so it needs to hold only a few checkpoints' worth (-checkpoint-bytes)")
 	checkpointDir := fs.String("checkpoint-dir", "", "`DIR` of this replica's checkpoints (default: DIR/checkpoints with -data DIR, PATH.checkpoints with -log pmem:PATH, none with -log mem); 'off' for none: then the log keeps every record")
 	checkpointBytes := fs.Int64("checkpoint-bytes", 0, "`BYTES` of commands applied between two checkpoints (0: 64 MiB, or a third of a -log pmem file: the log holds about two intervals, from the older of the two checkpoints kept)")
+	walSegment := fs.Int64("wal-segment-bytes", 0, "size in `BYTES` of each file WAL segment, preallocated (0: 64 MiB); compaction deletes whole segments, so smaller ones return space sooner")
 	checkpointEvery := fs.Duration("checkpoint-interval", 0, "also take a checkpoint once this long passed since the last one and anything was applied (0: by -checkpoint-bytes only); bounds what a restart of a quiet replica replays")
 	checkpointKeep := fs.Int("checkpoint-keep", 2, "checkpoints kept; the log is compacted below the oldest, so a damaged newest one falls back to the next")
 	pmemPrefault := fs.Bool("pmem-prefault", true, "-log pmem: map every page of the log at start, so appends never take a page fault (costs start-up time in proportion to the file's size)")
@@ -150,7 +152,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	cfg := &config{clientAddr: *clientAddr, metricsAddr: *metricsAddr, dataDir: *dataDir, clusterID: *clusterID, bootstrap: *bootstrap,
 		tick: *tick, electionTicks: *electionTicks, maxSessions: *maxSessions, pmemSize: *pmemSize, pmemPrefault: *pmemPrefault, wakeLatency: *wakeLatency,
-		window: *window, maxBatch: *maxBatch, maxBatchBytes: *maxBatchBytes, checkpointBytes: *checkpointBytes, checkpointKeep: *checkpointKeep, checkpointEvery: *checkpointEvery}
+		window: *window, maxBatch: *maxBatch, maxBatchBytes: *maxBatchBytes, checkpointBytes: *checkpointBytes, checkpointKeep: *checkpointKeep, checkpointEvery: *checkpointEvery, walSegment: *walSegment}
 	var err error
 	if cfg.sched, err = schedpolicy.Parse(*sched); err != nil {
 		return nil, fmt.Errorf("-sched: %w", err)
@@ -246,6 +248,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		if cfg.pmemPath != "" {
 			cfg.checkpointBytes = cfg.pmemSize / 3
 		}
+	}
+	if cfg.walSegment != 0 && cfg.walSegment < storage.MinSegmentSize {
+		return nil, fmt.Errorf("-wal-segment-bytes: %d, need 0 (the default) or at least %d", cfg.walSegment, storage.MinSegmentSize)
 	}
 	if cfg.checkpointEvery < 0 {
 		return nil, fmt.Errorf("-checkpoint-interval: %v is negative", cfg.checkpointEvery)
@@ -389,7 +394,7 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 		}
 		store = pl
 	} else {
-		wal, err := storage.OpenWAL(cfg.dataDir, storage.WALOptions{Logger: log, Create: create, Identity: identity})
+		wal, err := storage.OpenWAL(cfg.dataDir, storage.WALOptions{Logger: log, Create: create, Identity: identity, SegmentSize: cfg.walSegment})
 		if err != nil {
 			return fmt.Errorf("-data %s: %w", cfg.dataDir, err)
 		}

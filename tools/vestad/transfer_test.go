@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
@@ -20,9 +21,11 @@ import (
 // SIGKILLed, the others commit far past every log's start, and the
 // follower, restarted once, catches up by receiving a checkpoint (its log
 // says so, and it is not restarted again). Then every acknowledged write
-// reads back, the history is linearizable, and, with the cluster stopped,
-// vestactl replay rebuilds every replica's state offline to the same slot
-// with the same digest. vestactl checkpoint takes one on demand on each.
+// reads back, the history is linearizable, another follower that lost its checkpoint directory (its WAL compacted
+// below it) fetches one from a peer at start and converges, and, with the
+// cluster stopped, vestactl replay rebuilds every replica's state offline
+// to the same slot with the same digest. vestactl checkpoint takes one on
+// demand on each.
 func TestProcessStateTransfer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds vestad and runs a 3-process cluster for about 20 s; make test runs it")
@@ -33,7 +36,9 @@ func TestProcessStateTransfer(t *testing.T) {
 	cl := newProcCluster(t, dir, vestad, 3)
 	metricsAddrs := freeAddrs(t, len(cl.procs))
 	for i, p := range cl.procs {
-		p.args = append(p.args, "-checkpoint-bytes", "65536", "-metrics-addr", metricsAddrs[i])
+		// Small WAL segments, so that compaction deletes some: a replica
+		// whose checkpoints are lost then cannot rebuild from its log.
+		p.args = append(p.args, "-checkpoint-bytes", "65536", "-wal-segment-bytes", "262144", "-metrics-addr", metricsAddrs[i])
 	}
 	cl.startAll()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -104,6 +109,33 @@ func TestProcessStateTransfer(t *testing.T) {
 		t.Fatalf("the client history of %d operations is not linearizable (%v)", len(load.ops), res)
 	}
 	cl.checkConverged(ctx, t)
+
+	// Another follower loses its checkpoint directory while its log was
+	// compacted below it: restarted, it fetches a checkpoint from a peer
+	// before it starts (its log says so), then converges.
+	leader = cl.waitLeader(ctx, 10*time.Second)
+	lost := (leader + 2) % 3
+	if lost == down {
+		lost = (leader + 1) % 3
+	}
+	cl.procs[lost].kill()
+	if err := os.RemoveAll(filepath.Join(cl.procs[lost].dataDir, "checkpoints")); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%6.2fs follower %d lost its checkpoints; restart", time.Since(start).Seconds(), lost+1)
+	cl.procs[lost].start()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		b, _ := os.ReadFile(cl.procs[lost].logPath)
+		if bytes.Contains(b, []byte("checkpoint fetched")) {
+			t.Logf("%6.2fs follower %d fetched a checkpoint from a peer at start", time.Since(start).Seconds(), lost+1)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("follower %d did not fetch a checkpoint within 30 s of its restart; its log ends:\n%s", lost+1, b[max(0, len(b)-3000):])
+		}
+	}
+	cl.checkConverged(ctx, t)
+
 	// A checkpoint on demand, on every replica (vestactl checkpoint).
 	for i, a := range metricsAddrs {
 		out, err := command(vestactl, "checkpoint", a).CombinedOutput()
