@@ -26,6 +26,9 @@ const (
 	// BugInstallOffByOne: a replica that installs a checkpoint of slot s
 	// takes it for one of slot s+1, so it never applies slot s (issue 13).
 	BugInstallOffByOne
+	// BugReadWithoutQuorum: a leader serves a read index without its probe
+	// round, as if every replica had confirmed it still leads (issue 15).
+	BugReadWithoutQuorum
 )
 
 // AllBugs lists every plantable bug with its name.
@@ -40,4 +43,5 @@ var AllBugs = []struct {
 	{BugSmallQuorum, "small-quorum"},
 	{BugLeadBeforeOwnPromise, "lead-before-own-promise"},
 	{BugInstallOffByOne, "install-snapshot-off-by-one"},
+	{BugReadWithoutQuorum, "read-index-without-quorum"},
 }

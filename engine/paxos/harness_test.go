@@ -53,10 +53,14 @@ type testCluster struct {
 	drop    func(wire.Message) bool
 	// transfers counts checkpoints installed (Ready.SendSnapshot).
 	transfers int
+	// reads and readsFailed collect Ready.Reads and Ready.ReadsFailed.
+	reads       map[wire.ReplicaID][]ReadState
+	readsFailed map[wire.ReplicaID][]uint64
 }
 
 func newTestCluster(t testing.TB, n int) *testCluster {
-	c := &testCluster{t: t, nodes: map[wire.ReplicaID]*Node{}, applied: map[wire.ReplicaID][]wire.Entry{}}
+	c := &testCluster{t: t, nodes: map[wire.ReplicaID]*Node{}, applied: map[wire.ReplicaID][]wire.Entry{},
+		reads: map[wire.ReplicaID][]ReadState{}, readsFailed: map[wire.ReplicaID][]uint64{}}
 	for i := 1; i <= n; i++ {
 		c.nodes[wire.ReplicaID(i)] = newTestNode(t, i, n)
 	}
@@ -65,6 +69,9 @@ func newTestCluster(t testing.TB, n int) *testCluster {
 
 // settle drains every node and delivers messages until quiet.
 func (c *testCluster) settle() {
+	if c.reads == nil {
+		c.reads, c.readsFailed = map[wire.ReplicaID][]ReadState{}, map[wire.ReplicaID][]uint64{}
+	}
 	for range 10000 {
 		for id := wire.ReplicaID(1); int(id) <= len(c.nodes); id++ {
 			n := c.nodes[id]
@@ -73,6 +80,8 @@ func (c *testCluster) settle() {
 				c.queue = append(c.queue, rd.Send...)
 				c.queue = append(c.queue, rd.SendAfterPersist...)
 				c.applied[id] = append(c.applied[id], rd.Apply...)
+				c.reads[id] = append(c.reads[id], rd.Reads...)
+				c.readsFailed[id] = append(c.readsFailed[id], rd.ReadsFailed...)
 				n.Advance()
 				// State transfer, as the runtime does it: the receiver
 				// installs the sender's newest checkpoint if it needs it.

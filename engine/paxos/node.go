@@ -100,6 +100,13 @@ type Ready struct {
 	// same peer is listed again while it stays behind and keeps asking, so a
 	// caller sends one transfer per peer at a time and ignores repeats.
 	SendSnapshot []wire.ReplicaID
+	// Reads are reads asked with ReadIndex that a quorum confirmed: each
+	// may be served from the state machine once every slot below its Index
+	// is applied (read.go).
+	Reads []ReadState
+	// ReadsFailed are the IDs of reads asked with ReadIndex that will not
+	// be confirmed: this replica stopped leading. Retry at the leader.
+	ReadsFailed []uint64
 }
 
 // slotState is one slot of the in-memory log.
@@ -167,15 +174,28 @@ type Node struct {
 	unsent        wire.Slot // first slot not yet broadcast in ballot
 	pending       []wire.Value
 	heardFrom     uint64
+	// leadStart is where the slots re-proposed on winning the ballot end:
+	// a read index is never below it (read.go).
+	leadStart wire.Slot
+
+	// Read-index rounds (read.go), leader only.
+	readQueue   []uint64 // reads waiting for the next round
+	readBatch   []uint64 // reads of the round out
+	readIndex   wire.Slot
+	readRound   uint64 // the round's number; acks of others are stale
+	readAcks    uint64 // members that acknowledged the round, self included
+	readElapsed int
 
 	// Work for the next Ready.
-	savedHS   HardState // last hard state handed out to persist
-	unstable  []wire.Entry
-	send      []wire.Message
-	sendAfter []wire.Message
-	dropped   []wire.Value
-	snapTo    []wire.ReplicaID
-	inflight  []inflightReady // Readys handed out and not yet advanced, oldest first
+	savedHS     HardState // last hard state handed out to persist
+	unstable    []wire.Entry
+	send        []wire.Message
+	sendAfter   []wire.Message
+	dropped     []wire.Value
+	snapTo      []wire.ReplicaID
+	reads       []ReadState
+	readsFailed []uint64
+	inflight    []inflightReady // Readys handed out and not yet advanced, oldest first
 }
 
 // inflightReady remembers what a Ready asked to persist, so that Advance can
@@ -267,6 +287,7 @@ func (n *Node) Status() Status {
 func (n *Node) HasReady() bool {
 	return len(n.unstable) > 0 || n.hardState() != n.savedHS || len(n.send) > 0 ||
 		len(n.sendAfter) > 0 || n.applied < n.commit || len(n.dropped) > 0 || len(n.snapTo) > 0 ||
+		len(n.reads) > 0 || len(n.readsFailed) > 0 ||
 		(n.role == Leader && n.unsent < n.nextSlot)
 }
 
@@ -284,6 +305,8 @@ func (n *Node) Ready() Ready {
 		SendAfterPersist: n.sendAfter,
 		Dropped:          n.dropped,
 		SendSnapshot:     n.snapTo,
+		Reads:            n.reads,
+		ReadsFailed:      n.readsFailed,
 	}
 	if hs := n.hardState(); hs != n.savedHS {
 		contract.Ensure(!hs.Promised.Less(n.savedHS.Promised), "hard state promise moved back")
@@ -307,6 +330,7 @@ func (n *Node) Ready() Ready {
 	}
 	n.inflight = append(n.inflight, inflightReady{entries: rd.Entries, hs: rd.HardState, saveHS: rd.SaveHardState})
 	n.unstable, n.send, n.sendAfter, n.dropped, n.snapTo = nil, nil, nil, nil, nil
+	n.reads, n.readsFailed = nil, nil
 	return rd
 }
 

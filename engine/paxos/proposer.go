@@ -128,6 +128,7 @@ func (n *Node) becomeLeader() {
 	}
 	n.merged = nil
 	n.nextSlot = end
+	n.leadStart = end
 	n.inflightBytes = n.countInflight()
 	n.unsent = from
 	n.heartbeatElapsed = 0

@@ -39,6 +39,10 @@ func (n *Node) Step(m wire.Message) error {
 		n.onPreVote(m)
 	case wire.MsgPreVoteGrant:
 		n.onPreVoteGrant(m)
+	case wire.MsgReadProbe:
+		n.onReadProbe(m)
+	case wire.MsgReadProbeAck:
+		n.onReadProbeAck(m)
 	}
 	n.checkInvariants()
 	return nil
@@ -59,11 +63,11 @@ func (n *Node) validate(m wire.Message) error {
 		return badMessage("%v from %d, not a peer of %d", m.Type, m.From, n.cfg.ID)
 	}
 	switch m.Type {
-	case wire.MsgPrepare, wire.MsgAccept, wire.MsgHeartbeat, wire.MsgPreVote:
+	case wire.MsgPrepare, wire.MsgAccept, wire.MsgHeartbeat, wire.MsgPreVote, wire.MsgReadProbe:
 		if m.Ballot.Replica != m.From || m.Ballot == wire.BallotChosen || m.Ballot.IsZero() {
 			return badMessage("%v from %d carries ballot %v that is not its own", m.Type, m.From, m.Ballot)
 		}
-	case wire.MsgPreVoteGrant:
+	case wire.MsgPreVoteGrant, wire.MsgReadProbeAck:
 		if m.Ballot.Replica != n.cfg.ID || m.Ballot.IsZero() {
 			return badMessage("%v from %d answers ballot %v, not one of %d's", m.Type, m.From, m.Ballot, n.cfg.ID)
 		}
@@ -163,6 +167,7 @@ func (n *Node) Tick() {
 			n.broadcastHeartbeat()
 			n.retransmit()
 		}
+		n.tickReads()
 		n.quorumElapsed++
 		if n.quorumElapsed >= n.cfg.ElectionTicks*2 {
 			// Check quorum: a leader that heard from no quorum for a whole
@@ -265,6 +270,7 @@ func (n *Node) onAccept(m wire.Message) {
 
 // stepDown returns to following; queued proposals are handed back as Dropped.
 func (n *Node) stepDown() {
+	n.failReads()
 	n.role = Follower
 	n.leader = 0
 	n.merged = nil

@@ -72,6 +72,7 @@ type cluster struct {
 	slowDisk      int     // a replica whose syncs stall with chance slowDiskP; -1: none
 	slowDiskP     float64
 	partEvery     int64 // mean time between partition changes; 0: none
+	pauseEvery    int64 // mean time between pauses; 0: none
 	blocked       [][]bool
 	healAt        int64
 	recoveredAt   int64 // commands issued from here on must complete
@@ -85,11 +86,14 @@ type replica struct {
 	id     wire.ReplicaID
 	up     bool
 	gen    int
-	period int64          // this replica's tick length: clocks drift apart
-	led    wire.Ballot    // the last ballot this incarnation was seen leading
-	held   []wire.Message // sent to it while it was down, delivered after it restarts
-	node   *paxos.Node
-	disk   disk
+	period int64 // this replica's tick length: clocks drift apart
+	// pausedUntil: the process is stopped until then (a SIGSTOP, a long
+	// pause): everything addressed to it waits, then arrives at once.
+	pausedUntil int64
+	led         wire.Ballot    // the last ballot this incarnation was seen leading
+	held        []wire.Message // sent to it while it was down, delivered after it restarts
+	node        *paxos.Node
+	disk        disk
 	// Readys handed out and not yet durable, oldest first; the first
 	// syncing of them are in the sync now under way (group commit).
 	pending []*paxos.Ready
@@ -105,6 +109,18 @@ type replica struct {
 	sending map[int]int64 // peer index: when the transfer to it ends
 	queue   []command
 	waiting map[cmdID]int // commands submitted here: client index
+	// Read-index gets: asked of the protocol (by read ID), then waiting
+	// until applied reaches their index.
+	nextRead  uint64
+	reads     map[uint64]pendingRead
+	readsWait []pendingRead
+}
+
+// pendingRead is a read-index get at its replica.
+type pendingRead struct {
+	client int
+	cmd    command
+	index  wire.Slot
 }
 
 // disk is what survives a crash: the last hard state and the latest entry
@@ -210,6 +226,10 @@ func (c *cluster) setup() {
 			c.crashOnWin = 0.5 + 0.5*c.rng.Float64()
 			profile = append(profile, fmt.Sprintf("crash-on-win=%.0f%%", c.crashOnWin*100))
 		}
+		if c.rng.IntN(2) == 0 {
+			c.pauseEvery = c.between(30, 90) * tick
+			profile = append(profile, fmt.Sprintf("pause/%dt", c.pauseEvery/tick))
+		}
 	}
 	if len(profile) == 0 {
 		profile = append(profile, "healthy")
@@ -234,6 +254,9 @@ func (c *cluster) setup() {
 	}
 	if c.crashEvery > 0 {
 		c.schedule(c.between(c.crashEvery/2, c.crashEvery*3/2), &event{kind: evCrash})
+	}
+	if c.pauseEvery > 0 {
+		c.schedule(c.between(c.pauseEvery/2, c.pauseEvery*3/2), &event{kind: evPause})
 	}
 	if c.partEvery > 0 {
 		c.schedule(c.between(c.partEvery/2, c.partEvery*3/2), &event{kind: evPartition})
@@ -284,6 +307,7 @@ func (c *cluster) start(r *replica) {
 	r.node, r.up, r.pending, r.syncing = n, true, nil, 0
 	r.gen++
 	r.kv, r.applied, r.queue, r.waiting = newKV(), 0, nil, map[cmdID]int{}
+	r.reads, r.readsWait = map[uint64]pendingRead{}, nil
 	r.writing, r.sending = nil, map[int]int64{}
 	if snap != nil {
 		// Recovery: the newest checkpoint, then the log after it.
@@ -309,6 +333,15 @@ func (c *cluster) loop() {
 }
 
 func (c *cluster) handle(e *event) {
+	switch e.kind {
+	case evDeliver, evTick, evPersisted, evRequest, evCheckpointed, evSnapshot:
+		if r := c.replicas[e.node]; r.up && r.pausedUntil > c.now {
+			// Stopped: it takes this when it runs again, in a random order
+			// with everything else that waited.
+			c.schedule(r.pausedUntil+c.between(0, tick/2), e)
+			return
+		}
+	}
 	switch e.kind {
 	case evDeliver:
 		r := c.replicas[e.node]
@@ -382,6 +415,8 @@ func (c *cluster) handle(e *event) {
 		}
 	case evPartition:
 		c.repartition()
+	case evPause:
+		c.pauseSome()
 	case evHeal:
 		c.heal()
 	case evStopClients:
@@ -434,6 +469,23 @@ func (c *cluster) process(r *replica) {
 			c.send(m)
 		}
 		c.apply(r, rd.Apply)
+		for _, rs := range rd.Reads {
+			pr, ok := r.reads[rs.ID]
+			if !ok {
+				c.check.fail("read", "replica %d: read %d confirmed, never asked", r.id, rs.ID)
+				continue
+			}
+			delete(r.reads, rs.ID)
+			pr.index = rs.Index
+			r.readsWait = append(r.readsWait, pr)
+		}
+		for _, id := range rd.ReadsFailed {
+			if pr, ok := r.reads[id]; ok {
+				delete(r.reads, id)
+				c.respond(r, pr.client, response{seq: pr.cmd.Seq, notLeader: true, hint: r.node.Status().Leader})
+			}
+		}
+		c.serveReads(r)
 		for _, v := range rd.Dropped {
 			cmds, _ := decodeBatch(v.Data)
 			for _, cmd := range cmds {
@@ -587,8 +639,24 @@ func (c *cluster) apply(r *replica, entries []wire.Entry) {
 		if r.applied%digestEvery == 0 {
 			c.check.digest(r.idx, r.applied, r.kv.digest())
 		}
+		c.serveReads(r)
 	}
 	c.maybeCheckpoint(r)
+}
+
+// serveReads answers the confirmed read-index gets whose index r applied.
+func (c *cluster) serveReads(r *replica) {
+	k := 0
+	for _, pr := range r.readsWait {
+		if pr.index > r.applied {
+			r.readsWait[k] = pr
+			k++
+			continue
+		}
+		c.res.ReadIndexReads++
+		c.respond(r, pr.client, response{seq: pr.cmd.Seq, res: result{Value: r.kv.data[pr.cmd.Key], OK: true}})
+	}
+	r.readsWait = r.readsWait[:k]
 }
 
 // applyBatch applies one chosen batch to r's state machine and answers the
@@ -687,6 +755,36 @@ func (c *cluster) crashSome() {
 	c.crash(up[c.rng.IntN(len(up))], c.between(5, 60)*tick, true)
 }
 
+// pauseSome stops a replica for a while, most often the leader: a leader
+// that wakes up takes in what arrived meanwhile in a random order, so it may
+// act as leader on a client's request before it hears that another replica
+// leads now.
+func (c *cluster) pauseSome() {
+	if !c.faulty {
+		return
+	}
+	defer c.schedule(c.now+c.between(c.pauseEvery/2, c.pauseEvery*3/2), &event{kind: evPause})
+	var up []*replica
+	var leader *replica
+	for _, r := range c.replicas {
+		if r.up && r.pausedUntil <= c.now {
+			up = append(up, r)
+			if r.node.Status().Role == paxos.Leader {
+				leader = r
+			}
+		}
+	}
+	if len(up) == 0 {
+		return
+	}
+	r := up[c.rng.IntN(len(up))]
+	if leader != nil && c.rng.IntN(4) > 0 {
+		r = leader
+	}
+	r.pausedUntil = c.now + c.between(15, 40)*tick
+	c.tracef("r%d paused until t=%d", r.id, r.pausedUntil/tick)
+}
+
 // crash stops replica r as a power failure would and restarts it after
 // restartIn time units. Of the sync under way a random prefix reached the
 // disk, or nothing unless partial.
@@ -713,6 +811,7 @@ func (c *cluster) crash(r *replica, restartIn int64, partial bool) {
 		}
 	}
 	r.up, r.pending, r.syncing, r.node, r.led = false, nil, 0, nil, wire.Ballot{}
+	r.pausedUntil = 0
 	r.gen++
 	c.res.Crashes++
 	c.tracef("r%d CRASH", r.id)
@@ -742,8 +841,15 @@ func (c *cluster) repartition() {
 			}
 		}
 		c.tracef("partition: split %v", side)
-	case 2: // one replica isolated both ways
+	case 2: // one replica isolated both ways: often the leader
 		x := c.rng.IntN(n)
+		if c.rng.IntN(2) == 0 {
+			for i, r := range c.replicas {
+				if r.up && r.node.Status().Role == paxos.Leader {
+					x = i
+				}
+			}
+		}
 		for i := range n {
 			c.blocked[x][i], c.blocked[i][x] = i != x, i != x
 		}
@@ -792,9 +898,17 @@ func (c *cluster) nextOp(cl *client) {
 	cl.seq++
 	key := fmt.Sprintf("k%d", c.rng.IntN(c.opts.Keys))
 	cmd := command{Client: cl.id, Seq: cl.seq, Key: key}
-	switch c.rng.IntN(3) {
+	op := c.rng.IntN(3)
+	if cl.idx == 0 {
+		// The first client only reads: it stays with its replica while
+		// writers hang on a cut-off leader, so a leader that reads without
+		// confirming it still leads is caught serving stale data.
+		op = 0
+	}
+	switch op {
 	case 0:
 		cmd.Op = opGet
+		cmd.ReadIndex = !c.opts.NoReadIndex && c.rng.IntN(2) == 0
 	case 1:
 		cmd.Op, cmd.Value = opPut, fmt.Sprintf("c%d.%d", cl.id, cl.seq)
 	case 2:
@@ -834,6 +948,21 @@ func (c *cluster) onRequest(r *replica, cl int, cmd command) {
 	st := r.node.Status()
 	if st.Role != paxos.Leader {
 		c.respond(r, cl, response{seq: cmd.Seq, notLeader: true, hint: st.Leader})
+		return
+	}
+	if cmd.ReadIndex {
+		for _, pr := range r.reads {
+			if pr.cmd.id() == cmd.id() {
+				return // asked already
+			}
+		}
+		r.nextRead++
+		r.reads[r.nextRead] = pendingRead{client: cl, cmd: cmd}
+		if !r.node.ReadIndex(r.nextRead) {
+			delete(r.reads, r.nextRead)
+			c.respond(r, cl, response{seq: cmd.Seq, notLeader: true, hint: st.Leader})
+		}
+		c.process(r)
 		return
 	}
 	r.waiting[cmd.id()] = cl

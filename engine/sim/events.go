@@ -24,6 +24,7 @@ const (
 	evStopClients
 	evCheckpointed // a replica's checkpoint is durable
 	evSnapshot     // a checkpoint sent by a peer has arrived whole
+	evPause        // pause some replica: a stopped process, a long GC (fault phase)
 )
 
 // event is one scheduled happening. gen ties replica events to one

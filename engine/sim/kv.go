@@ -27,6 +27,9 @@ type command struct {
 	Key    string
 	Value  string // put: new value; cas: new value
 	Expect string // cas: expected current value
+	// ReadIndex: a get served by the leader's read index (paxos read.go)
+	// instead of through the log. Not encoded: it never enters the log.
+	ReadIndex bool
 }
 
 // result is what the state machine answered.

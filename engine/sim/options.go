@@ -44,6 +44,10 @@ type Options struct {
 	// NoCheckpoints turns checkpoints off.
 	CheckpointEvery int
 	NoCheckpoints   bool
+	// NoReadIndex sends every get through the log. By default half of them
+	// are served by the leader's read index instead (paxos read.go), and
+	// the linearizability checker covers them like any operation.
+	NoReadIndex bool
 	// NodeHook, if set, is called with every paxos.Node the simulator creates
 	// (at start and on each restart). Test code uses it to plant bugs.
 	NodeHook func(*paxos.Node)
@@ -98,7 +102,10 @@ type Result struct {
 	OpsOK      int    // client operations that completed
 	OpsUnknown int    // client operations whose outcome the client never learned
 	Elections  int    // leaders elected
-	Crashes    int
+	// ReadIndexReads counts gets served by a read index, without the log.
+	ReadIndexReads int
+
+	Crashes int
 	// Checkpoints counts checkpoints written (durably, not lost to a
 	// crash); Transfers counts checkpoints installed by a replica that was
 	// behind its peers' logs (state transfer).

@@ -142,6 +142,13 @@ const (
 	// where its commit index needs it (see engine's Checkpoints.FetchTimeout);
 	// a peer holding such a checkpoint answers with MsgSnapshotChunks.
 	MsgSnapshotRequest MsgType = 13
+	// MsgReadProbe asks whether the receiver still takes the leader's
+	// Ballot: a read-index round (paxos read.go). Slot is the round's number.
+	// It changes nothing at the receiver.
+	MsgReadProbe MsgType = 14
+	// MsgReadProbeAck answers the MsgReadProbe of round Slot: when the
+	// receiver processed it, it had promised no ballot above Ballot.
+	MsgReadProbeAck MsgType = 15
 )
 
 // Transfer reports whether t is a state-transfer message, which the replica
@@ -161,6 +168,7 @@ var msgTypeNames = [...]string{
 	MsgAccepted: "Accepted", MsgHeartbeat: "Heartbeat", MsgCatchUpRequest: "CatchUpRequest",
 	MsgCatchUp: "CatchUp", MsgPreVote: "PreVote", MsgPreVoteGrant: "PreVoteGrant",
 	MsgSnapshotChunk: "SnapshotChunk", MsgSnapshotAck: "SnapshotAck", MsgSnapshotRequest: "SnapshotRequest",
+	MsgReadProbe: "ReadProbe", MsgReadProbeAck: "ReadProbeAck",
 }
 
 func (t MsgType) String() string {
@@ -209,6 +217,8 @@ func (m Message) String() string {
 		return s + fmt.Sprintf(" checkpoint=%d next=%d", m.Slot, m.Commit)
 	case MsgSnapshotRequest:
 		return s + fmt.Sprintf(" at-least=%d", m.Slot)
+	case MsgReadProbe, MsgReadProbeAck:
+		return s + fmt.Sprintf(" round=%d", m.Slot)
 	case MsgAccept, MsgHeartbeat:
 		if m.Slot > 0 {
 			s += fmt.Sprintf(" release=%d", m.Slot)

@@ -1,0 +1,141 @@
+package paxos
+
+import (
+	"github.com/vestalabs/vesta/engine/wire"
+	"github.com/vestalabs/vesta/internal/contract"
+)
+
+// Linearizable reads without the log: the read index (as in Raft's
+// ReadIndex, here over Paxos ballots).
+//
+// A leader asked to read (ReadIndex) takes a read index: its commit index,
+// and at least the end of the slots it re-proposed when it won its ballot.
+// It then runs one probe round (MsgReadProbe to every peer); a peer answers
+// MsgReadProbeAck if it has promised no ballot above the leader's, and a
+// Nack otherwise. Once a quorum, the leader included, answered the round,
+// every read of the round is ready (Ready.Reads) at its index: the caller
+// serves it from its state machine once it has applied every slot below the
+// index. Reads that arrive while a round is out wait for the next one, so
+// one round serves every read waiting: a round costs one message per peer
+// however many reads it carries. Nothing is appended to the log.
+//
+// Why a read served so sees every write completed before it was asked:
+//
+//   - A write completed before the read was asked was chosen in some slot s
+//     in some ballot c. If c is the leader's ballot b, the leader knew s
+//     chosen before applying it, so s is below its commit index when it took
+//     the read index. If c < b, the value chosen in s was found by the
+//     leader's phase 1 (a quorum's promises intersect c's quorum of votes)
+//     and re-proposed below the end of its re-proposed slots, or s was below
+//     the commit index phase 1 started from.
+//   - c > b is impossible: a leader of ballot c > b won a quorum of promises
+//     before the write completed, so before the round's probes were sent;
+//     the round's quorum intersects that one, and a replica that promised
+//     c > b answers the probe with a Nack, not an ack. Promises are durable
+//     before they are revealed (sendRevealing), so a crash cannot undo one.
+//
+// A round that is not answered within two heartbeat intervals is sent again
+// under a new number (acks of an older round do not count). A leader that
+// steps down fails every read waiting (Ready.ReadsFailed): the caller
+// retries at the new leader.
+
+// ReadState is a read that may be served once every slot below Index is
+// applied.
+type ReadState struct {
+	ID    uint64 // the caller's ID for the read (ReadIndex's argument)
+	Index wire.Slot
+}
+
+// ReadIndex asks for a read index for the read the caller calls id (any
+// number; the caller keeps them apart). It returns false, and does nothing,
+// on a replica that does not lead: the caller sends the read to the leader.
+// Otherwise the read comes back in a later Ready, in Reads once a quorum
+// confirmed this replica still leads, or in ReadsFailed if it stops leading
+// first.
+func (n *Node) ReadIndex(id uint64) bool {
+	if n.role != Leader {
+		return false
+	}
+	n.readQueue = append(n.readQueue, id)
+	n.maybeStartReadRound()
+	return true
+}
+
+// maybeStartReadRound starts a probe round for the reads queued, unless one
+// is out.
+func (n *Node) maybeStartReadRound() {
+	if n.role != Leader || len(n.readBatch) > 0 || len(n.readQueue) == 0 {
+		return
+	}
+	n.readBatch, n.readQueue = n.readQueue, n.readBatch[:0]
+	n.readIndex = max(n.commit, n.leadStart)
+	n.sendReadRound()
+}
+
+// sendReadRound sends the current batch's probes under a new round number.
+func (n *Node) sendReadRound() {
+	n.readRound++
+	n.readAcks = n.self
+	n.readElapsed = 0
+	if n.bugs&BugReadWithoutQuorum != 0 {
+		n.readAcks = ^uint64(0) // the planted bug: served without asking
+	}
+	for _, p := range n.cfg.Members {
+		if p != n.cfg.ID {
+			n.send1(wire.Message{Type: wire.MsgReadProbe, To: p, Ballot: n.ballot, Slot: wire.Slot(n.readRound)})
+		}
+	}
+	n.maybeFinishReadRound()
+}
+
+// maybeFinishReadRound hands the batch out once a quorum acknowledged its
+// round, and starts the next round if reads are queued.
+func (n *Node) maybeFinishReadRound() {
+	if len(n.readBatch) == 0 || !n.isQuorum(n.readAcks) {
+		return
+	}
+	contract.Invariantf(n.role == Leader, "read round finished by a %v", n.role)
+	for _, id := range n.readBatch {
+		n.reads = append(n.reads, ReadState{ID: id, Index: n.readIndex})
+	}
+	n.readBatch = n.readBatch[:0]
+	n.maybeStartReadRound()
+}
+
+// onReadProbe answers a leader's probe. It changes nothing here: the ack
+// says only that no higher ballot was promised, which stays true of this
+// moment whatever happens next.
+func (n *Node) onReadProbe(m wire.Message) {
+	if m.Ballot.Less(n.promised) {
+		n.sendRevealing(wire.Message{Type: wire.MsgNack, To: m.From, Ballot: n.promised, Commit: n.commit})
+		return
+	}
+	n.send1(wire.Message{Type: wire.MsgReadProbeAck, To: m.From, Ballot: m.Ballot, Slot: m.Slot})
+}
+
+func (n *Node) onReadProbeAck(m wire.Message) {
+	if n.role != Leader || m.Ballot != n.ballot || uint64(m.Slot) != n.readRound {
+		return // stale
+	}
+	n.readAcks |= n.bit(m.From)
+	n.heardFrom |= n.bit(m.From)
+	n.maybeFinishReadRound()
+}
+
+// tickReads resends an unanswered round. Leader only.
+func (n *Node) tickReads() {
+	if len(n.readBatch) == 0 {
+		return
+	}
+	n.readElapsed++
+	if n.readElapsed >= 2*n.cfg.HeartbeatTicks {
+		n.sendReadRound()
+	}
+}
+
+// failReads fails every read waiting, when this replica stops leading.
+func (n *Node) failReads() {
+	n.readsFailed = append(n.readsFailed, n.readBatch...)
+	n.readsFailed = append(n.readsFailed, n.readQueue...)
+	n.readBatch, n.readQueue = n.readBatch[:0], n.readQueue[:0]
+}
