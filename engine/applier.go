@@ -36,6 +36,8 @@ type applier struct {
 	// applier started), for Checkpoints.Interval.
 	lastCheckpoint time.Time
 	writing        atomic.Bool
+	// readsWait holds confirmed reads whose index is not applied yet.
+	readsWait []*readCall
 	forced         atomic.Bool // a Checkpoint call wants one now
 }
 
@@ -44,6 +46,7 @@ type applier struct {
 type applyWork struct {
 	entries []wire.Entry
 	restore *checkpoint.Info
+	reads   []*readCall // confirmed reads, served once their index is applied
 }
 
 func newApplier(r *Replica) *applier {
@@ -95,6 +98,11 @@ func (a *applier) run() {
 		work, a.queue = a.queue, work[:0]
 		a.mu.Unlock()
 		for _, w := range work {
+			if w.reads != nil {
+				a.readsWait = append(a.readsWait, w.reads...)
+				a.serveReads()
+				continue
+			}
 			if w.restore != nil {
 				if err := a.restore(*w.restore); err != nil {
 					a.r.fail(err)
@@ -111,6 +119,7 @@ func (a *applier) run() {
 				}
 				cmds, results = a.apply(e, cmds, results)
 			}
+			a.serveReads()
 			k, limit := int64(len(entries)), int64(a.r.cfg.MaxApplyBacklog)
 			if left := a.backlog.Add(-k); left < limit && left+k >= limit {
 				a.r.wakeCore() // below the limit again: the core loop takes commands

@@ -50,6 +50,7 @@ type metrics struct {
 	transferBytesReceived prometheus.Counter
 	logThrottled          prometheus.Gauge
 	acceptsRefusedFull    prometheus.Counter
+	reads                 prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, cluster uint64, id uint64, backlog func() float64) (*metrics, error) {
@@ -101,6 +102,8 @@ func newMetrics(reg prometheus.Registerer, cluster uint64, id uint64, backlog fu
 		Help: "Checkpoint transfers started to replicas behind this one's log."})
 	m.transfersReceived = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_checkpoint_transfers_received_total",
 		Help: "Checkpoint transfers this replica started receiving."})
+	m.reads = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_reads_total",
+		Help: "Reads that skip the log (Replica.Read) asked of this replica."})
 	m.transfersInstalled = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_checkpoint_transfers_installed_total",
 		Help: "Checkpoints received from a peer and installed (the state machine restored from them)."})
 	m.transferBytesSent = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_checkpoint_transfer_sent_bytes_total",
@@ -113,7 +116,7 @@ func newMetrics(reg prometheus.Registerer, cluster uint64, id uint64, backlog fu
 		Help: "Accepts not voted on because this replica's log was nearly full (the leader resends them)."})
 	m.badMessages = m.refused.WithLabelValues(paxos.RefusedMalformed.String())
 	m.tooFar = m.refused.WithLabelValues(paxos.RefusedSlotTooFar.String())
-	m.all = []prometheus.Collector{m.proposals, m.batches, m.batchCommands, m.applied, m.syncSeconds, m.syncReadys,
+	m.all = []prometheus.Collector{m.reads, m.proposals, m.batches, m.batchCommands, m.applied, m.syncSeconds, m.syncReadys,
 		m.elections, m.leader, m.isLeader, m.commitIndex, m.appliedIndex, m.refused, m.slowApplies, m.applyBacklog, m.failed,
 		m.checkpoints, m.checkpointFailures, m.checkpointSeconds, m.checkpointSlot, m.compactions, m.compactFailures,
 		m.transfersSent, m.transfersReceived, m.transfersInstalled, m.transferBytesSent, m.transferBytesReceived,

@@ -133,6 +133,8 @@ type Replica struct {
 	slowApplyLog lograte.Limiter
 	fullLog      lograte.Limiter // a log nearly full
 
+	reads reads // reads that skip the log (read.go)
+
 	// Checkpoints and state transfer (checkpoints.go, transfer.go).
 	newestCheckpoint atomic.Uint64                      // slot of the newest checkpoint held
 	checkpointDone   chan checkpointResult              // checkpoints written here
@@ -383,6 +385,11 @@ func (r *Replica) Stop() error {
 		close(r.stopping)
 		<-r.coreDone
 		err = errors.Join(r.writer.stop(), r.applier.stop())
+		r.failReads(r.stoppedErr())
+		for _, c := range r.applier.readsWait {
+			c.complete(nil, r.stoppedErr())
+		}
+		r.applier.readsWait = nil
 		r.background.Wait()
 		err = errors.Join(r.tr.Close(), err)
 		r.failAll(r.stoppedErr())
@@ -523,6 +530,7 @@ func (r *Replica) coreLoop() {
 			r.node.Advance()
 		}
 		backlog = r.propose(backlog)
+		r.takeReads()
 		if !r.handleReadys() {
 			return // failed: nothing more may leave this replica
 		}
@@ -705,6 +713,13 @@ func (r *Replica) takeReadys() {
 		}
 		if len(rd.SendSnapshot) > 0 {
 			r.sendSnapshots(rd.SendSnapshot)
+		}
+		if len(rd.Reads) > 0 || len(rd.ReadsFailed) > 0 {
+			confirmed := make([]readState, len(rd.Reads))
+			for i, s := range rd.Reads {
+				confirmed[i] = readState{s.ID, s.Index}
+			}
+			r.readsReady(confirmed, rd.ReadsFailed)
 		}
 		if r.inline {
 			r.inlineBatch = append(r.inlineBatch, &rd)

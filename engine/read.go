@@ -1,0 +1,209 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/vestalabs/vesta/engine/wire"
+)
+
+// Reader is the read entry point of a state machine: reads that skip the
+// log (Replica.Read) call it. The applier goroutine calls Read between two
+// Apply calls, never during one, so a state machine needs no locking for it;
+// it must not change the state. The result is the caller's.
+type Reader interface {
+	Read(query []byte) ([]byte, error)
+}
+
+// ErrReadsUnsupported is Replica.Read's error when the state machine does
+// not implement Reader: propose the query through the log instead.
+var ErrReadsUnsupported = errors.New("vesta: the state machine has no Read method (engine.Reader); propose reads through the log")
+
+// ReadMode says how a read that skips the log is kept consistent.
+type ReadMode uint8
+
+const (
+	// ReadIndex is linearizable: the leader takes its commit index, confirms
+	// with one round to a quorum (shared by every read waiting) that it
+	// still leads, waits until it has applied that far, and reads locally.
+	// No log append, no clock assumption. Leader only.
+	ReadIndex ReadMode = iota + 1
+)
+
+func (m ReadMode) String() string {
+	switch m {
+	case ReadIndex:
+		return "read-index"
+	}
+	return "read-mode?"
+}
+
+// readCall is one Read waiting for its index, then for the applier.
+type readCall struct {
+	query  []byte
+	index  wire.Slot
+	done   chan struct{}
+	result []byte
+	err    error
+}
+
+func (c *readCall) complete(result []byte, err error) {
+	c.result, c.err = result, err
+	close(c.done)
+}
+
+// reads is the replica's read path. Read appends to queue; the core loop
+// takes the queue, asks the protocol for read indexes (paxos
+// Node.ReadIndex) and keeps the calls by read ID until their Ready.Reads or
+// ReadsFailed; confirmed reads go to the applier, which serves them once it
+// has applied their index.
+type reads struct {
+	mu     sync.Mutex
+	queue  []*readCall
+	closed bool
+
+	// Core loop only.
+	nextID  uint64
+	waiting map[uint64]*readCall
+}
+
+// Read answers query from the state machine's Read without going through
+// the log, with the consistency mode gives. It fails with a
+// *NotLeaderError on a replica that does not lead (or stops leading before
+// the read is confirmed: retry at the leader), ErrReadsUnsupported, ErrBusy,
+// ErrStopped, the context's error, or the state machine's error.
+func (r *Replica) Read(ctx context.Context, query []byte, mode ReadMode) ([]byte, error) {
+	if _, ok := r.sm.(Reader); !ok {
+		return nil, ErrReadsUnsupported
+	}
+	if mode != ReadIndex {
+		return nil, &ConfigError{"ReadMode", "unknown read mode " + mode.String()}
+	}
+	c := &readCall{query: query, done: make(chan struct{})}
+	rs := &r.reads
+	rs.mu.Lock()
+	switch {
+	case rs.closed:
+		rs.mu.Unlock()
+		return nil, r.stoppedErr()
+	case len(rs.queue) >= r.cfg.MaxQueued:
+		rs.mu.Unlock()
+		return nil, ErrBusy
+	}
+	rs.queue = append(rs.queue, c)
+	first := len(rs.queue) == 1
+	rs.mu.Unlock()
+	if first {
+		r.wakeCore()
+	}
+	select {
+	case <-c.done:
+		return c.result, c.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// takeReads asks the protocol for an index for every read queued. Core
+// loop only.
+func (r *Replica) takeReads() {
+	rs := &r.reads
+	rs.mu.Lock()
+	q := rs.queue
+	rs.queue = nil
+	rs.mu.Unlock()
+	for _, c := range q {
+		rs.nextID++
+		if !r.node.ReadIndex(rs.nextID) {
+			c.complete(nil, &NotLeaderError{Leader: r.node.Status().Leader})
+			continue
+		}
+		if rs.waiting == nil {
+			rs.waiting = map[uint64]*readCall{}
+		}
+		rs.waiting[rs.nextID] = c
+	}
+	if len(q) > 0 {
+		r.m.reads.Add(float64(len(q)))
+	}
+}
+
+// readsReady hands confirmed reads to the applier and fails the others.
+// Core loop only.
+func (r *Replica) readsReady(confirmed []readState, failed []uint64) {
+	rs := &r.reads
+	var batch []*readCall
+	for _, s := range confirmed {
+		if c := rs.waiting[s.id]; c != nil {
+			delete(rs.waiting, s.id)
+			c.index = s.index
+			batch = append(batch, c)
+		}
+	}
+	if len(batch) > 0 {
+		r.applier.enqueueReads(batch)
+	}
+	if len(failed) == 0 {
+		return
+	}
+	leader := r.node.Status().Leader
+	for _, id := range failed {
+		if c := rs.waiting[id]; c != nil {
+			delete(rs.waiting, id)
+			c.complete(nil, &NotLeaderError{Leader: leader})
+		}
+	}
+}
+
+// readState is paxos.ReadState without the import in callers' signatures.
+type readState struct {
+	id    uint64
+	index wire.Slot
+}
+
+// failReads fails every read not yet served, when the replica stops.
+func (r *Replica) failReads(err error) {
+	rs := &r.reads
+	rs.mu.Lock()
+	q := rs.queue
+	rs.queue, rs.closed = nil, true
+	rs.mu.Unlock()
+	for _, c := range q {
+		c.complete(nil, err)
+	}
+	for id, c := range rs.waiting {
+		delete(rs.waiting, id)
+		c.complete(nil, err)
+	}
+}
+
+// serveReads runs the reads whose index is applied; the rest wait for
+// later applies. Applier goroutine only.
+func (a *applier) serveReads() {
+	if len(a.readsWait) == 0 {
+		return
+	}
+	applied := wire.Slot(a.applied.Load())
+	rd := a.r.sm.(Reader)
+	k := 0
+	for _, c := range a.readsWait {
+		if c.index > applied {
+			a.readsWait[k] = c
+			k++
+			continue
+		}
+		res, err := rd.Read(c.query)
+		c.complete(res, err)
+	}
+	clear(a.readsWait[k:])
+	a.readsWait = a.readsWait[:k]
+}
+
+// enqueueReads queues confirmed reads behind the applies handed out so far.
+func (a *applier) enqueueReads(batch []*readCall) {
+	a.mu.Lock()
+	a.queue = append(a.queue, applyWork{reads: batch})
+	a.mu.Unlock()
+	a.poke()
+}

@@ -1,0 +1,87 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+)
+
+// Read (counterSM's engine.Reader) returns how many commands were applied.
+func (s *counterSM) Read(query []byte) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if string(query) != "count" {
+		return nil, errors.New("counterSM: unknown query")
+	}
+	return []byte(strconv.Itoa(len(s.cmds))), nil
+}
+
+// A read at the leader sees every write that completed before it, without
+// a slot of its own; a follower refuses it naming the leader.
+func TestReadIndexSeesCompletedWrites(t *testing.T) {
+	c := newTestCluster(t, 3, memLogs)
+	l := c.leader()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 20 {
+		res, err := c.replicas[l].Propose(ctx, []byte("w"+strconv.Itoa(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := c.replicas[l].Status().Commit
+		got, err := c.replicas[l].Read(ctx, []byte("count"), ReadIndex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := strconv.Atoi(string(got)); n < mustAtoi(t, res) {
+			t.Fatalf("read %s after the write that made %s", got, res)
+		}
+		if after := c.replicas[l].Status().Commit; after != before {
+			t.Fatalf("a read moved the commit index %d -> %d: it went through the log", before, after)
+		}
+	}
+	for id, r := range c.replicas {
+		if id == l {
+			continue
+		}
+		_, err := r.Read(ctx, []byte("count"), ReadIndex)
+		var nl *NotLeaderError
+		if !errors.As(err, &nl) || nl.Leader != l {
+			t.Fatalf("read at follower %d: %v, want a NotLeaderError naming %d", id, err, l)
+		}
+	}
+}
+
+// Many concurrent reads share probe rounds and all complete.
+func TestManyConcurrentReads(t *testing.T) {
+	c := newTestCluster(t, 3, memLogs)
+	l := c.leader()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 400)
+	for range 400 {
+		wg.Go(func() {
+			if _, err := c.replicas[l].Read(ctx, []byte("count"), ReadIndex); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func mustAtoi(t *testing.T, b []byte) int {
+	n, err := strconv.Atoi(string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
