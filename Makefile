@@ -11,12 +11,12 @@ SIM_SEEDS ?= 3000
 SIM_PKG   := ./engine/sim
 RACE_PKGS  = $(shell $(GO) list ./... | grep -v '/engine/sim$$')
 
-.PHONY: all test test-race test-sim vmlab sim lint bench fuzz clean
+.PHONY: all test test-race test-sim vmlab vmlab-rdma rdma sim lint bench fuzz clean
 
 all: lint test
 
 ## test: every test, with contracts on, with the race detector where affordable.
-test: test-race test-sim vmlab
+test: test-race test-sim vmlab vmlab-rdma
 
 test-race:
 	$(GO) test -tags $(TAGS) -race -count=1 $(RACE_PKGS)
@@ -28,6 +28,22 @@ test-sim:
 ## (root with apt: installs what it needs; elsewhere it prints SKIP and passes).
 vmlab:
 	$(GO) run ./tools/vmlab test-pmem
+
+## vmlab-rdma: the RDMA tests (cgo/verbs, ...) in a QEMU guest on soft-RoCE,
+## statically linked, with -race and again with GOEXPERIMENT=cgocheck2
+## (root with apt: installs what it needs; elsewhere it prints SKIP and passes).
+vmlab-rdma:
+	$(GO) run ./tools/vmlab test-rdma
+
+## rdma: vestad, vesta-bench and the RDMA packages' tests built with the rdma
+## tag (needs rdma-core's headers: Debian's libibverbs-dev). Builds only: the
+## tests need a device, which vmlab-rdma provides.
+RDMA_TAGS := $(TAGS),rdma
+RDMA_PKGS := ./cgo/... ./rdma/...
+rdma:
+	$(GO) build -tags rdma -o $(BIN)/ ./tools/vestad ./tools/vesta-bench
+	$(GO) vet -tags $(RDMA_TAGS) $(RDMA_PKGS)
+	$(GO) test -tags $(RDMA_TAGS) -count=1 -run '^$$' $(RDMA_PKGS)
 
 ## sim: thousands of simulated seeds, for 3 and for 5 replicas.
 sim:

@@ -24,6 +24,7 @@ const (
 
 var scenarios = map[string]func() *scenario{
 	"test-pmem": pmemScenario,
+	"test-rdma": rdmaScenario,
 }
 
 func defaultCache() string {

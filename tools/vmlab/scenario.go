@@ -23,6 +23,9 @@ type scenario struct {
 	// Tools are the host programs needed beyond the common ones; the
 	// packages of missing ones are installed.
 	Tools []hostTool
+	// HostFiles are host files (headers, static libraries) needed to build
+	// the Go programs; the packages of missing ones are installed.
+	HostFiles []hostFile
 	// GuestPrograms are Tools (by Cmd) copied into the guest with their
 	// shared libraries, at their host paths.
 	GuestPrograms []string
@@ -48,6 +51,20 @@ type goProgram struct {
 	Name string // file name under /vmlab/
 	Pkg  string // package path relative to the module root, e.g. ./pmem
 	Test bool   // go test -c instead of go build
+	// Tags are build tags added to the run's -tags.
+	Tags []string
+	// Cgo builds with cgo, linked fully static (-linkmode external
+	// -extldflags -static): the guest has no C libraries of its own.
+	Cgo bool
+	// Race adds -race (which needs Cgo).
+	Race bool
+	// RaceOptional builds without -race when the -race build fails (the
+	// race runtime may not link statically), saying so; runEnv.Built
+	// records what was built.
+	RaceOptional bool
+	// BuildEnv is added to the go command's environment (for example
+	// GOEXPERIMENT=cgocheck2).
+	BuildEnv []string
 }
 
 // nvdimmSpec is an NVDIMM image in the cache. The guest converts a fresh
@@ -80,6 +97,9 @@ type runEnv struct {
 	Kernel  *kernel
 	Modules []*modInfo
 	Tools   map[string]string
+	// Built are the GoPrograms as built, by Name (Race false where an
+	// optional -race build failed). Set before Steps is called.
+	Built map[string]goProgram
 }
 
 // commonTools are needed by every scenario.
@@ -103,6 +123,9 @@ func runScenario(ctx context.Context, p *progress, s *scenario, o options) (*lab
 	h := newHost(p, o.NoInstall)
 	tools, err := h.ensureTools(append(append([]hostTool(nil), commonTools...), s.Tools...))
 	if err != nil {
+		return nil, err
+	}
+	if err := h.ensureFiles(s.HostFiles); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(o.Cache, 0o755); err != nil {
@@ -132,7 +155,7 @@ func runScenario(ctx context.Context, p *progress, s *scenario, o options) (*lab
 		names[i] = m.Name
 	}
 	p.stepf("modules resolved in %.1fs: %s", time.Since(t0).Seconds(), strings.Join(names, " "))
-	env := &runEnv{Opts: o, Kernel: k, Modules: mods, Tools: tools}
+	env := &runEnv{Opts: o, Kernel: k, Modules: mods, Tools: tools, Built: map[string]goProgram{}}
 
 	var progs []string
 	for _, c := range s.GuestPrograms {
@@ -161,14 +184,22 @@ func runScenario(ctx context.Context, p *progress, s *scenario, o options) (*lab
 		t0 := time.Now()
 		out := filepath.Join(runDir, g.Name)
 		if err := buildGo(root, g, o.Tags, out); err != nil {
-			return nil, fmt.Errorf("building %s for the guest: %w", g.Pkg, err)
+			if !g.Race || !g.RaceOptional {
+				return nil, fmt.Errorf("building %s for the guest: %w", g.Pkg, err)
+			}
+			p.stepf("%s does not build with -race (%s); building it without", g.Name, firstLine(err.Error()))
+			g.Race = false
+			if err := buildGo(root, g, o.Tags, out); err != nil {
+				return nil, fmt.Errorf("building %s for the guest: %w", g.Pkg, err)
+			}
 		}
+		env.Built[g.Name] = g
 		data, err := os.ReadFile(out)
 		if err != nil {
 			return nil, err
 		}
 		rt.File("vmlab/"+g.Name, 0o755, data)
-		p.stepf("built %s (%s, %.1f MiB) in %.1fs", g.Name, g.Pkg, float64(len(data))/(1<<20), time.Since(t0).Seconds())
+		p.stepf("built %s (%s%s, %.1f MiB) in %.1fs", g.Name, g.Pkg, buildNote(g), float64(len(data))/(1<<20), time.Since(t0).Seconds())
 	}
 	script := &initScript{Steps: s.Steps(env)}
 	text, err := script.render()
@@ -275,13 +306,21 @@ func buildGo(root string, g goProgram, tags, out string) error {
 	if g.Test {
 		args = []string{"test", "-c"}
 	}
-	if tags != "" {
+	if tags = joinTags(tags, g.Tags); tags != "" {
 		args = append(args, "-tags", tags)
+	}
+	cgo := "CGO_ENABLED=0"
+	if g.Cgo {
+		cgo = "CGO_ENABLED=1"
+		args = append(args, "-ldflags", staticCgoLDFlags)
+	}
+	if g.Race {
+		args = append(args, "-race")
 	}
 	args = append(args, "-o", out, g.Pkg)
 	cmd := exec.Command(goTool(), args...)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	cmd.Env = append(append(os.Environ(), cgo, "GOOS=linux", "GOARCH=amd64"), g.BuildEnv...)
 	var b bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &b, &b
 	if err := cmd.Run(); err != nil {

@@ -1,0 +1,6 @@
+//go:build rdma && !rdmastatic
+
+package verbs
+
+// #cgo LDFLAGS: -libverbs
+import "C"

@@ -1,0 +1,68 @@
+package rdma
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/vestalabs/vesta/engine/wire"
+)
+
+// ErrUnavailable is New's error in a build without the rdma tag.
+var ErrUnavailable = errors.New("rdma: built without the rdma build tag")
+
+// Config configures an RDMA transport. Zero values take the defaults named.
+type Config struct {
+	ClusterID uint64
+	ID        wire.ReplicaID // this replica (not zero)
+	// Listener accepts the side-channel connections of peers with lower
+	// IDs; if nil, New listens on ListenAddr. Closed by Close.
+	Listener   net.Listener
+	ListenAddr string
+	// Peers maps every other replica to its side-channel address. This
+	// replica dials the peers with higher IDs and is dialed by the others.
+	Peers  map[wire.ReplicaID]string
+	Logger *slog.Logger // slog.Default()
+
+	Device   string // RDMA device name ("": the first)
+	Port     uint8  // its port (1)
+	GIDIndex int    // GID index; 0 means find the RoCE v2 IPv4-mapped one (or use 0 on InfiniBand)
+
+	MaxFrameSize   int // frame limit both ways (wire.DefaultMaxFrameSize)
+	MaxQueueBytes  int // per peer bound of queued frames (4 MiB)
+	SlotSize       int // bytes per receive and send slot (64 KiB)
+	RecvSlots      int // receives posted per connection: the peer's credits (32)
+	SendSlots      int // sends in flight per connection (32)
+	ReadBufferSize int // stream reassembly buffer (256 KiB; a larger frame gets its own)
+
+	// Spin is how long a connection's goroutine keeps polling after its
+	// last completion before it sleeps on the completion channel (50 µs).
+	// Negative: never spin.
+	Spin time.Duration
+
+	DialTimeout      time.Duration // side-channel dial (1 s)
+	HandshakeTimeout time.Duration // parameter exchange, either side (5 s)
+	// Reconnection waits between BackoffMin (20 ms) and BackoffMax (2 s),
+	// doubling after each failure.
+	BackoffMin, BackoffMax time.Duration
+}
+
+// Reasons a connection is closed for (Stats.Closed keys), beyond
+// wire.Reason's labels for malformed frames.
+const (
+	ReasonPeerClosed     = "peer_closed"     // the side channel closed
+	ReasonSuperseded     = "superseded"      // the peer connected anew
+	ReasonQPError        = "qp_error"        // a work request completed with an error
+	ReasonVerbsError     = "verbs_error"     // a verbs call failed
+	ReasonSenderMismatch = "sender_mismatch" // a frame's From is not the peer
+	ReasonMisrouted      = "misrouted"       // a frame's To is not this replica
+	ReasonBadHandshake   = "bad_handshake"
+
+	// Refusal reasons (Stats.HandshakesRefused), as TCP's.
+	ReasonForeignCluster = "foreign_cluster"
+	ReasonUnknownPeer    = "unknown_peer"
+	ReasonWrongReplica   = "wrong_replica"
+	ReasonWrongDirection = "wrong_direction" // the higher ID dialed
+	ReasonRefusedOther   = "other"
+)

@@ -1,0 +1,640 @@
+//go:build rdma
+
+package rdma
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vestalabs/vesta/cgo/verbs"
+	"github.com/vestalabs/vesta/engine/transport"
+	"github.com/vestalabs/vesta/engine/wire"
+	"github.com/vestalabs/vesta/internal/contract"
+)
+
+// Available reports whether this build has the RDMA transport.
+const Available = true
+
+// Transport is a transport.Transport over RDMA; see the package comment.
+type Transport struct {
+	cfg     Config
+	codec   wire.Codec
+	handler transport.Handler
+	log     *slog.Logger
+	ln      net.Listener
+	dev     *verbs.Context
+	pd      *verbs.PD
+	path    verbs.Path
+	peers   map[wire.ReplicaID]*peer // read-only after New
+	st      stats
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	stopped atomic.Bool // Close began: connection loops stop
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]struct{} // side channels, closed by Close
+}
+
+var _ transport.Transport = (*Transport)(nil)
+
+// New opens the RDMA device, listens on the side channel and starts
+// connecting to every peer. It fails when there is no usable device: the
+// caller may then fall back to TCP.
+func New(cfg Config, h transport.Handler) (*Transport, error) {
+	if cfg.ID == 0 {
+		return nil, errors.New("rdma: replica ID 0 is not valid")
+	}
+	if h == nil {
+		return nil, errors.New("rdma: nil handler")
+	}
+	if _, ok := cfg.Peers[cfg.ID]; ok {
+		return nil, fmt.Errorf("rdma: replica %d lists itself as a peer", cfg.ID)
+	}
+	for id := range cfg.Peers {
+		if id == 0 {
+			return nil, errors.New("rdma: peer with replica ID 0")
+		}
+	}
+	cfg.setDefaults()
+	dev, err := verbs.Open(cfg.Device)
+	if err != nil {
+		return nil, fmt.Errorf("rdma: %w", err)
+	}
+	fail := func(err error) (*Transport, error) {
+		dev.Close()
+		return nil, err
+	}
+	pa, err := dev.QueryPort(cfg.Port)
+	if err != nil {
+		return fail(fmt.Errorf("rdma: %w", err))
+	}
+	if pa.State != verbs.PortActive {
+		return fail(fmt.Errorf("rdma: %s port %d is %v", dev.Name(), cfg.Port, pa.State))
+	}
+	gidx := cfg.GIDIndex
+	if gidx == 0 && pa.LinkLayer == verbs.LinkLayerEthernet {
+		if gidx, _, err = dev.RoCEv2IPv4GID(cfg.Port); err != nil {
+			return fail(fmt.Errorf("rdma: %w", err))
+		}
+	}
+	pd, err := dev.AllocPD()
+	if err != nil {
+		return fail(fmt.Errorf("rdma: %w", err))
+	}
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
+			pd.Close()
+			return fail(fmt.Errorf("rdma: side channel: %w", err))
+		}
+	}
+	t := &Transport{
+		cfg:     cfg,
+		codec:   wire.Codec{ClusterID: cfg.ClusterID, MaxFrameSize: cfg.MaxFrameSize},
+		handler: h,
+		log:     cfg.Logger.With("replica", cfg.ID, "cluster", cfg.ClusterID, "transport", "rdma"),
+		ln:      ln,
+		dev:     dev,
+		pd:      pd,
+		// One RNR retry: credits mean a receive is always posted before a
+		// SEND arrives, so a receiver-not-ready NAK is a bug, and it
+		// should break the connection (counted as qp_error), not stall.
+		path:  verbs.Path{Port: cfg.Port, GIDIndex: gidx, RNRRetry: 1},
+		peers: make(map[wire.ReplicaID]*peer, len(cfg.Peers)),
+		conns: make(map[net.Conn]struct{}),
+	}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	for id, addr := range cfg.Peers {
+		t.peers[id] = &peer{t: t, id: id, addr: addr, dialer: cfg.ID < id,
+			wake: make(chan struct{}, 1), accepted: make(chan struct{}, 1)}
+	}
+	t.log.Info("rdma transport up", "device", dev.Name(), "port", cfg.Port, "gid_index", gidx, "side_channel", ln.Addr().String())
+	t.wg.Add(1 + len(t.peers))
+	go t.acceptLoop()
+	for _, p := range t.peers {
+		go p.run()
+	}
+	return t, nil
+}
+
+// Addr is the side channel's address.
+func (t *Transport) Addr() net.Addr { return t.ln.Addr() }
+
+// Stats implements transport.Transport.
+func (t *Transport) Stats() transport.Stats { return t.st.snapshot() }
+
+// Send implements transport.Transport: each message is encoded into its
+// peer's queue at once, so msgs is free when Send returns.
+func (t *Transport) Send(msgs []wire.Message) {
+	var buf [8]*peer
+	woken := buf[:0]
+	for i := range msgs {
+		m := &msgs[i]
+		contract.Requiref(m.From == t.cfg.ID, "rdma %d: Send of a %v from %d", t.cfg.ID, m.Type, m.From)
+		p := t.peers[m.To]
+		if p == nil {
+			t.st.dropNoPeer.Add(1)
+			continue
+		}
+		if p.enqueue(m) {
+			found := false
+			for _, q := range woken {
+				found = found || q == p
+			}
+			if !found {
+				woken = append(woken, p)
+			}
+		}
+	}
+	for _, p := range woken {
+		p.signal()
+	}
+}
+
+// Close implements transport.Transport.
+func (t *Transport) Close() error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		t.wg.Wait()
+		return nil
+	}
+	t.closed = true
+	conns := make([]net.Conn, 0, len(t.conns))
+	for c := range t.conns {
+		conns = append(conns, c)
+	}
+	t.mu.Unlock()
+	t.stopped.Store(true)
+	t.cancel()
+	err := t.ln.Close()
+	for _, c := range conns {
+		c.Close()
+	}
+	t.wg.Wait()
+	for _, p := range t.peers {
+		p.mu.Lock()
+		if p.pending != nil {
+			p.pending.nc.Close()
+			p.pending = nil
+		}
+		p.mu.Unlock()
+	}
+	if e := t.pd.Close(); e != nil && err == nil {
+		err = e
+	}
+	if e := t.dev.Close(); e != nil && err == nil {
+		err = e
+	}
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
+
+func (t *Transport) track(c net.Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		c.Close()
+		return false
+	}
+	t.conns[c] = struct{}{}
+	return true
+}
+
+func (t *Transport) untrack(c net.Conn) {
+	t.mu.Lock()
+	delete(t.conns, c)
+	t.mu.Unlock()
+}
+
+func (t *Transport) closing() bool { return t.ctx.Err() != nil }
+
+// sleep waits d or until Close; false if Close came first.
+func (t *Transport) sleep(d time.Duration) bool {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-t.ctx.Done():
+		return false
+	}
+}
+
+// ---- accepting ----
+
+func (t *Transport) acceptLoop() {
+	defer t.wg.Done()
+	for {
+		c, err := t.ln.Accept()
+		if err != nil {
+			if t.closing() {
+				return
+			}
+			t.log.Warn("side channel accept failed", "err", err)
+			if !t.sleep(50 * time.Millisecond) {
+				return
+			}
+			continue
+		}
+		if !t.track(c) {
+			return
+		}
+		t.wg.Add(1)
+		go t.acceptHello(c)
+	}
+}
+
+// acceptHello reads and checks a dialer's hello and hands the side channel
+// to the peer's goroutine, which sets the connection up.
+func (t *Transport) acceptHello(c net.Conn) {
+	defer t.wg.Done()
+	typ, p, err := readFrame(c, t.codec, t.cfg.HandshakeTimeout)
+	var h hello
+	if err == nil && typ != frameHello {
+		err = fmt.Errorf("first frame has type %#x, not hello", typ)
+	}
+	if err == nil {
+		h, err = parseHello(p)
+	}
+	refuse := func(code uint8, reason string, err error) {
+		t.log.Warn("refused an RDMA connection", "from", h.From, "remote", c.RemoteAddr().String(), "reason", reason, "err", err)
+		t.st.countClosed(reason)
+		writeFrame(c, t.codec, frameRefuse, refusePayload(code), t.cfg.HandshakeTimeout)
+		t.untrack(c)
+		c.Close()
+	}
+	var ce *wire.ClusterError
+	switch {
+	case errors.As(err, &ce):
+		// Answer in the dialer's cluster, so that its codec reads why.
+		codec := t.codec
+		codec.ClusterID = ce.Got
+		t.log.Warn("refused an RDMA connection of another cluster", "cluster", ce.Got, "remote", c.RemoteAddr().String())
+		t.st.countClosed(ReasonForeignCluster)
+		writeFrame(c, codec, frameRefuse, refusePayload(refuseForeignCluster), t.cfg.HandshakeTimeout)
+		t.untrack(c)
+		c.Close()
+		return
+	case err != nil && t.closing():
+		t.untrack(c)
+		c.Close()
+		return
+	case err != nil:
+		t.log.Warn("bad RDMA hello", "remote", c.RemoteAddr().String(), "err", err)
+		t.st.countClosed(ReasonBadHandshake)
+		t.untrack(c)
+		c.Close()
+		return
+	}
+	pr := t.peers[h.From]
+	switch {
+	case pr == nil:
+		refuse(refuseUnknownPeer, ReasonUnknownPeer, nil)
+		return
+	case h.To != t.cfg.ID:
+		refuse(refuseWrongReplica, ReasonWrongReplica, nil)
+		return
+	case pr.dialer:
+		refuse(refuseWrongDirection, ReasonWrongDirection, fmt.Errorf("replica %d dials replica %d, not the other way", t.cfg.ID, h.From))
+		return
+	}
+	pr.offer(&pendingConn{nc: c, hello: h})
+}
+
+// ---- peers ----
+
+// peer is one other replica: its queue of encoded frames, which survives
+// reconnections, and the goroutine that (re)connects and runs the
+// connection.
+type peer struct {
+	t      *Transport
+	id     wire.ReplicaID
+	addr   string
+	dialer bool          // this replica dials (lower ID)
+	wake   chan struct{} // capacity 1: Send queued something
+
+	// accepted (capacity 1) says pending holds a side channel the peer
+	// dialed, for the acceptor side's goroutine.
+	accepted chan struct{}
+
+	mu      sync.Mutex
+	q       []*chunk // encoded frames, oldest first
+	free    [][]byte
+	queued  int
+	pending *pendingConn
+
+	connects int // the peer goroutine's
+}
+
+// chunk is a buffer of whole frames; off bytes of it are posted.
+type chunk struct {
+	b      []byte
+	off    int
+	frames int
+}
+
+type pendingConn struct {
+	nc    net.Conn
+	hello hello
+}
+
+// chunkSize is the size of the buffers frames are encoded into.
+const chunkSize = 64 << 10
+
+// enqueue encodes m at the tail of the queue, or drops it; true if the queue
+// was empty.
+func (p *peer) enqueue(m *wire.Message) bool {
+	t := p.t
+	size := wire.FrameSize(m)
+	if size > t.cfg.MaxFrameSize {
+		t.st.dropEncode.Add(1)
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.queued > 0 && p.queued+size > t.cfg.MaxQueueBytes {
+		t.st.dropFull.Add(1)
+		return false
+	}
+	wasEmpty := len(p.q) == 0
+	var c *chunk
+	if n := len(p.q); n > 0 && p.q[n-1].off == 0 && cap(p.q[n-1].b)-len(p.q[n-1].b) >= size {
+		c = p.q[n-1]
+	} else {
+		var b []byte
+		if n := len(p.free); n > 0 && size <= chunkSize {
+			b, p.free = p.free[n-1][:0], p.free[:n-1]
+		} else {
+			b = make([]byte, 0, max(chunkSize, size))
+		}
+		c = &chunk{b: b}
+		p.q = append(p.q, c)
+	}
+	nb, err := t.codec.Append(c.b, m)
+	if err != nil {
+		if len(c.b) == 0 {
+			p.q = p.q[:len(p.q)-1]
+		}
+		t.st.dropEncode.Add(1)
+		return false
+	}
+	p.queued += len(nb) - len(c.b)
+	c.b = nb
+	c.frames++
+	return wasEmpty
+}
+
+func (p *peer) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// offer hands an accepted side channel to the peer's goroutine, replacing
+// (and closing) one it has not taken yet.
+func (p *peer) offer(pc *pendingConn) {
+	p.mu.Lock()
+	if old := p.pending; old != nil {
+		p.t.untrack(old.nc)
+		old.nc.Close()
+	}
+	p.pending = pc
+	p.mu.Unlock()
+	select {
+	case p.accepted <- struct{}{}:
+	default:
+	}
+}
+
+func (p *peer) takePending() *pendingConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	pc := p.pending
+	p.pending = nil
+	return pc
+}
+
+// dropPartial discards the head chunk when part of it was posted on a
+// connection that is gone: its rest cannot start a new stream. Its frames
+// count as lost.
+func (p *peer) dropPartial() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.q) > 0 && p.q[0].off > 0 {
+		c := p.q[0]
+		p.queued -= len(c.b)
+		p.t.st.dropDisconnect.Add(uint64(c.frames))
+		p.q = p.q[1:]
+	}
+}
+
+func (p *peer) run() {
+	defer p.t.wg.Done()
+	t := p.t
+	backoff := t.cfg.BackoffMin
+	for !t.closing() {
+		var c *conn
+		var err error
+		if p.dialer {
+			c, err = p.dial()
+		} else {
+			select {
+			case <-p.accepted:
+			case <-t.ctx.Done():
+				return
+			}
+			pc := p.takePending()
+			if pc == nil {
+				continue
+			}
+			c, err = p.accept(pc)
+		}
+		if err != nil {
+			if t.closing() {
+				return
+			}
+			t.st.dialFailures.Add(1)
+			var r *refusal
+			if errors.As(err, &r) {
+				t.st.countRefused(p.id, r.reason)
+			}
+			t.log.Info("rdma connection setup failed", "peer", p.id, "err", err, "retry_in", backoff)
+			if p.dialer && !t.sleep(backoff) {
+				return
+			}
+			backoff = min(2*backoff, t.cfg.BackoffMax)
+			continue
+		}
+		backoff = t.cfg.BackoffMin
+		t.st.connects.Add(1)
+		if p.connects > 0 {
+			t.st.reconnects.Add(1)
+		}
+		p.connects++
+		t.log.Info("rdma connection up", "peer", p.id, "local", c.local.String(), "remote", c.remote.String())
+		reason, err := c.run()
+		c.teardown()
+		p.dropPartial()
+		if t.closing() {
+			return
+		}
+		t.st.countClosed(reason)
+		lvl := slog.LevelInfo
+		if reason != ReasonPeerClosed && reason != ReasonSuperseded {
+			lvl = slog.LevelWarn
+		}
+		t.log.Log(t.ctx, lvl, "rdma connection closed", "peer", p.id, "reason", reason, "err", err)
+	}
+}
+
+// dial connects to the peer's side channel and sets the connection up.
+func (p *peer) dial() (*conn, error) {
+	t := p.t
+	d := net.Dialer{Timeout: t.cfg.DialTimeout}
+	nc, err := d.DialContext(t.ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, err
+	}
+	if !t.track(nc) {
+		return nil, net.ErrClosed
+	}
+	c, err := p.newConn(nc)
+	if err != nil {
+		t.untrack(nc)
+		nc.Close()
+		return nil, err
+	}
+	if err := c.dialHandshake(); err != nil {
+		c.teardown()
+		return nil, err
+	}
+	return c, nil
+}
+
+// accept sets the connection up on a side channel the peer dialed.
+func (p *peer) accept(pc *pendingConn) (*conn, error) {
+	c, err := p.newConn(pc.nc)
+	if err != nil {
+		p.t.untrack(pc.nc)
+		pc.nc.Close()
+		return nil, err
+	}
+	if err := c.acceptHandshake(pc.hello); err != nil {
+		c.teardown()
+		return nil, err
+	}
+	return c, nil
+}
+
+// ---- stats ----
+
+type stats struct {
+	framesSent, bytesSent, writeCalls     atomic.Uint64
+	framesReceived, bytesReceived, delivs atomic.Uint64
+	dropFull, dropNoPeer, dropEncode      atomic.Uint64
+	dropDisconnect                        atomic.Uint64
+	connects, reconnects, dialFailures    atomic.Uint64
+
+	mu      sync.Mutex
+	closed  map[string]uint64
+	refused map[transport.PeerReason]uint64
+}
+
+func (s *stats) countClosed(reason string) {
+	s.mu.Lock()
+	if s.closed == nil {
+		s.closed = map[string]uint64{}
+	}
+	s.closed[reason]++
+	s.mu.Unlock()
+}
+
+func (s *stats) countRefused(peer wire.ReplicaID, reason string) {
+	s.mu.Lock()
+	if s.refused == nil {
+		s.refused = map[transport.PeerReason]uint64{}
+	}
+	s.refused[transport.PeerReason{Peer: peer, Reason: reason}]++
+	s.mu.Unlock()
+}
+
+func (s *stats) snapshot() transport.Stats {
+	s.mu.Lock()
+	closed, refused := maps.Clone(s.closed), maps.Clone(s.refused)
+	s.mu.Unlock()
+	if closed == nil {
+		closed = map[string]uint64{}
+	}
+	if refused == nil {
+		refused = map[transport.PeerReason]uint64{}
+	}
+	return transport.Stats{
+		FramesSent: s.framesSent.Load(), BytesSent: s.bytesSent.Load(), WriteCalls: s.writeCalls.Load(),
+		FramesReceived: s.framesReceived.Load(), BytesReceived: s.bytesReceived.Load(), Deliveries: s.delivs.Load(),
+		DroppedQueueFull: s.dropFull.Load(), DroppedNoPeer: s.dropNoPeer.Load(),
+		DroppedUnencodable: s.dropEncode.Load(), DroppedOnDisconnect: s.dropDisconnect.Load(),
+		Connects: s.connects.Load(), Reconnects: s.reconnects.Load(), DialFailures: s.dialFailures.Load(),
+		Closed: closed, HandshakesRefused: refused,
+	}
+}
+
+func (c *Config) setDefaults() {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defDur := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if c.Port == 0 {
+		c.Port = 1
+	}
+	def(&c.MaxFrameSize, wire.DefaultMaxFrameSize)
+	def(&c.MaxQueueBytes, 4<<20)
+	def(&c.SlotSize, 64<<10)
+	def(&c.RecvSlots, 32)
+	def(&c.SendSlots, 32)
+	def(&c.ReadBufferSize, 256<<10)
+	defDur(&c.Spin, 50*time.Microsecond)
+	defDur(&c.DialTimeout, time.Second)
+	defDur(&c.HandshakeTimeout, 5*time.Second)
+	defDur(&c.BackoffMin, 20*time.Millisecond)
+	defDur(&c.BackoffMax, 2*time.Second)
+	if c.BackoffMax < c.BackoffMin {
+		c.BackoffMax = c.BackoffMin
+	}
+	if c.RecvSlots < 2 {
+		c.RecvSlots = 2 // one credit is kept for credit returns
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// refusal is a dialer's error when the peer refused its hello.
+type refusal struct {
+	peer   wire.ReplicaID
+	reason string
+}
+
+func (r *refusal) Error() string {
+	return fmt.Sprintf("replica %d refused the RDMA connection: %s", r.peer, r.reason)
+}
