@@ -119,7 +119,7 @@ func (c *Client) PutAsync(key, value []byte, done func(err error)) {
 	c.start(o)
 }
 
-// GetAsync reads key, through the log (linearizable), and calls done with
+// GetAsync reads key (linearizable, as Options.Reads says), and calls done with
 // its value and whether it exists, exactly once; see PutAsync for the rules
 // of done and of key. The value passed to done is the caller's.
 func (c *Client) GetAsync(key []byte, done func(value []byte, found bool, err error)) {
@@ -128,14 +128,14 @@ func (c *Client) GetAsync(key []byte, done func(value []byte, found bool, err er
 		return
 	}
 	o := c.newOp()
-	o.req = proto.Request{Op: proto.OpGet, Key: key}
+	o.req = proto.Request{Op: proto.OpGet, Key: key, Read: c.opts.Reads.wire()}
 	o.getDone = done
 	c.start(o)
 }
 
 // Get returns key's value and whether the key exists.
 func (c *Client) Get(ctx context.Context, key []byte) (value []byte, found bool, err error) {
-	resp, err := c.do(ctx, proto.Request{Op: proto.OpGet, Key: key})
+	resp, err := c.do(ctx, proto.Request{Op: proto.OpGet, Key: key, Read: c.opts.Reads.wire()})
 	if err != nil {
 		return nil, false, err
 	}

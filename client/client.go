@@ -145,6 +145,52 @@ type Options struct {
 	CallTimeout time.Duration
 	// Logger receives redirects and connection failures at Debug (slog.Default()).
 	Logger *slog.Logger
+	// Reads is how Get stays linearizable (ReadByIndex).
+	Reads ReadMode
+}
+
+// ReadMode is how a Get is kept linearizable. Every mode is linearizable;
+// they differ in cost.
+type ReadMode uint8
+
+const (
+	// ReadByIndex (the default) has the leader confirm with one round to a
+	// quorum, shared by every read waiting, that it still leads, then read
+	// its state once applied that far: no log append, no clock assumption.
+	ReadByIndex ReadMode = iota
+	// ReadThroughLog proposes each get through the log like a write: a slot,
+	// an append on every replica and an apply. For servers that predate
+	// read modes.
+	ReadThroughLog
+)
+
+func (m ReadMode) String() string {
+	switch m {
+	case ReadByIndex:
+		return "index"
+	case ReadThroughLog:
+		return "log"
+	}
+	return fmt.Sprintf("read-mode(%d)", uint8(m))
+}
+
+// ParseReadMode parses a ReadMode's String: "index" or "log".
+func ParseReadMode(s string) (ReadMode, error) {
+	switch s {
+	case "index":
+		return ReadByIndex, nil
+	case "log":
+		return ReadThroughLog, nil
+	}
+	return 0, fmt.Errorf("read mode %q: want index (the leader's read index) or log (through the log)", s)
+}
+
+// wire is the protocol's read mode for m.
+func (m ReadMode) wire() proto.ReadMode {
+	if m == ReadThroughLog {
+		return proto.ReadThroughLog
+	}
+	return proto.ReadIndex
 }
 
 func (o *Options) setDefaults() {

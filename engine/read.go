@@ -43,12 +43,17 @@ func (m ReadMode) String() string {
 type readCall struct {
 	query  []byte
 	index  wire.Slot
-	done   chan struct{}
+	done   chan struct{}       // Read's
+	cb     func([]byte, error) // ReadAsync's
 	result []byte
 	err    error
 }
 
 func (c *readCall) complete(result []byte, err error) {
+	if c.cb != nil {
+		c.cb(result, err)
+		return
+	}
 	c.result, c.err = result, err
 	close(c.done)
 }
@@ -74,28 +79,9 @@ type reads struct {
 // the read is confirmed: retry at the leader), ErrReadsUnsupported, ErrBusy,
 // ErrStopped, the context's error, or the state machine's error.
 func (r *Replica) Read(ctx context.Context, query []byte, mode ReadMode) ([]byte, error) {
-	if _, ok := r.sm.(Reader); !ok {
-		return nil, ErrReadsUnsupported
-	}
-	if mode != ReadIndex {
-		return nil, &ConfigError{"ReadMode", "unknown read mode " + mode.String()}
-	}
 	c := &readCall{query: query, done: make(chan struct{})}
-	rs := &r.reads
-	rs.mu.Lock()
-	switch {
-	case rs.closed:
-		rs.mu.Unlock()
-		return nil, r.stoppedErr()
-	case len(rs.queue) >= r.cfg.MaxQueued:
-		rs.mu.Unlock()
-		return nil, ErrBusy
-	}
-	rs.queue = append(rs.queue, c)
-	first := len(rs.queue) == 1
-	rs.mu.Unlock()
-	if first {
-		r.wakeCore()
+	if err := r.submitRead(c, mode); err != nil {
+		return nil, err
 	}
 	select {
 	case <-c.done:
@@ -103,6 +89,43 @@ func (r *Replica) Read(ctx context.Context, query []byte, mode ReadMode) ([]byte
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// ReadAsync is Read without waiting: done is called exactly once with the
+// result or the error, from an engine goroutine (or, for an error found at
+// once, from the caller's), and must not block. query must not change until
+// done is called.
+func (r *Replica) ReadAsync(query []byte, mode ReadMode, done func(result []byte, err error)) {
+	c := &readCall{query: query, cb: done}
+	if err := r.submitRead(c, mode); err != nil {
+		done(nil, err)
+	}
+}
+
+func (r *Replica) submitRead(c *readCall, mode ReadMode) error {
+	if _, ok := r.sm.(Reader); !ok {
+		return ErrReadsUnsupported
+	}
+	if mode != ReadIndex {
+		return &ConfigError{"ReadMode", "unknown read mode " + mode.String()}
+	}
+	rs := &r.reads
+	rs.mu.Lock()
+	switch {
+	case rs.closed:
+		rs.mu.Unlock()
+		return r.stoppedErr()
+	case len(rs.queue) >= r.cfg.MaxQueued:
+		rs.mu.Unlock()
+		return ErrBusy
+	}
+	rs.queue = append(rs.queue, c)
+	first := len(rs.queue) == 1
+	rs.mu.Unlock()
+	if first {
+		r.wakeCore()
+	}
+	return nil
 }
 
 // takeReads asks the protocol for an index for every read queued. Core

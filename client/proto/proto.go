@@ -30,6 +30,15 @@
 // pipelining client's later writes applied first. Reads need no session
 // (client 0, seq 0): executing one twice changes nothing.
 //
+// # Reads
+//
+// A get's flags choose how it is kept linearizable (ReadMode): through the
+// log like a write (ReadThroughLog, flags 0: what every server does), or by
+// the leader's read index (ReadIndex: one heartbeat round to a quorum,
+// shared by every read waiting, and no log append). A server that does not
+// know a mode refuses the frame (flags), so a client never gets a weaker
+// read than it asked for.
+//
 // # Buffers
 //
 // Encoding appends to a caller's buffer (AppendRequest, AppendResponse);
@@ -173,6 +182,43 @@ const (
 	respFlags   = flagFound | flagSwapped
 )
 
+// ReadMode is how a get is kept linearizable; a request's flags carry it.
+type ReadMode uint8
+
+// The read modes.
+const (
+	// ReadThroughLog proposes the get through the log like a write.
+	ReadThroughLog ReadMode = 0
+	// ReadIndex has the leader confirm with one round to a quorum that it
+	// still leads, then read its state once it has applied its commit
+	// index: linearizable, no log append, no clock assumption.
+	ReadIndex ReadMode = 1
+)
+
+// readModeMask is the request flag bits that carry the read mode.
+const readModeMask = 0x03
+
+func (m ReadMode) String() string {
+	switch m {
+	case ReadThroughLog:
+		return "log"
+	case ReadIndex:
+		return "index"
+	}
+	return fmt.Sprintf("read-mode(%d)", uint8(m))
+}
+
+// ParseReadMode parses a ReadMode's String ("log", "index").
+func ParseReadMode(s string) (ReadMode, error) {
+	switch s {
+	case "log":
+		return ReadThroughLog, nil
+	case "index":
+		return ReadIndex, nil
+	}
+	return 0, fmt.Errorf("read mode %q: want log (through the log) or index (the leader's read index)", s)
+}
+
 // Request is one client request. Its byte slices alias the frame it was
 // decoded from.
 type Request struct {
@@ -184,6 +230,8 @@ type Request struct {
 	Key    []byte
 	Value  []byte // put, cas: the new value
 	Expect []byte // cas: the expected current value
+	// Read is a get's read mode (flags bits 0-1); zero for every other op.
+	Read ReadMode
 }
 
 // Response answers the request with the same ID. Its byte slices alias the
@@ -219,7 +267,7 @@ func AppendRequest(dst []byte, r *Request) []byte {
 	dst = binary.LittleEndian.AppendUint64(dst, r.Client)
 	dst = binary.LittleEndian.AppendUint64(dst, r.Seq)
 	dst = binary.LittleEndian.AppendUint64(dst, r.Low)
-	dst = append(dst, byte(r.Op), 0)
+	dst = append(dst, byte(r.Op), byte(r.Read)&readModeMask)
 	dst = appendBytes(dst, r.Key)
 	dst = appendBytes(dst, r.Value)
 	dst = appendBytes(dst, r.Expect)
@@ -271,8 +319,12 @@ func DecodeRequest(body []byte) (Request, error) {
 	if !r.Op.Valid() {
 		return r, &DecodeError{"op", fmt.Sprintf("unknown operation %d", body[33])}
 	}
-	if body[34] != 0 {
+	r.Read = ReadMode(body[34] & readModeMask)
+	switch {
+	case body[34]&^readModeMask != 0, r.Read > ReadIndex:
 		return r, &DecodeError{"flags", fmt.Sprintf("unknown flags %#x", body[34])}
+	case r.Read != ReadThroughLog && r.Op != OpGet:
+		return r, &DecodeError{"flags", fmt.Sprintf("read mode %v on a %v: only gets have one", r.Read, r.Op)}
 	}
 	rest := body[requestFixed:]
 	var err error

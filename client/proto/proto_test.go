@@ -398,3 +398,29 @@ func TestWriterDirectWritesKeepOrder(t *testing.T) {
 		t.Fatal("no append wrote directly")
 	}
 }
+
+// A get's read mode survives the round trip; a mode on anything else, or an
+// unknown one, is refused by name.
+func TestReadModeInFlags(t *testing.T) {
+	req := Request{ID: 1, Op: OpGet, Key: []byte("k"), Read: ReadIndex}
+	frame := AppendRequest(nil, &req)
+	got, err := DecodeRequest(frame[lenSize:])
+	if err != nil || got.Read != ReadIndex {
+		t.Fatalf("decoded %+v, %v", got, err)
+	}
+	put := Request{ID: 2, Op: OpPut, Key: []byte("k"), Read: ReadIndex}
+	frame = AppendRequest(nil, &put)
+	if _, err := DecodeRequest(frame[lenSize:]); err == nil || !strings.Contains(err.Error(), "only gets") {
+		t.Fatalf("a put with a read mode: %v", err)
+	}
+	frame = AppendRequest(nil, &req)
+	frame[lenSize+34] = 3
+	if _, err := DecodeRequest(frame[lenSize:]); err == nil || !strings.Contains(err.Error(), "flags") {
+		t.Fatalf("an unknown read mode: %v", err)
+	}
+	for _, m := range []ReadMode{ReadThroughLog, ReadIndex} {
+		if p, err := ParseReadMode(m.String()); err != nil || p != m {
+			t.Fatalf("ParseReadMode(%q) = %v, %v", m, p, err)
+		}
+	}
+}

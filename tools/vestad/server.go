@@ -20,6 +20,7 @@ import (
 // replica is what the server needs of an engine.Replica.
 type replica interface {
 	ProposeAsync(cmd []byte, done func(result []byte, err error))
+	ReadAsync(query []byte, mode engine.ReadMode, done func(result []byte, err error))
 	Status() engine.Status
 }
 
@@ -248,6 +249,10 @@ type group struct {
 	resvs []int32             // what each request reserved for its response (reserveFor), in ids' order
 	gets  int                 // the gets among them
 	done  func([]byte, error) // g.complete, bound once
+	// read is the read mode of a group of gets that skips the log
+	// (engine.Replica.ReadAsync); ReadThroughLog for a group proposed
+	// through the log, writes and gets alike.
+	read proto.ReadMode
 }
 
 var groupPool sync.Pool
@@ -361,8 +366,15 @@ func (c *serverConn) run() {
 		if g, resv, ok = c.reserveRequest(req.Op, g); !ok {
 			break
 		}
+		if g != nil && len(g.ids) > 0 && g.read != req.Read {
+			// Gets that skip the log travel apart from what goes through it.
+			g = c.propose(g)
+		}
 		if g == nil {
 			g = c.newGroup()
+		}
+		if len(g.ids) == 0 {
+			g.read = req.Read
 		}
 		g.add(&req)
 		g.resvs = append(g.resvs, int32(resv))
@@ -427,6 +439,10 @@ func (c *serverConn) propose(g *group) *group {
 	c.s.m.groupSize.Observe(float64(len(g.ids)))
 	c.inflight.Add(1)
 	c.groups.Add(1)
+	if g.read == proto.ReadIndex {
+		c.s.r.ReadAsync(g.cmd, engine.ReadIndex, g.done)
+		return nil
+	}
 	c.s.r.ProposeAsync(g.cmd, g.done)
 	return nil
 }
@@ -519,6 +535,7 @@ func (g *group) complete(result []byte, err error) {
 	clear(g.res)
 	g.res = g.res[:0]
 	g.ids = g.ids[:0]
+	g.read = proto.ReadThroughLog
 	if cap(g.cmd) > 2*maxGroupBytes {
 		g.cmd = nil
 	}
