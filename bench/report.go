@@ -28,6 +28,7 @@ type Conditions struct {
 	Rate       float64 `json:"rate,omitempty"`
 	Size       int     `json:"command_bytes"`
 	ReadRatio  float64 `json:"read_ratio"`
+	ReadMode   string  `json:"read_mode,omitempty"` // how reads stay linearizable: "index" or "log"
 	Keys       int     `json:"keys"`
 	Zipf       float64 `json:"zipf,omitempty"`
 	Duration   string  `json:"duration"`
@@ -142,7 +143,7 @@ func (r Report) WriteTable(w io.Writer) error {
 		{"go", c.GoVersion + map[bool]string{true: ", contracts ON (slower)", false: ""}[c.Contracts]},
 		{"cluster", fmt.Sprintf("%d replicas as %s, log %s, transport %s", c.Replicas, c.Mode, c.Log, c.Transport)},
 		{"load", load},
-		{"commands", fmt.Sprintf("%d B values, %.0f%% reads, %d keys, zipf %v", c.Size, c.ReadRatio*100, c.Keys, c.Zipf)},
+		{"commands", fmt.Sprintf("%d B values, %.0f%% reads%s, %d keys, zipf %v", c.Size, c.ReadRatio*100, readModeNote(c.ReadMode), c.Keys, c.Zipf)},
 		{"batching", fmt.Sprintf("window %d slots, batches up to %d commands / %d bytes", c.Window, c.MaxBatchCommands, c.MaxBatchBytes)},
 		{"timing", fmt.Sprintf("%s measured after %s warm-up", c.Duration, c.Warmup)},
 	}
@@ -156,4 +157,15 @@ func (r Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "  %s\t%s\n", row[0], row[1])
 	}
 	return tw.Flush()
+}
+
+// readModeNote names how reads stay linearizable, when the run had reads.
+func readModeNote(mode string) string {
+	switch mode {
+	case "index":
+		return " (by the leader's read index, no log append)"
+	case "log":
+		return " (each through the log)"
+	}
+	return ""
 }

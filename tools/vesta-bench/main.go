@@ -16,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/vestalabs/vesta/client"
 	"os"
 	"os/signal"
 	"runtime"
@@ -48,6 +49,7 @@ type options struct {
 	rate           float64
 	size           int
 	reads          float64
+	readMode       client.ReadMode
 	keys           int
 	zipf           float64
 	duration       time.Duration
@@ -80,6 +82,11 @@ func main() {
 	flag.Float64Var(&o.rate, "rate", 0, "open loop: operations per second (latency from intended send time); 0 = closed loop")
 	flag.IntVar(&o.size, "size", 64, "value size in bytes")
 	flag.Float64Var(&o.reads, "reads", 0, "fraction of operations that are reads (0..1)")
+	flag.Func("read-mode", "process mode: how reads stay linearizable: index (the leader's read index: one quorum round, no log append; the default) or log (each read through the log like a write)", func(s string) error {
+		m, err := client.ParseReadMode(s)
+		o.readMode = m
+		return err
+	})
 	flag.IntVar(&o.keys, "keys", 100000, "distinct keys")
 	flag.Float64Var(&o.zipf, "zipf", 0, "key skew: 0 uniform, else a Zipf exponent > 1")
 	flag.DurationVar(&o.duration, "duration", 20*time.Second, "measured duration")
@@ -170,6 +177,9 @@ func run(o *options) error {
 	cond := bench.MachineConditions()
 	cond.Replicas, cond.Log, cond.Clients, cond.Inflight, cond.Rate = o.replicas, o.log, o.clients, o.inflight, o.rate
 	cond.Size, cond.ReadRatio, cond.Keys, cond.Zipf = o.size, o.reads, o.keys, o.zipf
+	if o.reads > 0 && !o.inproc {
+		cond.ReadMode = o.readMode.String()
+	}
 	cond.Duration, cond.Warmup = o.duration.String(), o.warmup.String()
 	cond.Window, cond.MaxBatchCommands, cond.MaxBatchBytes = o.window, o.maxBatch, o.maxBatchBytes
 	cond.Contracts = contract.Enabled

@@ -162,7 +162,7 @@ func startProcesses(o *options) (*procCluster, error) {
 	fmt.Fprintf(os.Stderr, "started %d vestad processes (logs in %s, metrics and pprof on %s); waiting for a leader...\n",
 		o.replicas, o.dataDir, strings.Join(metricsAddrs, " "))
 	for range max(o.clients, 1) {
-		cl, err := client.New(clientAddrs, client.Options{})
+		cl, err := client.New(clientAddrs, client.Options{Reads: o.readMode})
 		if err != nil {
 			c.stop()
 			return nil, err
