@@ -75,6 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	servers := fs.String("servers", envOr("VESTA_SERVERS", defaultServers), "the servers' client `addresses`, comma-separated ($VESTA_SERVERS)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up on a command after this long")
 	verbose := fs.Bool("v", false, "log the client's redirects and retries")
+	readMode := fs.String("read-mode", "index", "how get stays linearizable: index (the leader's read index, no log append) or log (through the log)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageText)
 		fs.PrintDefaults()
@@ -83,6 +84,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
+		return 2
+	}
+	reads, err := client.ParseReadMode(*readMode)
+	if err != nil {
+		fmt.Fprintf(stderr, "vestactl: -read-mode: %v\n", err)
 		return 2
 	}
 	if *timeout <= 0 {
@@ -102,7 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	code, err := command(ctx, fs.Args(), addrs, logger, stdout)
+	code, err := command(ctx, fs.Args(), addrs, client.Options{Logger: logger, Reads: reads}, stdout)
 	var ue *usageError
 	switch {
 	case errors.As(err, &ue):
@@ -131,7 +137,8 @@ func want(args []string, n int, synopsis string) error {
 	return nil
 }
 
-func command(ctx context.Context, args, addrs []string, logger *slog.Logger, out io.Writer) (int, error) {
+func command(ctx context.Context, args, addrs []string, opts client.Options, out io.Writer) (int, error) {
+	logger := opts.Logger
 	if len(args) == 0 {
 		return 0, &usageError{"no command"}
 	}
@@ -174,7 +181,7 @@ func command(ctx context.Context, args, addrs []string, logger *slog.Logger, out
 	if len(addrs) == 0 {
 		return 0, &usageError{"-servers: no addresses"}
 	}
-	c, err := client.New(addrs, client.Options{Logger: logger})
+	c, err := client.New(addrs, opts)
 	if err != nil {
 		return 0, &usageError{"-servers: " + err.Error()}
 	}
