@@ -43,6 +43,10 @@
 // session holds at most Options.MaxSessionResults unacknowledged results; a
 // write beyond that is refused with CodeInvalid.
 //
+// The sessions are a session.Table (github.com/vestalabs/vesta/session),
+// whose results are the writes' codes and flags; its encoding is part of the
+// store's image (snapshot.go).
+//
 // NewSession opens a session under an ID the store issues: the next of
 // [IssuedSessionBase, IssuedSessionBase+IssuedSessionSpan), in log order, so
 // every replica issues the same one. Its result's value is the ID (8 bytes,
@@ -100,6 +104,7 @@ import (
 	"sync/atomic"
 
 	"github.com/vestalabs/vesta/internal/contract"
+	"github.com/vestalabs/vesta/session"
 )
 
 // Kind is an operation's kind.
@@ -120,13 +125,14 @@ const (
 // the state of each of its IDs (open, evicted, or not issued yet) from its
 // own replicated state. A client choosing a random 64-bit ID falls in it
 // with probability 2^-24, and then has its OpenSession refused.
+// They are the session package's.
 const (
-	IssuedSessionBase uint64 = 1 << 63
-	IssuedSessionSpan uint64 = 1 << 40
+	IssuedSessionBase = session.IssuedBase
+	IssuedSessionSpan = session.IssuedSpan
 )
 
 // IsIssuedSessionID reports whether id lies in the range NewSession issues from.
-func IsIssuedSessionID(id uint64) bool { return id-IssuedSessionBase < IssuedSessionSpan }
+func IsIssuedSessionID(id uint64) bool { return session.IsIssued(id) }
 
 func (k Kind) String() string {
 	switch k {
@@ -406,38 +412,61 @@ type Options struct {
 }
 
 // DefaultMaxSessionResults is Options.MaxSessionResults's default.
-const DefaultMaxSessionResults = 1 << 16
+const DefaultMaxSessionResults = session.DefaultMaxSessionResults
 
 // Store is the key-value state machine. Apply is called from one goroutine
 // (the engine's applier); Keys and Sessions may be called from any.
 // Snapshot and Digest are called between applies, Restore with none running
 // (snapshot.go).
 type Store struct {
-	opts     Options
-	data     *table
-	sessions map[uint64]*session
-	lru      session  // sentinel of the list of sessions, most recently used first
-	last     *session // the session of the last session write (nil once evicted): a command's writes are mostly one client's
-	recs     []rec    // decoded operations: see decode
-	hashes   []uint64 // their keys' hashes
-	ends     []int    // where each decoded command's recs end
-	scratch  []byte
-	sink     uint64 // keeps touchAhead's loads from being optimized away
+	opts    Options
+	data    *table
+	sess    *session.Table[saved]
+	recs    []rec    // decoded operations: see decode
+	hashes  []uint64 // their keys' hashes
+	ends    []int    // where each decoded command's recs end
+	scratch []byte
+	sink    uint64 // keeps touchAhead's loads from being optimized away
 	// readBytes is the bytes of values the gets of the command being
 	// executed returned so far; readCap is MaxReadBytes (a test may lower it).
 	readBytes, readCap int
-	// nextIssued is the ID NewSession issues next; every ID of the issued
-	// range below it was issued once, and is open or was evicted.
-	nextIssued uint64
+	// evictedBase counts the evictions of session tables a Restore replaced.
+	evictedBase uint64
 
 	nkeys, nsessions atomic.Int64
 	evicted          atomic.Uint64
 }
 
-// saved is a write's result: writes return no value.
+// saved is a write's result, as its session keeps it: writes return no value.
 type saved struct {
 	code  Code
 	flags byte
+}
+
+// savedCodec encodes a saved result in the session table's encoding: one
+// byte, code<<2 | flags (code 0..3, flags found=1 swapped=2).
+type savedCodec struct{}
+
+func (savedCodec) AppendResult(dst []byte, r saved) []byte {
+	if contract.Enabled {
+		contract.Requiref(r.code <= 3 && r.flags <= 3, "kv: saved result code %d flags %#x", r.code, r.flags)
+	}
+	return append(dst, byte(r.code)<<2|r.flags)
+}
+
+func (savedCodec) DecodeResult(b []byte) (saved, error) {
+	if len(b) != 1 {
+		return saved{}, fmt.Errorf("result of %d bytes, want 1", len(b))
+	}
+	if b[0] >= 16 {
+		return saved{}, fmt.Errorf("byte %#x, want code<<2|flags below 16", b[0])
+	}
+	return saved{code: Code(b[0] >> 2), flags: b[0] & 3}, nil
+}
+
+// sessionOptions returns the session table's options for the store's.
+func (o Options) sessionOptions() session.Options {
+	return session.Options{MaxSessions: o.MaxSessions, MaxSessionResults: o.MaxSessionResults}
 }
 
 // New returns an empty store.
@@ -448,9 +477,7 @@ func New(opts Options) *Store {
 	if opts.MaxSessionResults <= 0 {
 		opts.MaxSessionResults = DefaultMaxSessionResults
 	}
-	s := &Store{opts: opts, data: newTable(), sessions: map[uint64]*session{}, nextIssued: IssuedSessionBase, readCap: MaxReadBytes}
-	s.lru.next, s.lru.prev = &s.lru, &s.lru
-	return s
+	return &Store{opts: opts, data: newTable(), sess: session.NewTable(opts.sessionOptions(), savedCodec{}), readCap: MaxReadBytes}
 }
 
 // Keys returns the number of keys stored (as of the last Apply).
@@ -484,8 +511,14 @@ func (s *Store) Apply(cmds [][]byte, results [][]byte) {
 	if cap(s.scratch) > 1<<20 {
 		s.scratch = nil
 	}
+	s.publish()
+}
+
+// publish stores the counts that other goroutines read.
+func (s *Store) publish() {
 	s.nkeys.Store(int64(s.data.Len()))
-	s.nsessions.Store(int64(len(s.sessions)))
+	s.nsessions.Store(int64(s.sess.Len()))
+	s.evicted.Store(s.evictedBase + s.sess.Evicted())
 }
 
 const (
@@ -586,22 +619,15 @@ func (s *Store) apply(out, cmd []byte, r *rec, h uint64) []byte {
 		if r.client == 0 {
 			return appendResult(out, CodeInvalid, 0, []byte("open-session: client ID 0"))
 		}
-		if IsIssuedSessionID(r.client) && s.sessions[r.client] == nil {
-			return appendResult(out, CodeSessionExpired, 0, []byte(refusedReopen(r.client, s.nextIssued)))
+		if !s.sess.Open(r.client) {
+			return appendResult(out, CodeSessionExpired, 0, []byte(refusedReopen(r.client, s.sess.NextIssued())))
 		}
-		s.openSession(r.client)
 		return appendResult(out, CodeOK, 0, nil)
 	case r.kind == NewSession:
-		if s.nextIssued-IssuedSessionBase >= IssuedSessionSpan {
+		id, ok := s.sess.New()
+		if !ok {
 			return appendResult(out, CodeInvalid, 0, []byte("new-session: every session ID of the issued range was issued"))
 		}
-		id := s.nextIssued
-		s.nextIssued++
-		if contract.Enabled {
-			// Nothing opens an unissued ID of the range (OpenSession refuses it).
-			contract.Invariantf(s.sessions[id] == nil, "kv: issuing session %#x, which is open", id)
-		}
-		s.openSession(id)
 		return appendResult(out, CodeOK, 0, binary.LittleEndian.AppendUint64(nil, id))
 	case !r.kind.isWrite():
 		return appendResult(out, CodeInvalid, 0, []byte("unknown operation "+r.kind.String()))
@@ -609,29 +635,25 @@ func (s *Store) apply(out, cmd []byte, r *rec, h uint64) []byte {
 		code, flags := s.write(cmd, r, h)
 		return appendResult(out, code, flags, nil)
 	}
-	ss := s.last
-	if ss == nil || ss.id != r.client {
-		if ss = s.sessions[r.client]; ss == nil {
-			return appendResult(out, CodeSessionExpired, 0, nil)
-		}
-		s.last = ss
-	}
-	s.touch(ss)
-	if r.low > ss.low {
-		ss.advance(r.low)
-	}
-	if r.seq < ss.low {
-		return appendResult(out, CodeStale, 0, nil)
-	}
-	if sv, ok := ss.result(r.seq); ok {
+	switch st, sv := s.sess.Begin(r.client, r.seq, r.low); st {
+	case session.Fresh:
+	case session.Duplicate:
 		return appendResult(out, sv.code, sv.flags, nil)
-	}
-	if ss.n >= s.opts.MaxSessionResults {
+	case session.Expired:
+		return appendResult(out, CodeSessionExpired, 0, nil)
+	case session.Stale:
+		return appendResult(out, CodeStale, 0, nil)
+	case session.Full:
 		return appendResult(out, CodeInvalid, 0, []byte(fmt.Sprintf(
-			"session holds %d unacknowledged writes, the limit", ss.n)))
+			"session holds %d unacknowledged writes, the limit", s.opts.MaxSessionResults)))
+	default: // InFlight: cannot be, each write's Record follows its Begin
+		if contract.Enabled {
+			contract.Invariantf(false, "kv: write %d of session %#x in flight across operations", r.seq, r.client)
+		}
+		return appendResult(out, CodeInvalid, 0, []byte("write in flight"))
 	}
 	code, flags := s.write(cmd, r, h)
-	ss.save(r.seq, saved{code, flags})
+	s.sess.Record(r.client, r.seq, saved{code, flags})
 	return appendResult(out, code, flags, nil)
 }
 
@@ -665,41 +687,4 @@ func (s *Store) write(cmd []byte, r *rec, h uint64) (Code, byte) {
 		}
 		return CodeOK, 0
 	}
-}
-
-func (s *Store) openSession(id uint64) {
-	if ss := s.sessions[id]; ss != nil {
-		s.touch(ss)
-		return
-	}
-	if len(s.sessions) >= s.opts.MaxSessions {
-		old := s.lru.prev
-		s.unlink(old)
-		delete(s.sessions, old.id)
-		if s.last == old {
-			s.last = nil
-		}
-		s.evicted.Add(1)
-	}
-	ss := &session{id: id, low: 1}
-	s.sessions[id] = ss
-	s.pushFront(ss)
-}
-
-func (s *Store) touch(ss *session) {
-	if s.lru.next != ss {
-		s.unlink(ss)
-		s.pushFront(ss)
-	}
-}
-
-func (s *Store) unlink(ss *session) {
-	ss.prev.next, ss.next.prev = ss.next, ss.prev
-	ss.prev, ss.next = nil, nil
-}
-
-func (s *Store) pushFront(ss *session) {
-	ss.prev, ss.next = &s.lru, s.lru.next
-	s.lru.next.prev = ss
-	s.lru.next = ss
 }

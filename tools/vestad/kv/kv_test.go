@@ -101,8 +101,8 @@ func TestExactlyOnceWithPipelining(t *testing.T) {
 	}
 	// The client saw 1..3 acknowledged: low moves to 4 with write 4.
 	apply(t, s, put(1, 4, 4, "k", "four"))
-	if n := s.sessions[1].n; n != 1 {
-		t.Fatalf("session keeps %d results after the low mark moved, want 1", n)
+	if in, _ := s.sess.Info(1); in.Results != 1 {
+		t.Fatalf("session keeps %d results after the low mark moved, want 1", in.Results)
 	}
 	// A late duplicate of write 2 is refused, not applied.
 	r = apply(t, s, put(1, 2, 1, "k", "two"), get("k"))
@@ -187,7 +187,7 @@ func TestDeterministic(t *testing.T) {
 			t.Fatalf("command %d: results differ", i)
 		}
 	}
-	if !reflect.DeepEqual(contents(a.data), contents(b.data)) || len(a.sessions) != len(b.sessions) {
+	if !reflect.DeepEqual(contents(a.data), contents(b.data)) || a.sess.Len() != b.sess.Len() {
 		t.Fatal("stores differ")
 	}
 }
@@ -255,8 +255,8 @@ func TestEvictedSessionIsNotReopened(t *testing.T) {
 	if other == id || third == id || other == third {
 		t.Fatalf("IDs issued twice: %#x %#x %#x", id, other, third)
 	}
-	if s.Evicted() != 1 || s.sessions[id] != nil {
-		t.Fatalf("evicted %d, session %#x held: %v", s.Evicted(), id, s.sessions[id] != nil)
+	if s.Evicted() != 1 || s.sess.Has(id) {
+		t.Fatalf("evicted %d, session %#x held: %v", s.Evicted(), id, s.sess.Has(id))
 	}
 
 	// The duplicate open, as it was sent, issues a fresh ID; naming the
@@ -281,7 +281,7 @@ func TestEvictedSessionIsNotReopened(t *testing.T) {
 	if r := apply(t, s, get("k")); string(r[0].Value) != "second" {
 		t.Fatalf("k = %q: the old write applied twice", r[0].Value)
 	}
-	if s.sessions[id] != nil {
+	if s.sess.Has(id) {
 		t.Fatalf("session %#x came back", id)
 	}
 }
@@ -368,5 +368,28 @@ func TestReadCap(t *testing.T) {
 	}
 	if r := apply(t, a, get("w")); string(r[0].Value) != "1" {
 		t.Errorf("the write next to a retried get: %+v", r[0])
+	}
+}
+
+// Read answers gets exactly as Apply would, and refuses anything else.
+func TestReadAnswersGetsLikeApply(t *testing.T) {
+	s := New(Options{})
+	put := AppendCommand(nil, []Op{{Kind: Put, Key: []byte("a"), Value: []byte("1")}})
+	res := make([][]byte, 1)
+	s.Apply([][]byte{put}, res)
+	get := AppendCommand(nil, []Op{{Kind: Get, Key: []byte("a")}, {Kind: Get, Key: []byte("b")}})
+	got, err := s.Read(get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Apply([][]byte{get}, res)
+	if string(got) != string(res[0]) {
+		t.Fatalf("Read %x, Apply %x", got, res[0])
+	}
+	if _, err := s.Read(put); err == nil {
+		t.Fatal("Read took a put")
+	}
+	if _, err := s.Read([]byte{9, 9}); err == nil {
+		t.Fatal("Read took a malformed command")
 	}
 }

@@ -17,6 +17,11 @@ type client struct{ next, low uint64 }
 // genOp draws an operation: fresh writes, retries, stale and far-ahead
 // sequence numbers, advancing low marks, sessionless writes, unknown kinds,
 // empty and long keys and values.
+
+// ringMax is the session package's largest ring of results per session
+// (session.ringMax): the generators reach around it.
+const ringMax = 1 << 14
+
 func genOp(t *rapid.T, clients map[uint64]*client, keys [][]byte) Op {
 	op := Op{
 		Kind: rapid.SampledFrom([]Kind{Get, Put, Put, Put, Delete, CAS, CAS, OpenSession, NewSession, 0, 9}).Draw(t, "kind"),
@@ -145,8 +150,11 @@ func compareStores(t interface {
 		t.Fatalf("keys %d sessions %d evicted %d, reference %d %d %d",
 			s.Keys(), s.Sessions(), s.Evicted(), ref.Keys(), ref.Sessions(), ref.Evicted())
 	}
-	if s.nextIssued != IssuedSessionBase+ref.issued {
-		t.Fatalf("next issued session %#x, reference %#x", s.nextIssued, IssuedSessionBase+ref.issued)
+	if s.sess.NextIssued() != IssuedSessionBase+ref.issued {
+		t.Fatalf("next issued session %#x, reference %#x", s.sess.NextIssued(), IssuedSessionBase+ref.issued)
+	}
+	if err := s.sess.Check(); err != nil {
+		t.Fatalf("sessions: %v", err)
 	}
 	if err := s.data.check(s.data.hash); err != nil {
 		t.Fatalf("table: %v", err)
@@ -155,24 +163,26 @@ func compareStores(t interface {
 		t.Fatalf("contents differ: %d keys, reference %d", len(got), len(ref.data))
 	}
 	for id, rs := range ref.sessions {
-		ss := s.sessions[id]
-		if ss == nil || ss.low != rs.low || ss.n != len(rs.results) {
-			t.Fatalf("session %d: %+v, reference low %d with %d results", id, ss, rs.low, len(rs.results))
-		}
-		if err := ss.check(); err != nil {
-			t.Fatalf("session %d: %v", id, err)
+		in, ok := s.sess.Info(id)
+		if !ok || in.Low != rs.low || in.Results != len(rs.results) {
+			t.Fatalf("session %d: %+v %v, reference low %d with %d results", id, in, ok, rs.low, len(rs.results))
 		}
 		for seq, r := range rs.results {
-			if got, ok := ss.result(seq); !ok || got != saved(r) {
+			if got, ok := s.sess.Result(id, seq); !ok || got != saved(r) {
 				t.Fatalf("session %d: result of %d is %+v %v, want %+v", id, seq, got, ok, r)
 			}
 		}
 	}
 	// The LRU orders must agree, or the stores would evict differently.
-	for a, b := s.lru.next, ref.lru.next; a != &s.lru || b != &ref.lru; a, b = a.next, b.next {
-		if a == &s.lru || b == &ref.lru || a.id != b.id {
+	b := ref.lru.next
+	for in := range s.sess.All() {
+		if b == &ref.lru || in.ID != b.id {
 			t.Fatalf("session LRU orders differ")
 		}
+		b = b.next
+	}
+	if b != &ref.lru {
+		t.Fatalf("session LRU orders differ")
 	}
 }
 
@@ -215,57 +225,8 @@ func TestStoreMatchesReferenceLong(t *testing.T) {
 		apply(ops)
 	}
 	compareStores(t, s, ref)
-	if len(s.sessions[1].ring) != ringMax {
-		t.Errorf("ring of %d, want it grown to %d", len(s.sessions[1].ring), ringMax)
-	}
+	// The ring's growth is the session package's (TestRingGrows there).
 }
-
-// TestSessionMatchesMap checks a session's ring and far map against a map.
-func TestSessionMatchesMap(t *testing.T) {
-	rapid.Check(t, func(t *rapid.T) {
-		ss := &session{low: rapid.SampledFrom([]uint64{1, 12345, 1<<64 - 50000}).Draw(t, "low")}
-		model := map[uint64]saved{}
-		for range rapid.IntRange(1, 300).Draw(t, "steps") {
-			seq := ss.low + rapid.OneOf(
-				rapid.Uint64Range(0, 40), rapid.Uint64Range(0, 3000),
-				rapid.Uint64Range(ringMax-40, ringMax+40), rapid.Uint64Range(0, 1<<40),
-			).Draw(t, "ahead")
-			switch rapid.IntRange(0, 3).Draw(t, "step") {
-			case 0, 1:
-				if _, ok := model[seq]; !ok && seq >= ss.low {
-					r := saved{Code(rapid.IntRange(0, 3).Draw(t, "code")), byte(rapid.IntRange(0, 3).Draw(t, "flags"))}
-					ss.save(seq, r)
-					model[seq] = r
-				}
-			case 2:
-				if seq > ss.low {
-					ss.advance(seq)
-					for q := range model {
-						if q < seq {
-							delete(model, q)
-						}
-					}
-				}
-			}
-			if ss.n != len(model) {
-				t.Fatalf("%d results, want %d", ss.n, len(model))
-			}
-			if err := ss.check(); err != nil {
-				t.Fatal(err)
-			}
-			if got, ok := ss.result(seq); seq >= ss.low && (ok != hasKey(model, seq) || got != model[seq]) {
-				t.Fatalf("result of %d: %+v %v, want %+v", seq, got, ok, model[seq])
-			}
-		}
-		for q, r := range model {
-			if got, ok := ss.result(q); !ok || got != r {
-				t.Fatalf("result of %d: %+v %v, want %+v", q, got, ok, r)
-			}
-		}
-	})
-}
-
-func hasKey(m map[uint64]saved, k uint64) bool { _, ok := m[k]; return ok }
 
 // TestDecodeMatchesReference: DecodeCommand decodes what the decoder it
 // replaced decoded, and refuses what it refused with the same message

@@ -11,31 +11,29 @@ package kv
 // the table's arena, which holds no pointers: one memmove), one pass over
 // the slot array that collects the live entries' offsets, and one pass over
 // the sessions that encodes them, already in their final form, into one
-// byte slice. Everything else (ordering the
+// byte slice (session.Table.AppendBinary). Everything else (ordering the
 // keys, encoding them, checksumming) happens in WriteTo, on the writer's
 // goroutine. Apply is untouched: it does no work for snapshots.
 //
-// # Image format, version 1
+// # Image format, version 2
 //
 // Integers are little-endian; uvarint is encoding/binary's. An image is
 //
-//	header:   magic "VESTAKV\x00" | version u32 (=1) | flags u32 (=0)
-//	          | maxSessions u64 | maxSessionResults u64 | nextIssued u64
-//	          | sessions u64 | keys u64
-//	sessions: sessions × session, most recently used first (the LRU order
-//	          that decides which session is evicted next)
-//	session:  id u64 | low u64 | n uvarint | n × (gap uvarint | result u8)
+//	header:   magic "VESTAKV\x00" | version u32 (=2) | flags u32 (=0) | keys u64
+//	sessions: the session table, in the session package's encoding
+//	          (session.ReadTable: its options, the next issued ID, the
+//	          sessions most recently used first, each with its kept results),
+//	          a result being one byte code<<2 | flags (code 0..3, flags
+//	          found=1 swapped=2)
 //	keys:     keys × (klen uvarint | key | vlen uvarint | value), in strictly
 //	          increasing bytewise key order
 //	trailer:  crc u32: CRC-32C (Castagnoli) of every byte before it
 //
-// A session's n results are its kept write results in increasing sequence
-// order: the first at sequence number low+gap, each next one gap above the
-// sequence number after the previous one. A result byte is code<<2 | flags
-// (code 0..3, flags found=1 swapped=2). nextIssued is the ID NewSession
-// issues next. maxSessions and maxSessionResults are the store's Options
+// The session table records the store's MaxSessions and MaxSessionResults
 // (with defaults applied): they decide evictions and refusals, so a store
-// restores only an image written with the same options.
+// restores only an image written with the same options. Version 1 (before
+// the sessions moved to the session package) held the same state with the
+// options and session count in the header; it is not read any more.
 //
 // The image is canonical: it holds the logical state only (not the hash
 // table's seed or layout, a value's spare capacity, or a session's ring
@@ -64,19 +62,19 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"math"
 	"math/bits"
 	"slices"
 	"sync"
 
 	"github.com/vestalabs/vesta/internal/contract"
+	"github.com/vestalabs/vesta/session"
 )
 
 const (
 	imageMagic   = "VESTAKV\x00"
-	imageVersion = 1
-	// imageHeaderSize is the header's size: magic, version, flags and five u64.
-	imageHeaderSize = 8 + 4 + 4 + 5*8
+	imageVersion = 2
+	// imageHeaderSize is the header's size: magic, version, flags and keys.
+	imageHeaderSize = 8 + 4 + 4 + 8
 	// imageBufSize is the size of WriteTo's and Restore's buffers.
 	imageBufSize = 256 << 10
 	// restorePresize bounds the keys a restore sizes its table for before
@@ -91,13 +89,10 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // applies commands. An Image may be written any number of times, from any
 // goroutines.
 type Image struct {
-	opts       Options
-	nextIssued uint64
-	nkeys      int
-	nsessions  int
-	refs       []uint64 // the live entries' offsets in arena, in slot order
-	arena      []byte   // the table's arena, up to its length
-	sessions   []byte   // the sessions section, encoded
+	nkeys    int
+	refs     []uint64 // the live entries' offsets in arena, in slot order
+	arena    []byte   // the table's arena, up to its length
+	sessions []byte   // the sessions section, encoded
 
 	sortOnce sync.Once
 	order    []imageEntry // the live entries in key order, made by sorted
@@ -120,7 +115,7 @@ func (s *Store) Snapshot() *Image { return s.image(true) }
 // valid only until the next Apply (for Digest, which writes it at once).
 func (s *Store) image(copied bool) *Image {
 	t := s.data
-	im := &Image{opts: s.opts, nextIssued: s.nextIssued, nkeys: t.n, nsessions: len(s.sessions), arena: t.arena}
+	im := &Image{nkeys: t.n, arena: t.arena}
 	if copied {
 		im.arena = slices.Clone(t.arena)
 	}
@@ -140,62 +135,12 @@ func (s *Store) image(copied bool) *Image {
 		contract.Invariantf(j == t.n, "kv: table of %d keys has %d full slots", t.n, j)
 	}
 	im.refs = refs[:j]
-	im.sessions = s.encodeSessions()
+	sessions, err := s.sess.AppendBinary(nil)
+	if err != nil { // a write in flight between applies: cannot be
+		panic(fmt.Sprintf("kv: encoding the sessions: %v", err))
+	}
+	im.sessions = sessions
 	return im
-}
-
-// encodeSessions returns the sessions section of the store's image.
-func (s *Store) encodeSessions() []byte {
-	size := 0
-	for ss := s.lru.next; ss != &s.lru; ss = ss.next {
-		size += 8 + 8 + binary.MaxVarintLen64 + 3*ss.n // a gap takes 1 to 10 bytes, mostly 1
-	}
-	out := make([]byte, 0, size)
-	var far []uint64
-	count := 0
-	for ss := s.lru.next; ss != &s.lru; ss = ss.next {
-		out = binary.LittleEndian.AppendUint64(out, ss.id)
-		out = binary.LittleEndian.AppendUint64(out, ss.low)
-		out = binary.AppendUvarint(out, uint64(ss.n))
-		next, wrote := ss.low, 0 // next: the least sequence number the next result may have
-		// The ring's results, in sequence order: ring[(low+d) & mask] for d
-		// from 0. Stop once all are found: they sit near low.
-		inRing := ss.n - len(ss.far)
-		mask := uint64(len(ss.ring) - 1)
-		for d := uint64(0); inRing > 0 && d < uint64(len(ss.ring)); d++ {
-			seq := ss.low + d
-			if b := ss.ring[seq&mask]; b != 0 {
-				out = binary.AppendUvarint(out, seq-next)
-				out = append(out, b&^savedPresent)
-				next = seq + 1
-				inRing--
-				wrote++
-			}
-		}
-		if len(ss.far) > 0 {
-			// Beyond the ring: all above its results.
-			far = far[:0]
-			for q := range ss.far {
-				far = append(far, q)
-			}
-			slices.Sort(far)
-			for _, q := range far {
-				r := ss.far[q]
-				out = binary.AppendUvarint(out, q-next)
-				out = append(out, byte(r.code)<<2|r.flags)
-				next = q + 1
-				wrote++
-			}
-		}
-		if contract.Enabled {
-			contract.Invariantf(wrote == ss.n && inRing == 0, "kv: session %#x counts %d results, the image holds %d", ss.id, ss.n, wrote)
-		}
-		count++
-	}
-	if contract.Enabled {
-		contract.Invariantf(count == len(s.sessions), "kv: %d sessions in the LRU list, %d in the map", count, len(s.sessions))
-	}
-	return out
 }
 
 // Digest returns the SHA-256 of the store's image (as WriteTo writes it):
@@ -289,10 +234,7 @@ func (im *Image) WriteTo(w io.Writer) (int64, error) {
 	iw.buf = append(iw.buf, imageMagic...)
 	iw.buf = binary.LittleEndian.AppendUint32(iw.buf, imageVersion)
 	iw.buf = binary.LittleEndian.AppendUint32(iw.buf, 0)
-	for _, v := range [...]uint64{uint64(im.opts.MaxSessions), uint64(im.opts.MaxSessionResults),
-		im.nextIssued, uint64(im.nsessions), uint64(im.nkeys)} {
-		iw.buf = binary.LittleEndian.AppendUint64(iw.buf, v)
-	}
+	iw.buf = binary.LittleEndian.AppendUint64(iw.buf, uint64(im.nkeys))
 	iw.write(im.sessions)
 	for _, e := range order {
 		ent := im.arena[e.ref:]
@@ -379,26 +321,16 @@ func (s *Store) Restore(r io.Reader) error {
 		return err
 	}
 	s.data = st.data
-	s.sessions = st.sessions
-	s.lru.next, s.lru.prev = &s.lru, &s.lru
-	for _, ss := range st.order { // most recently used first: each goes last
-		ss.prev, ss.next = s.lru.prev, &s.lru
-		s.lru.prev.next = ss
-		s.lru.prev = ss
-	}
-	s.last = nil
-	s.nextIssued = st.nextIssued
-	s.nkeys.Store(int64(s.data.Len()))
-	s.nsessions.Store(int64(len(s.sessions)))
+	s.evictedBase += s.sess.Evicted()
+	s.sess = st.sess
+	s.publish()
 	return nil
 }
 
 // restored is a state decoded from an image.
 type restored struct {
-	data       *table
-	sessions   map[uint64]*session
-	order      []*session // most recently used first
-	nextIssued uint64
+	data *table
+	sess *session.Table[saved]
 }
 
 // imageReader reads an image through its buffer and checksums what it
@@ -489,6 +421,24 @@ func (d *imageReader) uvarint() (uint64, error) {
 	return 0, d.fail()
 }
 
+// Read implements io.Reader over the image's bytes, consumed (and
+// checksummed) as they are read: the session table is read through it.
+func (d *imageReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	avail := d.fill(1)
+	if avail == 0 {
+		if d.err != nil {
+			return 0, d.err
+		}
+		return 0, io.EOF
+	}
+	n := copy(p, d.buf[d.pos:d.end])
+	d.pos += n
+	return n, nil
+}
+
 // bytes consumes n bytes and returns them, in dst[:0] when they are more
 // than the buffer holds (then valid until dst is reused), else in the
 // buffer (valid until the next read). A long string is copied as it
@@ -531,33 +481,10 @@ func (d *imageReader) decode(opts Options) (*restored, error) {
 	if f := binary.LittleEndian.Uint32(hdr[12:]); f != 0 {
 		return nil, fmt.Errorf("kv: image: flags %#x, want 0", f)
 	}
-	maxSessions := binary.LittleEndian.Uint64(hdr[16:])
-	maxResults := binary.LittleEndian.Uint64(hdr[24:])
-	nextIssued := binary.LittleEndian.Uint64(hdr[32:])
-	nsessions := binary.LittleEndian.Uint64(hdr[40:])
-	nkeys := binary.LittleEndian.Uint64(hdr[48:])
-	if maxSessions != uint64(opts.MaxSessions) || maxResults != uint64(opts.MaxSessionResults) {
-		return nil, fmt.Errorf("kv: image: written by a store with MaxSessions %d and MaxSessionResults %d, this store has %d and %d (every replica must use the same)",
-			maxSessions, maxResults, opts.MaxSessions, opts.MaxSessionResults)
-	}
-	if nextIssued-IssuedSessionBase > IssuedSessionSpan {
-		return nil, fmt.Errorf("kv: image: next issued session ID %#x outside [%#x, %#x]", nextIssued, IssuedSessionBase, IssuedSessionBase+IssuedSessionSpan)
-	}
-	if nsessions > maxSessions {
-		return nil, fmt.Errorf("kv: image: %d sessions, the store keeps at most %d", nsessions, maxSessions)
-	}
-	st := &restored{sessions: make(map[uint64]*session, min(nsessions, restorePresize)),
-		order: make([]*session, 0, min(nsessions, restorePresize)), nextIssued: nextIssued}
-	for i := uint64(0); i < nsessions; i++ {
-		ss, err := d.session(maxResults, nextIssued)
-		if err != nil {
-			return nil, d.errorf("session %d of %d: %v", i, nsessions, err)
-		}
-		if st.sessions[ss.id] != nil {
-			return nil, d.errorf("session %d of %d: ID %#x appears twice", i, nsessions, ss.id)
-		}
-		st.sessions[ss.id] = ss
-		st.order = append(st.order, ss)
+	nkeys := binary.LittleEndian.Uint64(hdr[16:])
+	st := &restored{}
+	if st.sess, err = session.ReadTable(d, opts.sessionOptions(), savedCodec{}); err != nil {
+		return nil, fmt.Errorf("kv: image: sessions: %w", err)
 	}
 	if st.data, err = d.keys(nkeys); err != nil {
 		return nil, err
@@ -581,62 +508,10 @@ func (d *imageReader) decode(opts Options) (*restored, error) {
 	if contract.Enabled {
 		err := st.data.check(st.data.hash)
 		contract.Ensuref(err == nil, "kv: restored table: %v", err)
-		for _, ss := range st.order {
-			err := ss.check()
-			contract.Ensuref(err == nil, "kv: restored session: %v", err)
-		}
+		err = st.sess.Check()
+		contract.Ensuref(err == nil, "kv: restored sessions: %v", err)
 	}
 	return st, nil
-}
-
-// session reads one session.
-func (d *imageReader) session(maxResults, nextIssued uint64) (*session, error) {
-	id, err := d.u64()
-	if err != nil {
-		return nil, fmt.Errorf("ID: %w", err)
-	}
-	low, err := d.u64()
-	if err != nil {
-		return nil, fmt.Errorf("low mark: %w", err)
-	}
-	if id == 0 {
-		return nil, errors.New("ID 0")
-	}
-	if IsIssuedSessionID(id) && id >= nextIssued {
-		return nil, fmt.Errorf("ID %#x, which is not issued yet (the next is %#x)", id, nextIssued)
-	}
-	if low == 0 {
-		return nil, fmt.Errorf("ID %#x: low mark 0", id)
-	}
-	n, err := d.uvarint()
-	if err != nil {
-		return nil, fmt.Errorf("ID %#x: result count: %w", id, err)
-	}
-	if n > maxResults {
-		return nil, fmt.Errorf("ID %#x: %d results, a session keeps at most %d", id, n, maxResults)
-	}
-	ss := &session{id: id, low: low}
-	next, full := low, false // the least sequence number the next result may have; full: none may
-	for j := uint64(0); j < n; j++ {
-		gap, err := d.uvarint()
-		if err != nil {
-			return nil, fmt.Errorf("ID %#x: result %d: %w", id, j, err)
-		}
-		if full || gap > math.MaxUint64-next {
-			return nil, fmt.Errorf("ID %#x: result %d: sequence number past 2^64", id, j)
-		}
-		b, err := d.take(1)
-		if err != nil {
-			return nil, fmt.Errorf("ID %#x: result %d: %w", id, j, err)
-		}
-		if b[0] >= 16 {
-			return nil, fmt.Errorf("ID %#x: result %d: byte %#x, want code<<2|flags below 16", id, j, b[0])
-		}
-		seq := next + gap
-		ss.save(seq, saved{code: Code(b[0] >> 2), flags: b[0] & 3})
-		next, full = seq+1, seq == math.MaxUint64
-	}
-	return ss, nil
 }
 
 // keys reads the keys section of n keys into a new table.

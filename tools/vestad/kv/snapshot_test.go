@@ -52,69 +52,42 @@ func checkStore(t fataler, s *Store) {
 	if err := s.data.check(s.data.hash); err != nil {
 		t.Fatalf("table: %v", err)
 	}
-	if s.Keys() != s.data.Len() || s.Sessions() != len(s.sessions) {
-		t.Fatalf("counts %d keys %d sessions, hold %d and %d", s.Keys(), s.Sessions(), s.data.Len(), len(s.sessions))
+	if s.Keys() != s.data.Len() || s.Sessions() != s.sess.Len() {
+		t.Fatalf("counts %d keys %d sessions, hold %d and %d", s.Keys(), s.Sessions(), s.data.Len(), s.sess.Len())
 	}
-	if len(s.sessions) > s.opts.MaxSessions {
-		t.Fatalf("%d sessions, at most %d", len(s.sessions), s.opts.MaxSessions)
+	if s.sess.Options() != s.opts.sessionOptions() {
+		t.Fatalf("session options %+v, store's %+v", s.sess.Options(), s.opts)
 	}
-	if s.nextIssued-IssuedSessionBase > IssuedSessionSpan {
-		t.Fatalf("next issued %#x", s.nextIssued)
-	}
-	n := 0
-	for ss := s.lru.next; ss != &s.lru; ss = ss.next {
-		if n++; n > len(s.sessions) || s.sessions[ss.id] != ss || ss.next.prev != ss || ss.prev.next != ss {
-			t.Fatalf("LRU list broken at session %#x", ss.id)
-		}
-		if err := ss.check(); err != nil {
-			t.Fatalf("%v", err)
-		}
-		if ss.n > s.opts.MaxSessionResults || ss.low == 0 || IsIssuedSessionID(ss.id) && ss.id >= s.nextIssued {
-			t.Fatalf("session %#x: %d results, low %d, next issued %#x", ss.id, ss.n, ss.low, s.nextIssued)
-		}
-	}
-	if n != len(s.sessions) {
-		t.Fatalf("LRU list of %d sessions, map of %d", n, len(s.sessions))
+	if err := s.sess.Check(); err != nil {
+		t.Fatalf("%v", err)
 	}
 }
 
-// sessionResults returns a session's kept results, read from its ring and
-// far map (not through the image's encoder).
-func sessionResults(ss *session) map[uint64]saved {
-	m := map[uint64]saved{}
-	for i, b := range ss.ring {
-		if b != 0 {
-			m[ss.low+(uint64(i)-ss.low)&uint64(len(ss.ring)-1)] = decodeSaved(b)
-		}
+// sessionsImage returns the store's sessions in the session table's
+// canonical encoding: equal bytes, equal sessions (IDs, LRU order, low
+// marks, results, next issued ID).
+func sessionsImage(t fataler, s *Store) []byte {
+	t.Helper()
+	b, err := s.sess.AppendBinary(nil)
+	if err != nil {
+		t.Fatalf("encoding the sessions: %v", err)
 	}
-	for q, r := range ss.far {
-		m[q] = r
-	}
-	return m
+	return b
 }
 
 // sameState requires a and b to hold the same logical state, and to have
 // the same Digest.
 func sameState(t fataler, a, b *Store) {
 	t.Helper()
-	if a.opts != b.opts || a.nextIssued != b.nextIssued || a.Keys() != b.Keys() || a.Sessions() != b.Sessions() {
+	if a.opts != b.opts || a.sess.NextIssued() != b.sess.NextIssued() || a.Keys() != b.Keys() || a.Sessions() != b.Sessions() {
 		t.Fatalf("options %+v %+v, next issued %#x %#x, keys %d %d, sessions %d %d",
-			a.opts, b.opts, a.nextIssued, b.nextIssued, a.Keys(), b.Keys(), a.Sessions(), b.Sessions())
+			a.opts, b.opts, a.sess.NextIssued(), b.sess.NextIssued(), a.Keys(), b.Keys(), a.Sessions(), b.Sessions())
 	}
 	if ca, cb := contents(a.data), contents(b.data); !reflect.DeepEqual(ca, cb) {
 		t.Fatalf("contents differ: %d keys and %d", len(ca), len(cb))
 	}
-	x, y := a.lru.next, b.lru.next
-	for ; x != &a.lru && y != &b.lru; x, y = x.next, y.next {
-		if x.id != y.id || x.low != y.low || x.n != y.n {
-			t.Fatalf("sessions (LRU order) %#x low %d n %d, and %#x low %d n %d", x.id, x.low, x.n, y.id, y.low, y.n)
-		}
-		if rx, ry := sessionResults(x), sessionResults(y); !reflect.DeepEqual(rx, ry) {
-			t.Fatalf("session %#x: results %v and %v", x.id, rx, ry)
-		}
-	}
-	if x != &a.lru || y != &b.lru {
-		t.Fatalf("LRU lists of different lengths")
+	if !bytes.Equal(sessionsImage(t, a), sessionsImage(t, b)) {
+		t.Fatalf("sessions differ")
 	}
 	if a.Digest() != b.Digest() {
 		t.Fatalf("equal states, different digests")
@@ -143,8 +116,8 @@ func smallStore(t *testing.T) *Store {
 	apply(t, s, put(a, 1, 1, "x", "1"), put(a, 3, 1, "y", "3"), put(a, 1<<40, 1, "z", "far"),
 		Op{Kind: Delete, Client: b, Seq: 5, Low: 2, Key: []byte("e")}, Op{Kind: CAS, Client: b, Seq: math.MaxUint64, Low: 2, Key: []byte("y"), Expect: []byte("3"), Value: []byte("4")},
 		Op{Kind: Delete, Client: b, Seq: 6, Low: 2, Key: []byte("nothing")})
-	if s.Evicted() != 1 || s.sessions[IssuedSessionBase] != nil || len(s.sessions[a].far) == 0 {
-		t.Fatalf("small store: evicted %d, sessions %d", s.Evicted(), len(s.sessions))
+	if _, far := s.sess.Result(a, 1<<40); s.Evicted() != 1 || s.sess.Has(IssuedSessionBase) || !far {
+		t.Fatalf("small store: evicted %d, sessions %d", s.Evicted(), s.sess.Len())
 	}
 	return s
 }
@@ -249,7 +222,7 @@ func TestSnapshotSessionsExactlyOnce(t *testing.T) {
 	}
 	apply(t, s, put(0, 0, 0, "k", "second"))
 	b := newSession(s) // evicts the least recently used: evicted
-	if s.sessions[evicted] != nil || s.Evicted() != 1 {
+	if s.sess.Has(evicted) || s.Evicted() != 1 {
 		t.Fatalf("session %#x not evicted", evicted)
 	}
 	apply(t, s, put(a, 2, 1, "other", "x")) // a is now the most recently used
@@ -273,7 +246,7 @@ func TestSnapshotSessionsExactlyOnce(t *testing.T) {
 		}
 		// b is the least recently used: the next session evicts it, not a.
 		c := newSession(st)
-		if st.sessions[b] != nil || st.sessions[a] == nil || st.sessions[c] == nil {
+		if st.sess.Has(b) || !st.sess.Has(a) || !st.sess.Has(c) {
 			t.Fatalf("evicted the wrong session")
 		}
 	}
@@ -508,30 +481,58 @@ func TestRestoreRefusesMalformed(t *testing.T) {
 	t.Logf("%d of 3000 changed images (checksum fixed) restored to a valid state", accepted)
 
 	// Structural problems, each with a valid checksum.
+	u64 := binary.LittleEndian.AppendUint64
+	uv := binary.AppendUvarint
+	// hdr is the image's header and its session table's, for a table of
+	// nsess sessions that follow (sess); the table's length is fixed up by
+	// cat, from the nsess sessions after it.
 	hdr := func(maxS, maxR, next, nsess, nkeys uint64) []byte {
 		b := []byte(imageMagic)
 		b = binary.LittleEndian.AppendUint32(b, imageVersion)
 		b = binary.LittleEndian.AppendUint32(b, 0)
-		for _, v := range []uint64{maxS, maxR, next, nsess, nkeys} {
-			b = binary.LittleEndian.AppendUint64(b, v)
+		b = u64(b, nkeys)
+		b = append(b, "VSESSION"...)
+		b = binary.LittleEndian.AppendUint32(b, 1)
+		b = binary.LittleEndian.AppendUint32(b, 0)
+		b = u64(b, 0) // the table's length
+		for _, v := range []uint64{maxS, maxR, next, nsess} {
+			b = u64(b, v)
 		}
 		return b
 	}
-	u64 := binary.LittleEndian.AppendUint64
-	uv := binary.AppendUvarint
+	const tableLenAt = 8 + 4 + 4 + 8 + 8 + 4 + 4 // where hdr holds the table's length
 	const n = IssuedSessionBase + 5
-	sess := func(id, low uint64, results ...uint64) []byte { // results: gap, byte pairs
+	type section []byte                                       // a session, part of the table
+	sess := func(id, low uint64, results ...uint64) section { // results: gap, byte pairs
 		b := u64(u64(nil, id), low)
 		b = uv(b, uint64(len(results)/2))
 		for i := 0; i < len(results); i += 2 {
-			b = append(uv(b, results[i]), byte(results[i+1]))
+			b = append(uv(b, results[i]), 1, byte(results[i+1]))
 		}
 		return b
 	}
 	kv := func(k, v string) []byte {
 		return append(uv(append(uv(nil, uint64(len(k))), k...), uint64(len(v))), v...)
 	}
-	cat := func(parts ...[]byte) []byte { return fixCRC(append(bytes.Join(parts, nil), 0, 0, 0, 0)) }
+	// cat joins the parts (a hdr first) and sets the table's length to
+	// cover the body and the sections (sessions) that follow it.
+	cat := func(hdr []byte, parts ...any) []byte {
+		img := bytes.Clone(hdr)
+		tableLen := uint64(len(hdr) - tableLenAt - 8)
+		for _, p := range parts {
+			switch p := p.(type) {
+			case section:
+				tableLen += uint64(len(p))
+				img = append(img, p...)
+			case []byte:
+				img = append(img, p...)
+			}
+		}
+		if len(hdr) > tableLenAt {
+			binary.LittleEndian.PutUint64(img[tableLenAt:], tableLen)
+		}
+		return fixCRC(append(img, 0, 0, 0, 0))
+	}
 	withHdr := func(f func([]byte)) []byte { h := hdr(3, 8, n, 0, 0); f(h); return cat(h) }
 	for _, tc := range []struct {
 		name, want string
@@ -539,7 +540,8 @@ func TestRestoreRefusesMalformed(t *testing.T) {
 	}{
 		{"valid", "", cat(hdr(3, 8, n, 2, 2), sess(7, 1), sess(n-1, 4, 0, 0, 5, 1), kv("a", "1"), kv("b", ""))},
 		{"magic", "magic", withHdr(func(h []byte) { h[0] = 'X' })},
-		{"version", "version 2", withHdr(func(h []byte) { h[8] = 2 })},
+		{"version", "version 3", withHdr(func(h []byte) { h[8] = 3 })},
+		{"table magic", "not a session table", withHdr(func(h []byte) { h[24] = 'X' })},
 		{"flags", "flags", withHdr(func(h []byte) { h[12] = 1 })},
 		{"options", "MaxSessionResults 9", cat(hdr(3, 9, n, 0, 0))},
 		{"next issued below", "next issued", cat(hdr(3, 8, 5, 0, 0))},
@@ -555,9 +557,11 @@ func TestRestoreRefusesMalformed(t *testing.T) {
 		{"result byte", "byte 0x10", cat(hdr(3, 8, n, 1, 0), sess(7, 1, 0, 16))},
 		{"sequence past 2^64", "past 2^64", cat(hdr(3, 8, n, 1, 0), sess(7, math.MaxUint64, 0, 0, 0, 0))},
 		{"gap past 2^64", "past 2^64", cat(hdr(3, 8, n, 1, 0), sess(7, 5, math.MaxUint64-4, 0))},
-		{"uvarint overflow", "overflows", cat(hdr(3, 8, n, 1, 0), u64(u64(nil, 7), 1), bytes.Repeat([]byte{0xff}, 11))},
+		{"uvarint overflow", "overflows", cat(hdr(3, 8, n, 1, 0), section(append(u64(u64(nil, 7), 1), bytes.Repeat([]byte{0xff}, 11)...)))},
+		{"result length", "result of 2 bytes", cat(hdr(3, 8, n, 1, 0), section(append(uv(u64(u64(nil, 7), 1), 1), 0, 2, 0, 0)))},
 		{"keys unsorted", "not above", cat(hdr(3, 8, n, 0, 2), kv("b", "1"), kv("a", "2"))},
 		{"key twice", "not above", cat(hdr(3, 8, n, 0, 2), kv("a", "1"), kv("a", "2"))},
+		{"table too long", "bytes after the last session", cat(hdr(3, 8, n, 0, 0), section{0})},
 		{"key too long", "length 4294967296", cat(hdr(3, 8, n, 0, 1), uv(nil, 1<<32))},
 		{"value too long", "value length 4294967296", cat(hdr(3, 8, n, 0, 1), uv(nil, 1), []byte("k"), uv(nil, 1<<32))},
 		{"huge key, few bytes", "truncated", cat(hdr(3, 8, n, 0, 1), uv(nil, math.MaxUint32), []byte("abc"))},
