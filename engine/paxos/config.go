@@ -52,6 +52,16 @@ type Config struct {
 	// then (prevote.go): a replica that was cut off no longer unseats a live
 	// leader when it is back. Replicas answer pre-votes either way.
 	PreVote bool
+	// LeaseTicks, if positive, turns leader leases on (lease.go): a leader
+	// renews its lease with a probe round every HeartbeatTicks, and reads
+	// with LeaseRead need no round while it holds. An acceptor then refuses
+	// to promise another ballot for LeaseTicks after it granted a lease, and
+	// for LeaseTicks after it starts. It must be below ElectionTicks, so
+	// that leases delay no election a leader's silence starts.
+	LeaseTicks int
+	// MaxDriftPercent bounds how much faster, in percent, any replica's
+	// clock may run than another's; leases are safe only within it.
+	MaxDriftPercent int
 	// Seed seeds the election-timeout randomization (deterministically).
 	Seed uint64
 }
@@ -133,6 +143,15 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxCatchUpEntries < 1 {
 		return &ConfigError{"MaxCatchUpEntries", fmt.Sprintf("%d, need at least 1", c.MaxCatchUpEntries)}
+	}
+	if c.LeaseTicks < 0 || (c.LeaseTicks > 0 && c.LeaseTicks >= c.ElectionTicks) {
+		return &ConfigError{"LeaseTicks", fmt.Sprintf("%d, need 0 (no leases) or 1 <= LeaseTicks < ElectionTicks (%d)", c.LeaseTicks, c.ElectionTicks)}
+	}
+	if c.MaxDriftPercent < 0 || c.MaxDriftPercent > 1000 {
+		return &ConfigError{"MaxDriftPercent", fmt.Sprintf("%d, need 0 to 1000", c.MaxDriftPercent)}
+	}
+	if c.LeaseTicks > 0 && c.leaseSpan() == 0 {
+		return &ConfigError{"LeaseTicks", fmt.Sprintf("%d is too short for MaxDriftPercent %d: a lease would last no tick (need LeaseTicks*100/(100+MaxDriftPercent) > 2)", c.LeaseTicks, c.MaxDriftPercent)}
 	}
 	if c.MaxSlotsAhead != 0 && (c.MaxSlotsAhead < 2*c.Window || c.MaxSlotsAhead < c.MaxCatchUpEntries) {
 		return &ConfigError{"MaxSlotsAhead", fmt.Sprintf("%d, need 0 (the default) or at least 2*Window (%d) and MaxCatchUpEntries (%d)", c.MaxSlotsAhead, 2*c.Window, c.MaxCatchUpEntries)}

@@ -185,6 +185,14 @@ type Node struct {
 	readRound   uint64 // the round's number; acks of others are stale
 	readAcks    uint64 // members that acknowledged the round, self included
 	readElapsed int
+	roundOut    bool   // a probe round is out
+	roundSentAt uint64 // ticks when the round out (or the last) was sent
+	leaseUntil  uint64 // leader: its lease holds while ticks is below
+
+	// Time, in ticks since New, and the lease this acceptor granted (lease.go).
+	ticks           uint64
+	leaseGrantTo    wire.Ballot
+	leaseGrantUntil uint64
 
 	// Work for the next Ready.
 	savedHS     HardState // last hard state handed out to persist
@@ -263,6 +271,9 @@ func New(cfg Config, p Persisted) (*Node, error) {
 	n.durablePromised = n.promised
 	n.maxRoundSeen = n.promised.Round
 	n.resetElectionTimer()
+	// A grant of the previous incarnation may still run: promise nothing
+	// until it surely ended (lease.go).
+	n.leaseGrantUntil = uint64(cfg.LeaseTicks)
 	n.checkInvariants()
 	return n, nil
 }

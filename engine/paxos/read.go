@@ -57,79 +57,124 @@ func (n *Node) ReadIndex(id uint64) bool {
 		return false
 	}
 	n.readQueue = append(n.readQueue, id)
-	n.maybeStartReadRound()
+	n.maybeStartRound()
 	return true
 }
 
-// maybeStartReadRound starts a probe round for the reads queued, unless one
-// is out.
-func (n *Node) maybeStartReadRound() {
-	if n.role != Leader || len(n.readBatch) > 0 || len(n.readQueue) == 0 {
+// LeaseRead is ReadIndex without the round while this leader holds a lease
+// (Config.LeaseTicks): the read is in the next Ready's Reads at once, at the
+// commit index. Without a lease (leases off, not renewed lately, or the
+// leader's re-proposed slots not yet chosen) it falls back to ReadIndex.
+func (n *Node) LeaseRead(id uint64) bool {
+	if n.role != Leader {
+		return false
+	}
+	if n.HoldsLease() {
+		n.reads = append(n.reads, ReadState{ID: id, Index: n.commit})
+		return true
+	}
+	return n.ReadIndex(id)
+}
+
+// HoldsLease reports whether this replica leads under a lease now: no other
+// replica can have been elected, so its commit index covers every write
+// completed (lease.go's argument).
+func (n *Node) HoldsLease() bool {
+	return n.role == Leader && n.cfg.LeaseTicks > 0 && n.ticks < n.leaseUntil && n.commit >= n.leadStart
+}
+
+// maybeStartRound starts a probe round for the reads queued, unless one is
+// out.
+func (n *Node) maybeStartRound() {
+	if n.role != Leader || n.roundOut || len(n.readQueue) == 0 {
 		return
 	}
 	n.readBatch, n.readQueue = n.readQueue, n.readBatch[:0]
 	n.readIndex = max(n.commit, n.leadStart)
-	n.sendReadRound()
+	n.sendRound()
 }
 
-// sendReadRound sends the current batch's probes under a new round number.
-func (n *Node) sendReadRound() {
+// sendRound sends a probe round under a new number: for the reads of
+// readBatch, and, with leases on, to renew the lease (each peer that acks
+// grants one from when it got the probe; the leader counts its own from
+// when it sent it).
+func (n *Node) sendRound() {
 	n.readRound++
+	n.roundOut = true
+	n.roundSentAt = n.ticks
 	n.readAcks = n.self
 	n.readElapsed = 0
 	if n.bugs&BugReadWithoutQuorum != 0 {
 		n.readAcks = ^uint64(0) // the planted bug: served without asking
 	}
+	var lease wire.Slot
+	if n.cfg.LeaseTicks > 0 {
+		lease = 1
+		n.grantLease(n.ballot) // this replica's own acceptor
+	}
 	for _, p := range n.cfg.Members {
 		if p != n.cfg.ID {
-			n.send1(wire.Message{Type: wire.MsgReadProbe, To: p, Ballot: n.ballot, Slot: wire.Slot(n.readRound)})
+			n.send1(wire.Message{Type: wire.MsgReadProbe, To: p, Ballot: n.ballot, Slot: wire.Slot(n.readRound), Commit: lease})
 		}
 	}
-	n.maybeFinishReadRound()
+	n.maybeFinishRound()
 }
 
-// maybeFinishReadRound hands the batch out once a quorum acknowledged its
-// round, and starts the next round if reads are queued.
-func (n *Node) maybeFinishReadRound() {
-	if len(n.readBatch) == 0 || !n.isQuorum(n.readAcks) {
+// maybeFinishRound completes the round once a quorum acknowledged it: its
+// reads are handed out, the lease extended, and the next round started if
+// reads are queued.
+func (n *Node) maybeFinishRound() {
+	if !n.roundOut || !n.isQuorum(n.readAcks) {
 		return
 	}
 	contract.Invariantf(n.role == Leader, "read round finished by a %v", n.role)
+	n.roundOut = false
+	if n.cfg.LeaseTicks > 0 {
+		n.leaseUntil = max(n.leaseUntil, n.roundSentAt+n.cfg.leaseSpan())
+	}
 	for _, id := range n.readBatch {
 		n.reads = append(n.reads, ReadState{ID: id, Index: n.readIndex})
 	}
 	n.readBatch = n.readBatch[:0]
-	n.maybeStartReadRound()
+	n.maybeStartRound()
 }
 
-// onReadProbe answers a leader's probe. It changes nothing here: the ack
-// says only that no higher ballot was promised, which stays true of this
-// moment whatever happens next.
+// onReadProbe answers a leader's probe. The ack says that no higher ballot
+// was promised when it was sent, which stays true of that moment whatever
+// happens next; a probe that asks for a lease (Commit 1) also grants one:
+// no promise to another ballot for LeaseTicks from now.
 func (n *Node) onReadProbe(m wire.Message) {
 	if m.Ballot.Less(n.promised) {
 		n.sendRevealing(wire.Message{Type: wire.MsgNack, To: m.From, Ballot: n.promised, Commit: n.commit})
 		return
 	}
+	if m.Commit == 1 && n.cfg.LeaseTicks > 0 {
+		n.grantLease(m.Ballot)
+	}
 	n.send1(wire.Message{Type: wire.MsgReadProbeAck, To: m.From, Ballot: m.Ballot, Slot: m.Slot})
 }
 
 func (n *Node) onReadProbeAck(m wire.Message) {
-	if n.role != Leader || m.Ballot != n.ballot || uint64(m.Slot) != n.readRound {
+	if n.role != Leader || !n.roundOut || m.Ballot != n.ballot || uint64(m.Slot) != n.readRound {
 		return // stale
 	}
 	n.readAcks |= n.bit(m.From)
 	n.heardFrom |= n.bit(m.From)
-	n.maybeFinishReadRound()
+	n.maybeFinishRound()
 }
 
-// tickReads resends an unanswered round. Leader only.
+// tickReads resends an unanswered round, and with leases on starts a round
+// every heartbeat interval to keep the lease. Leader only.
 func (n *Node) tickReads() {
-	if len(n.readBatch) == 0 {
+	if n.roundOut {
+		n.readElapsed++
+		if n.readElapsed >= 2*n.cfg.HeartbeatTicks {
+			n.sendRound()
+		}
 		return
 	}
-	n.readElapsed++
-	if n.readElapsed >= 2*n.cfg.HeartbeatTicks {
-		n.sendReadRound()
+	if n.cfg.LeaseTicks > 0 && n.ticks-n.roundSentAt >= uint64(n.cfg.HeartbeatTicks) {
+		n.sendRound()
 	}
 }
 
@@ -138,4 +183,6 @@ func (n *Node) failReads() {
 	n.readsFailed = append(n.readsFailed, n.readBatch...)
 	n.readsFailed = append(n.readsFailed, n.readQueue...)
 	n.readBatch, n.readQueue = n.readBatch[:0], n.readQueue[:0]
+	n.roundOut = false
+	n.leaseUntil = 0
 }

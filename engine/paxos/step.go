@@ -132,6 +132,7 @@ func (n *Node) checkSlotsInReach(m wire.Message) error {
 
 // Tick advances time by one tick.
 func (n *Node) Tick() {
+	n.ticks++
 	if n.catchUpInFlight {
 		n.catchUpElapsed++
 		if n.catchUpElapsed >= n.cfg.HeartbeatTicks*2 {
@@ -185,6 +186,9 @@ func (n *Node) Tick() {
 
 // onPrepare is the acceptor's phase 1.
 func (n *Node) onPrepare(m wire.Message) {
+	if n.leaseRefuses(m.Ballot) {
+		return // a lease granted (lease.go): no promise, and no answer; the candidate asks again
+	}
 	if m.Ballot.Less(n.promised) {
 		n.sendRevealing(wire.Message{Type: wire.MsgNack, To: m.From, Ballot: n.promised, Commit: n.commit})
 		return
