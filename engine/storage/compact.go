@@ -44,14 +44,14 @@ func (l *MemLog) Compact(below wire.Slot) error {
 		}
 	}
 	l.entries = kept
-	l.bytes = bytes
+	l.bytes.Store(bytes)
 	return nil
 }
 
 // Size returns the bytes of value data the log holds (entries' fixed fields
-// not counted), and Len the number of entries. Like every MemLog method
-// they are for the goroutine that uses the log.
-func (l *MemLog) Size() int64 { return l.bytes }
+// not counted). Unlike the other MemLog methods it is safe from any
+// goroutine (Replica.Status calls it).
+func (l *MemLog) Size() int64 { return l.bytes.Load() }
 
 // Len returns the number of entries the log holds; see Size.
 func (l *MemLog) Len() int { return len(l.entries) }

@@ -4,6 +4,8 @@
 package storage
 
 import (
+	"sync/atomic"
+
 	"github.com/vestalabs/vesta/engine/paxos"
 	"github.com/vestalabs/vesta/engine/wire"
 )
@@ -54,7 +56,7 @@ type CheapSyncer interface {
 type MemLog struct {
 	hs      paxos.HardState
 	entries []wire.Entry
-	bytes   int64 // value bytes in entries (Size)
+	bytes   atomic.Int64 // value bytes in entries (Size, which any goroutine may call)
 }
 
 // NewMemLog returns an empty in-memory log.
@@ -65,7 +67,7 @@ func NewMemLog() *MemLog { return &MemLog{} }
 func (l *MemLog) Append(entries []wire.Entry, hs paxos.HardState, saveHS bool) error {
 	l.entries = append(l.entries, entries...)
 	for i := range entries {
-		l.bytes += int64(len(entries[i].Value.Data))
+		l.bytes.Add(int64(len(entries[i].Value.Data)))
 	}
 	if saveHS {
 		l.hs = hs
