@@ -27,6 +27,9 @@ import "github.com/vestalabs/vesta/engine/wire"
 // data; read-index reads cannot, as they assume nothing of clocks (the
 // simulator shows both: engine/sim's DriftBeyondBound).
 //
+// A replica that granted a lease does not campaign while it runs either:
+// starting an election promises its own ballot (startElection).
+//
 // An acceptor does not remember its grants across a restart: instead it
 // promises nothing for LeaseTicks after it starts (New), which covers any
 // grant its previous incarnation made.

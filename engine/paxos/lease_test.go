@@ -134,3 +134,27 @@ func TestLeaseConfig(t *testing.T) {
 		}
 	}
 }
+
+// A follower that keeps granting leases (probes arrive, heartbeats do not)
+// does not campaign: its election would promise its own ballot under a
+// lease it granted.
+func TestGrantingFollowerDoesNotCampaign(t *testing.T) {
+	cfg := testConfig(2, 3)
+	cfg.LeaseTicks, cfg.MaxDriftPercent = 8, 20
+	f, err := New(cfg, Persisted{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := wire.Ballot{Round: 1, Replica: 1}
+	for i := range 60 {
+		if i%2 == 0 {
+			if err := f.Step(wire.Message{Type: wire.MsgReadProbe, From: 1, To: 2, Ballot: b, Slot: wire.Slot(i + 1), Commit: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f.Tick()
+		if f.Status().Role != Follower {
+			t.Fatalf("tick %d: a follower granting leases became %v", i, f.Status().Role)
+		}
+	}
+}

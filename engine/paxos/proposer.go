@@ -10,6 +10,13 @@ import (
 // startElection begins phase 1 with a ballot above any seen, for every slot
 // from the commit index on, in one Prepare.
 func (n *Node) startElection() {
+	if n.leaseRefuses(wire.Ballot{Round: max(n.promised.Round, n.maxRoundSeen) + 1, Replica: n.cfg.ID}) {
+		// A lease this acceptor granted runs: it may not promise its own
+		// ballot either (lease.go). It tries again when its timer next
+		// runs out.
+		n.resetElectionTimer()
+		return
+	}
 	old := n.role
 	if old == Leader {
 		n.stepDown()

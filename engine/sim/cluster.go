@@ -24,7 +24,11 @@ const tick = 1000
 // Timing of the simulated world, in time units.
 const (
 	clientTimeout = 40 * tick
-	retryBackoff  = tick / 4
+	// A client that hears nothing for attemptTimeout sends its operation
+	// again to another replica (as the real client's attempt timeout and
+	// hedging do): a write is safe to send twice (its session).
+	attemptTimeout = 6 * tick
+	retryBackoff   = tick / 4
 	// Messages to a replica that is down wait in their senders' transports
 	// (at most maxHeld per replica) and reach it within heldDelay of its
 	// restart: senders redial with a backoff.
@@ -90,6 +94,7 @@ type replica struct {
 	// pausedUntil: the process is stopped until then (a SIGSTOP, a long
 	// pause): everything addressed to it waits, then arrives at once.
 	pausedUntil int64
+	missedTicks int            // ticks that passed while paused, not yet given to node
 	led         wire.Ballot    // the last ballot this incarnation was seen leading
 	held        []wire.Message // sent to it while it was down, delivered after it restarts
 	node        *paxos.Node
@@ -269,6 +274,10 @@ func (c *cluster) setup() {
 func (c *cluster) start(r *replica) {
 	cfg := paxos.Config{
 		ID: r.id, Members: c.ids, ElectionTicks: 10, HeartbeatTicks: 2,
+		// Leases: clocks here run at 0.8 to 1.2 of the nominal tick, so
+		// one runs at most 50% faster than another (DriftBeyondBound
+		// breaks that on purpose).
+		LeaseTicks: 8, MaxDriftPercent: 50,
 		Window: c.opts.Window, MaxPending: 64, MaxCatchUpEntries: 32, PreVote: true, Seed: c.rng.Uint64(),
 		// Small, so that replicas that lag (restarted, partitioned) refuse
 		// Accepts beyond their reach and must catch up first.
@@ -335,11 +344,28 @@ func (c *cluster) loop() {
 func (c *cluster) handle(e *event) {
 	switch e.kind {
 	case evDeliver, evTick, evPersisted, evRequest, evCheckpointed, evSnapshot:
-		if r := c.replicas[e.node]; r.up && r.pausedUntil > c.now {
+		r := c.replicas[e.node]
+		if r.up && r.pausedUntil > c.now {
+			if e.kind == evTick && r.gen == e.gen {
+				// Its clock goes on: the runtime counts ticks from the
+				// monotonic clock and catches them up when it runs again.
+				r.missedTicks++
+				c.schedule(c.now+r.period+c.between(-r.period/20, r.period/20), &event{kind: evTick, node: r.idx, gen: r.gen})
+				return
+			}
 			// Stopped: it takes this when it runs again, in a random order
 			// with everything else that waited.
 			c.schedule(r.pausedUntil+c.between(0, tick/2), e)
 			return
+		}
+		if r.up && r.missedTicks > 0 {
+			// Awake: the ticks it missed first, as the runtime does before
+			// it looks at anything (a lease above all).
+			for range r.missedTicks {
+				r.node.Tick()
+			}
+			r.missedTicks = 0
+			c.process(r)
 		}
 	}
 	switch e.kind {
@@ -400,6 +426,12 @@ func (c *cluster) handle(e *event) {
 		c.nextOp(c.clients[e.client])
 	case evClientTimeout:
 		c.onTimeout(c.clients[e.client], e.resp.seq)
+	case evClientRetry:
+		if cl := c.clients[e.client]; cl.cur != nil && cl.cur.Seq == e.resp.seq {
+			cl.target = (cl.target + 1 + c.rng.IntN(len(c.replicas)-1)) % len(c.replicas)
+			c.sendRequest(cl)
+			c.schedule(c.now+attemptTimeout, &event{kind: evClientRetry, client: cl.idx, resp: e.resp})
+		}
 	case evCrash:
 		c.crashSome()
 	case evCrashNode:
@@ -443,6 +475,17 @@ func (c *cluster) handle(e *event) {
 // process drives a replica after any input: propose what its clients sent,
 // then carry out Readys until one must wait for persistence.
 func (c *cluster) process(r *replica) {
+	if c.opts.DriftBeyondBound && r.up {
+		// The worst drift for leases: the leader's clock runs sixteen
+		// times slower than its followers', far beyond the 50% they
+		// assume (and beyond the margin of the election timeout over the
+		// lease).
+		if r.node.Status().Role == paxos.Leader {
+			r.period = 4 * tick
+		} else {
+			r.period = tick / 4
+		}
+	}
 	for r.up {
 		c.flushQueue(r)
 		if st := r.node.Status(); st.Role == paxos.Leader && st.Ballot != r.led {
@@ -452,6 +495,7 @@ func (c *cluster) process(r *replica) {
 				c.res.Elections++
 			}
 			c.tracef("r%d leads in ballot %v from slot %d", r.id, st.Ballot, st.Commit)
+
 			if c.faulty && r.syncing > 0 && c.rng.Float64() < c.crashOnWin {
 				// Crash it right after it wins: after its first Accepts
 				// leave (this Ready), before the sync under way completes
@@ -653,7 +697,11 @@ func (c *cluster) serveReads(r *replica) {
 			k++
 			continue
 		}
-		c.res.ReadIndexReads++
+		if pr.cmd.Read == readLease {
+			c.res.LeaseReads++
+		} else {
+			c.res.ReadIndexReads++
+		}
 		c.respond(r, pr.client, response{seq: pr.cmd.Seq, res: result{Value: r.kv.data[pr.cmd.Key], OK: true}})
 	}
 	r.readsWait = r.readsWait[:k]
@@ -811,7 +859,7 @@ func (c *cluster) crash(r *replica, restartIn int64, partial bool) {
 		}
 	}
 	r.up, r.pending, r.syncing, r.node, r.led = false, nil, 0, nil, wire.Ballot{}
-	r.pausedUntil = 0
+	r.pausedUntil, r.missedTicks = 0, 0
 	r.gen++
 	c.res.Crashes++
 	c.tracef("r%d CRASH", r.id)
@@ -908,7 +956,17 @@ func (c *cluster) nextOp(cl *client) {
 	switch op {
 	case 0:
 		cmd.Op = opGet
-		cmd.ReadIndex = !c.opts.NoReadIndex && c.rng.IntN(2) == 0
+		if !c.opts.NoReadIndex {
+			cmd.Read = readMode(c.rng.IntN(3)) // log, index or lease
+			if cl.idx == 0 {
+				// The reader reads at its leader without the log: under its
+				// lease when it holds one.
+				cmd.Read = readLease
+			}
+			if cmd.Read == readLease && c.opts.NoLeaseReads {
+				cmd.Read = readIndex
+			}
+		}
 	case 1:
 		cmd.Op, cmd.Value = opPut, fmt.Sprintf("c%d.%d", cl.id, cl.seq)
 	case 2:
@@ -918,6 +976,7 @@ func (c *cluster) nextOp(cl *client) {
 	cl.cur, cl.call = &cmd, c.now
 	c.sendRequest(cl)
 	c.schedule(c.now+clientTimeout, &event{kind: evClientTimeout, client: cl.idx, resp: response{seq: cmd.Seq}})
+	c.schedule(c.now+attemptTimeout, &event{kind: evClientRetry, client: cl.idx, resp: response{seq: cmd.Seq}})
 }
 
 // lastValue guesses a recent value of key so that some CAS operations succeed.
@@ -950,7 +1009,7 @@ func (c *cluster) onRequest(r *replica, cl int, cmd command) {
 		c.respond(r, cl, response{seq: cmd.Seq, notLeader: true, hint: st.Leader})
 		return
 	}
-	if cmd.ReadIndex {
+	if cmd.Read != readLog {
 		for _, pr := range r.reads {
 			if pr.cmd.id() == cmd.id() {
 				return // asked already
@@ -958,7 +1017,11 @@ func (c *cluster) onRequest(r *replica, cl int, cmd command) {
 		}
 		r.nextRead++
 		r.reads[r.nextRead] = pendingRead{client: cl, cmd: cmd}
-		if !r.node.ReadIndex(r.nextRead) {
+		ask := r.node.ReadIndex
+		if cmd.Read == readLease {
+			ask = r.node.LeaseRead
+		}
+		if !ask(r.nextRead) {
 			delete(r.reads, r.nextRead)
 			c.respond(r, cl, response{seq: cmd.Seq, notLeader: true, hint: st.Leader})
 		}
@@ -1016,7 +1079,7 @@ func (c *cluster) record(cl *client, out kvOutput, ret int64) {
 	cmd := cl.cur
 	c.history = append(c.history, porcupine.Operation{
 		ClientId: cl.idx,
-		Input:    kvInput{Op: cmd.Op, Key: cmd.Key, Value: cmd.Value, Expect: cmd.Expect},
+		Input:    kvInput{Op: cmd.Op, Key: cmd.Key, Value: cmd.Value, Expect: cmd.Expect, OutsideLog: cmd.Read != readLog},
 		Call:     cl.call,
 		Output:   out,
 		Return:   ret,
@@ -1057,10 +1120,12 @@ func (c *cluster) finish() {
 		}
 	}
 	// An abandoned operation may still take effect, but only before the same
-	// client's next completed operation is applied: the session refuses any
-	// command at or below the last sequence number it applied. So it stays
-	// open until that operation's return, or to the end of time if there is
-	// none. (Open-ended operations make the check exponentially harder.)
+	// client's next completed operation through the log is applied: the
+	// session refuses any command at or below the last sequence number it
+	// applied. So it stays open until that operation's return, or to the end
+	// of time if there is none. A get served outside the log (read index,
+	// lease) applies nothing and bounds nothing. (Open-ended operations make
+	// the check exponentially harder.)
 	end := c.now + 1
 	nextOK := map[int]int64{}
 	for i := len(c.history) - 1; i >= 0; i-- {
@@ -1070,7 +1135,7 @@ func (c *cluster) finish() {
 			if r, ok := nextOK[op.ClientId]; ok {
 				op.Return = r
 			}
-		} else {
+		} else if !op.Input.(kvInput).OutsideLog {
 			nextOK[op.ClientId] = op.Return
 		}
 	}

@@ -25,6 +25,7 @@ const (
 	evCheckpointed // a replica's checkpoint is durable
 	evSnapshot     // a checkpoint sent by a peer has arrived whole
 	evPause        // pause some replica: a stopped process, a long GC (fault phase)
+	evClientRetry  // a client's attempt went unanswered: try another replica
 )
 
 // event is one scheduled happening. gen ties replica events to one

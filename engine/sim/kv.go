@@ -19,6 +19,15 @@ const (
 	opCAS opKind = 3
 )
 
+// readMode is how a get is served.
+type readMode uint8
+
+const (
+	readLog   readMode = iota // through the log
+	readIndex                 // the leader's read index
+	readLease                 // the leader's lease, or a read index without one
+)
+
 // command is one client operation, tagged with its client session.
 type command struct {
 	Client uint32
@@ -27,9 +36,9 @@ type command struct {
 	Key    string
 	Value  string // put: new value; cas: new value
 	Expect string // cas: expected current value
-	// ReadIndex: a get served by the leader's read index (paxos read.go)
-	// instead of through the log. Not encoded: it never enters the log.
-	ReadIndex bool
+	// Read: how a get is served, if not through the log (paxos read.go,
+	// lease.go). Not encoded: such a get never enters the log.
+	Read readMode
 }
 
 // result is what the state machine answered.
@@ -130,6 +139,9 @@ type kvInput struct {
 	Key    string
 	Value  string
 	Expect string
+	// OutsideLog: a get served by a read index or a lease, which does not
+	// advance the client's session (see cluster.finish).
+	OutsideLog bool
 }
 
 type kvOutput struct {

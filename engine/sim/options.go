@@ -44,10 +44,19 @@ type Options struct {
 	// NoCheckpoints turns checkpoints off.
 	CheckpointEvery int
 	NoCheckpoints   bool
-	// NoReadIndex sends every get through the log. By default half of them
-	// are served by the leader's read index instead (paxos read.go), and
-	// the linearizability checker covers them like any operation.
+	// NoReadIndex sends every get through the log. By default a third of
+	// them are served by the leader's read index instead (paxos read.go),
+	// and a third under its lease (paxos lease.go); the linearizability
+	// checker covers them like any operation.
 	NoReadIndex bool
+	// NoLeaseReads serves no get under a lease (those gets use the read
+	// index instead).
+	NoLeaseReads bool
+	// DriftBeyondBound makes a leader's clock run sixteen times slower than
+	// its followers', far beyond the 50% their leases assume: lease reads
+	// may then return stale values (and only they: read-index reads assume
+	// nothing of clocks).
+	DriftBeyondBound bool
 	// NodeHook, if set, is called with every paxos.Node the simulator creates
 	// (at start and on each restart). Test code uses it to plant bugs.
 	NodeHook func(*paxos.Node)
@@ -104,6 +113,9 @@ type Result struct {
 	Elections  int    // leaders elected
 	// ReadIndexReads counts gets served by a read index, without the log.
 	ReadIndexReads int
+	// LeaseReads counts gets asked as lease reads and served (under the
+	// lease, or by a read index when the leader held none).
+	LeaseReads int
 
 	Crashes int
 	// Checkpoints counts checkpoints written (durably, not lost to a

@@ -128,10 +128,11 @@ func main() {
 
 	var bad []sim.Result
 	var cmds []int
-	violations, transferred, readIndexReads := 0, 0, 0
+	violations, transferred, readIndexReads, leaseReads := 0, 0, 0, 0
 	for _, r := range results {
 		cmds = append(cmds, r.Commands)
 		readIndexReads += r.ReadIndexReads
+		leaseReads += r.LeaseReads
 		if r.Transfers > 0 {
 			transferred++
 		}
@@ -144,7 +145,7 @@ func main() {
 	fmt.Printf("commands committed per seed: min %d, median %d, max %d (%d replicas, %s)\n",
 		cmds[0], cmds[len(cmds)/2], cmds[len(cmds)-1], *replicas, time.Since(start).Round(time.Millisecond))
 	fmt.Printf("seeds with a state transfer (a checkpoint sent to a replica behind its peers' logs): %d of %d\n", transferred, *seeds)
-	fmt.Printf("gets served by a leader's read index, without the log (checked for linearizability like every operation): %d\n", readIndexReads)
+	fmt.Printf("gets served without the log, checked for linearizability like every operation: %d by read index, %d asked under the leader's lease\n", readIndexReads, leaseReads)
 	for _, r := range bad {
 		for _, v := range r.Violations {
 			fmt.Printf("VIOLATION seed %d [%s] %s: %s\n", r.Seed, r.Profile, v.Check, strings.TrimSpace(v.Detail))
