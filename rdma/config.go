@@ -24,6 +24,11 @@ type Config struct {
 	// replica dials the peers with higher IDs and is dialed by the others.
 	Peers  map[wire.ReplicaID]string
 	Logger *slog.Logger // slog.Default()
+	// Dial, if set, is asked before each dial of a peer (one this replica
+	// dials: a higher ID); while it answers false the peer is not dialed
+	// (asked again every DialGateInterval). vestad's -transport auto uses
+	// it to leave alone peers whose link it routes over TCP.
+	Dial func(peer wire.ReplicaID) bool
 
 	Device   string // RDMA device name ("": the first)
 	Port     uint8  // its port (1)
@@ -48,6 +53,10 @@ type Config struct {
 	BackoffMin, BackoffMax time.Duration
 }
 
+// DialGateInterval is how often a peer that Config.Dial refuses is asked
+// about again.
+const DialGateInterval = 100 * time.Millisecond
+
 // Reasons a connection is closed for (Stats.Closed keys), beyond
 // wire.Reason's labels for malformed frames.
 const (
@@ -66,3 +75,23 @@ const (
 	ReasonWrongDirection = "wrong_direction" // the higher ID dialed
 	ReasonRefusedOther   = "other"
 )
+
+// LinkStats are one peer link's counters since the transport started
+// (Transport.Links), for vestad's /status and metrics.
+type LinkStats struct {
+	Peer wire.ReplicaID
+	Up   bool // a connection is established now
+	// Frames and bytes handed to SENDs (sent) and delivered to the handler
+	// (received) on this link.
+	FramesSent, BytesSent         uint64
+	FramesReceived, BytesReceived uint64
+	// Completions polled on this link's completion queue (sends and
+	// receives alike).
+	Completions uint64
+	// CreditStalls counts the times the sender had frames queued and no
+	// credit left to send them (it waits for the peer to repost).
+	CreditStalls uint64
+	// Connects counts connections established; Reconnects those after the
+	// first.
+	Connects, Reconnects uint64
+}

@@ -45,6 +45,7 @@ type conn struct {
 	freeSlots  []int // send slots not in flight
 	slotFrames []int // frames completed by the SEND in each slot
 	inflight   int   // send WRs posted and not completed
+	stalled    bool  // frames are queued and no credit is left (counted once per stall)
 
 	// The receive stream: bytes [start, end) of buf are received and not
 	// yet delivered. Delivered bytes belong to the handler; buf is only
@@ -315,6 +316,9 @@ func (c *conn) step() (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if n > 0 {
+		c.p.ls.completions.Add(uint64(n))
+	}
 	received := false
 	for i := range n {
 		wc := c.wc.At(i)
@@ -419,6 +423,8 @@ func (c *conn) deliver() error {
 		t.st.framesReceived.Add(uint64(len(batch)))
 		t.st.bytesReceived.Add(uint64(bytes))
 		t.st.delivs.Add(1)
+		c.p.ls.framesReceived.Add(uint64(len(batch)))
+		c.p.ls.bytesReceived.Add(uint64(bytes))
 		t.handler(batch)
 	}
 	return ferr
@@ -465,6 +471,17 @@ func (c *conn) fill() (bool, error) {
 		frames += fr
 		nbytes += n
 	}
+	if c.credits <= 1 {
+		p.mu.Lock()
+		waiting := len(p.q) > 0
+		p.mu.Unlock()
+		if waiting && !c.stalled {
+			p.ls.creditStalls.Add(1)
+		}
+		c.stalled = waiting
+	} else {
+		c.stalled = false
+	}
 	if c.toReturn >= c.threshold && c.credits >= 1 && c.inflight < c.maxSendWR {
 		c.sb.SendImm(wrSend|wrCredit, verbs.SGE{}, uint32(c.toReturn), verbs.SendSignaled)
 		c.toReturn = 0
@@ -482,6 +499,8 @@ func (c *conn) fill() (bool, error) {
 	t.st.writeCalls.Add(1)
 	t.st.framesSent.Add(uint64(frames))
 	t.st.bytesSent.Add(uint64(nbytes))
+	p.ls.framesSent.Add(uint64(frames))
+	p.ls.bytesSent.Add(uint64(nbytes))
 	return true, nil
 }
 

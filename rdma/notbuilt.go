@@ -31,5 +31,11 @@ func (t *Transport) Send(msgs []wire.Message) {}
 // Stats implements transport.Transport.
 func (t *Transport) Stats() transport.Stats { return transport.Stats{} }
 
+// Device is empty: this build has no RDMA device.
+func (t *Transport) Device() string { return "" }
+
+// Links returns nothing: this build has no RDMA links.
+func (t *Transport) Links() []LinkStats { return nil }
+
 // Close implements transport.Transport.
 func (t *Transport) Close() error { return nil }

@@ -131,6 +131,9 @@ func New(cfg Config, h transport.Handler) (*Transport, error) {
 // Addr is the side channel's address.
 func (t *Transport) Addr() net.Addr { return t.ln.Addr() }
 
+// Device is the name of the RDMA device in use.
+func (t *Transport) Device() string { return t.dev.Name() }
+
 // Stats implements transport.Transport.
 func (t *Transport) Stats() transport.Stats { return t.st.snapshot() }
 
@@ -338,6 +341,31 @@ type peer struct {
 	pending *pendingConn
 
 	connects int // the peer goroutine's
+	ls       linkCounters
+}
+
+// linkCounters are a peer link's LinkStats, updated by its goroutine and
+// read by Links.
+type linkCounters struct {
+	up                            atomic.Bool
+	framesSent, bytesSent         atomic.Uint64
+	framesReceived, bytesReceived atomic.Uint64
+	completions, creditStalls     atomic.Uint64
+	connects, reconnects          atomic.Uint64
+}
+
+// Links returns each peer link's counters, by peer ID.
+func (t *Transport) Links() []LinkStats {
+	out := make([]LinkStats, 0, len(t.peers))
+	for id, p := range t.peers {
+		l := &p.ls
+		out = append(out, LinkStats{Peer: id, Up: l.up.Load(),
+			FramesSent: l.framesSent.Load(), BytesSent: l.bytesSent.Load(),
+			FramesReceived: l.framesReceived.Load(), BytesReceived: l.bytesReceived.Load(),
+			Completions: l.completions.Load(), CreditStalls: l.creditStalls.Load(),
+			Connects: l.connects.Load(), Reconnects: l.reconnects.Load()})
+	}
+	return out
 }
 
 // chunk is a buffer of whole frames; off bytes of it are posted.
@@ -450,6 +478,12 @@ func (p *peer) run() {
 	for !t.closing() {
 		var c *conn
 		var err error
+		if p.dialer && t.cfg.Dial != nil && !t.cfg.Dial(p.id) {
+			if !t.sleep(DialGateInterval) {
+				return
+			}
+			continue
+		}
 		if p.dialer {
 			c, err = p.dial()
 		} else {
@@ -482,12 +516,16 @@ func (p *peer) run() {
 		}
 		backoff = t.cfg.BackoffMin
 		t.st.connects.Add(1)
+		p.ls.connects.Add(1)
 		if p.connects > 0 {
 			t.st.reconnects.Add(1)
+			p.ls.reconnects.Add(1)
 		}
 		p.connects++
+		p.ls.up.Store(true)
 		t.log.Info("rdma connection up", "peer", p.id, "local", c.local.String(), "remote", c.remote.String())
 		reason, err := c.run()
+		p.ls.up.Store(false)
 		c.teardown()
 		p.dropPartial()
 		if t.closing() {

@@ -70,6 +70,7 @@ type options struct {
 	ckptBytes      int64    // vestad -checkpoint-bytes; 0: vestad's default; negative: checkpoints off
 	cleanup        []string // files to remove at the end
 	durability     string   // what the replicas report of their log
+	links          string   // replica 1's peer links, as its /status reports them
 	profileDir     string
 }
 
@@ -93,7 +94,7 @@ func main() {
 	flag.DurationVar(&o.warmup, "warmup", 3*time.Second, "warm-up before measuring")
 	flag.StringVar(&o.log, "log", "pmem", "replica log: mem (no durability), wal (file WAL, real fdatasync) or pmem (persistent-memory log)")
 	flag.StringVar(&o.dataDir, "data", "", "directory for the replicas' logs (default: a temporary directory, removed afterwards)")
-	flag.StringVar(&o.transport, "transport", "tcp", "replica transport: tcp (the only one so far; -inproc uses the in-memory transport)")
+	flag.StringVar(&o.transport, "transport", "tcp", "replica transport, vestad's -transport: tcp, rdma (needs an RDMA device; vestad is built with -tags rdma) or auto (RDMA per peer where both ends have a device); -inproc uses the in-memory transport")
 	flag.IntVar(&o.window, "window", 256, "leader's pipeline window W, in slots")
 	flag.IntVar(&o.maxBatch, "max-batch", 1024, "most commands per proposed batch")
 	flag.IntVar(&o.maxBatchBytes, "max-batch-bytes", 1<<20, "most bytes per proposed batch")
@@ -136,8 +137,8 @@ func (o *options) check() error {
 		return fmt.Errorf("-sm %q: want kv or null", o.sm)
 	case o.sm != "kv" && !o.inproc:
 		return fmt.Errorf("-sm %s needs -inproc (vestad always runs the key-value store)", o.sm)
-	case o.transport != "tcp":
-		return fmt.Errorf("-transport %q: only tcp exists so far", o.transport)
+	case o.checkTransport() != nil:
+		return o.checkTransport()
 	case o.replicaProcs < 0 || o.clientProcs < 0:
 		return fmt.Errorf("-replica-procs %d, -client-procs %d: want 0 (automatic) or more", o.replicaProcs, o.clientProcs)
 	case o.pmemSize < 0:
@@ -274,7 +275,7 @@ func run(o *options) error {
 		}
 		runtime.GOMAXPROCS(o.clientProcs)
 		cond.GOMAXPROCS = o.clientProcs
-		cond.Mode, cond.Transport = fmt.Sprintf("processes on 127.0.0.1 (GOMAXPROCS %d each), client in the bench process (GOMAXPROCS %d)", o.replicaProcs, o.clientProcs), "tcp"
+		cond.Mode, cond.Transport = fmt.Sprintf("processes on 127.0.0.1 (GOMAXPROCS %d each), client in the bench process (GOMAXPROCS %d)", o.replicaProcs, o.clientProcs), o.transport
 		c, err := startProcesses(o)
 		if err != nil {
 			return err
@@ -290,6 +291,9 @@ func run(o *options) error {
 				c.profile(o.profileDir, o.duration)
 			}()
 		}
+	}
+	if o.links != "" {
+		cond.Transport = o.links
 	}
 	if o.durability != "" {
 		cond.Log += " — replica 1 reports: " + o.durability

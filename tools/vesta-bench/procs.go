@@ -55,13 +55,13 @@ func freePorts(n int) ([]string, error) {
 	return addrs, nil
 }
 
-func buildVestad(dir string) (string, error) {
+func buildVestad(dir string, tags []string) (string, error) {
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
 	if err != nil {
 		return "", fmt.Errorf("finding the module to build vestad (or pass -vestad): %w", err)
 	}
 	bin := filepath.Join(dir, "vestad")
-	build := exec.Command("go", "build", "-o", bin, "./tools/vestad")
+	build := exec.Command("go", append(append([]string{"build"}, tags...), "-o", bin, "./tools/vestad")...)
 	build.Dir = strings.TrimSpace(string(out))
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
@@ -75,7 +75,7 @@ func startProcesses(o *options) (*procCluster, error) {
 	if bin == "" {
 		fmt.Fprintln(os.Stderr, "building vestad...")
 		var err error
-		if bin, err = buildVestad(o.dataDir); err != nil {
+		if bin, err = buildVestad(o.dataDir, o.vestadBuildTags()); err != nil {
 			return nil, err
 		}
 	}
@@ -105,7 +105,7 @@ func startProcesses(o *options) (*procCluster, error) {
 			"-bootstrap", "-cluster-id", clusterID,
 			"-id", fmt.Sprint(i + 1), "-peers", strings.Join(peers, ","), "-clients", strings.Join(clients, ","),
 			"-client-addr", clientAddrs[i], "-metrics-addr", metricsAddrs[i],
-			"-sched", o.sched,
+			"-sched", o.sched, "-transport", o.transport,
 			"-window", fmt.Sprint(o.window), "-max-batch", fmt.Sprint(o.maxBatch), "-max-batch-bytes", fmt.Sprint(o.maxBatchBytes),
 		}
 		switch o.log {
@@ -179,6 +179,7 @@ func startProcesses(o *options) (*procCluster, error) {
 			// that prefaults a large log starts later), so that the load
 			// meets the whole cluster and replica 1 reports its log.
 			if err = c.waitAllServing(clientAddrs, deadline, o); err == nil {
+				o.links = linkReport(metricsAddrs[0], o.transport, time.Now().Add(10*time.Second))
 				return c, nil
 			}
 		}

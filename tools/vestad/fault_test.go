@@ -456,6 +456,7 @@ type load struct {
 	onceAcks [][2]string // acknowledged write-once puts: key, value
 	acked    int
 	unknown  int
+	writes   int // acknowledged writes (put, cas, delete): committed commands
 }
 
 // Operation kinds of the model.
@@ -550,6 +551,9 @@ func (l *load) record(worker int, in kvIn, out kvOut, call, ret int64) {
 		l.unknown++
 	} else {
 		l.acked++
+		if in.Op != mGet {
+			l.writes++
+		}
 	}
 	l.ops = append(l.ops, porcupine.Operation{ClientId: worker, Input: in, Output: out, Call: call, Return: ret})
 }

@@ -102,6 +102,7 @@ type config struct {
 	checkpointKeep  int
 	checkpointEvery time.Duration
 	walSegment      int64
+	transport       transportFlags // -transport, -rdma-device (transport.go)
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -132,6 +133,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	electionTicks := fs.Int("election-ticks", 0, "ticks without a leader before an election (0: the engine's default)")
 	maxSessions := fs.Int("max-sessions", 100_000, "client sessions kept; the least recently used is evicted beyond it")
 	clientLimits := addClientLimitFlags(fs)
+	transportFlag := addTransportFlags(fs)
 	wakeLatency := new(time.Duration)
 	*wakeLatency = -1
 	fs.Var(pmqos.Flag{D: wakeLatency}, "cpu-wake-latency", "hold a PM QoS request that idle CPUs wake within this `DURATION` (0: idle CPUs poll; "+
@@ -272,6 +274,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("-max-sessions: %d, need at least 1", cfg.maxSessions)
 	}
 	if cfg.clientLimits, err = clientLimits(); err != nil {
+		return nil, err // names the flag
+	}
+	if cfg.transport, err = transportFlag(); err != nil {
 		return nil, err // names the flag
 	}
 	var level slog.Level
@@ -444,18 +449,19 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 	} else {
 		log.Warn("checkpoints off: the log keeps every record, and a replica behind its peers' logs cannot catch up")
 	}
+	var links *linkSet
 	r, err := engine.Start(engine.Config{
 		ClusterID: cfg.clusterID,
 		ID:        cfg.id,
 		Members:   members,
 		Log:       store,
 		Transport: func(h transport.Handler) (transport.Transport, error) {
-			t, err := transport.NewTCP(transport.TCPConfig{ClusterID: cfg.clusterID, ID: cfg.id,
-				ListenAddr: cfg.peers[cfg.id], Peers: others, Logger: log}, h)
+			t, err := newTransport(cfg, others, log, h) // -transport: transport.go
 			if err != nil {
-				return nil, fmt.Errorf("-peers: replica %d's address %s: %w", cfg.id, cfg.peers[cfg.id], err)
+				return nil, err
 			}
-			reg.MustRegister(transport.NewCollector(t)) // vesta_transport_*, refused handshakes among them
+			reg.MustRegister(transport.NewCollector(t), linkCollector{t}) // vesta_transport_* (refused handshakes among them), vesta_link_*
+			links = t
 			return t, nil
 		},
 		TickInterval:     cfg.tick,
@@ -491,7 +497,10 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 			w.Header().Set("Content-Type", "application/json")
 			enc := json.NewEncoder(w)
 			enc.SetIndent("", "  ")
-			_ = enc.Encode(srv.status())
+			_ = enc.Encode(struct {
+				statusJSON
+				Transport transportStatus `json:"transport"`
+			}{srv.status(), links.status()})
 		})
 		// POST /checkpoint takes a checkpoint now (vestactl checkpoint) and
 		// answers its slot once it is durable.
@@ -518,7 +527,7 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 			}
 		}()
 	}
-	log.Info("vestad serving", "id", cfg.id, "members", members, "client_addr", cln.Addr().String(),
+	log.Info("vestad serving", "id", cfg.id, "transport", links.mode, "members", members, "client_addr", cln.Addr().String(),
 		"metrics_addr", addrOf(mln), "log", durability, "cluster_id", cfg.clusterID)
 	if ready != nil {
 		ready(cln.Addr().String(), addrOf(mln))

@@ -110,14 +110,14 @@ type inProcCluster struct {
 	errs         []chan error
 }
 
-func startInProc(t testing.TB, n int) *inProcCluster {
+func startInProc(t testing.TB, n int, extra ...string) *inProcCluster {
 	t.Helper()
 	addrs := freeAddrs(t, 3*n)
 	peers, clients, metrics := addrs[:n], addrs[n:2*n], addrs[2*n:]
 	c := &inProcCluster{clientAddrs: clients, metricsAddrs: metrics}
 	for i := 0; i < n; i++ {
-		cfg, err := parseFlags([]string{fmt.Sprint("-id=", i+1), "-peers=" + addrMap(peers), "-clients=" + addrMap(clients),
-			"-metrics-addr=" + metrics[i], "-log=mem", "-cluster-id=7", "-tick=2ms", "-election-ticks=15", "-log-level=error"}, io.Discard)
+		cfg, err := parseFlags(append([]string{fmt.Sprint("-id=", i+1), "-peers=" + addrMap(peers), "-clients=" + addrMap(clients),
+			"-metrics-addr=" + metrics[i], "-log=mem", "-cluster-id=7", "-tick=2ms", "-election-ticks=15", "-log-level=error"}, extra...), io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}

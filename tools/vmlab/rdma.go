@@ -38,12 +38,33 @@ type rdmaSuite struct {
 	// Programs are helper binaries the suite runs (built with the same
 	// tags, statically), e.g. vestad for a cluster test.
 	Programs []goProgram
+	// Run is the suite's -test.run (the lab's -run, when given, wins).
+	Run string
 }
 
 // rdmaSuites are run in this order; the first failure ends the run.
 var rdmaSuites = []rdmaSuite{
 	{Name: "verbs", Pkg: "./cgo/verbs", CgoCheck2: true},
 	{Name: "rdma", Pkg: "./rdma", CgoCheck2: true},
+	// Three vestad processes over RDMA under load, the leader SIGKILLed
+	// and restarted, the history checked (tools/vestad/rdmacluster_test.go).
+	// Without -race: three replicas, the load and its history in the
+	// guest's memory.
+	{Name: "cluster", Pkg: "./tools/vestad", NoRace: true, Run: "^TestRDMACluster$",
+		Env:      []string{"VESTA_VESTAD=/vmlab/vestad"},
+		Programs: []goProgram{{Name: "vestad", Pkg: "./tools/vestad"}, {Name: "vesta-bench", Pkg: "./tools/vesta-bench"}}},
+}
+
+// benchRuns are the figures test-rdma takes after the suites: vesta-bench
+// against 3 vestad processes in the guest, over TCP and over RDMA, for the
+// same short closed-loop run. Soft-RoCE under TCG is emulation: the
+// figures are functional only (docs/PERFORMANCE.md).
+var benchRuns = []string{"tcp", "rdma"}
+
+// benchArgs is the vesta-bench command line of a figure (after the binary).
+func benchArgs(transport string) []string {
+	return []string{"-vestad", "/vmlab/vestad", "-transport", transport, "-log", "mem",
+		"-duration", "5s", "-warmup", "2s", "-clients", "2", "-inflight", "32", "-cpu-wake-latency", "off"}
 }
 
 // rdmaTags are added to the run's tags (contracts by default) for every
@@ -150,6 +171,8 @@ ulimit -l unlimited`, ip, rdma, rdmaNetdev, rdmaAddr, rdmaDevice, markerPrefix)}
 			fmt.Sprintf("-test.timeout=%ds", int(env.Opts.TestTimeout.Seconds()))}
 		if env.Opts.TestRun != "" {
 			args = append(args, "-test.run="+env.Opts.TestRun)
+		} else if r.Suite.Run != "" {
+			args = append(args, "-test.run="+r.Suite.Run)
 		}
 		if env.Opts.Short {
 			args = append(args, "-test.short")
@@ -159,7 +182,59 @@ ulimit -l unlimited`, ip, rdma, rdmaNetdev, rdmaAddr, rdmaDevice, markerPrefix)}
 cd /tmp
 env %s %s`, markerPrefix, r.Suite.Name, race, shellJoin(e...), shellJoin(args...))})
 	}
+	if env.Opts.TestRun != "" {
+		return steps // a chosen test: no figures
+	}
+	for _, tr := range benchRuns {
+		steps = append(steps, step{Name: "bench-" + tr, Script: fmt.Sprintf(`echo "%s bench transport=%s"
+cd /tmp
+%s`, markerPrefix, tr, shellJoin(append([]string{"/vmlab/vesta-bench"}, benchArgs(tr)...)...))})
+	}
 	return steps
+}
+
+// benchFigure is one vesta-bench run's headline, from its table.
+type benchFigure struct {
+	Transport  string
+	Throughput string // "12345 ops/s"
+	P50, P99   string // "310.3 µs"
+	Links      string // the conditions' transport line
+}
+
+// benchFigures reads each bench step's "throughput" and "latency" lines.
+func benchFigures(t *transcript) []benchFigure {
+	var out []benchFigure
+	var cur *benchFigure
+	for _, l := range t.Lines {
+		if m, ok := parseMarker(l); ok {
+			switch {
+			case m.Kind == "step" && m.Phase == "begin" && strings.HasPrefix(m.Step, "bench-"):
+				out = append(out, benchFigure{Transport: strings.TrimPrefix(m.Step, "bench-")})
+				cur = &out[len(out)-1]
+			case m.Kind == "step":
+				cur = nil
+			}
+			continue
+		}
+		if cur == nil {
+			continue
+		}
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 3 && f[0] == "throughput":
+			cur.Throughput = f[1] + " " + f[2]
+		case len(f) >= 9 && f[0] == "latency" && f[1] == "p50" && f[4] == "p90":
+			cur.P50 = f[2] + " " + f[3]
+			if f[7] == "p99" && len(f) >= 10 {
+				cur.P99 = f[8] + " " + f[9]
+			}
+		case len(f) >= 2 && f[0] == "cluster":
+			if i := strings.Index(l, "transport "); i >= 0 {
+				cur.Links = strings.TrimSpace(l[i+len("transport "):])
+			}
+		}
+	}
+	return out
 }
 
 // runCounts are one run's top-level test results.
@@ -236,6 +311,29 @@ func rdmaVerify(env *runEnv, t *transcript) error {
 			return fmt.Errorf("%s: no test passed", c.Step)
 		}
 	}
+	if env.Opts.TestRun != "" {
+		return nil
+	}
+	var cluster *marker
+	for i, m := range t.Markers {
+		if m.Kind == "cluster" {
+			cluster = &t.Markers[i]
+		}
+	}
+	switch {
+	case cluster == nil:
+		return fmt.Errorf("the RDMA cluster test reported no result")
+	case cluster.Fields["transport"] != "rdma" || cluster.Fields["linearizable"] != "1":
+		return fmt.Errorf("the RDMA cluster test reported transport=%s linearizable=%s", cluster.Fields["transport"], cluster.Fields["linearizable"])
+	}
+	for _, f := range benchFigures(t) {
+		if f.Throughput == "" || f.P99 == "" {
+			return fmt.Errorf("vesta-bench over %s printed no figures", f.Transport)
+		}
+		if !strings.Contains(f.Links, f.Transport) {
+			return fmt.Errorf("vesta-bench over %s ran with transport %q", f.Transport, f.Links)
+		}
+	}
 	return nil
 }
 
@@ -264,5 +362,28 @@ func rdmaReport(t *transcript) []string {
 		tp, tf, ts = tp+c.Pass, tf+c.Fail, ts+c.Skip
 	}
 	r = append(r, fmt.Sprintf("RDMA tests in the guest: %d passed, %d failed, %d skipped", tp, tf, ts))
+	for _, m := range t.Markers {
+		if m.Kind == "cluster" {
+			r = append(r, fmt.Sprintf("cluster over %s: %s replicas, %s commands acknowledged in %s s, replica %s SIGKILLed at %s and restarted, %s acknowledged writes read back, history of %s operations linearizable",
+				m.Fields["transport"], m.Fields["replicas"], m.Fields["commands"], m.Fields["load_s"], m.Fields["killed"], m.Fields["killed_at"],
+				m.Fields["verified"], m.Fields["history"]))
+			r = append(r, "cluster links after the restart: "+strings.ReplaceAll(m.Fields["links"], ",", " "))
+		}
+	}
+	for _, m := range t.Markers {
+		if m.Kind != "verbsfig" {
+			continue
+		}
+		f := m.Fields
+		if f["kind"] == "rtt" {
+			r = append(r, fmt.Sprintf("verbs %s %s B: round trip p50 %s µs, p99 %s µs (soft-RoCE under TCG)", f["op"], f["size"], f["p50_us"], f["p99_us"]))
+		} else {
+			r = append(r, fmt.Sprintf("verbs %s %s B: stream %s frames/s, %s MB/s (soft-RoCE under TCG)", f["op"], f["size"], f["frames_per_s"], f["mb_per_s"]))
+		}
+	}
+	for _, f := range benchFigures(t) {
+		r = append(r, fmt.Sprintf("figure (functional only: soft-RoCE under TCG) %s: %s, p50 %s, p99 %s [transport %s] (vesta-bench %s)",
+			f.Transport, f.Throughput, f.P50, f.P99, f.Links, strings.Join(benchArgs(f.Transport), " ")))
+	}
 	return r
 }

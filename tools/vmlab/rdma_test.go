@@ -38,7 +38,7 @@ func TestRdmaStepsRender(t *testing.T) {
 			t.Errorf("%s is not a static cgo build with rdmastatic: %+v", p.Name, p)
 		}
 	}
-	if strings.Join(names, " ") != "verbs.test verbs-cgocheck2.test rdma.test rdma-cgocheck2.test" {
+	if strings.Join(names, " ") != "verbs.test verbs-cgocheck2.test rdma.test rdma-cgocheck2.test cluster.test vestad vesta-bench" {
 		t.Errorf("programs %v", names)
 	}
 }
@@ -78,6 +78,53 @@ func TestRdmaCountsPerStep(t *testing.T) {
 	}
 	if err := rdmaVerify(&runEnv{}, &transcript{}); err == nil || !strings.Contains(err.Error(), "ACTIVE") {
 		t.Fatalf("verify without a device: %v", err)
+	}
+}
+
+func TestRdmaClusterAndFigures(t *testing.T) {
+	env := &runEnv{Opts: options{TestTimeout: 5 * time.Minute}, Kernel: &kernel{Version: "6.1.0-48-amd64"},
+		Tools: map[string]string{"ip": "/usr/sbin/ip", "rdma": "/usr/bin/rdma"}, Built: map[string]goProgram{}}
+	text, err := (&initScript{Steps: rdmaSteps(env)}).render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"VESTA_VESTAD=/vmlab/vestad /vmlab/cluster.test -test.v -test.count=1 -test.timeout=300s '-test.run=^TestRDMACluster$'",
+		"/vmlab/vesta-bench -vestad /vmlab/vestad -transport tcp -log mem",
+		"/vmlab/vesta-bench -vestad /vmlab/vestad -transport rdma -log mem",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("script lacks %q", want)
+		}
+	}
+	tr := &transcript{}
+	lines := []string{"@@VMLAB rdma device=rxe0 netdev=rxnet0 state=ACTIVE gid1=x gid1_type=RoCE_v2"}
+	for _, r := range rdmaRuns() {
+		lines = append(lines, "@@VMLAB step="+r.Step+" begin t=2", "@@VMLAB suite name="+r.Suite.Name+" race=0", "--- PASS: TestX (0.00s)")
+		if r.Suite.Name == "cluster" {
+			lines = append(lines, "@@VMLAB cluster replicas=3 transport=rdma commands=100012 load_s=80.5 killed=2 killed_at=40001 verified=99000 history=200000 linearizable=1 links=1>2:rdma:frames=5:reconnects=1:stalls=0")
+		}
+		lines = append(lines, "@@VMLAB step="+r.Step+" end rc=0 t=3")
+	}
+	for _, b := range benchRuns {
+		lines = append(lines, "@@VMLAB step=bench-"+b+" begin t=4",
+			"throughput  12345 ops/s  (61725 ops in 5s)",
+			"latency     p50 310.3 µs  p90 534.5 µs  p99 2678.8 µs  p99.9 7487.5 µs  max 16579.3 µs",
+			"  cluster     3 replicas as processes on 127.0.0.1 (GOMAXPROCS 1 each), log mem, transport "+b+" (replica 1's links: 2="+b+" 3="+b+")",
+			"@@VMLAB step=bench-"+b+" end rc=0 t=5")
+	}
+	for _, l := range lines {
+		tr.observe(l, 0)
+	}
+	if err := rdmaVerify(env, tr); err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	rep := strings.Join(rdmaReport(tr), "\n")
+	for _, want := range []string{"cluster over rdma: 3 replicas, 100012 commands", "history of 200000 operations linearizable",
+		"rdma: 12345 ops/s, p50 310.3 µs, p99 2678.8 µs", "tcp: 12345 ops/s"} {
+		if !strings.Contains(rep, want) {
+			t.Errorf("report lacks %q:\n%s", want, rep)
+		}
 	}
 }
 
