@@ -166,6 +166,8 @@ func readModeNote(mode string) string {
 		return " (by the leader's read index, no log append)"
 	case "log":
 		return " (each through the log)"
+	case "lease":
+		return " (under the leader's lease, no round)"
 	}
 	return ""
 }

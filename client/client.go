@@ -162,6 +162,11 @@ const (
 	// an append on every replica and an apply. For servers that predate
 	// read modes.
 	ReadThroughLog
+	// ReadByLease has a leader that holds its lease answer at once, with no
+	// round (and fall back to its read index when it holds none):
+	// linearizable while the servers' clocks drift within their bound
+	// (vestad -max-clock-drift).
+	ReadByLease
 )
 
 func (m ReadMode) String() string {
@@ -170,6 +175,8 @@ func (m ReadMode) String() string {
 		return "index"
 	case ReadThroughLog:
 		return "log"
+	case ReadByLease:
+		return "lease"
 	}
 	return fmt.Sprintf("read-mode(%d)", uint8(m))
 }
@@ -181,14 +188,19 @@ func ParseReadMode(s string) (ReadMode, error) {
 		return ReadByIndex, nil
 	case "log":
 		return ReadThroughLog, nil
+	case "lease":
+		return ReadByLease, nil
 	}
-	return 0, fmt.Errorf("read mode %q: want index (the leader's read index) or log (through the log)", s)
+	return 0, fmt.Errorf("read mode %q: want index (the leader's read index), lease (the leader's lease) or log (through the log)", s)
 }
 
 // wire is the protocol's read mode for m.
 func (m ReadMode) wire() proto.ReadMode {
-	if m == ReadThroughLog {
+	switch m {
+	case ReadThroughLog:
 		return proto.ReadThroughLog
+	case ReadByLease:
+		return proto.ReadLease
 	}
 	return proto.ReadIndex
 }

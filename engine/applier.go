@@ -38,7 +38,7 @@ type applier struct {
 	writing        atomic.Bool
 	// readsWait holds confirmed reads whose index is not applied yet.
 	readsWait []*readCall
-	forced         atomic.Bool // a Checkpoint call wants one now
+	forced    atomic.Bool // a Checkpoint call wants one now
 }
 
 // applyWork is one item of the applier's queue: chosen entries to apply,

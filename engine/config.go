@@ -131,6 +131,14 @@ type Config struct {
 	HeartbeatTicks int
 	Window         int
 	MaxPending     int
+	// LeaseTicks turns leader leases on for ReadLease reads (paxos
+	// lease.go): 0 means ElectionTicks*3/4; negative, no leases (ReadLease
+	// then runs a read-index round). MaxClockDriftPercent (10) is how much
+	// faster any replica's clock may run than another's: leases are safe
+	// only within it. Ticks follow the monotonic clock, also across a pause
+	// of the process (the core loop catches missed ticks up).
+	LeaseTicks           int
+	MaxClockDriftPercent int
 	// MaxBatchCommands (1024) and MaxBatchBytes (1 MiB, at most
 	// MaxCommandBytes) bound one proposed batch; a batch always takes its
 	// first command, whatever its size.
@@ -174,6 +182,8 @@ func (c *Config) setDefaults() {
 	def(&c.HeartbeatTicks, p.HeartbeatTicks)
 	def(&c.Window, p.Window)
 	def(&c.MaxPending, p.MaxPending)
+	def(&c.LeaseTicks, c.ElectionTicks*3/4)
+	def(&c.MaxClockDriftPercent, 10)
 	def(&c.MaxBatchCommands, 1024)
 	def(&c.MaxBatchBytes, 1<<20)
 	def(&c.MaxQueued, 1<<20)
@@ -248,5 +258,6 @@ func (c *Config) paxosConfig(seed uint64) paxos.Config {
 	return paxos.Config{
 		ID: c.ID, Members: c.Members, ElectionTicks: c.ElectionTicks, HeartbeatTicks: c.HeartbeatTicks,
 		Window: c.Window, MaxPending: c.MaxPending, MaxCatchUpEntries: 256, PreVote: true, Seed: seed,
+		LeaseTicks: max(c.LeaseTicks, 0), MaxDriftPercent: c.MaxClockDriftPercent,
 	}
 }

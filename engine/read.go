@@ -29,18 +29,26 @@ const (
 	// still leads, waits until it has applied that far, and reads locally.
 	// No log append, no clock assumption. Leader only.
 	ReadIndex ReadMode = iota + 1
+	// ReadLease is linearizable while clocks drift within
+	// Config.MaxClockDriftPercent: a leader that holds its lease reads at
+	// its commit index with no round at all; one that holds none runs a
+	// read-index round. Leader only.
+	ReadLease
 )
 
 func (m ReadMode) String() string {
 	switch m {
 	case ReadIndex:
 		return "read-index"
+	case ReadLease:
+		return "lease"
 	}
 	return "read-mode?"
 }
 
 // readCall is one Read waiting for its index, then for the applier.
 type readCall struct {
+	mode   ReadMode
 	query  []byte
 	index  wire.Slot
 	done   chan struct{}       // Read's
@@ -106,9 +114,10 @@ func (r *Replica) submitRead(c *readCall, mode ReadMode) error {
 	if _, ok := r.sm.(Reader); !ok {
 		return ErrReadsUnsupported
 	}
-	if mode != ReadIndex {
+	if mode != ReadIndex && mode != ReadLease {
 		return &ConfigError{"ReadMode", "unknown read mode " + mode.String()}
 	}
+	c.mode = mode
 	rs := &r.reads
 	rs.mu.Lock()
 	switch {
@@ -138,7 +147,11 @@ func (r *Replica) takeReads() {
 	rs.mu.Unlock()
 	for _, c := range q {
 		rs.nextID++
-		if !r.node.ReadIndex(rs.nextID) {
+		ask := r.node.ReadIndex
+		if c.mode == ReadLease {
+			ask = r.node.LeaseRead
+		}
+		if !ask(rs.nextID) {
 			c.complete(nil, &NotLeaderError{Leader: r.node.Status().Leader})
 			continue
 		}

@@ -133,7 +133,8 @@ type Replica struct {
 	slowApplyLog lograte.Limiter
 	fullLog      lograte.Limiter // a log nearly full
 
-	reads reads // reads that skip the log (read.go)
+	reads   reads     // reads that skip the log (read.go)
+	started time.Time // the protocol's time 0 (syncClock)
 
 	// Checkpoints and state transfer (checkpoints.go, transfer.go).
 	newestCheckpoint atomic.Uint64                      // slot of the newest checkpoint held
@@ -230,6 +231,7 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 		senders:        map[wire.ReplicaID]*snapshotSender{},
 	}
 	r.newestCheckpoint.Store(uint64(persisted.Snapshot))
+	r.started = time.Now()
 	r.writer = newLogWriter(r)
 	r.applier = newApplier(r)
 	r.applier.applied.Store(uint64(persisted.Snapshot))
@@ -258,6 +260,18 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 	go r.applier.run()
 	go r.coreLoop()
 	return r, nil
+}
+
+// syncClock tells the protocol about the ticks the monotonic clock says
+// passed and it was not given (the ticker drops ticks while the core loop is
+// busy or the process stopped), so a lease never looks longer than it is,
+// nor a grant shorter (paxos lease.go); timers do not count them. It runs
+// before messages are stepped and before reads are taken. Core loop only.
+func (r *Replica) syncClock() {
+	real := uint64(time.Since(r.started) / r.cfg.TickInterval)
+	if c := r.node.Clock(); real > c {
+		r.node.AdvanceClock(real - c)
+	}
 }
 
 // receive is the transport's handler: it hands the batch to the core loop.
@@ -530,6 +544,7 @@ func (r *Replica) coreLoop() {
 			r.node.Advance()
 		}
 		backlog = r.propose(backlog)
+		r.syncClock()
 		r.takeReads()
 		if !r.handleReadys() {
 			return // failed: nothing more may leave this replica
@@ -550,6 +565,10 @@ func (r *Replica) coreLoop() {
 }
 
 func (r *Replica) step(batch []wire.Message) {
+	// Time first: a message is stepped at the tick it arrives in, never at
+	// one the core loop has not caught up yet (a lease granted at a stale
+	// tick would end early in real time).
+	r.syncClock()
 	for _, m := range batch {
 		if m.Type.Transfer() {
 			r.onSnapshotMessage(m)

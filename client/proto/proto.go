@@ -35,7 +35,9 @@
 // A get's flags choose how it is kept linearizable (ReadMode): through the
 // log like a write (ReadThroughLog, flags 0: what every server does), or by
 // the leader's read index (ReadIndex: one heartbeat round to a quorum,
-// shared by every read waiting, and no log append). A server that does not
+// shared by every read waiting, and no log append), or under the leader's
+// lease (ReadLease: no round while the lease holds; safe within the
+// servers' clock-drift bound). A server that does not
 // know a mode refuses the frame (flags), so a client never gets a weaker
 // read than it asked for.
 //
@@ -193,6 +195,10 @@ const (
 	// still leads, then read its state once it has applied its commit
 	// index: linearizable, no log append, no clock assumption.
 	ReadIndex ReadMode = 1
+	// ReadLease has a leader that holds its lease read at once, with no
+	// round; one that holds none falls back to ReadIndex. Linearizable while
+	// the replicas' clocks drift within the servers' bound.
+	ReadLease ReadMode = 2
 )
 
 // readModeMask is the request flag bits that carry the read mode.
@@ -204,6 +210,8 @@ func (m ReadMode) String() string {
 		return "log"
 	case ReadIndex:
 		return "index"
+	case ReadLease:
+		return "lease"
 	}
 	return fmt.Sprintf("read-mode(%d)", uint8(m))
 }
@@ -215,8 +223,10 @@ func ParseReadMode(s string) (ReadMode, error) {
 		return ReadThroughLog, nil
 	case "index":
 		return ReadIndex, nil
+	case "lease":
+		return ReadLease, nil
 	}
-	return 0, fmt.Errorf("read mode %q: want log (through the log) or index (the leader's read index)", s)
+	return 0, fmt.Errorf("read mode %q: want log (through the log), index (the leader's read index) or lease (the leader's lease)", s)
 }
 
 // Request is one client request. Its byte slices alias the frame it was
@@ -321,7 +331,7 @@ func DecodeRequest(body []byte) (Request, error) {
 	}
 	r.Read = ReadMode(body[34] & readModeMask)
 	switch {
-	case body[34]&^readModeMask != 0, r.Read > ReadIndex:
+	case body[34]&^readModeMask != 0, r.Read > ReadLease:
 		return r, &DecodeError{"flags", fmt.Sprintf("unknown flags %#x", body[34])}
 	case r.Read != ReadThroughLog && r.Op != OpGet:
 		return r, &DecodeError{"flags", fmt.Sprintf("read mode %v on a %v: only gets have one", r.Read, r.Op)}

@@ -414,11 +414,11 @@ func TestReadModeInFlags(t *testing.T) {
 		t.Fatalf("a put with a read mode: %v", err)
 	}
 	frame = AppendRequest(nil, &req)
-	frame[lenSize+34] = 3
+	frame[lenSize+34] = 3 // no such mode
 	if _, err := DecodeRequest(frame[lenSize:]); err == nil || !strings.Contains(err.Error(), "flags") {
 		t.Fatalf("an unknown read mode: %v", err)
 	}
-	for _, m := range []ReadMode{ReadThroughLog, ReadIndex} {
+	for _, m := range []ReadMode{ReadThroughLog, ReadIndex, ReadLease} {
 		if p, err := ParseReadMode(m.String()); err != nil || p != m {
 			t.Fatalf("ParseReadMode(%q) = %v, %v", m, p, err)
 		}

@@ -22,8 +22,8 @@ import "github.com/vestalabs/vesta/engine/wire"
 //
 // What it assumes: no replica's clock runs more than MaxDriftPercent faster
 // than another's, and ticks follow real time, also across a pause of the
-// process (the runtime catches its ticks up from the monotonic clock before
-// it looks at a lease). Beyond the bound, lease reads can return stale
+// process (the runtime tells the protocol what it missed, AdvanceClock,
+// before it steps a message or looks at a lease). Beyond the bound, lease reads can return stale
 // data; read-index reads cannot, as they assume nothing of clocks (the
 // simulator shows both: engine/sim's DriftBeyondBound).
 //
@@ -33,6 +33,18 @@ import "github.com/vestalabs/vesta/engine/wire"
 // An acceptor does not remember its grants across a restart: instead it
 // promises nothing for LeaseTicks after it starts (New), which covers any
 // grant its previous incarnation made.
+
+// Clock returns this replica's time in ticks: the ticks it was given
+// (Tick), plus any it was told it missed (AdvanceClock).
+func (n *Node) Clock() uint64 { return n.ticks }
+
+// AdvanceClock tells the protocol that by ticks passed that it was not
+// given (its process was stopped, or too busy to tick): leases and grants
+// count them, timers do not. A replica that resumes after a pause must not
+// hold a lease, or end a grant, by a clock that stood still; but it must
+// not start an election on time during which it could not hear its leader
+// either (its messages wait in the queue).
+func (n *Node) AdvanceClock(by uint64) { n.ticks += by }
 
 // grantLease grants ballot b a lease from now.
 func (n *Node) grantLease(b wire.Ballot) {

@@ -158,3 +158,31 @@ func TestGrantingFollowerDoesNotCampaign(t *testing.T) {
 		}
 	}
 }
+
+// Time a replica missed (AdvanceClock) ends its lease, but fires no timer:
+// a leader that was stopped holds no lease when it resumes, and a follower
+// that was stopped does not campaign before it reads what waited for it.
+func TestAdvanceClockEndsLeasesNotTimers(t *testing.T) {
+	c := leaseCluster(t)
+	c.elect(1)
+	l := c.nodes[1]
+	for range 3 {
+		l.Tick()
+		c.settle()
+	}
+	if !l.HoldsLease() {
+		t.Fatal("no lease")
+	}
+	l.AdvanceClock(100)
+	if l.HoldsLease() {
+		t.Fatal("lease held after 100 missed ticks")
+	}
+	if l.Status().Role != Leader {
+		t.Fatal("missed ticks made the leader step down (check-quorum fired)")
+	}
+	f := c.nodes[2]
+	f.AdvanceClock(100)
+	if f.Status().Role != Follower || f.HasReady() && len(f.Ready().Send) > 0 {
+		t.Fatal("missed ticks started an election")
+	}
+}

@@ -359,13 +359,11 @@ func (c *cluster) handle(e *event) {
 			return
 		}
 		if r.up && r.missedTicks > 0 {
-			// Awake: the ticks it missed first, as the runtime does before
-			// it looks at anything (a lease above all).
-			for range r.missedTicks {
-				r.node.Tick()
-			}
+			// Awake: first the time it missed, as the runtime tells the
+			// protocol before it looks at anything (a lease above all);
+			// timers do not count it.
+			r.node.AdvanceClock(uint64(r.missedTicks))
 			r.missedTicks = 0
-			c.process(r)
 		}
 	}
 	switch e.kind {

@@ -75,7 +75,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	servers := fs.String("servers", envOr("VESTA_SERVERS", defaultServers), "the servers' client `addresses`, comma-separated ($VESTA_SERVERS)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up on a command after this long")
 	verbose := fs.Bool("v", false, "log the client's redirects and retries")
-	readMode := fs.String("read-mode", "index", "how get stays linearizable: index (the leader's read index, no log append) or log (through the log)")
+	readMode := fs.String("read-mode", "index", "how get stays linearizable: index (the leader's read index, no log append), lease (the leader's lease, no round) or log (through the log)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageText)
 		fs.PrintDefaults()

@@ -90,6 +90,8 @@ type config struct {
 	bootstrap     bool
 	tick          time.Duration
 	electionTicks int
+	leaseTicks    int
+	maxDrift      int
 	maxSessions   int
 	clientLimits  clientLimits  // -max-client-conns, -client-read-timeout, -client-idle-timeout, -client-buffer-bytes
 	wakeLatency   time.Duration // -cpu-wake-latency; negative: leave the machine's setting
@@ -131,6 +133,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		"only at the replica's first start (an empty -data directory, or no -log pmem file); every later start omits it")
 	tick := fs.Duration("tick", 10*time.Millisecond, "the protocol's unit of time")
 	electionTicks := fs.Int("election-ticks", 0, "ticks without a leader before an election (0: the engine's default)")
+	leaseTicks := fs.Int("lease-ticks", 0, "ticks of a leader lease, for lease reads (0: three quarters of -election-ticks; -1: no leases, lease reads take a read-index round)")
+	maxDrift := fs.Int("max-clock-drift", 10, "how much faster, in `PERCENT`, any replica's clock may run than another's: lease reads are linearizable only within it")
 	maxSessions := fs.Int("max-sessions", 100_000, "client sessions kept; the least recently used is evicted beyond it")
 	clientLimits := addClientLimitFlags(fs)
 	transportFlag := addTransportFlags(fs)
@@ -153,7 +157,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("unexpected argument %q (every setting is a flag)", fs.Arg(0))
 	}
 	cfg := &config{clientAddr: *clientAddr, metricsAddr: *metricsAddr, dataDir: *dataDir, clusterID: *clusterID, bootstrap: *bootstrap,
-		tick: *tick, electionTicks: *electionTicks, maxSessions: *maxSessions, pmemSize: *pmemSize, pmemPrefault: *pmemPrefault, wakeLatency: *wakeLatency,
+		tick: *tick, electionTicks: *electionTicks, leaseTicks: *leaseTicks, maxDrift: *maxDrift, maxSessions: *maxSessions, pmemSize: *pmemSize, pmemPrefault: *pmemPrefault, wakeLatency: *wakeLatency,
 		window: *window, maxBatch: *maxBatch, maxBatchBytes: *maxBatchBytes, checkpointBytes: *checkpointBytes, checkpointKeep: *checkpointKeep, checkpointEvery: *checkpointEvery, walSegment: *walSegment}
 	var err error
 	if cfg.sched, err = schedpolicy.Parse(*sched); err != nil {
@@ -266,6 +270,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if cfg.tick <= 0 {
 		return nil, fmt.Errorf("-tick: %v is not positive", cfg.tick)
+	}
+	if cfg.maxDrift < 0 {
+		return nil, fmt.Errorf("-max-clock-drift: %d is negative", cfg.maxDrift)
 	}
 	if cfg.electionTicks < 0 {
 		return nil, fmt.Errorf("-election-ticks: %d is negative", cfg.electionTicks)
@@ -464,14 +471,16 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 			links = t
 			return t, nil
 		},
-		TickInterval:     cfg.tick,
-		ElectionTicks:    cfg.electionTicks,
-		Window:           cfg.window,
-		MaxBatchCommands: cfg.maxBatch,
-		MaxBatchBytes:    cfg.maxBatchBytes,
-		Logger:           log,
-		Registerer:       reg,
-		Checkpoints:      engine.CheckpointConfig{Dir: cfg.checkpointDir, Bytes: cfg.checkpointBytes, Keep: cfg.checkpointKeep, Interval: cfg.checkpointEvery},
+		TickInterval:         cfg.tick,
+		ElectionTicks:        cfg.electionTicks,
+		LeaseTicks:           cfg.leaseTicks,
+		MaxClockDriftPercent: cfg.maxDrift,
+		Window:               cfg.window,
+		MaxBatchCommands:     cfg.maxBatch,
+		MaxBatchBytes:        cfg.maxBatchBytes,
+		Logger:               log,
+		Registerer:           reg,
+		Checkpoints:          engine.CheckpointConfig{Dir: cfg.checkpointDir, Bytes: cfg.checkpointBytes, Keep: cfg.checkpointKeep, Interval: cfg.checkpointEvery},
 	}, kv.Machine{Store: sm})
 	if err != nil {
 		cln.Close()

@@ -439,8 +439,12 @@ func (c *serverConn) propose(g *group) *group {
 	c.s.m.groupSize.Observe(float64(len(g.ids)))
 	c.inflight.Add(1)
 	c.groups.Add(1)
-	if g.read == proto.ReadIndex {
+	switch g.read {
+	case proto.ReadIndex:
 		c.s.r.ReadAsync(g.cmd, engine.ReadIndex, g.done)
+		return nil
+	case proto.ReadLease:
+		c.s.r.ReadAsync(g.cmd, engine.ReadLease, g.done)
 		return nil
 	}
 	c.s.r.ProposeAsync(g.cmd, g.done)

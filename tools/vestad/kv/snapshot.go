@@ -462,14 +462,6 @@ func (d *imageReader) take(n int) ([]byte, error) {
 	return b, nil
 }
 
-func (d *imageReader) u64() (uint64, error) {
-	b, err := d.take(8)
-	if err != nil {
-		return 0, err
-	}
-	return binary.LittleEndian.Uint64(b), nil
-}
-
 func (d *imageReader) uvarint() (uint64, error) {
 	avail := d.fill(binary.MaxVarintLen64)
 	v, k := binary.Uvarint(d.buf[d.pos : d.pos+avail])
