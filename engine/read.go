@@ -55,6 +55,11 @@ type readCall struct {
 	cb     func([]byte, error) // ReadAsync's
 	result []byte
 	err    error
+	// ReadAt's: answer at once even below index (stale), and what it got.
+	stale    bool
+	applied  wire.Slot
+	wasStale bool
+	gone     <-chan struct{} // ReadAt's context: a call given up leaves the wait list
 }
 
 func (c *readCall) complete(result []byte, err error) {
@@ -224,11 +229,17 @@ func (a *applier) serveReads() {
 	rd := a.r.sm.(Reader)
 	k := 0
 	for _, c := range a.readsWait {
-		if c.index > applied {
-			a.readsWait[k] = c
-			k++
+		if c.index > applied && !c.stale {
+			select {
+			case <-c.gone: // its caller gave up: it waits no more
+				c.complete(nil, context.Canceled)
+			default:
+				a.readsWait[k] = c
+				k++
+			}
 			continue
 		}
+		c.applied, c.wasStale = applied, c.index > applied
 		res, err := rd.Read(c.query)
 		c.complete(res, err)
 	}
@@ -242,4 +253,33 @@ func (a *applier) enqueueReads(batch []*readCall) {
 	a.queue = append(a.queue, applyWork{reads: batch})
 	a.mu.Unlock()
 	a.poke()
+}
+
+// ReadAt answers query from this replica's state machine, leader or not,
+// once it has applied every slot below minSlot (RSL's bounded-staleness
+// read): a caller that passes the applied slot of its last answer (the
+// returned applied, or its own writes' slots) never reads older state than
+// it saw. With allowStale it does not wait: it answers at once, and stale
+// says whether this replica had not applied minSlot yet. The read is served
+// by the applier between applies, without the protocol; it fails with
+// ErrReadsUnsupported, ErrStopped or the context's error.
+func (r *Replica) ReadAt(ctx context.Context, query []byte, minSlot wire.Slot, allowStale bool) (result []byte, applied wire.Slot, stale bool, err error) {
+	if _, ok := r.sm.(Reader); !ok {
+		return nil, 0, false, ErrReadsUnsupported
+	}
+	c := &readCall{query: query, index: minSlot, done: make(chan struct{}), stale: allowStale, gone: ctx.Done()}
+	rs := &r.reads
+	rs.mu.Lock()
+	closed := rs.closed
+	rs.mu.Unlock()
+	if closed {
+		return nil, 0, false, r.stoppedErr()
+	}
+	r.applier.enqueueReads([]*readCall{c})
+	select {
+	case <-c.done:
+		return c.result, c.applied, c.wasStale, c.err
+	case <-ctx.Done():
+		return nil, 0, false, ctx.Err()
+	}
 }

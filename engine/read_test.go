@@ -120,3 +120,36 @@ func TestLeaseReads(t *testing.T) {
 		cancel()
 	}
 }
+
+// ReadAt answers at any replica once it applied the slot asked for, or at
+// once, flagged stale, when allowed.
+func TestReadAtBoundsStaleness(t *testing.T) {
+	c := newTestCluster(t, 3, memLogs)
+	l := c.leader()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 10 {
+		if _, err := c.replicas[l].Propose(ctx, []byte("w"+strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := wire.Slot(c.replicas[l].Status().Applied)
+	for id, r := range c.replicas {
+		got, applied, stale, err := r.ReadAt(ctx, []byte("count"), seen, false)
+		if err != nil || stale || applied < seen {
+			t.Fatalf("replica %d: ReadAt(%d) = %s applied %d stale %v: %v", id, seen, got, applied, stale, err)
+		}
+		if n, _ := strconv.Atoi(string(got)); n < 10 {
+			t.Fatalf("replica %d: read %s at slot %d, after 10 writes", id, got, applied)
+		}
+		_, applied, stale, err = r.ReadAt(ctx, []byte("count"), seen+1000, true)
+		if err != nil || !stale || applied >= seen+1000 {
+			t.Fatalf("replica %d: a stale read allowed: applied %d stale %v: %v", id, applied, stale, err)
+		}
+	}
+	short, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel2()
+	if _, _, _, err := c.replicas[l].ReadAt(short, []byte("count"), seen+1000, false); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a read waiting for a slot never reached: %v", err)
+	}
+}
