@@ -139,6 +139,10 @@ type Config struct {
 	// of the process (the core loop catches missed ticks up).
 	LeaseTicks           int
 	MaxClockDriftPercent int
+	// OnLeaderChange, if set, is called each time the leader this replica
+	// knows changes (to 0 when it knows none), in order, on a goroutine of
+	// its own: a slow callback delays only later calls.
+	OnLeaderChange func(LeaderChange)
 	// MaxBatchCommands (1024) and MaxBatchBytes (1 MiB, at most
 	// MaxCommandBytes) bound one proposed batch; a batch always takes its
 	// first command, whatever its size.

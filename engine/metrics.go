@@ -51,6 +51,9 @@ type metrics struct {
 	logThrottled          prometheus.Gauge
 	acceptsRefusedFull    prometheus.Counter
 	reads                 prometheus.Counter
+	peerLastContact       *prometheus.GaugeVec
+	peerCommitLag         *prometheus.GaugeVec
+	peerOutstanding       *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer, cluster uint64, id uint64, backlog func() float64) (*metrics, error) {
@@ -102,6 +105,12 @@ func newMetrics(reg prometheus.Registerer, cluster uint64, id uint64, backlog fu
 		Help: "Checkpoint transfers started to replicas behind this one's log."})
 	m.transfersReceived = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_checkpoint_transfers_received_total",
 		Help: "Checkpoint transfers this replica started receiving."})
+	m.peerLastContact = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vesta_peer_last_contact_seconds",
+		Help: "Leader only: how long ago each peer was last heard from."}, []string{"peer"})
+	m.peerCommitLag = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vesta_peer_commit_lag_slots",
+		Help: "Leader only: how far each peer's durable commit index is behind the leader's."}, []string{"peer"})
+	m.peerOutstanding = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vesta_peer_outstanding_slots",
+		Help: "Leader only: slots sent to each peer and not acknowledged."}, []string{"peer"})
 	m.reads = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_reads_total",
 		Help: "Reads that skip the log (Replica.Read) asked of this replica."})
 	m.transfersInstalled = prometheus.NewCounter(prometheus.CounterOpts{Name: "vesta_checkpoint_transfers_installed_total",
@@ -116,7 +125,7 @@ func newMetrics(reg prometheus.Registerer, cluster uint64, id uint64, backlog fu
 		Help: "Accepts not voted on because this replica's log was nearly full (the leader resends them)."})
 	m.badMessages = m.refused.WithLabelValues(paxos.RefusedMalformed.String())
 	m.tooFar = m.refused.WithLabelValues(paxos.RefusedSlotTooFar.String())
-	m.all = []prometheus.Collector{m.reads, m.proposals, m.batches, m.batchCommands, m.applied, m.syncSeconds, m.syncReadys,
+	m.all = []prometheus.Collector{m.reads, m.peerLastContact, m.peerCommitLag, m.peerOutstanding, m.proposals, m.batches, m.batchCommands, m.applied, m.syncSeconds, m.syncReadys,
 		m.elections, m.leader, m.isLeader, m.commitIndex, m.appliedIndex, m.refused, m.slowApplies, m.applyBacklog, m.failed,
 		m.checkpoints, m.checkpointFailures, m.checkpointSeconds, m.checkpointSlot, m.compactions, m.compactFailures,
 		m.transfersSent, m.transfersReceived, m.transfersInstalled, m.transferBytesSent, m.transferBytesReceived,

@@ -39,6 +39,9 @@ type Status struct {
 	Failed  bool   `json:"failed,omitempty"`
 	Stopped bool   `json:"stopped"`
 	Err     string `json:"error,omitempty"`
+	// Peers is each peer's health while this replica leads (refreshed
+	// every heartbeat interval); nil on a follower.
+	Peers []PeerHealth `json:"peers,omitempty"`
 
 	promised wire.Ballot // for checkpoint headers
 }
@@ -133,8 +136,13 @@ type Replica struct {
 	slowApplyLog lograte.Limiter
 	fullLog      lograte.Limiter // a log nearly full
 
-	reads   reads     // reads that skip the log (read.go)
-	started time.Time // the protocol's time 0 (syncClock)
+	reads reads // reads that skip the log (read.go)
+	// Leadership control (leadership.go).
+	handovers   chan handoverReq
+	peers       atomic.Pointer[[]PeerHealth]
+	healthTicks int // core loop only
+	notify      notifier
+	started     time.Time // the protocol's time 0 (syncClock)
 
 	// Checkpoints and state transfer (checkpoints.go, transfer.go).
 	newestCheckpoint atomic.Uint64                      // slot of the newest checkpoint held
@@ -229,6 +237,8 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 		checkpointDone: make(chan checkpointResult, 1),
 		installs:       make(chan checkpoint.Info, 1),
 		senders:        map[wire.ReplicaID]*snapshotSender{},
+		handovers:      make(chan handoverReq),
+		notify:         notifier{wake: make(chan struct{}, 1)},
 	}
 	r.newestCheckpoint.Store(uint64(persisted.Snapshot))
 	r.started = time.Now()
@@ -256,6 +266,8 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 	r.publishStatus()
 	r.log.Info("replica started", "members", cfg.Members, "promised", persisted.HardState.Promised.String(),
 		"checkpoint", persisted.Snapshot, "commit", persisted.HardState.Commit, "entries", len(persisted.Entries))
+	r.background.Add(1)
+	go r.runNotifier()
 	go r.writer.run()
 	go r.applier.run()
 	go r.coreLoop()
@@ -379,6 +391,9 @@ func (r *Replica) Status() Status {
 		st.Role, st.Leader, st.Ballot, st.Failed, st.Err = "failed", 0, "", true, (*p).Error()
 	}
 	st.Applied = r.applier.applied.Load()
+	if p := r.peers.Load(); p != nil {
+		st.Peers = *p
+	}
 	st.Checkpoint = r.newestCheckpoint.Load()
 	if sz, ok := r.store.(interface{ Size() int64 }); ok {
 		st.LogBytes = sz.Size()
@@ -522,6 +537,9 @@ func (r *Replica) coreLoop() {
 			return
 		case <-ticker.C:
 			r.node.Tick()
+			r.onTick()
+		case req := <-r.handovers:
+			r.startHandover(req)
 		case batch := <-r.inbound:
 			r.step(batch)
 		case <-r.durableSignal:
@@ -803,8 +821,12 @@ func (r *Replica) publishStatus() {
 	if st.Role != paxos.Follower {
 		s.Ballot = st.Ballot.String()
 	}
-	if old := r.status.Load(); old != nil && *old == *s {
+	if old := r.status.Load(); old != nil && old.ID == s.ID && old.Role == s.Role && old.Leader == s.Leader &&
+		old.Ballot == s.Ballot && old.Promised == s.Promised && old.Commit == s.Commit {
 		return
+	}
+	if old := r.status.Load(); old == nil || old.Leader != s.Leader {
+		r.notifyLeader(s.Leader)
 	}
 	r.status.Store(s)
 	r.m.commitIndex.Set(float64(st.Commit))

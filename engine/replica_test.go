@@ -113,7 +113,15 @@ func (c *testCluster) start(id wire.ReplicaID) {
 // startErr is start that returns Start's error.
 func (c *testCluster) startErr(id wire.ReplicaID) error {
 	c.t.Helper()
-	sm := &counterSM{}
+	return c.startWith(id, &counterSM{})
+}
+
+// startWith starts replica id with a state machine built on a counterSM.
+func (c *testCluster) startWith(id wire.ReplicaID, sm interface {
+	StateMachine
+	counter() *counterSM
+}) error {
+	c.t.Helper()
 	cfg := Config{
 		ID: id, Members: c.members, Log: c.logs[id](),
 		Transport: func(h transport.Handler) (transport.Transport, error) {
@@ -129,9 +137,11 @@ func (c *testCluster) startErr(id wire.ReplicaID) error {
 		cfg.Log.Close()
 		return err
 	}
-	c.replicas[id], c.sms[id] = r, sm
+	c.replicas[id], c.sms[id] = r, sm.counter()
 	return nil
 }
+
+func (s *counterSM) counter() *counterSM { return s }
 
 // leader waits for a replica that leads and accepts a command.
 func (c *testCluster) leader() wire.ReplicaID {

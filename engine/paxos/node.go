@@ -74,6 +74,10 @@ type Status struct {
 	Snapshot wire.Slot
 	NextSlot wire.Slot // leader: the next slot it will propose
 	Pending  int       // leader: proposals waiting for room in the window
+	// Peers is each peer's health (leader only), and HandingOver the
+	// replica this leader hands leadership to (0: none).
+	Peers       []PeerStatus
+	HandingOver wire.ReplicaID
 }
 
 // Ready is the work a replica hands its caller; see the package comment for
@@ -194,6 +198,13 @@ type Node struct {
 	leaseGrantTo    wire.Ballot
 	leaseGrantUntil uint64
 
+	// Leadership control (handover.go).
+	handoverTo      wire.ReplicaID // leader: handing leadership to it (0: not)
+	handoverElapsed int
+	handoverSent    bool     // MsgTimeoutNow sent
+	vetoed          bool     // SetCanLead(false): may not lead
+	lastHeard       []uint64 // ticks when each member was last heard from
+
 	// Work for the next Ready.
 	savedHS     HardState // last hard state handed out to persist
 	unstable    []wire.Entry
@@ -227,6 +238,7 @@ func New(cfg Config, p Persisted) (*Node, error) {
 		quorum:     len(cfg.Members)/2 + 1,
 		rng:        rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.ID))),
 		peerCommit: make([]wire.Slot, len(cfg.Members)),
+		lastHeard:  make([]uint64, len(cfg.Members)),
 	}
 	for i, m := range cfg.Members {
 		n.index[m] = i
@@ -290,6 +302,8 @@ func (n *Node) Status() Status {
 	if n.role == Leader {
 		st.NextSlot = n.nextSlot
 		st.Pending = len(n.pending)
+		st.Peers = n.peers()
+		st.HandingOver = n.handoverTo
 	}
 	return st
 }

@@ -26,6 +26,10 @@ import (
 
 // startPreVote begins a pre-vote (the election timer ran out).
 func (n *Node) startPreVote() {
+	if n.vetoed {
+		n.resetElectionTimer() // may not lead (SetCanLead)
+		return
+	}
 	if n.role != Follower {
 		n.stepDown() // a candidate whose election went nowhere asks again first
 	}

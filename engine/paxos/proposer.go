@@ -10,6 +10,10 @@ import (
 // startElection begins phase 1 with a ballot above any seen, for every slot
 // from the commit index on, in one Prepare.
 func (n *Node) startElection() {
+	if n.vetoed {
+		n.resetElectionTimer() // may not lead (SetCanLead)
+		return
+	}
 	if n.leaseRefuses(wire.Ballot{Round: max(n.promised.Round, n.maxRoundSeen) + 1, Replica: n.cfg.ID}) {
 		// A lease this acceptor granted runs: it may not promise its own
 		// ballot either (lease.go). It tries again when its timer next
@@ -155,6 +159,9 @@ func (n *Node) Propose(v wire.Value) error {
 	if n.role != Leader {
 		return ErrNotLeader
 	}
+	if n.handoverTo != 0 {
+		return ErrHandover
+	}
 	if len(n.pending) == 0 && n.windowHasRoom() {
 		n.proposeNext(v)
 		return nil
@@ -209,6 +216,9 @@ func (n *Node) proposeNext(v wire.Value) {
 
 // fillWindow moves queued proposals into the window while it has room.
 func (n *Node) fillWindow() {
+	if n.handoverTo != 0 {
+		return // handing over: the target must catch up, not chase new slots
+	}
 	i := 0
 	for i < len(n.pending) && n.windowHasRoom() {
 		n.proposeNext(n.pending[i])
@@ -291,6 +301,7 @@ func (n *Node) onAccepted(m wire.Message) {
 	}
 	n.advanceCommit()
 	n.fillWindow()
+	n.maybeHandOver()
 }
 
 // checkChosen marks slot s chosen once a quorum accepted it in the leader's ballot.

@@ -148,6 +148,10 @@ func (n *Node) onReadProbe(m wire.Message) {
 		n.sendRevealing(wire.Message{Type: wire.MsgNack, To: m.From, Ballot: n.promised, Commit: n.commit})
 		return
 	}
+	if m.Commit == 2 {
+		n.releaseLease(m.Ballot) // its holder renounced it (handover.go)
+		return
+	}
 	if m.Commit == 1 && n.cfg.LeaseTicks > 0 {
 		n.grantLease(m.Ballot)
 	}

@@ -17,6 +17,7 @@ func (n *Node) Step(m wire.Message) error {
 	if err := n.checkSlotsInReach(m); err != nil {
 		return err
 	}
+	n.lastHeard[n.index[m.From]] = n.ticks
 	if m.Ballot != wire.BallotChosen && m.Ballot.Round > n.maxRoundSeen {
 		n.maxRoundSeen = m.Ballot.Round
 	}
@@ -43,6 +44,8 @@ func (n *Node) Step(m wire.Message) error {
 		n.onReadProbe(m)
 	case wire.MsgReadProbeAck:
 		n.onReadProbeAck(m)
+	case wire.MsgTimeoutNow:
+		n.onTimeoutNow(m)
 	}
 	n.checkInvariants()
 	return nil
@@ -63,7 +66,7 @@ func (n *Node) validate(m wire.Message) error {
 		return badMessage("%v from %d, not a peer of %d", m.Type, m.From, n.cfg.ID)
 	}
 	switch m.Type {
-	case wire.MsgPrepare, wire.MsgAccept, wire.MsgHeartbeat, wire.MsgPreVote, wire.MsgReadProbe:
+	case wire.MsgPrepare, wire.MsgAccept, wire.MsgHeartbeat, wire.MsgPreVote, wire.MsgReadProbe, wire.MsgTimeoutNow:
 		if m.Ballot.Replica != m.From || m.Ballot == wire.BallotChosen || m.Ballot.IsZero() {
 			return badMessage("%v from %d carries ballot %v that is not its own", m.Type, m.From, m.Ballot)
 		}
@@ -169,6 +172,8 @@ func (n *Node) Tick() {
 			n.retransmit()
 		}
 		n.tickReads()
+		n.tickHandover()
+		n.maybeHandOver()
 		n.quorumElapsed++
 		if n.quorumElapsed >= n.cfg.ElectionTicks*2 {
 			// Check quorum: a leader that heard from no quorum for a whole
@@ -275,6 +280,7 @@ func (n *Node) onAccept(m wire.Message) {
 // stepDown returns to following; queued proposals are handed back as Dropped.
 func (n *Node) stepDown() {
 	n.failReads()
+	n.handoverTo, n.handoverSent = 0, false
 	n.role = Follower
 	n.leader = 0
 	n.merged = nil

@@ -149,6 +149,10 @@ const (
 	// MsgReadProbeAck answers the MsgReadProbe of round Slot: when the
 	// receiver processed it, it had promised no ballot above Ballot.
 	MsgReadProbeAck MsgType = 15
+	// MsgTimeoutNow hands leadership over (paxos handover.go): the leader
+	// of Ballot tells the receiver, which holds everything chosen up to
+	// Commit, to run for election at once.
+	MsgTimeoutNow MsgType = 16
 )
 
 // Transfer reports whether t is a state-transfer message, which the replica
@@ -168,7 +172,7 @@ var msgTypeNames = [...]string{
 	MsgAccepted: "Accepted", MsgHeartbeat: "Heartbeat", MsgCatchUpRequest: "CatchUpRequest",
 	MsgCatchUp: "CatchUp", MsgPreVote: "PreVote", MsgPreVoteGrant: "PreVoteGrant",
 	MsgSnapshotChunk: "SnapshotChunk", MsgSnapshotAck: "SnapshotAck", MsgSnapshotRequest: "SnapshotRequest",
-	MsgReadProbe: "ReadProbe", MsgReadProbeAck: "ReadProbeAck",
+	MsgReadProbe: "ReadProbe", MsgReadProbeAck: "ReadProbeAck", MsgTimeoutNow: "TimeoutNow",
 }
 
 func (t MsgType) String() string {
