@@ -396,6 +396,18 @@ func (c *cluster) handle(e *event) {
 			return
 		}
 		r.node.Tick()
+		if !c.opts.NoHandovers && r.node.Status().Role == paxos.Leader && r.node.HandingOver() == 0 && c.rng.IntN(200) == 0 {
+			// Now and then the leader hands leadership over, to a random
+			// peer or the most caught-up one (paxos handover.go).
+			to := wire.ReplicaID(0)
+			if c.rng.IntN(2) == 0 {
+				to = c.ids[c.rng.IntN(len(c.ids))]
+			}
+			if to != r.id && r.node.TransferLeadership(to) == nil {
+				c.res.Handovers++
+				c.tracef("r%d hands leadership over to %d", r.id, r.node.HandingOver())
+			}
+		}
 		c.process(r)
 		c.schedule(c.now+r.period+c.between(-r.period/20, r.period/20), &event{kind: evTick, node: r.idx, gen: r.gen})
 	case evPersisted:

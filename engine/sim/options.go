@@ -57,6 +57,10 @@ type Options struct {
 	// may then return stale values (and only they: read-index reads assume
 	// nothing of clocks).
 	DriftBeyondBound bool
+	// NoHandovers: leaders never hand leadership over. By default a leader
+	// starts a handover with chance 1/200 a tick, to a random peer or the
+	// most caught-up one.
+	NoHandovers bool
 	// NodeHook, if set, is called with every paxos.Node the simulator creates
 	// (at start and on each restart). Test code uses it to plant bugs.
 	NodeHook func(*paxos.Node)
@@ -116,6 +120,8 @@ type Result struct {
 	// LeaseReads counts gets asked as lease reads and served (under the
 	// lease, or by a read index when the leader held none).
 	LeaseReads int
+	// Handovers counts the handovers leaders started.
+	Handovers int
 
 	Crashes int
 	// Checkpoints counts checkpoints written (durably, not lost to a

@@ -128,11 +128,12 @@ func main() {
 
 	var bad []sim.Result
 	var cmds []int
-	violations, transferred, readIndexReads, leaseReads := 0, 0, 0, 0
+	violations, transferred, readIndexReads, leaseReads, handovers := 0, 0, 0, 0, 0
 	for _, r := range results {
 		cmds = append(cmds, r.Commands)
 		readIndexReads += r.ReadIndexReads
 		leaseReads += r.LeaseReads
+		handovers += r.Handovers
 		if r.Transfers > 0 {
 			transferred++
 		}
@@ -146,6 +147,7 @@ func main() {
 		cmds[0], cmds[len(cmds)/2], cmds[len(cmds)-1], *replicas, time.Since(start).Round(time.Millisecond))
 	fmt.Printf("seeds with a state transfer (a checkpoint sent to a replica behind its peers' logs): %d of %d\n", transferred, *seeds)
 	fmt.Printf("gets served without the log, checked for linearizability like every operation: %d by read index, %d asked under the leader's lease\n", readIndexReads, leaseReads)
+	fmt.Printf("leadership handovers started by leaders: %d\n", handovers)
 	for _, r := range bad {
 		for _, v := range r.Violations {
 			fmt.Printf("VIOLATION seed %d [%s] %s: %s\n", r.Seed, r.Profile, v.Check, strings.TrimSpace(v.Detail))

@@ -9,6 +9,7 @@
 //	vestactl cas KEY EXPECTED VALUE
 //	vestactl log dump DIR
 //	vestactl checkpoint METRICS-ADDR
+//	vestactl leader transfer METRICS-ADDR [ID]
 //	vestactl replay [-to SLOT] (DIR | pmem:PATH)
 //
 // -servers (or $VESTA_SERVERS) lists the servers' client addresses.
@@ -56,6 +57,10 @@ commands:
                              checkpoints in DIR/checkpoints
   checkpoint METRICS-ADDR    have the replica serving its operator endpoint (vestad -metrics-addr)
                              at METRICS-ADDR take a checkpoint now; print its slot once durable
+  leader transfer METRICS-ADDR [ID]
+                             have the leader serving its operator endpoint at METRICS-ADDR
+                             hand leadership to replica ID (or the most caught-up one);
+                             print who leads once another replica does
   replay [-to SLOT] [-checkpoints CKDIR] (DIR | pmem:PATH)
                              rebuild a stopped replica's state offline: its newest valid
                              checkpoint, then its log; print the slot reached and the
@@ -150,6 +155,16 @@ func command(ctx context.Context, args, addrs []string, opts client.Options, out
 			return 0, err
 		}
 		return checkpointNow(ctx, args[1], out)
+	}
+	if args[0] == "leader" {
+		if len(args) < 3 || len(args) > 4 || args[1] != "transfer" {
+			return 0, &usageError{"leader: vestactl leader transfer METRICS-ADDR [ID] (the leader's -metrics-addr; ID: the new leader, or the most caught-up replica)"}
+		}
+		to := ""
+		if len(args) == 4 {
+			to = args[3]
+		}
+		return leaderTransfer(ctx, args[2], to, out)
 	}
 	if args[0] == "log" {
 		if len(args) < 2 || args[1] != "dump" {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/vestalabs/vesta/engine"
@@ -165,5 +166,39 @@ func checkpointNow(ctx context.Context, addr string, out io.Writer) (int, error)
 		return 0, fmt.Errorf("checkpoint: the answer %q: %w", body, err)
 	}
 	fmt.Fprintf(out, "checkpoint at slot %d\n", r.Slot)
+	return 0, nil
+}
+
+// leaderTransfer asks the leader at addr (its -metrics-addr) to hand
+// leadership to replica to ("": the most caught-up one) and prints who
+// leads once another replica does.
+func leaderTransfer(ctx context.Context, addr, to string, out io.Writer) (int, error) {
+	u := "http://" + addr + "/leader/transfer"
+	if to != "" {
+		if _, err := strconv.ParseUint(to, 10, 32); err != nil {
+			return 0, &usageError{fmt.Sprintf("leader transfer: %q is not a replica ID", to)}
+		}
+		u += "?to=" + to
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return 0, &usageError{"leader transfer: " + err.Error()}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("leader transfer: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return 1, fmt.Errorf("leader transfer: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	var r struct {
+		Leader uint32 `json:"leader"`
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return 0, fmt.Errorf("leader transfer: the answer %q: %w", body, err)
+	}
+	fmt.Fprintf(out, "replica %d leads\n", r.Leader)
 	return 0, nil
 }

@@ -529,6 +529,40 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 				Slot uint64 `json:"slot"`
 			}{uint64(slot)})
 		})
+		// POST /leader/transfer[?to=ID] hands leadership to replica ID, or
+		// to the most caught-up peer (vestactl leader transfer), and answers
+		// the new leader once it leads.
+		mux.HandleFunc("/leader/transfer", func(w http.ResponseWriter, req *http.Request) {
+			if req.Method != http.MethodPost {
+				w.Header().Set("Allow", http.MethodPost)
+				http.Error(w, "POST to hand leadership over", http.StatusMethodNotAllowed)
+				return
+			}
+			var to uint64
+			if s := req.URL.Query().Get("to"); s != "" {
+				var err error
+				if to, err = strconv.ParseUint(s, 10, 32); err != nil {
+					http.Error(w, fmt.Sprintf("to=%q: not a replica ID", s), http.StatusBadRequest)
+					return
+				}
+			}
+			ctx, cancel := context.WithTimeout(req.Context(), 10*time.Second)
+			defer cancel()
+			leader, err := r.TransferLeadership(ctx, wire.ReplicaID(to))
+			if err != nil {
+				code := http.StatusServiceUnavailable
+				var nl *engine.NotLeaderError
+				if errors.As(err, &nl) {
+					code = http.StatusConflict
+				}
+				http.Error(w, err.Error(), code)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(struct {
+				Leader uint32 `json:"leader"`
+			}{uint32(leader)})
+		})
 		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() {
 			if err := hs.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {

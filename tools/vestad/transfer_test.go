@@ -144,6 +144,17 @@ func TestProcessStateTransfer(t *testing.T) {
 		}
 		t.Logf("replica %d: %s", i+1, bytes.TrimSpace(out))
 	}
+	// Leadership handed over on demand (vestactl leader transfer).
+	leader = cl.waitLeader(ctx, 10*time.Second)
+	target := (leader+1)%3 + 1 // a replica ID, not the leader's
+	out, err := command(vestactl, "leader", "transfer", metricsAddrs[leader], strconv.Itoa(target)).CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte(fmt.Sprintf("replica %d leads", target))) {
+		t.Fatalf("vestactl leader transfer %s %d: %v\n%s", metricsAddrs[leader], target, err, out)
+	}
+	if now := cl.waitLeader(ctx, 10*time.Second); now != target-1 {
+		t.Fatalf("after handing leadership to %d, replica %d leads", target, now+1)
+	}
+	t.Logf("%6.2fs leadership handed from replica %d to %d", time.Since(start).Seconds(), leader+1, target)
 	if cl.procs[down].starts != 2 {
 		t.Fatalf("follower %d was started %d times; it must catch up without another restart", down+1, cl.procs[down].starts)
 	}
