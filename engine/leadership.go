@@ -133,7 +133,6 @@ type notifier struct {
 	mu      sync.Mutex
 	queue   []LeaderChange
 	wake    chan struct{}
-	stopped chan struct{}
 }
 
 func (r *Replica) notifyLeader(leader wire.ReplicaID) {
