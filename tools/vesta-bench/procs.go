@@ -79,18 +79,14 @@ func startProcesses(o *options) (*procCluster, error) {
 			return nil, err
 		}
 	}
-	peerAddrs, err := freePorts(o.replicas)
+	// One call for every port: each call's listeners close when it
+	// returns, so a later call could be given a port an earlier one just
+	// released (seen in the QEMU guest: a client dialled a metrics port).
+	ports, err := freePorts(3 * o.replicas)
 	if err != nil {
 		return nil, err
 	}
-	clientAddrs, err := freePorts(o.replicas)
-	if err != nil {
-		return nil, err
-	}
-	metricsAddrs, err := freePorts(o.replicas)
-	if err != nil {
-		return nil, err
-	}
+	peerAddrs, clientAddrs, metricsAddrs := ports[:o.replicas], ports[o.replicas:2*o.replicas], ports[2*o.replicas:]
 	var peers, clients []string
 	for i := range o.replicas {
 		peers = append(peers, fmt.Sprintf("%d=%s", i+1, peerAddrs[i]))

@@ -76,16 +76,24 @@ func TestFlagErrorsNameTheFlag(t *testing.T) {
 }
 
 // freeAddrs returns n loopback addresses that were free a moment ago.
+// givenAddrs are the addresses freeAddrs handed out in this process: the
+// kernel may hand a port released by one call to the next, and two replicas
+// (or a client port and a metrics port) must never share one.
+var givenAddrs sync.Map
+
 func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
 	var lns []net.Listener
 	var out []string
-	for i := 0; i < n; i++ {
+	for len(out) < n {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		lns = append(lns, ln)
+		lns = append(lns, ln) // held until the end: no port twice in one call
+		if _, taken := givenAddrs.LoadOrStore(ln.Addr().String(), true); taken {
+			continue
+		}
 		out = append(out, ln.Addr().String())
 	}
 	for _, ln := range lns {
