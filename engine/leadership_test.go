@@ -48,10 +48,11 @@ func TestTransferLeadership(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(50 * time.Millisecond) // a heartbeat interval or two: health is published
-	st := c.replicas[l].Status()
-	if len(st.Peers) != 2 {
-		t.Fatalf("leader's peers: %+v", st.Peers)
+	// Health is published every heartbeat interval.
+	for deadline := time.Now().Add(5 * time.Second); len(c.replicas[l].Status().Peers) != 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("leader's peers: %+v", c.replicas[l].Status().Peers)
+		}
 	}
 	to := l%3 + 1
 	got, err := c.replicas[l].TransferLeadership(ctx, to)
@@ -65,17 +66,23 @@ func TestTransferLeadership(t *testing.T) {
 	if _, err := c.replicas[l].TransferLeadership(ctx, 0); !errors.As(err, &nl) {
 		t.Fatalf("a follower handed over: %v", err)
 	}
-	time.Sleep(20 * time.Millisecond)
-	mu.Lock()
-	defer mu.Unlock()
-	seen := false
-	for _, ch := range changes[to] {
-		if ch.Leader == to && ch.IsSelf {
-			seen = true
+	// OnLeaderChange runs on its own goroutine: wait for it.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		mu.Lock()
+		seen := false
+		for _, ch := range changes[to] {
+			if ch.Leader == to && ch.IsSelf {
+				seen = true
+			}
 		}
-	}
-	if !seen {
-		t.Fatalf("replica %d was not told it leads: %+v", to, changes[to])
+		got := append([]LeaderChange(nil), changes[to]...)
+		mu.Unlock()
+		if seen {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %d was not told it leads: %+v", to, got)
+		}
 	}
 }
 
