@@ -130,9 +130,9 @@ func (r *Replica) onTick() {
 // notifier calls Config.OnLeaderChange in order, on a goroutine of its own,
 // so a slow callback holds up nothing but later notifications.
 type notifier struct {
-	mu      sync.Mutex
-	queue   []LeaderChange
-	wake    chan struct{}
+	mu    sync.Mutex
+	queue []LeaderChange
+	wake  chan struct{}
 }
 
 func (r *Replica) notifyLeader(leader wire.ReplicaID) {
