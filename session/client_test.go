@@ -180,7 +180,7 @@ func (p partitionable) Send(msgs []wire.Message) {
 // replica.
 func TestClientExactlyOnceOnCluster(t *testing.T) {
 	if testing.Short() {
-		t.Skip("cluster test")
+		t.Skip("-short: runs a 3-replica in-process cluster under load for a few seconds; make test runs it")
 	}
 	net := transport.NewNetwork()
 	members := []wire.ReplicaID{1, 2, 3}

@@ -18,7 +18,7 @@ import (
 // "@@VMLAB verbsfig" line for tools/vmlab's report and docs/ARCHITECTURE.md.
 func TestSendVersusWriteImm(t *testing.T) {
 	if testing.Short() {
-		t.Skip("measures")
+		t.Skip("-short: times SEND against WRITE-with-immediate on a device for several seconds; make vmlab-rdma runs it on soft-RoCE")
 	}
 	p := newPair(t, openDevice(t), QPConfig{MaxSendWR: 64, MaxRecvWR: 64})
 	const slot = 16 << 10 // 64 slots in each 1 MiB region

@@ -59,7 +59,7 @@ func (s *syncBuffer) String() string {
 // why and what to do.
 func TestTransportRDMAWithoutDevice(t *testing.T) {
 	if rdmaDevicePresent() {
-		t.Skip("this host has an RDMA device")
+		t.Skip("this host has an RDMA device, and this test checks vestad without one; TestRDMACluster (go run ./tools/vmlab test-rdma) covers the device path")
 	}
 	addrs := freeAddrs(t, 3)
 	cfg, err := parseFlags([]string{"-id=1", "-peers=1=" + addrs[0] + ",2=" + addrs[1], "-client-addr=" + addrs[2],
@@ -103,7 +103,7 @@ func rdmaDevicePresent() bool {
 // every peer link in /status and the metrics, with the links' counters.
 func TestTransportAutoFallsBackToTCP(t *testing.T) {
 	if rdmaDevicePresent() {
-		t.Skip("this host has an RDMA device")
+		t.Skip("this host has an RDMA device, and this test checks vestad without one; TestRDMACluster (go run ./tools/vmlab test-rdma) covers the device path")
 	}
 	const n = 3
 	addrs := freeAddrs(t, 3*n)
