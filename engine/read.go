@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/vestalabs/vesta/engine/paxos"
 	"github.com/vestalabs/vesta/engine/wire"
 )
 
@@ -172,13 +173,13 @@ func (r *Replica) takeReads() {
 
 // readsReady hands confirmed reads to the applier and fails the others.
 // Core loop only.
-func (r *Replica) readsReady(confirmed []readState, failed []uint64) {
+func (r *Replica) readsReady(confirmed []paxos.ReadState, failed []uint64) {
 	rs := &r.reads
 	var batch []*readCall
 	for _, s := range confirmed {
-		if c := rs.waiting[s.id]; c != nil {
-			delete(rs.waiting, s.id)
-			c.index = s.index
+		if c := rs.waiting[s.ID]; c != nil {
+			delete(rs.waiting, s.ID)
+			c.index = s.Index
 			batch = append(batch, c)
 		}
 	}
@@ -195,12 +196,6 @@ func (r *Replica) readsReady(confirmed []readState, failed []uint64) {
 			c.complete(nil, &NotLeaderError{Leader: leader})
 		}
 	}
-}
-
-// readState is paxos.ReadState without the import in callers' signatures.
-type readState struct {
-	id    uint64
-	index wire.Slot
 }
 
 // failReads fails every read not yet served, when the replica stops.
@@ -279,6 +274,8 @@ func (r *Replica) ReadAt(ctx context.Context, query []byte, minSlot wire.Slot, a
 	select {
 	case <-c.done:
 		return c.result, c.applied, c.wasStale, c.err
+	case <-r.done: // stopped before the applier took it
+		return nil, 0, false, r.stoppedErr()
 	case <-ctx.Done():
 		return nil, 0, false, ctx.Err()
 	}

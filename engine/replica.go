@@ -752,11 +752,7 @@ func (r *Replica) takeReadys() {
 			r.sendSnapshots(rd.SendSnapshot)
 		}
 		if len(rd.Reads) > 0 || len(rd.ReadsFailed) > 0 {
-			confirmed := make([]readState, len(rd.Reads))
-			for i, s := range rd.Reads {
-				confirmed[i] = readState{s.ID, s.Index}
-			}
-			r.readsReady(confirmed, rd.ReadsFailed)
+			r.readsReady(rd.Reads, rd.ReadsFailed)
 		}
 		if r.inline {
 			r.inlineBatch = append(r.inlineBatch, &rd)

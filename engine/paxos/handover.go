@@ -51,9 +51,6 @@ func (n *Node) TransferLeadership(to wire.ReplicaID) error {
 	if _, ok := n.index[to]; !ok || to == n.cfg.ID {
 		return fmt.Errorf("paxos: cannot hand leadership to %d: not a peer of %d (members %v)", to, n.cfg.ID, n.cfg.Members)
 	}
-	if to == 0 {
-		return fmt.Errorf("paxos: no peer to hand leadership to")
-	}
 	n.handoverTo, n.handoverElapsed, n.handoverSent = to, 0, false
 	n.maybeHandOver()
 	return nil
