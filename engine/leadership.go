@@ -112,8 +112,9 @@ func (r *Replica) onTick() {
 		return
 	}
 	r.healthTicks = 0
-	out := make([]PeerHealth, 0, len(st.Peers))
-	for _, p := range st.Peers {
+	peers := r.node.Peers()
+	out := make([]PeerHealth, 0, len(peers))
+	for _, p := range peers {
 		h := PeerHealth{ID: p.ID, LastContact: time.Duration(p.LastContact) * r.cfg.TickInterval, Outstanding: p.Outstanding}
 		if st.Commit > p.Commit {
 			h.CommitLag = uint64(st.Commit - p.Commit)

@@ -142,8 +142,14 @@ type PeerStatus struct {
 	Outstanding int
 }
 
-// peers returns every peer's health. Leader only.
-func (n *Node) peers() []PeerStatus {
+// Peers returns every peer's health as this leader sees it; nil on a
+// replica that does not lead. It costs a pass over the window per peer:
+// take it now and then (the runtime does every heartbeat interval), not on
+// every turn.
+func (n *Node) Peers() []PeerStatus {
+	if n.role != Leader {
+		return nil
+	}
 	var out []PeerStatus
 	for _, p := range n.cfg.Members {
 		if p == n.cfg.ID {

@@ -115,10 +115,11 @@ func TestPeerHealth(t *testing.T) {
 		c.settle()
 	}
 	st := c.nodes[1].Status()
-	if len(st.Peers) != 2 {
-		t.Fatalf("peers %+v", st.Peers)
+	peers := c.nodes[1].Peers()
+	if len(peers) != 2 {
+		t.Fatalf("peers %+v", peers)
 	}
-	for _, p := range st.Peers {
+	for _, p := range peers {
 		switch p.ID {
 		case 2:
 			if p.Outstanding != 0 || p.Commit == 0 {

@@ -74,9 +74,10 @@ type Status struct {
 	Snapshot wire.Slot
 	NextSlot wire.Slot // leader: the next slot it will propose
 	Pending  int       // leader: proposals waiting for room in the window
-	// Peers is each peer's health (leader only), and HandingOver the
-	// replica this leader hands leadership to (0: none).
-	Peers       []PeerStatus
+	// HandingOver is the replica this leader hands leadership to (0:
+	// none). Peer health is not here but in Peers: Status is taken on
+	// every turn of the runtime's loop, and health costs a pass over the
+	// window.
 	HandingOver wire.ReplicaID
 }
 
@@ -302,7 +303,6 @@ func (n *Node) Status() Status {
 	if n.role == Leader {
 		st.NextSlot = n.nextSlot
 		st.Pending = len(n.pending)
-		st.Peers = n.peers()
 		st.HandingOver = n.handoverTo
 	}
 	return st
