@@ -408,6 +408,16 @@ func TestTCPPeerThatConnectsEndsTheDialBackoff(t *testing.T) {
 	}
 	t.Cleanup(func() { a.Close() })
 	waitFor(t, "replica 1's first failed dial", func() bool { return a.Stats().DialFailures >= 1 })
+	// That dial's connection, hello and all, waits in ln2's backlog. Take
+	// it out: replica 2 would otherwise accept it too, and if its hello
+	// were handled after the second dial's, it would supersede the live
+	// connection, and with an hour of backoff replica 1 would never redial
+	// (CI saw that once).
+	stale, err := ln2.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.Close()
 
 	logsB := &logBuf{}
 	colB := &collector{}
