@@ -39,6 +39,8 @@ type applier struct {
 	// readsWait holds confirmed reads whose index is not applied yet.
 	readsWait []*readCall
 	forced    atomic.Bool // a Checkpoint call wants one now
+	// members follows the configuration as changes are applied.
+	members membershipTracker
 }
 
 // applyWork is one item of the applier's queue: chosen entries to apply,
@@ -133,6 +135,18 @@ func (a *applier) run() {
 func (a *applier) apply(e wire.Entry, cmds, results [][]byte) ([][]byte, [][]byte) {
 	defer a.applied.Store(uint64(e.Slot) + 1)
 	a.sinceCheckpoint += int64(len(e.Value.Data))
+	if e.Value.Kind == wire.ValueConfig {
+		m, err := a.members.apply(e.Slot, e.Value)
+		if err != nil {
+			a.r.log.Error("skipping a malformed membership change", "slot", e.Slot, "err", err)
+			return cmds, results
+		}
+		a.r.log.Info("membership changed", "slot", uint64(e.Slot), "membership", m.String())
+		if obs, ok := a.r.sm.(MembershipObserver); ok {
+			obs.MembershipChanged(e.Slot, m)
+		}
+		return cmds, results
+	}
 	if e.Value.Kind != wire.ValueBatch {
 		return cmds, results
 	}

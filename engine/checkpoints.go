@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vestalabs/vesta/engine/checkpoint"
+	"github.com/vestalabs/vesta/engine/paxos"
 	"github.com/vestalabs/vesta/engine/storage"
 	"github.com/vestalabs/vesta/engine/wire"
 )
@@ -74,7 +75,7 @@ func (a *applier) takeCheckpoint() {
 	a.sinceCheckpoint, a.firstCheckpointLate = 0, 0
 	a.lastCheckpoint = time.Now()
 	a.writing.Store(true)
-	meta := a.r.checkpointMeta(wire.Slot(a.applied.Load()))
+	meta := a.r.checkpointMeta(wire.Slot(a.applied.Load()), a.members.history)
 	start := time.Now()
 	if f, ok := a.r.sm.(Freezer); ok {
 		view := f.Freeze()
@@ -98,10 +99,18 @@ func (a *applier) restore(info checkpoint.Info) error {
 		return fmt.Errorf("vesta: restoring the state machine from checkpoint %s: %w", info.Path, err)
 	}
 	defer rd.Close()
+	history, err := historyOf(&a.r.cfg, info.Meta)
+	if err != nil {
+		return fmt.Errorf("vesta: checkpoint %s: membership section: %w", info.Path, err)
+	}
 	if err := a.r.sm.Restore(rd); err != nil {
 		return fmt.Errorf("vesta: restoring the state machine from checkpoint %s: %w", info.Path, err)
 	}
 	a.applied.Store(uint64(info.Meta.Slot))
+	a.members.set(history)
+	if obs, ok := a.r.sm.(MembershipObserver); ok {
+		obs.MembershipChanged(info.Meta.Slot, history[len(history)-1])
+	}
 	a.sinceCheckpoint = 0
 	a.r.m.appliedIndex.Set(float64(info.Meta.Slot))
 	a.r.log.Info("state machine restored from a checkpoint sent by a peer", "slot", uint64(info.Meta.Slot),
@@ -110,14 +119,17 @@ func (a *applier) restore(info checkpoint.Info) error {
 }
 
 // checkpointMeta is the header of a checkpoint of this replica at slot.
-func (r *Replica) checkpointMeta(slot wire.Slot) checkpoint.Meta {
-	members := slices.Clone(r.cfg.Members)
+// history is the applier's configuration history.
+func (r *Replica) checkpointMeta(slot wire.Slot, history []Membership) checkpoint.Meta {
+	from := paxos.MembershipsAt(history, slot)
+	members := slices.Clone(from[0].Voters)
 	slices.Sort(members)
 	var promised wire.Ballot
 	if st := r.status.Load(); st != nil {
 		promised = st.promised
 	}
-	return checkpoint.Meta{ClusterID: r.cfg.ClusterID, Replica: r.cfg.ID, Slot: slot, Ballot: promised, Members: members}
+	return checkpoint.Meta{ClusterID: r.cfg.ClusterID, Replica: r.cfg.ID, Slot: slot, Ballot: promised, Members: members,
+		Memberships: paxos.EncodeMemberships(from)}
 }
 
 // writeCheckpoint writes a checkpoint and hands the outcome to the core
@@ -227,10 +239,10 @@ func (r *Replica) doCompactLog(below wire.Slot) {
 // recoverCheckpoint restores the state machine from the newest checkpoint
 // that verifies whole, before the log is replayed, and returns its slot (0
 // without one).
-func recoverCheckpoint(cfg *Config, sm StateMachine) (wire.Slot, error) {
+func recoverCheckpoint(cfg *Config, sm StateMachine) (wire.Slot, []Membership, error) {
 	ck := &cfg.Checkpoints
 	if ck.Dir == "" {
-		return 0, nil
+		return 0, nil, nil
 	}
 	// What a crash left mid-write or mid-transfer goes; nothing else
 	// writes in the directory yet.
@@ -239,22 +251,29 @@ func recoverCheckpoint(cfg *Config, sm StateMachine) (wire.Slot, error) {
 	}
 	rd, err := checkpoint.OpenNewestValid(ck.FS, ck.Dir, cfg.Logger)
 	if errors.Is(err, checkpoint.ErrNoCheckpoint) {
-		return 0, nil
+		return 0, nil, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("vesta: reading checkpoints: %w", err)
+		return 0, nil, fmt.Errorf("vesta: reading checkpoints: %w", err)
 	}
 	defer rd.Close()
 	meta := rd.Meta()
+	history, err := historyOf(cfg, meta)
+	if err != nil {
+		return 0, nil, fmt.Errorf("vesta: checkpoint %s: membership section: %w", rd.Info().Path, err)
+	}
 	if meta.ClusterID != cfg.ClusterID {
-		return 0, fmt.Errorf("vesta: checkpoint %s is of cluster %d, this replica is of cluster %d: a checkpoint directory of another cluster",
+		return 0, nil, fmt.Errorf("vesta: checkpoint %s is of cluster %d, this replica is of cluster %d: a checkpoint directory of another cluster",
 			rd.Info().Path, meta.ClusterID, cfg.ClusterID)
 	}
 	if err := sm.Restore(rd); err != nil {
-		return 0, fmt.Errorf("vesta: restoring the state machine from checkpoint %s: %w", rd.Info().Path, err)
+		return 0, nil, fmt.Errorf("vesta: restoring the state machine from checkpoint %s: %w", rd.Info().Path, err)
 	}
 	cfg.Logger.Info("state machine restored from checkpoint", "replica", cfg.ID, "slot", uint64(meta.Slot), "file", rd.Info().Path)
-	return meta.Slot, nil
+	if obs, ok := sm.(MembershipObserver); ok {
+		obs.MembershipChanged(meta.Slot, history[len(history)-1])
+	}
+	return meta.Slot, history, nil
 }
 
 // Backpressure from a log with a fixed capacity (the pmem log: storage

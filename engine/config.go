@@ -114,10 +114,17 @@ type Config struct {
 	// their cluster label, so replicas of several clusters share a
 	// registry.
 	ClusterID uint64
-	// ID is this replica, one of Members.
+	// ID is this replica, one of Members (unless its checkpoint records
+	// the configurations it restarts with).
 	ID wire.ReplicaID
-	// Members lists every replica of the cluster.
+	// Members lists the replicas the cluster was created with, all voters.
+	// Once a checkpoint records configurations (ChangeMembership), the
+	// member set comes from the checkpoint and the log, not from here.
 	Members []wire.ReplicaID
+	// Alpha is α: a membership change chosen in slot s governs from s+α
+	// (paxos.Config.Alpha). Every first member must be given the same; 0:
+	// paxos.DefaultAlpha.
+	Alpha int
 	// Log is the acceptor's durable memory. Required; the replica owns it
 	// from Start on and closes it on Stop.
 	Log storage.Log
@@ -260,7 +267,7 @@ func (c *Config) validate() error {
 
 func (c *Config) paxosConfig(seed uint64) paxos.Config {
 	return paxos.Config{
-		ID: c.ID, Members: c.Members, ElectionTicks: c.ElectionTicks, HeartbeatTicks: c.HeartbeatTicks,
+		ID: c.ID, Members: c.Members, Alpha: c.Alpha, ElectionTicks: c.ElectionTicks, HeartbeatTicks: c.HeartbeatTicks,
 		Window: c.Window, MaxPending: c.MaxPending, MaxCatchUpEntries: 256, PreVote: true, Seed: seed,
 		LeaseTicks: max(c.LeaseTicks, 0), MaxDriftPercent: c.MaxClockDriftPercent,
 	}

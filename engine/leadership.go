@@ -101,6 +101,7 @@ func (r *Replica) onTick() {
 		r.node.SetCanLead(v.CanBecomeLeader())
 	}
 	st := r.node.Status()
+	r.checkRemoved(&st)
 	if st.Role != paxos.Leader {
 		if r.peers.Load() != nil {
 			r.peers.Store(nil)

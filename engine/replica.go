@@ -138,11 +138,14 @@ type Replica struct {
 
 	reads reads // reads that skip the log (read.go)
 	// Leadership control (leadership.go).
-	handovers   chan handoverReq
-	peers       atomic.Pointer[[]PeerHealth]
-	healthTicks int // core loop only
-	notify      notifier
-	started     time.Time // the protocol's time 0 (syncClock)
+	handovers chan handoverReq
+	peers     atomic.Pointer[[]PeerHealth]
+	// members is the configuration history as applied (membership.go).
+	members       atomic.Pointer[[]Membership]
+	memberChanges chan memberReq
+	healthTicks   int // core loop only
+	notify        notifier
+	started       time.Time // the protocol's time 0 (syncClock)
 
 	// Checkpoints and state transfer (checkpoints.go, transfer.go).
 	newestCheckpoint atomic.Uint64                      // slot of the newest checkpoint held
@@ -177,7 +180,7 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 	if err := checkIdentity(&cfg); err != nil {
 		return nil, err
 	}
-	if persisted.Snapshot, err = recoverCheckpoint(&cfg, sm); err != nil {
+	if persisted.Snapshot, persisted.Memberships, err = recoverCheckpoint(&cfg, sm); err != nil {
 		return nil, err
 	}
 	node, err := paxos.New(cfg.paxosConfig(rand.Uint64()), persisted)
@@ -204,7 +207,7 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 			tr.Close()
 			return nil, fmt.Errorf("vesta: the log was compacted below every valid checkpoint in %s, and fetching one from a peer failed: %w", cfg.Checkpoints.Dir, ferr)
 		}
-		if persisted.Snapshot, err = recoverCheckpoint(&cfg, sm); err == nil {
+		if persisted.Snapshot, persisted.Memberships, err = recoverCheckpoint(&cfg, sm); err == nil {
 			node, err = paxos.New(cfg.paxosConfig(rand.Uint64()), persisted)
 		}
 		if err != nil {
@@ -238,6 +241,7 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 		installs:       make(chan checkpoint.Info, 1),
 		senders:        map[wire.ReplicaID]*snapshotSender{},
 		handovers:      make(chan handoverReq),
+		memberChanges:  make(chan memberReq),
 		notify:         notifier{wake: make(chan struct{}, 1)},
 	}
 	r.newestCheckpoint.Store(uint64(persisted.Snapshot))
@@ -245,6 +249,8 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 	r.writer = newLogWriter(r)
 	r.applier = newApplier(r)
 	r.applier.applied.Store(uint64(persisted.Snapshot))
+	r.applier.members = membershipTracker{published: &r.members}
+	r.applier.members.set(paxos.MembershipsAt(node.Memberships(), persisted.Snapshot))
 	r.applier.firstCheckpointLate = checkpointPhase(&cfg)
 	r.m, err = newMetrics(cfg.Registerer, cfg.ClusterID, uint64(cfg.ID), func() float64 { return float64(r.applier.backlog.Load()) })
 	if err != nil {
@@ -540,6 +546,8 @@ func (r *Replica) coreLoop() {
 			r.onTick()
 		case req := <-r.handovers:
 			r.startHandover(req)
+		case req := <-r.memberChanges:
+			r.proposeMembership(req)
 		case batch := <-r.inbound:
 			r.step(batch)
 		case <-r.durableSignal:

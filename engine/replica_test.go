@@ -382,7 +382,7 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 	cases := map[string]func(*Config){
 		"Log":              func(c *Config) { c.Log = nil },
 		"Transport":        func(c *Config) { c.Transport = nil },
-		"ID":               func(c *Config) { c.ID = 7 },
+		"ID":               func(c *Config) { c.ID = 0 },
 		"Members":          func(c *Config) { c.Members = nil },
 		"MaxBatchCommands": func(c *Config) { c.MaxBatchCommands = -1 },
 		"MaxBatchBytes":    func(c *Config) { c.MaxBatchBytes = MaxCommandBytes + 1 },

@@ -306,8 +306,13 @@ func (r *Replica) install(info checkpoint.Info) {
 	}
 	// The restore is queued before InstallSnapshot so that it precedes
 	// every apply the core hands out from the checkpoint's slot on.
+	history, err := historyOf(&r.cfg, info.Meta)
+	if err != nil {
+		r.log.Warn("a checkpoint received has a bad membership section; dropped", "slot", uint64(slot), "err", err)
+		return
+	}
 	r.applier.enqueueRestore(info)
-	if !r.node.InstallSnapshot(slot) {
+	if !r.node.InstallSnapshot(slot, history) {
 		return
 	}
 	r.m.transfersInstalled.Inc()

@@ -25,7 +25,12 @@ type Meta struct {
 	// Members is the membership in effect at Slot: 1 to MaxMembers IDs,
 	// ascending, non-zero, without repeats.
 	Members []wire.ReplicaID
-	Size    int64 // bytes of the image (filled in by Write)
+	// Memberships is the membership history from Slot on, in the
+	// protocol's encoding (paxos.EncodeMemberships), at most
+	// MaxMembershipBytes; empty in a version 1 file, whose cluster's
+	// members never changed.
+	Memberships []byte
+	Size        int64 // bytes of the image (filled in by Write)
 	// BlockSize is the image's block size: 0 asks Write for
 	// DefaultBlockSize; at most MaxBlockSize. Filled in by Write.
 	BlockSize uint32
@@ -43,6 +48,8 @@ func (m *Meta) validate() error {
 		return fmt.Errorf("checkpoint: %d members, want 1 to %d", len(m.Members), MaxMembers)
 	case m.BlockSize < 1 || m.BlockSize > MaxBlockSize:
 		return fmt.Errorf("checkpoint: block size %d outside [1, %d]", m.BlockSize, MaxBlockSize)
+	case len(m.Memberships) > MaxMembershipBytes:
+		return fmt.Errorf("checkpoint: membership section of %d bytes, at most %d", len(m.Memberships), MaxMembershipBytes)
 	}
 	for i, id := range m.Members {
 		if id == 0 || (i > 0 && id <= m.Members[i-1]) {
@@ -95,7 +102,7 @@ func Write(fsys vfs.FS, dir string, meta Meta, fill func(w io.Writer) error) (In
 	if err := meta.validate(); err != nil {
 		return Info{}, err
 	}
-	meta.Members = slices.Clone(meta.Members)
+	meta.Members, meta.Memberships = slices.Clone(meta.Members), slices.Clone(meta.Memberships)
 	if err := fsys.MkdirAll(dir); err != nil {
 		return Info{}, fmt.Errorf("checkpoint: write in %s: %w", dir, err)
 	}
@@ -106,7 +113,7 @@ func Write(fsys vfs.FS, dir string, meta Meta, fill func(w io.Writer) error) (In
 		return Info{}, fmt.Errorf("checkpoint: write %s: %w", path, err)
 	}
 	h := header{meta: meta, fileID: newFileID()}
-	hlen := headerLen(len(meta.Members))
+	hlen := headerLen(len(meta.Members), len(meta.Memberships))
 	w := &blockWriter{
 		f:    f,
 		bs:   int(meta.BlockSize),

@@ -244,7 +244,7 @@ func smallCheckpoint(t *testing.T, fsys vfs.FS) (Info, []byte) {
 	meta.BlockSize = 16
 	info := mustWrite(t, fsys, testDir, meta, randImage(9, 50))
 	b := fileBytes(t, fsys, info.Path)
-	if want := int64(headerLen(3) + 50 + 4*4); int64(len(b)) != want || info.FileSize != want {
+	if want := int64(headerLen(3, 0) + 50 + 4*4); int64(len(b)) != want || info.FileSize != want {
 		t.Fatalf("file %d bytes, Info %d, want %d", len(b), info.FileSize, want)
 	}
 	return info, b
@@ -271,7 +271,7 @@ func detect(t *testing.T, fsys vfs.FS, path string) (verify, read *CorruptionErr
 func TestEveryByteCorruptionDetected(t *testing.T) {
 	fsys := vfs.NewMemFS()
 	info, good := smallCheckpoint(t, fsys)
-	hlen := headerLen(3)
+	hlen := headerLen(3, 0)
 	for i := range good {
 		for _, flip := range []byte{0x01, 0x80, 0xff} {
 			bad := slices.Clone(good)
@@ -343,8 +343,8 @@ func forge(t *testing.T, good []byte, mut func(b []byte) []byte) []byte {
 		return b
 	}
 	m := int(binary.LittleEndian.Uint32(b[60:64]))
-	if m >= 1 && m <= MaxMembers && len(b) >= headerLen(m) {
-		h := headerLen(m)
+	if m >= 1 && m <= MaxMembers && len(b) >= headerLen(m, 0) {
+		h := headerLen(m, 0)
 		binary.LittleEndian.PutUint32(b[h-4:h], crc32.Checksum(b[:h-4], castagnoli))
 	}
 	return b
@@ -370,7 +370,8 @@ func TestHostileHeadersRefused(t *testing.T) {
 		{"file ID 0", "file ID 0", func(b []byte) []byte { le.PutUint64(b[40:], 0); return b }},
 		{"member 0", "member 1 is 0", func(b []byte) []byte { le.PutUint32(b[68:], 0); return b }},
 		{"members repeat", "member 2 is 2", func(b []byte) []byte { le.PutUint32(b[72:], 2); return b }},
-		{"version 2", "format version 2", func(b []byte) []byte { le.PutUint16(b[4:], 2); return b }},
+		{"version 3", "format version 3", func(b []byte) []byte { le.PutUint16(b[4:], 3); return b }},
+		{"membership section huge", "membership section of 4294967295 bytes", func(b []byte) []byte { le.PutUint32(b[76:], 1<<32-1); return b }},
 		{"reserved", "reserved", func(b []byte) []byte { b[7] = 1; return b }},
 		{"magic", "bad magic", func(b []byte) []byte { copy(b, "VSTA"); return b }},
 		{"slot not the name's", "file name slot", func(b []byte) []byte { le.PutUint64(b[16:], 43); return b }},
@@ -438,7 +439,7 @@ func TestRandomGarbageNeverPanics(t *testing.T) {
 		putFile(t, fsys, path, b)
 		// A forged header may verify (it is a valid header of other meta),
 		// but then the blocks must be untouched and the file ID kept.
-		hlen := headerLen(3)
+		hlen := headerLen(3, 0)
 		if err := Verify(fsys, path); err == nil && (len(b) != len(good) || !bytes.Equal(b[hlen:], good[hlen:]) ||
 			!bytes.Equal(b[40:48], good[40:48])) {
 			t.Fatalf("damaged file %x verified", b)

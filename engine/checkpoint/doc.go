@@ -28,15 +28,15 @@
 // checkpoint per slot: writing a second one of the same slot replaces the
 // first atomically.
 //
-// # File format, version 1
+// # File format, version 2
 //
 // All integers are little-endian. A file is a header, then the image in
 // blocks.
 //
-// Header (H = 68 + 4m bytes, at most 324):
+// Header (H = 72 + 4m + M bytes):
 //
 //	[0:4]      magic "VCKP"
-//	[4:6]      format version (1)
+//	[4:6]      format version (2; version 1 files are read too)
 //	[6:8]      reserved, zero
 //	[8:16]     cluster ID (non-zero)
 //	[16:24]    slot: everything below it is in the image (matches the file name)
@@ -48,7 +48,12 @@
 //	[56:60]    block size B, 1 <= B <= MaxBlockSize (DefaultBlockSize is 64 KiB)
 //	[60:64]    member count m, 1 <= m <= MaxMembers (64)
 //	[64:64+4m] members, ascending, non-zero, no repeats
+//	[+0:+4]    membership section length M, at most MaxMembershipBytes
+//	[+4:+4+M]  membership history from the slot on (paxos.EncodeMemberships)
 //	[H-4:H]    CRC32C (Castagnoli) of [0:H-4]
+//
+// A version 1 header has no membership section (H = 68 + 4m): its
+// cluster's members never changed, and Members are the voters.
 //
 // Then the image, cut into n = ceil(S/B) blocks, each B bytes but the last
 // (S - (n-1)B bytes). Each block is followed by its checksum:
@@ -62,8 +67,8 @@
 // a transfer resumed against a different file of the same slot fails at
 // Finish instead of producing a hybrid.
 //
-// Decoding reads the header into a fixed buffer of at most 324 bytes and
-// allocates only the member list; a reader allocates one block buffer (at
+// Decoding reads the header into a fixed buffer of at most 16.7 KiB and
+// allocates only the member list and the membership section; a reader allocates one block buffer (at
 // most MaxBlockSize + 4). Absurd values (a member count above 64, a block
 // size of 0, a size that does not match the file) are refused with a
 // *CorruptionError naming the problem; nothing in a file can make the

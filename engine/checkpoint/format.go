@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -13,8 +14,11 @@ import (
 
 // Format limits and defaults (see the package documentation for the layout).
 const (
-	// Version is the file format version this package writes and reads.
-	Version = 1
+	// Version is the file format version this package writes; it reads it
+	// and version 1 (without the membership section).
+	Version = 2
+	// MaxMembershipBytes bounds the membership section of a header.
+	MaxMembershipBytes = 16 << 10
 	// MaxMembers bounds the member list a header may carry.
 	MaxMembers = 64
 	// DefaultBlockSize is the block size Write uses when Meta.BlockSize is 0.
@@ -28,9 +32,9 @@ const (
 
 const (
 	magic          = "VCKP"
-	fixedHeaderLen = 64                                     // up to the member list
-	maxHeaderLen   = fixedHeaderLen + 4*MaxMembers + crcLen // 324
-	minFileSize    = fixedHeaderLen + 4 + crcLen            // one member, empty image
+	fixedHeaderLen = 64 // up to the member list
+	maxHeaderLen   = fixedHeaderLen + 4*MaxMembers + 4 + MaxMembershipBytes + crcLen
+	minFileSize    = fixedHeaderLen + 4 + crcLen // one member, empty image (version 1)
 	crcLen         = 4
 	fileSuffix     = ".vcp"
 	filePrefix     = "checkpoint-"
@@ -46,7 +50,9 @@ type header struct {
 	fileID uint64
 }
 
-func headerLen(members int) int { return fixedHeaderLen + 4*members + crcLen }
+// headerLen is the length of a version 2 header with members IDs and a
+// membership section of mb bytes.
+func headerLen(members, mb int) int { return fixedHeaderLen + 4*members + 4 + mb + crcLen }
 
 // fileSizeFor is the size of a file whose header is hlen bytes and whose
 // image of size bytes is cut into blocks of bs. The caller has bounded
@@ -75,7 +81,7 @@ func blockCRC(seed uint32, idx uint64, data []byte) uint32 {
 // bytes, and returns the header's length. h has passed Meta.validate.
 func encodeHeader(b []byte, h *header) int {
 	m := &h.meta
-	hlen := headerLen(len(m.Members))
+	hlen := headerLen(len(m.Members), len(m.Memberships))
 	contract.Require(len(b) >= hlen, "encodeHeader: buffer too short")
 	le := binary.LittleEndian
 	copy(b[0:4], magic)
@@ -93,6 +99,9 @@ func encodeHeader(b []byte, h *header) int {
 	for i, id := range m.Members {
 		le.PutUint32(b[fixedHeaderLen+4*i:], uint32(id))
 	}
+	at := fixedHeaderLen + 4*len(m.Members)
+	le.PutUint32(b[at:], uint32(len(m.Memberships)))
+	copy(b[at+4:], m.Memberships)
 	le.PutUint32(b[hlen-crcLen:hlen], crc32.Checksum(b[:hlen-crcLen], castagnoli))
 	return hlen
 }
@@ -100,12 +109,24 @@ func encodeHeader(b []byte, h *header) int {
 // headerNeed is how many bytes the header that b (at least fixedHeaderLen
 // bytes) begins needs in all; fixedHeaderLen when its member count is out
 // of range, so that decodeHeader reports that.
-func headerNeed(b []byte) int {
-	m := binary.LittleEndian.Uint32(b[60:64])
+func headerNeed(b []byte, have int) int {
+	le := binary.LittleEndian
+	m := le.Uint32(b[60:64])
 	if m < 1 || m > MaxMembers {
 		return fixedHeaderLen
 	}
-	return headerLen(int(m))
+	if le.Uint16(b[4:6]) == 1 {
+		return fixedHeaderLen + 4*int(m) + crcLen
+	}
+	at := fixedHeaderLen + 4*int(m)
+	if have < at+4 {
+		return at + 4 // the membership section's length first
+	}
+	mb := le.Uint32(b[at:])
+	if mb > MaxMembershipBytes {
+		return at + 4 // decodeHeader reports it
+	}
+	return headerLen(int(m), int(mb))
 }
 
 // decodeHeader decodes the header at the start of b, which holds the
@@ -120,8 +141,9 @@ func decodeHeader(b []byte, path string) (header, int, error) {
 	if string(b[0:4]) != magic {
 		return header{}, 0, corrupt(path, 0, "bad magic %q (not a checkpoint file)", b[0:4])
 	}
-	if v := le.Uint16(b[4:6]); v != Version {
-		return header{}, 0, corrupt(path, 4, "format version %d, this build reads version %d", v, Version)
+	v := le.Uint16(b[4:6])
+	if v != Version && v != 1 {
+		return header{}, 0, corrupt(path, 4, "format version %d, this build reads versions 1 and %d", v, Version)
 	}
 	if r := le.Uint16(b[6:8]); r != 0 {
 		return header{}, 0, corrupt(path, 6, "reserved header field is %#04x, not zero", r)
@@ -130,7 +152,21 @@ func decodeHeader(b []byte, path string) (header, int, error) {
 	if m < 1 || m > MaxMembers {
 		return header{}, 0, corrupt(path, 60, "member count %d outside [1, %d]", m, MaxMembers)
 	}
-	hlen := headerLen(int(m))
+	at := fixedHeaderLen + 4*int(m)
+	hlen, mb := at+crcLen, 0
+	if v > 1 {
+		if len(b) < at+4 {
+			return header{}, 0, corrupt(path, int64(len(b)), "file is %d bytes, shorter than its header", len(b))
+		}
+		mb = int(le.Uint32(b[at:]))
+		if mb > MaxMembershipBytes {
+			return header{}, 0, corrupt(path, int64(at), "membership section of %d bytes exceeds the maximum %d", mb, MaxMembershipBytes)
+		}
+		hlen = headerLen(int(m), mb)
+		if len(b) < hlen {
+			return header{}, 0, corrupt(path, int64(at), "membership section of %d bytes runs past the end of the file (%d bytes)", mb, len(b))
+		}
+	}
 	if len(b) < hlen {
 		return header{}, 0, corrupt(path, int64(len(b)), "file is %d bytes, shorter than its %d-byte header", len(b), hlen)
 	}
@@ -169,6 +205,9 @@ func decodeHeader(b []byte, path string) (header, int, error) {
 				"member %d is %d: members must be non-zero, ascending, without repeats", i, id)
 		}
 		h.meta.Members[i] = id
+	}
+	if mb > 0 {
+		h.meta.Memberships = slices.Clone(b[at+4 : at+4+mb])
 	}
 	return h, hlen, nil
 }

@@ -51,7 +51,7 @@ func TestRapidRoundTrip(t *testing.T) {
 		}
 		blocks := (int64(size) + int64(bs) - 1) / int64(bs)
 		file := fileBytes(t, fsys, info.Path)
-		if want := int64(68+4*nMembers) + int64(size) + 4*blocks; int64(len(file)) != want || info.FileSize != want {
+		if want := int64(72+4*nMembers) + int64(size) + 4*blocks; int64(len(file)) != want || info.FileSize != want {
 			t.Fatalf("file %d bytes, Info %d, format says %d", len(file), info.FileSize, want)
 		}
 

@@ -89,7 +89,7 @@ func (r *Receiver) Write(offset int64, chunk []byte) error {
 		copy(r.hdr[offset:], chunk)
 	}
 	r.off += int64(len(chunk))
-	if !r.hdrOK && r.off >= fixedHeaderLen && r.off >= int64(min(headerNeed(r.hdr[:]), int(r.total))) {
+	if !r.hdrOK && r.off >= fixedHeaderLen && r.off >= int64(min(headerNeed(r.hdr[:], int(r.off)), int(r.total))) {
 		if err := r.checkHeader(); err != nil {
 			r.err = err
 			return err

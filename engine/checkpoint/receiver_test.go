@@ -179,7 +179,7 @@ func TestReceiverRefusesForeign(t *testing.T) {
 			if !errors.As(err, &me) || me.Field != tc.field || !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("%s: %v, want a mismatch saying %q", tc.name, err, tc.msg)
 			}
-			if chunk == 1 && r.Offset() != int64(headerLen(3)) {
+			if chunk == 1 && r.Offset() != int64(headerLen(3, 0)) {
 				t.Fatalf("%s: refused at offset %d, not as soon as the header was in", tc.name, r.Offset())
 			}
 			if err2 := r.Write(r.Offset(), []byte{0}); err2 != err {
@@ -209,7 +209,7 @@ func TestReceiverRefusesForeign(t *testing.T) {
 
 func TestReceiverDetectsCorruptChunk(t *testing.T) {
 	src, file := sourceCheckpoint(t, 1000)
-	hlen := headerLen(3)
+	hlen := headerLen(3, 0)
 	for _, at := range []int{hlen, hlen + 500, len(file) - 1} {
 		dst := vfs.NewMemFS()
 		mustWrite(t, dst, testDir, testMeta(10), []byte("older"))

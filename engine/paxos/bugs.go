@@ -29,6 +29,9 @@ const (
 	// BugReadWithoutQuorum: a leader serves a read index without its probe
 	// round, as if every replica had confirmed it still leads (issue 15).
 	BugReadWithoutQuorum
+	// BugConfigAtChosenSlot: a membership change takes effect in the slot
+	// after the one it is chosen in, instead of α slots later (issue 15).
+	BugConfigAtChosenSlot
 )
 
 // AllBugs lists every plantable bug with its name.
@@ -44,4 +47,5 @@ var AllBugs = []struct {
 	{BugLeadBeforeOwnPromise, "lead-before-own-promise"},
 	{BugInstallOffByOne, "install-snapshot-off-by-one"},
 	{BugReadWithoutQuorum, "read-index-without-quorum"},
+	{BugConfigAtChosenSlot, "config-at-chosen-slot"},
 }

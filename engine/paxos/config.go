@@ -10,10 +10,20 @@ import (
 // Config fixes a replica's identity, its cluster and its timing. All durations
 // are in ticks; the caller decides how long a tick is.
 type Config struct {
-	// ID is this replica; it must be one of Members.
+	// ID is this replica; it must be one of Members, unless the replica
+	// restarts from a checkpoint that records its configurations.
 	ID wire.ReplicaID
-	// Members lists every replica of the cluster, at most 64, no duplicates, no 0.
+	// Members lists the replicas a cluster is created with, at most 64, no
+	// duplicates, no 0; all of them vote. It is used only when the
+	// persisted state records no configuration (Persisted.Memberships):
+	// after that the member set comes from the log (membership.go).
 	Members []wire.ReplicaID
+	// Alpha is α for a new cluster: a membership change chosen in slot s
+	// governs from slot s+α on, and a leader keeps at most α slots beyond
+	// its commit index in flight, whatever its Window. Like Members, it is
+	// used only when the persisted state records no configuration, and
+	// every first member must be given the same. 0: DefaultAlpha.
+	Alpha int
 	// ElectionTicks is the base election timeout: a follower that hears no
 	// leader for a random number of ticks in [ElectionTicks, 2*ElectionTicks)
 	// starts an election. A leader that hears from no quorum for as long steps down.
@@ -64,6 +74,17 @@ type Config struct {
 	MaxDriftPercent int
 	// Seed seeds the election-timeout randomization (deterministically).
 	Seed uint64
+}
+
+// DefaultAlpha is Config.Alpha when zero: above the default Window, so
+// that pipelining is not capped by it.
+const DefaultAlpha = 1024
+
+func (c *Config) alpha() int {
+	if c.Alpha == 0 {
+		return DefaultAlpha
+	}
+	return c.Alpha
 }
 
 // DefaultMaxCatchUpBytes is MaxCatchUpBytes when zero: a quarter of the
@@ -120,8 +141,8 @@ func (c *Config) Validate() error {
 	if c.ID == 0 {
 		return &ConfigError{"ID", "replica ID 0 is reserved"}
 	}
-	if !slices.Contains(c.Members, c.ID) {
-		return &ConfigError{"ID", fmt.Sprintf("%d is not in Members %v", c.ID, c.Members)}
+	if c.Alpha < 0 {
+		return &ConfigError{"Alpha", fmt.Sprintf("%d, need at least 1 (or 0 for the default)", c.Alpha)}
 	}
 	if c.ElectionTicks < 2 {
 		return &ConfigError{"ElectionTicks", fmt.Sprintf("%d, need at least 2", c.ElectionTicks)}

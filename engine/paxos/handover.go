@@ -39,17 +39,14 @@ func (n *Node) TransferLeadership(to wire.ReplicaID) error {
 	}
 	if to == 0 {
 		best := wire.Slot(0)
-		for _, p := range n.cfg.Members {
-			if p == n.cfg.ID {
-				continue
-			}
+		n.forEachPeer(n.newest().voters&^n.self, func(p wire.ReplicaID) {
 			if c := n.peerCommit[n.index[p]]; to == 0 || c > best {
 				to, best = p, c
 			}
-		}
+		})
 	}
-	if _, ok := n.index[to]; !ok || to == n.cfg.ID {
-		return fmt.Errorf("paxos: cannot hand leadership to %d: not a peer of %d (members %v)", to, n.cfg.ID, n.cfg.Members)
+	if to == n.cfg.ID || !n.newest().m.IsVoter(to) {
+		return fmt.Errorf("paxos: cannot hand leadership to %d: not a voting peer of %d (%v)", to, n.cfg.ID, n.newest().m)
 	}
 	n.handoverTo, n.handoverElapsed, n.handoverSent = to, 0, false
 	n.maybeHandOver()
@@ -71,19 +68,22 @@ func (n *Node) maybeHandOver() {
 		return // the target does not hold all of them chosen, durably
 	}
 	n.handoverSent = true
-	n.leaseUntil = 0 // renounced: no lease read from here on
-	var release wire.Slot
-	if n.cfg.LeaseTicks > 0 {
-		release = 2
-		for _, p := range n.cfg.Members {
-			if p != n.cfg.ID {
-				// A probe that releases the grants to this ballot.
-				n.send1(wire.Message{Type: wire.MsgReadProbe, To: p, Ballot: n.ballot, Slot: 0, Commit: release})
-			}
-		}
-		n.releaseLease(n.ballot)
-	}
+	n.renounceLease()
 	n.send1(wire.Message{Type: wire.MsgTimeoutNow, To: n.handoverTo, Ballot: n.ballot, Commit: n.commit})
+}
+
+// renounceLease gives this leader's lease up: no lease read from here on,
+// and the granters, its own acceptor included, are told they may promise
+// again (a probe with Commit 2), since the lease they protect is renounced.
+func (n *Node) renounceLease() {
+	n.leaseUntil = 0
+	if n.cfg.LeaseTicks == 0 {
+		return
+	}
+	n.forEachPeer(n.votersFrom(n.commit)&^n.self, func(p wire.ReplicaID) {
+		n.send1(wire.Message{Type: wire.MsgReadProbe, To: p, Ballot: n.ballot, Slot: 0, Commit: 2})
+	})
+	n.releaseLease(n.ballot)
 }
 
 // tickHandover gives a handover up after ElectionTicks. Leader only.
@@ -126,7 +126,10 @@ func (n *Node) SetCanLead(ok bool) {
 	}
 }
 
-func (n *Node) canLead() bool { return !n.vetoed }
+// canLead reports whether this replica may campaign: it is not vetoed, and
+// it votes in the configuration of its commit index (learners and removed
+// replicas never lead).
+func (n *Node) canLead() bool { return !n.vetoed && n.configFor(n.commit).m.IsVoter(n.cfg.ID) }
 
 // PeerStatus is a peer's health as the leader sees it.
 type PeerStatus struct {
@@ -151,10 +154,7 @@ func (n *Node) Peers() []PeerStatus {
 		return nil
 	}
 	var out []PeerStatus
-	for _, p := range n.cfg.Members {
-		if p == n.cfg.ID {
-			continue
-		}
+	n.forEachPeer(n.recipients(), func(p wire.ReplicaID) {
 		i := n.index[p]
 		ps := PeerStatus{ID: p, LastContact: n.ticks - n.lastHeard[i], Commit: n.peerCommit[i]}
 		end := min(n.unsent, n.nextSlot)
@@ -164,6 +164,6 @@ func (n *Node) Peers() []PeerStatus {
 			}
 		}
 		out = append(out, ps)
-	}
+	})
 	return out
 }

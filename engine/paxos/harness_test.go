@@ -86,7 +86,7 @@ func (c *testCluster) settle() {
 				// State transfer, as the runtime does it: the receiver
 				// installs the sender's newest checkpoint if it needs it.
 				for _, to := range rd.SendSnapshot {
-					if c.nodes[to].InstallSnapshot(n.Status().Snapshot) {
+					if c.nodes[to].InstallSnapshot(n.Status().Snapshot, n.MembershipsAt(n.Status().Snapshot)) {
 						c.transfers++
 					}
 				}

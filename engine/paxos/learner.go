@@ -10,15 +10,14 @@ import (
 // below c is chosen, with the value b's leader proposed. An entry this replica
 // accepted in b therefore holds the chosen value; any other must be fetched.
 func (n *Node) learnCommit(from wire.ReplicaID, b wire.Ballot, c wire.Slot) {
-	for n.commit < c && n.commit < n.end() {
-		st := n.at(n.commit)
+	for s := n.commit; s < c && s < n.end(); s++ {
+		st := n.at(s)
 		if !st.chosen && st.ballot != b {
 			break
 		}
 		st.chosen = true
-		n.commit++
 	}
-	n.advanceCommit()
+	n.advanceCommit() // which registers membership changes in order
 	if n.commit < c {
 		n.requestCatchUp(from, c)
 	}

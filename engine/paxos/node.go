@@ -1,8 +1,9 @@
 package paxos
 
 import (
-	"math/bits"
+	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 
 	"github.com/vestalabs/vesta/engine/wire"
@@ -49,8 +50,13 @@ type Persisted struct {
 	// machine from (0: none): every slot below it is chosen and applied in
 	// that image, so the log need not hold those slots, and entries below it
 	// are ignored. The checkpoint must be durable.
-	Snapshot  wire.Slot
-	HardState HardState
+	Snapshot wire.Slot
+	// Memberships are the configurations that govern Snapshot and later
+	// slots, as the checkpoint recorded them (MembershipsAt); with none, the
+	// replica is one of the cluster's first members: Config.Members voting
+	// from slot 0, with Config.Alpha.
+	Memberships []Membership
+	HardState   HardState
 	// Entries in the order they were written; a later entry for a slot
 	// replaces an earlier one.
 	Entries []wire.Entry
@@ -79,6 +85,17 @@ type Status struct {
 	// every turn of the runtime's loop, and health costs a pass over the
 	// window.
 	HandingOver wire.ReplicaID
+	// Epoch is the epoch of the configuration that governs the commit
+	// index; Voter says whether this replica votes in it.
+	Epoch uint64
+	Voter bool
+	// Removed: this replica was a member, is in no configuration from its
+	// commit index on, and knows that every member of those holds the
+	// slots it was needed for (removed). It takes no further part; the
+	// runtime stops it.
+	// (A replica that joins is in no configuration it knows until it
+	// learns the change that adds it; it is not Removed meanwhile.)
+	Removed bool
 }
 
 // Ready is the work a replica hands its caller; see the package comment for
@@ -124,12 +141,18 @@ type slotState struct {
 
 // Node is one replica's protocol state. It is not safe for concurrent use.
 type Node struct {
-	cfg    Config
-	self   uint64 // this replica's bit in vote masks
-	index  map[wire.ReplicaID]int
-	quorum int
-	rng    *rand.Rand
-	bugs   Bug // planted protocol bugs, test builds only; zero otherwise
+	cfg   Config
+	self  uint64 // this replica's bit in vote masks
+	index map[wire.ReplicaID]int
+	ids   []wire.ReplicaID // every replica ID in index, by its bit
+	rng   *rand.Rand
+	// configs is the configuration history (membership.go): the one that
+	// governs base, then every later one known, by From.
+	configs           []configAt
+	membershipChanged bool      // a change was chosen since MembershipChanged
+	wasMember         bool      // some configuration known listed this replica
+	releaseSeen       wire.Slot // the highest release point a leader announced
+	bugs              Bug       // planted protocol bugs, test builds only; zero otherwise
 
 	// Acceptor and learner state.
 	promised wire.Ballot
@@ -171,8 +194,9 @@ type Node struct {
 	role          Role
 	ballot        wire.Ballot
 	prepareFrom   wire.Slot
-	promises      uint64 // members whose promise for ballot arrived (self once durable)
-	merged        map[wire.Slot]wire.Entry
+	promises      uint64                   // members whose promise for ballot arrived (self once durable)
+	merged        map[wire.Slot]wire.Entry // candidate: phase 1's reports; leader: those not yet re-proposed
+	mergedEnd     wire.Slot                // leader: the end of the slots phase 1 reported
 	selfPromised  bool
 	nextSlot      wire.Slot
 	inflightBytes int       // value bytes in [commit, nextSlot): see windowHasRoom
@@ -187,8 +211,9 @@ type Node struct {
 	readQueue   []uint64 // reads waiting for the next round
 	readBatch   []uint64 // reads of the round out
 	readIndex   wire.Slot
-	readRound   uint64 // the round's number; acks of others are stale
-	readAcks    uint64 // members that acknowledged the round, self included
+	readRound   uint64    // the round's number; acks of others are stale
+	readAcks    uint64    // members that acknowledged the round, self included
+	roundFrom   wire.Slot // the commit index when the round was sent: its acks must be quorums of the configurations from there
 	readElapsed int
 	roundOut    bool   // a probe round is out
 	roundSentAt uint64 // ticks when the round out (or the last) was sent
@@ -234,17 +259,29 @@ func New(cfg Config, p Persisted) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:        cfg,
-		index:      make(map[wire.ReplicaID]int, len(cfg.Members)),
-		quorum:     len(cfg.Members)/2 + 1,
-		rng:        rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.ID))),
-		peerCommit: make([]wire.Slot, len(cfg.Members)),
-		lastHeard:  make([]uint64, len(cfg.Members)),
+		cfg:   cfg,
+		index: make(map[wire.ReplicaID]int, len(cfg.Members)),
+		rng:   rand.New(rand.NewPCG(cfg.Seed, uint64(cfg.ID))),
 	}
-	for i, m := range cfg.Members {
-		n.index[m] = i
+	// This replica's own bit first, so that it has one even when it is in
+	// no configuration (a removed replica restarting).
+	n.index[cfg.ID] = 0
+	n.ids = append(n.ids, cfg.ID)
+	n.peerCommit, n.lastHeard = make([]wire.Slot, 1), make([]uint64, 1)
+	n.self = 1
+	history := p.Memberships
+	if len(history) == 0 {
+		if !slices.Contains(cfg.Members, cfg.ID) {
+			return nil, &ConfigError{"ID", fmt.Sprintf("%d is not in Members %v (a replica that joins a running cluster starts from a checkpoint)", cfg.ID, cfg.Members)}
+		}
+		history = []Membership{{Epoch: 1, Alpha: uint64(cfg.alpha()), Voters: cfg.Members}}
 	}
-	n.self = 1 << n.index[cfg.ID]
+	if err := n.setHistory(history); err != nil {
+		return nil, &RestoreError{Reason: "membership: " + err.Error()}
+	}
+	if n.configs[0].m.From > p.Snapshot {
+		return nil, &RestoreError{Reason: fmt.Sprintf("the oldest membership restored (%v) starts after the checkpoint's slot %d", n.configs[0].m, p.Snapshot)}
+	}
 	n.promised = p.HardState.Promised
 	snap := p.Snapshot
 	n.base, n.released, n.snapshot, n.applied = snap, snap, snap, snap
@@ -256,8 +293,13 @@ func New(cfg Config, p Persisted) (*Node, error) {
 			}
 			continue
 		}
-		if e.Value.Kind != wire.ValueBatch && e.Value.Kind != wire.ValueNoop {
+		if !e.Value.Kind.Valid() {
 			return nil, &RestoreError{Reason: "entry for slot " + itoa(uint64(e.Slot)) + " has an unknown value kind"}
+		}
+		if e.Value.Kind == wire.ValueConfig {
+			if _, err := DecodeChange(e.Value.Data); err != nil {
+				return nil, &RestoreError{Reason: "entry for slot " + itoa(uint64(e.Slot)) + ": " + err.Error()}
+			}
 		}
 		st := n.slot(e.Slot)
 		st.ballot, st.value = e.Ballot, e.Value
@@ -275,9 +317,12 @@ func New(cfg Config, p Persisted) (*Node, error) {
 		}
 		n.at(s).chosen = true
 	}
-	n.commit = max(p.HardState.Commit, snap)
-	n.durableCommit = n.commit
+	// The commit index walks over the restored chosen prefix, so that the
+	// changes in it are registered in slot order.
+	n.commit = snap
 	n.advanceCommit()
+	n.requiref(n.commit >= p.HardState.Commit, "restored commit %d short of the hard state's %d", n.commit, p.HardState.Commit)
+	n.durableCommit = n.commit
 	n.savedHS = p.HardState
 	// The promise restored (raised to the highest accepted ballot, whose
 	// entry is durable) is durable, and a new ballot is picked above it.
@@ -297,6 +342,9 @@ func (n *Node) Status() Status {
 		ID: n.cfg.ID, Role: n.role, Leader: n.leader, Promised: n.promised,
 		Commit: n.commit, Applied: n.applied, Released: n.released, Snapshot: n.snapshot,
 	}
+	c := n.configFor(n.commit)
+	st.Epoch, st.Voter = c.m.Epoch, c.voters&n.self != 0
+	st.Removed = n.removed()
 	if n.role != Follower {
 		st.Ballot = n.ballot
 	}
@@ -449,9 +497,11 @@ func (n *Node) learnChosen(s wire.Slot, v wire.Value) {
 func (n *Node) advanceCommit() {
 	old := n.commit
 	for n.commit < n.end() && n.at(n.commit).chosen {
+		st := n.at(n.commit)
 		if n.role == Leader && n.commit < n.nextSlot {
-			n.inflightBytes -= len(n.at(n.commit).value.Data)
+			n.inflightBytes -= len(st.value.Data)
 		}
+		n.registerChosen(n.commit, st.value)
 		n.commit++
 	}
 	contract.Ensure(n.commit >= old, "commit index moved back")
@@ -479,15 +529,6 @@ func (n *Node) resetElectionTimer() {
 }
 
 func (n *Node) bit(id wire.ReplicaID) uint64 { return 1 << n.index[id] }
-
-func (n *Node) isQuorum(mask uint64) bool { return bits.OnesCount64(mask) >= n.effectiveQuorum() }
-
-func (n *Node) effectiveQuorum() int {
-	if n.bugs&BugSmallQuorum != 0 && n.quorum > 1 {
-		return n.quorum - 1
-	}
-	return n.quorum
-}
 
 // ownAcceptedFrom lists this replica's accepted entries at or above from, as a
 // promise reports them: entries below the commit index as chosen. Released

@@ -26,8 +26,8 @@ import (
 
 // startPreVote begins a pre-vote (the election timer ran out).
 func (n *Node) startPreVote() {
-	if n.vetoed {
-		n.resetElectionTimer() // may not lead (SetCanLead)
+	if !n.canLead() {
+		n.resetElectionTimer() // may not lead (SetCanLead), or votes in no configuration
 		return
 	}
 	if n.role != Follower {
@@ -39,7 +39,7 @@ func (n *Node) startPreVote() {
 	n.preVotes = n.self
 	n.heartbeatElapsed = 0
 	n.resetElectionTimer()
-	if n.isQuorum(n.preVotes) {
+	if n.isQuorumFrom(n.commit, n.preVotes) {
 		n.startElection() // a cluster of one
 		return
 	}
@@ -49,12 +49,11 @@ func (n *Node) startPreVote() {
 // broadcastPreVote asks every peer, or on retry only those that have not said
 // yes.
 func (n *Node) broadcastPreVote(retry bool) {
-	for _, p := range n.cfg.Members {
-		if p == n.cfg.ID || (retry && n.preVotes&n.bit(p) != 0) {
-			continue
+	n.forEachPeer(n.votersFrom(n.commit)&^n.self, func(p wire.ReplicaID) {
+		if !retry || n.preVotes&n.bit(p) == 0 {
+			n.send1(wire.Message{Type: wire.MsgPreVote, To: p, Ballot: n.preBallot, Slot: n.commit})
 		}
-		n.send1(wire.Message{Type: wire.MsgPreVote, To: p, Ballot: n.preBallot, Slot: n.commit})
-	}
+	})
 }
 
 // onPreVote answers yes if this replica would take part in m.From's
@@ -75,7 +74,7 @@ func (n *Node) onPreVoteGrant(m wire.Message) {
 	}
 	contract.Require(n.role == Follower, "pre-voting while not a follower")
 	n.preVotes |= n.bit(m.From)
-	if n.isQuorum(n.preVotes) {
+	if n.isQuorumFrom(n.commit, n.preVotes) {
 		n.startElection()
 	}
 }

@@ -119,7 +119,7 @@ func propertyWorld(runs, withChosen, totalChosen, withTransfer *int) func(*rapid
 						continue
 					}
 					p.snap = max(p.snap, s)
-					if !p.node.InstallSnapshot(s) {
+					if !p.node.InstallSnapshot(s, r.node.MembershipsAt(s)) {
 						t.Fatalf("replica %d refused checkpoint %d it needs", to, s)
 					}
 					p.next = s

@@ -10,8 +10,8 @@ import (
 // startElection begins phase 1 with a ballot above any seen, for every slot
 // from the commit index on, in one Prepare.
 func (n *Node) startElection() {
-	if n.vetoed {
-		n.resetElectionTimer() // may not lead (SetCanLead)
+	if !n.canLead() {
+		n.resetElectionTimer() // may not lead (SetCanLead), or votes in no configuration
 		return
 	}
 	if n.leaseRefuses(wire.Ballot{Round: max(n.promised.Round, n.maxRoundSeen) + 1, Replica: n.cfg.ID}) {
@@ -37,6 +37,7 @@ func (n *Node) startElection() {
 	n.promises = 0
 	n.selfPromised = false
 	n.merged = make(map[wire.Slot]wire.Entry)
+	n.mergedEnd = 0
 	n.heartbeatElapsed = 0
 	n.resetElectionTimer()
 	n.broadcastPrepare(false)
@@ -45,12 +46,11 @@ func (n *Node) startElection() {
 // broadcastPrepare sends the Prepare to every peer, or on retry only to those
 // whose promise has not arrived.
 func (n *Node) broadcastPrepare(retry bool) {
-	for _, p := range n.cfg.Members {
-		if p == n.cfg.ID || (retry && n.promises&n.bit(p) != 0) {
-			continue
+	n.forEachPeer(n.votersFrom(n.prepareFrom)&^n.self, func(p wire.ReplicaID) {
+		if !retry || n.promises&n.bit(p) == 0 {
+			n.send1(wire.Message{Type: wire.MsgPrepare, To: p, Ballot: n.ballot, Slot: n.prepareFrom, Commit: n.commit})
 		}
-		n.send1(wire.Message{Type: wire.MsgPrepare, To: p, Ballot: n.ballot, Slot: n.prepareFrom, Commit: n.commit})
-	}
+	})
 }
 
 func (n *Node) onPromise(m wire.Message) {
@@ -99,7 +99,7 @@ func (n *Node) maybeWinElection() {
 	} else if n.bugs&BugLeadBeforeOwnPromise == 0 {
 		return
 	}
-	if n.isQuorum(mask) {
+	if n.isQuorumFrom(n.prepareFrom, mask) {
 		n.becomeLeader()
 	}
 }
@@ -122,11 +122,19 @@ func (n *Node) becomeLeader() {
 	// lacks them learns the commit index and catches up, from a
 	// checkpoint if need be.
 	from := max(n.prepareFrom, n.released)
+	n.nextSlot = from
 	for s := from; s < end; s++ {
 		v := wire.Noop
 		if e, ok := n.merged[s]; ok {
 			v = e.Value
 		}
+		if !n.canPropose(s) {
+			// Beyond what this ballot's phase 1 covers (membership.go): the
+			// rest is re-proposed by fillWindow as the commit index moves.
+			break
+		}
+		n.nextSlot = s + 1
+		delete(n.merged, s)
 		st := n.slot(s)
 		st.votes = 0
 		if st.chosen {
@@ -137,8 +145,7 @@ func (n *Node) becomeLeader() {
 		}
 		n.accept(s, n.ballot, v)
 	}
-	n.merged = nil
-	n.nextSlot = end
+	n.mergedEnd = end
 	n.leadStart = end
 	n.inflightBytes = n.countInflight()
 	n.unsent = from
@@ -147,6 +154,7 @@ func (n *Node) becomeLeader() {
 	n.heardFrom = 0
 	n.broadcastHeartbeat()
 	contract.Ensure(n.nextSlot >= n.prepareFrom, "next slot below the prepared suffix")
+	n.fillWindow()
 }
 
 // Propose submits a value (a batch of commands) for the next free slot. It is
@@ -162,7 +170,7 @@ func (n *Node) Propose(v wire.Value) error {
 	if n.handoverTo != 0 {
 		return ErrHandover
 	}
-	if len(n.pending) == 0 && n.windowHasRoom() {
+	if len(n.pending) == 0 && n.nextSlot >= n.mergedEnd && n.windowHasRoom() {
 		n.proposeNext(v)
 		return nil
 	}
@@ -177,6 +185,9 @@ func (n *Node) Propose(v wire.Value) error {
 // than Window slots and MaxInflightBytes of values are proposed and not
 // chosen, or none at all.
 func (n *Node) windowHasRoom() bool {
+	if !n.canPropose(n.nextSlot) {
+		return false // its configuration unknown, or not covered by this ballot's phase 1
+	}
 	if n.nextSlot == n.commit {
 		return true
 	}
@@ -216,8 +227,33 @@ func (n *Node) proposeNext(v wire.Value) {
 
 // fillWindow moves queued proposals into the window while it has room.
 func (n *Node) fillWindow() {
+	if n.role != Leader {
+		return
+	}
+	n.maybeLeaveLeadership()
 	if n.handoverTo != 0 {
 		return // handing over: the target must catch up, not chase new slots
+	}
+	// Slots phase 1 found that were beyond its reach when this replica won
+	// (becomeLeader) go first.
+	for n.nextSlot < n.mergedEnd && n.windowHasRoom() {
+		v := wire.Noop
+		if e, ok := n.merged[n.nextSlot]; ok {
+			v = e.Value
+			delete(n.merged, n.nextSlot)
+		}
+		if st := n.slot(n.nextSlot); st.chosen {
+			// Known chosen here already: re-sent as it is (becomeLeader).
+			n.requiref(st.value.Equal(v), "slot %d: phase 1 chose %v over known chosen %v", n.nextSlot, v, st.value)
+			n.inflightBytes += len(st.value.Data)
+			n.nextSlot++
+			continue
+		}
+		n.proposeNext(v)
+	}
+	if n.nextSlot < n.mergedEnd {
+		n.maybeRenewBallot()
+		return
 	}
 	i := 0
 	for i < len(n.pending) && n.windowHasRoom() {
@@ -227,6 +263,8 @@ func (n *Node) fillWindow() {
 	if i > 0 {
 		n.pending = slices.Delete(n.pending, 0, i)
 	}
+	n.fillToChange()
+	n.maybeRenewBallot()
 }
 
 // broadcastNewAccepts sends every slot proposed since the last Ready to every
@@ -245,20 +283,16 @@ func (n *Node) broadcastNewAccepts() {
 	}
 	n.unsent = n.nextSlot
 	rp := n.releasePoint()
-	for _, p := range n.cfg.Members {
-		if p != n.cfg.ID {
-			n.send1(wire.Message{Type: wire.MsgAccept, To: p, Ballot: n.ballot, Slot: rp, Commit: n.commit, Entries: entries})
-		}
-	}
+	n.forEachPeer(n.recipients(), func(p wire.ReplicaID) {
+		n.send1(wire.Message{Type: wire.MsgAccept, To: p, Ballot: n.ballot, Slot: rp, Commit: n.commit, Entries: entries})
+	})
 }
 
 func (n *Node) broadcastHeartbeat() {
 	rp := n.releasePoint()
-	for _, p := range n.cfg.Members {
-		if p != n.cfg.ID {
-			n.send1(wire.Message{Type: wire.MsgHeartbeat, To: p, Ballot: n.ballot, Slot: rp, Commit: n.commit})
-		}
-	}
+	n.forEachPeer(n.recipients(), func(p wire.ReplicaID) {
+		n.send1(wire.Message{Type: wire.MsgHeartbeat, To: p, Ballot: n.ballot, Slot: rp, Commit: n.commit})
+	})
 }
 
 // retransmit resends, to each peer, the already-sent slots of the window that
@@ -266,10 +300,7 @@ func (n *Node) broadcastHeartbeat() {
 func (n *Node) retransmit() {
 	end := min(n.unsent, n.nextSlot)
 	rp := n.releasePoint()
-	for _, p := range n.cfg.Members {
-		if p == n.cfg.ID {
-			continue
-		}
+	n.forEachPeer(n.recipients(), func(p wire.ReplicaID) {
 		bit := n.bit(p)
 		var entries []wire.Entry
 		for s := n.commit; s < end; s++ {
@@ -282,7 +313,7 @@ func (n *Node) retransmit() {
 		if len(entries) > 0 {
 			n.send1(wire.Message{Type: wire.MsgAccept, To: p, Ballot: n.ballot, Slot: rp, Commit: n.commit, Entries: entries})
 		}
-	}
+	})
 }
 
 func (n *Node) onAccepted(m wire.Message) {
@@ -307,7 +338,7 @@ func (n *Node) onAccepted(m wire.Message) {
 // checkChosen marks slot s chosen once a quorum accepted it in the leader's ballot.
 func (n *Node) checkChosen(s wire.Slot) {
 	st := n.at(s)
-	if st.chosen || !n.isQuorum(st.votes) {
+	if st.chosen || !n.isQuorumFor(s, st.votes) {
 		return
 	}
 	n.requiref(st.ballot == n.ballot, "slot %d counted chosen with votes for ballot %v while holding %v", s, n.ballot, st.ballot)

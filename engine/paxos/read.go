@@ -80,14 +80,14 @@ func (n *Node) LeaseRead(id uint64) bool {
 // replica can have been elected, so its commit index covers every write
 // completed (lease.go's argument).
 func (n *Node) HoldsLease() bool {
-	return n.role == Leader && n.cfg.LeaseTicks > 0 && n.ticks < n.leaseUntil && n.commit >= n.leadStart
+	return n.role == Leader && n.cfg.LeaseTicks > 0 && n.ticks < n.leaseUntil && n.commit >= n.leadStart && n.established()
 }
 
 // maybeStartRound starts a probe round for the reads queued, unless one is
 // out.
 func (n *Node) maybeStartRound() {
-	if n.role != Leader || n.roundOut || len(n.readQueue) == 0 {
-		return
+	if n.role != Leader || n.roundOut || len(n.readQueue) == 0 || !n.established() {
+		return // not established: the reads wait for its renewed ballot (membership.go)
 	}
 	n.readBatch, n.readQueue = n.readQueue, n.readBatch[:0]
 	n.readIndex = max(n.commit, n.leadStart)
@@ -101,6 +101,7 @@ func (n *Node) maybeStartRound() {
 func (n *Node) sendRound() {
 	n.readRound++
 	n.roundOut = true
+	n.roundFrom = n.commit
 	n.roundSentAt = n.ticks
 	n.readAcks = n.self
 	n.readElapsed = 0
@@ -112,11 +113,9 @@ func (n *Node) sendRound() {
 		lease = 1
 		n.grantLease(n.ballot) // this replica's own acceptor
 	}
-	for _, p := range n.cfg.Members {
-		if p != n.cfg.ID {
-			n.send1(wire.Message{Type: wire.MsgReadProbe, To: p, Ballot: n.ballot, Slot: wire.Slot(n.readRound), Commit: lease})
-		}
-	}
+	n.forEachPeer(n.votersFrom(n.roundFrom)&^n.self, func(p wire.ReplicaID) {
+		n.send1(wire.Message{Type: wire.MsgReadProbe, To: p, Ballot: n.ballot, Slot: wire.Slot(n.readRound), Commit: lease})
+	})
 	n.maybeFinishRound()
 }
 
@@ -124,7 +123,7 @@ func (n *Node) sendRound() {
 // reads are handed out, the lease extended, and the next round started if
 // reads are queued.
 func (n *Node) maybeFinishRound() {
-	if !n.roundOut || !n.isQuorum(n.readAcks) {
+	if !n.roundOut || !n.isQuorumFrom(n.roundFrom, n.readAcks) {
 		return
 	}
 	contract.Invariantf(n.role == Leader, "read round finished by a %v", n.role)
@@ -170,6 +169,7 @@ func (n *Node) onReadProbeAck(m wire.Message) {
 // tickReads resends an unanswered round, and with leases on starts a round
 // every heartbeat interval to keep the lease. Leader only.
 func (n *Node) tickReads() {
+	n.maybeStartRound() // reads that waited for the leader to be established (membership.go)
 	if n.roundOut {
 		n.readElapsed++
 		if n.readElapsed >= 2*n.cfg.HeartbeatTicks {

@@ -54,11 +54,9 @@ func (n *Node) noteDurableCommit(from wire.ReplicaID, c wire.Slot) {
 // commit index and every peer's reported one.
 func (n *Node) releasePoint() wire.Slot {
 	r := n.durableCommit
-	for i, m := range n.cfg.Members {
-		if m != n.cfg.ID {
-			r = min(r, n.peerCommit[i])
-		}
-	}
+	n.forEachPeer(n.membersFrom(n.commit)&^n.self, func(p wire.ReplicaID) {
+		r = min(r, n.peerCommit[n.index[p]])
+	})
 	return r
 }
 
@@ -92,5 +90,6 @@ func (n *Node) release(upTo wire.Slot) {
 		n.log = n.log[:kept]
 	}
 	n.base = upTo
+	n.pruneHistory()
 	contract.Ensure(n.base <= n.released && n.released <= n.applied, "release left base, released and applied out of order")
 }

@@ -65,10 +65,15 @@ func (n *Node) Compact(s wire.Slot) {
 // revealed). A candidate or leader steps down first: a replica that learns
 // of chosen slots beyond its commit index this way is behind, and leads
 // nothing until it has caught up.
-func (n *Node) InstallSnapshot(s wire.Slot) bool {
+//
+// ms are the configurations the checkpoint recorded (MembershipsAt): the
+// one governing s and those chosen below s that govern later slots. They
+// replace what this replica knew, which ended below s.
+func (n *Node) InstallSnapshot(s wire.Slot, ms []Membership) bool {
 	if !n.NeedsSnapshot(s) {
 		return false
 	}
+	contract.Require(len(ms) > 0 && ms[0].From <= s, "a checkpoint without the configuration of its slot")
 	if n.bugs&BugInstallOffByOne != 0 {
 		s++
 	}
@@ -86,6 +91,9 @@ func (n *Node) InstallSnapshot(s wire.Slot) bool {
 		n.log = n.log[:kept]
 	}
 	n.base, n.released, n.snapshot, n.commit, n.applied = s, s, s, s, s
+	err := n.setHistory(ms)
+	contract.Invariantf(err == nil, "checkpoint's configurations: %v", err)
+	n.membershipChanged = true
 	// The checkpoint is durable: its slot is as good as a durable commit.
 	n.durableCommit = max(n.durableCommit, s)
 	n.catchUpInFlight = false

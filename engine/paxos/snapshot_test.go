@@ -76,7 +76,7 @@ func TestInstallSnapshotJumpsToTheCheckpoint(t *testing.T) {
 	if n.NeedsSnapshot(0) || !n.NeedsSnapshot(20) {
 		t.Fatal("NeedsSnapshot is not 'beyond the commit index'")
 	}
-	if !n.InstallSnapshot(20) {
+	if !n.InstallSnapshot(20, n.Memberships()) {
 		t.Fatal("refused a checkpoint it needs")
 	}
 	st := n.Status()
@@ -91,7 +91,7 @@ func TestInstallSnapshotJumpsToTheCheckpoint(t *testing.T) {
 		t.Fatalf("first Ready after install: %+v", rd)
 	}
 	n.Advance()
-	if n.InstallSnapshot(20) || n.InstallSnapshot(10) {
+	if n.InstallSnapshot(20, n.Memberships()) || n.InstallSnapshot(10, n.Memberships()) {
 		t.Fatal("installed a checkpoint that brings nothing")
 	}
 	// The leader's commit index 22 makes slot 20 and 21 chosen (accepted in
@@ -115,7 +115,7 @@ func TestInstallSnapshotStepsDown(t *testing.T) {
 	c := newTestCluster(t, 3)
 	c.elect(1)
 	n := c.nodes[1]
-	if !n.InstallSnapshot(50) {
+	if !n.InstallSnapshot(50, n.Memberships()) {
 		t.Fatal("refused")
 	}
 	if st := n.Status(); st.Role != Follower || st.Commit != 50 {

@@ -17,6 +17,10 @@ func (n *Node) Step(m wire.Message) error {
 	if err := n.checkSlotsInReach(m); err != nil {
 		return err
 	}
+	// A sender this replica does not know yet is in a configuration it
+	// has not learned (it lags behind the change that added it): its
+	// messages still let it catch up. Its bit counts in no quorum.
+	n.knowID(m.From)
 	n.lastHeard[n.index[m.From]] = n.ticks
 	if m.Ballot != wire.BallotChosen && m.Ballot.Round > n.maxRoundSeen {
 		n.maxRoundSeen = m.Ballot.Round
@@ -62,8 +66,11 @@ func (n *Node) validate(m wire.Message) error {
 	if m.To != n.cfg.ID {
 		return badMessage("%v addressed to %d, this is %d", m.Type, m.To, n.cfg.ID)
 	}
-	if _, ok := n.index[m.From]; !ok || m.From == n.cfg.ID {
+	if m.From == 0 || m.From == n.cfg.ID {
 		return badMessage("%v from %d, not a peer of %d", m.Type, m.From, n.cfg.ID)
+	}
+	if _, ok := n.index[m.From]; !ok && len(n.index) == 64 {
+		return badMessage("%v from %d: this replica already knows 64 replica IDs", m.Type, m.From)
 	}
 	switch m.Type {
 	case wire.MsgPrepare, wire.MsgAccept, wire.MsgHeartbeat, wire.MsgPreVote, wire.MsgReadProbe, wire.MsgTimeoutNow:
@@ -76,8 +83,13 @@ func (n *Node) validate(m wire.Message) error {
 		}
 	}
 	for i, e := range m.Entries {
-		if e.Value.Kind != wire.ValueBatch && e.Value.Kind != wire.ValueNoop {
+		if !e.Value.Kind.Valid() {
 			return badMessage("%v from %d: entry %d has unknown value kind %d", m.Type, m.From, i, e.Value.Kind)
+		}
+		if e.Value.Kind == wire.ValueConfig {
+			if _, err := DecodeChange(e.Value.Data); err != nil {
+				return badMessage("%v from %d: entry for slot %d: %v", m.Type, m.From, e.Slot, err)
+			}
 		}
 		switch m.Type {
 		case wire.MsgAccept:
@@ -181,7 +193,7 @@ func (n *Node) Tick() {
 			// followers' replies does not hold the cluster forever.
 			heard := n.heardFrom | n.self
 			n.quorumElapsed, n.heardFrom = 0, 0
-			if !n.isQuorum(heard) {
+			if !n.isQuorumFrom(n.commit, heard) {
 				n.stepDown()
 			}
 		}
@@ -273,6 +285,7 @@ func (n *Node) onAccept(m wire.Message) {
 		}
 	}
 	n.learnCommit(m.From, m.Ballot, m.Commit)
+	n.releaseSeen = max(n.releaseSeen, m.Slot)
 	n.release(m.Slot) // the leader's release point; release clamps it to applied
 	n.sendRevealing(wire.Message{Type: wire.MsgAccepted, To: m.From, Ballot: m.Ballot, Commit: n.commit, Ranges: ranges})
 }
@@ -283,7 +296,7 @@ func (n *Node) stepDown() {
 	n.handoverTo, n.handoverSent = 0, false
 	n.role = Follower
 	n.leader = 0
-	n.merged = nil
+	n.merged, n.mergedEnd = nil, 0
 	n.dropped = append(n.dropped, n.pending...)
 	n.pending = nil
 	n.resetElectionTimer()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/bits"
 
+	"github.com/vestalabs/vesta/engine/paxos"
 	"github.com/vestalabs/vesta/engine/wire"
 )
 
@@ -14,14 +15,19 @@ import (
 // under one ballot. A replica that applies a value no majority durably
 // accepted, or two values chosen for one slot, is a violation.
 type checker struct {
-	quorum  int
 	votes   map[slotBallot]*voteSet
+	bySlot  map[wire.Slot][]wire.Ballot // the ballots votes holds for each slot
 	chosen  map[wire.Slot]wire.Value
 	learned map[wire.Slot]wire.Value
 	// leading maps a ballot to the incarnation of its replica that led it
 	// (sent Accepts or heartbeats under it).
 	leading map[wire.Ballot]int
 	ledMax  []wire.Ballot // per replica: the highest ballot it ever led
+	// configs is the truth about membership, from the slots learned in
+	// order (not from any replica's view): which replicas (by index bit)
+	// vote in each slot.
+	configs []truthConfig
+	alpha   wire.Slot
 	// digests maps an applied slot to the state machine's digest there, as
 	// the first replica to report it had it.
 	digests    map[wire.Slot]digestAt
@@ -38,9 +44,17 @@ type voteSet struct {
 	voters uint64
 }
 
-func newChecker(replicas int) *checker {
+// truthConfig is a configuration as the checker derives it.
+type truthConfig struct {
+	from   wire.Slot
+	voters uint64 // replica index bits
+}
+
+func newChecker(replicas int, initialVoters int, alpha wire.Slot) *checker {
 	return &checker{
-		quorum:  replicas/2 + 1,
+		configs: []truthConfig{{from: 0, voters: 1<<initialVoters - 1}},
+		alpha:   alpha,
+		bySlot:  map[wire.Slot][]wire.Ballot{},
 		votes:   map[slotBallot]*voteSet{},
 		chosen:  map[wire.Slot]wire.Value{},
 		learned: map[wire.Slot]wire.Value{},
@@ -90,9 +104,13 @@ func (c *checker) fail(check, format string, args ...any) {
 // durable records that replica idx durably wrote entry e.
 func (c *checker) durable(idx int, e wire.Entry) {
 	if e.Ballot == wire.BallotChosen {
-		if v, ok := c.chosen[e.Slot]; ok && !v.Equal(e.Value) {
-			c.fail("chosen", "replica %d recorded %v as chosen in slot %d, but %v was chosen", idx+1, e.Value, e.Slot, v)
+		if v, ok := c.learned[e.Slot]; ok && !v.Equal(e.Value) {
+			c.fail("chosen", "replica %d recorded %v as chosen in slot %d, but %v was learned", idx+1, e.Value, e.Slot, v)
 		}
+		if v, ok := c.chosen[e.Slot]; ok && !v.Equal(e.Value) {
+			c.fail("chosen", "replica %d recorded %v as chosen in slot %d, another recorded %v", idx+1, e.Value, e.Slot, v)
+		}
+		c.chosen[e.Slot] = e.Value
 		return
 	}
 	k := slotBallot{e.Slot, e.Ballot}
@@ -100,37 +118,87 @@ func (c *checker) durable(idx int, e wire.Entry) {
 	if vs == nil {
 		vs = &voteSet{value: e.Value}
 		c.votes[k] = vs
+		c.bySlot[e.Slot] = append(c.bySlot[e.Slot], e.Ballot)
 	} else if !vs.value.Equal(e.Value) {
 		c.fail("ballot", "slot %d has two values accepted under ballot %v: %v and %v (replica %d)", e.Slot, e.Ballot, vs.value, e.Value, idx+1)
 		return
 	}
-	before := bits.OnesCount64(vs.voters)
 	vs.voters |= 1 << idx
-	if before < c.quorum && bits.OnesCount64(vs.voters) >= c.quorum {
-		if v, ok := c.chosen[e.Slot]; ok && !v.Equal(e.Value) {
-			c.fail("chosen", "slot %d chosen twice: %v, then %v under ballot %v", e.Slot, v, e.Value, e.Ballot)
-			return
-		}
-		c.chosen[e.Slot] = e.Value
+	if v, ok := c.learned[e.Slot]; ok {
+		c.checkChosen(e.Slot, v)
 	}
+}
+
+// configFor is the truth about which replicas vote in slot s; the caller
+// knows every slot up to s-α learned.
+func (c *checker) configFor(s wire.Slot) truthConfig {
+	for i := len(c.configs) - 1; i > 0; i-- {
+		if c.configs[i].from <= s {
+			return c.configs[i]
+		}
+	}
+	return c.configs[0]
+}
+
+// checkChosen checks that v, learned in slot s, is the only value a
+// majority of s's voters durably accepted under one ballot, and reports
+// whether it is chosen (so far).
+func (c *checker) checkChosen(s wire.Slot, v wire.Value) bool {
+	cfg := c.configFor(s)
+	quorum := bits.OnesCount64(cfg.voters)/2 + 1
+	found := false
+	for _, b := range c.bySlot[s] {
+		vs := c.votes[slotBallot{s, b}]
+		if bits.OnesCount64(vs.voters&cfg.voters) < quorum {
+			continue
+		}
+		if !vs.value.Equal(v) {
+			c.fail("chosen", "slot %d chosen twice: %v was learned, and a majority of its voters %b accepted %v under ballot %v", s, v, cfg.voters, vs.value, b)
+			return false
+		}
+		found = true
+	}
+	return found
+}
+
+// learnConfig takes note of a change learned in slot s: from s+α its
+// voters vote.
+func (c *checker) learnConfig(s wire.Slot, v wire.Value) {
+	if v.Kind != wire.ValueConfig {
+		return
+	}
+	m, err := paxos.DecodeChange(v.Data)
+	if err != nil {
+		c.fail("applied", "slot %d holds a malformed membership change: %v", s, err)
+		return
+	}
+	var voters uint64
+	for _, id := range m.Voters {
+		voters |= 1 << (id - 1)
+	}
+	c.configs = append(c.configs, truthConfig{from: s + c.alpha, voters: voters})
 }
 
 // applied records that replica idx applied v in slot s.
 func (c *checker) applied(idx int, s wire.Slot, v wire.Value) {
-	ch, ok := c.chosen[s]
-	switch {
-	case !ok:
-		c.fail("chosen", "replica %d applied %v in slot %d, which no majority durably accepted", idx+1, v, s)
-		return
-	case !ch.Equal(v):
-		c.fail("chosen", "replica %d applied %v in slot %d, but %v was chosen", idx+1, v, s, ch)
+	if ch, ok := c.chosen[s]; ok && !ch.Equal(v) {
+		c.fail("chosen", "replica %d applied %v in slot %d, but %v was recorded chosen", idx+1, v, s, ch)
 		return
 	}
 	if l, ok := c.learned[s]; ok && !l.Equal(v) {
 		c.fail("applied", "replica %d applied %v in slot %d, another replica applied %v", idx+1, v, s, l)
 		return
 	}
-	c.learned[s] = v
+	if !c.checkChosen(s, v) {
+		if len(c.violations) == 0 {
+			c.fail("chosen", "replica %d applied %v in slot %d, which no majority of its voters %b durably accepted", idx+1, v, s, c.configFor(s).voters)
+		}
+		return
+	}
+	if _, ok := c.learned[s]; !ok {
+		c.learned[s] = v
+		c.learnConfig(s, v)
+	}
 }
 
 type digestAt struct {

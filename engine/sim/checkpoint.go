@@ -40,7 +40,7 @@ func (c *cluster) maybeCheckpoint(r *replica) {
 	if c.opts.NoCheckpoints || r.writing != nil || r.applied < r.compactedBelow()+wire.Slot(c.opts.CheckpointEvery) {
 		return
 	}
-	r.writing = &checkpoint{slot: r.applied, kv: r.kv.clone()}
+	r.writing = &checkpoint{slot: r.applied, kv: r.kv.clone(), members: r.node.MembershipsAt(r.applied)}
 	c.schedule(c.now+c.between(tick/10, 2*tick), &event{kind: evCheckpointed, node: r.idx, gen: r.gen, ckpt: r.writing})
 }
 
@@ -105,7 +105,7 @@ func (c *cluster) receiveSnapshot(r *replica, from wire.ReplicaID, ck *checkpoin
 	}
 	c.addCheckpoint(r, ck)
 	r.kv = ck.kv.clone()
-	if !r.node.InstallSnapshot(ck.slot) {
+	if !r.node.InstallSnapshot(ck.slot, ck.members) {
 		c.check.fail("applied", "replica %d refused checkpoint %d it needed", r.id, ck.slot)
 		return
 	}

@@ -48,8 +48,9 @@ const (
 // checkpoint is a durable image of a replica's state machine: every slot
 // below slot applied. The image is never modified once taken.
 type checkpoint struct {
-	slot wire.Slot
-	kv   *kvStore
+	slot    wire.Slot
+	kv      *kvStore
+	members []paxos.Membership // the configurations from slot on (MembershipsAt)
 }
 
 // cluster is one simulated run.
@@ -86,11 +87,13 @@ type cluster struct {
 }
 
 type replica struct {
-	idx    int
-	id     wire.ReplicaID
-	up     bool
-	gen    int
-	period int64 // this replica's tick length: clocks drift apart
+	idx      int
+	id       wire.ReplicaID
+	up       bool
+	removed  bool // learned it was removed from the cluster: stopped for good
+	retiring bool // a change that removes it was proposed: never added again
+	gen      int
+	period   int64 // this replica's tick length: clocks drift apart
 	// pausedUntil: the process is stopped until then (a SIGSTOP, a long
 	// pause): everything addressed to it waits, then arrives at once.
 	pausedUntil int64
@@ -152,7 +155,7 @@ func Run(opts Options) (res Result) {
 	c := &cluster{
 		opts:  opts,
 		rng:   rand.New(rand.NewPCG(opts.Seed, 0x5eed_5eed)),
-		check: newChecker(opts.Replicas),
+		check: newChecker(opts.Replicas+opts.Spares, opts.Replicas, wire.Slot(opts.alpha())),
 	}
 	c.res.Seed = opts.Seed
 	defer func() {
@@ -196,9 +199,10 @@ func (c *cluster) setup() {
 	for i := range o.Replicas {
 		c.ids = append(c.ids, wire.ReplicaID(i+1))
 	}
-	c.blocked = make([][]bool, o.Replicas)
+	total := o.Replicas + o.Spares
+	c.blocked = make([][]bool, total)
 	for i := range c.blocked {
-		c.blocked[i] = make([]bool, o.Replicas)
+		c.blocked[i] = make([]bool, total)
 	}
 	var profile []string
 	if !o.NoFaults {
@@ -247,13 +251,13 @@ func (c *cluster) setup() {
 	c.clientsStopAt = c.endAt - clientTimeout - 20*tick
 	c.tracef("seed %d: %d replicas, %d clients, profile %s", o.Seed, o.Replicas, o.Clients, c.res.Profile)
 
-	for i := range o.Replicas {
-		r := &replica{idx: i, id: c.ids[i], period: c.between(tick*8/10, tick*12/10)}
+	for i := range total {
+		r := &replica{idx: i, id: wire.ReplicaID(i + 1), period: c.between(tick*8/10, tick*12/10)}
 		c.replicas = append(c.replicas, r)
 		c.start(r)
 	}
 	for i := range o.Clients {
-		cl := &client{idx: i, id: uint32(i + 1), target: c.rng.IntN(o.Replicas)}
+		cl := &client{idx: i, id: uint32(i + 1), target: c.rng.IntN(total)}
 		c.clients = append(c.clients, cl)
 		c.schedule(c.between(0, 2*tick), &event{kind: evClientNext, client: i})
 	}
@@ -273,7 +277,7 @@ func (c *cluster) setup() {
 // start (re)creates a replica's protocol state from its disk.
 func (c *cluster) start(r *replica) {
 	cfg := paxos.Config{
-		ID: r.id, Members: c.ids, ElectionTicks: 10, HeartbeatTicks: 2,
+		ID: r.id, Members: c.ids, Alpha: c.opts.alpha(), ElectionTicks: 10, HeartbeatTicks: 2,
 		// Leases: clocks here run at 0.8 to 1.2 of the nominal tick, so
 		// one runs at most 50% faster than another (DriftBeyondBound
 		// breaks that on purpose).
@@ -303,6 +307,13 @@ func (c *cluster) start(r *replica) {
 				p.Entries = append(p.Entries, e)
 			}
 		}
+	}
+	switch {
+	case snap != nil:
+		p.Memberships = snap.members
+	case int(r.id) > len(c.ids):
+		// A spare: it knows how the cluster began, and learns the rest.
+		p.Memberships = []paxos.Membership{{Epoch: 1, Alpha: uint64(c.opts.alpha()), Voters: c.ids}}
 	}
 	n, err := paxos.New(cfg, p)
 	if err != nil {
@@ -401,14 +412,18 @@ func (c *cluster) handle(e *event) {
 			// peer or the most caught-up one (paxos handover.go).
 			to := wire.ReplicaID(0)
 			if c.rng.IntN(2) == 0 {
-				to = c.ids[c.rng.IntN(len(c.ids))]
+				to = c.replicas[c.rng.IntN(len(c.replicas))].id
 			}
 			if to != r.id && r.node.TransferLeadership(to) == nil {
 				c.res.Handovers++
 				c.tracef("r%d hands leadership over to %d", r.id, r.node.HandingOver())
 			}
 		}
+		c.maybeChangeMembership(r)
 		c.process(r)
+		if c.retireIfRemoved(r) {
+			return
+		}
 		c.schedule(c.now+r.period+c.between(-r.period/20, r.period/20), &event{kind: evTick, node: r.idx, gen: r.gen})
 	case evPersisted:
 		r := c.replicas[e.node]
@@ -438,7 +453,7 @@ func (c *cluster) handle(e *event) {
 		c.onTimeout(c.clients[e.client], e.resp.seq)
 	case evClientRetry:
 		if cl := c.clients[e.client]; cl.cur != nil && cl.cur.Seq == e.resp.seq {
-			cl.target = (cl.target + 1 + c.rng.IntN(len(c.replicas)-1)) % len(c.replicas)
+			cl.target = c.otherTarget(cl.target)
 			c.sendRequest(cl)
 			c.schedule(c.now+attemptTimeout, &event{kind: evClientRetry, client: cl.idx, resp: e.resp})
 		}
@@ -452,7 +467,7 @@ func (c *cluster) handle(e *event) {
 		}
 	case evRestart:
 		r := c.replicas[e.node]
-		if !r.up && r.gen == e.gen {
+		if !r.up && r.gen == e.gen && !r.removed {
 			c.start(r)
 		}
 	case evPartition:
@@ -629,7 +644,7 @@ func (c *cluster) persist(r *replica, rd *paxos.Ready, k int) {
 // recovered as durable.
 func (c *cluster) recoverPmem(r *replica) (paxos.Persisted, bool) {
 	if r.dev == nil {
-		dev, err := pmem.NewSimDevice(16<<20, storage.Identity{ClusterID: 1, ReplicaID: r.id, Members: c.ids})
+		dev, err := pmem.NewSimDevice(16<<20, storage.Identity{ClusterID: 1, ReplicaID: r.id, Members: c.allIDs()})
 		if err != nil {
 			c.check.fail("log", "replica %d: %v", r.id, err)
 			return paxos.Persisted{}, false
@@ -685,6 +700,9 @@ func (c *cluster) apply(r *replica, entries []wire.Entry) {
 		}
 		r.applied++
 		c.check.applied(r.idx, e.Slot, e.Value)
+		if e.Value.Kind == wire.ValueConfig {
+			c.tracef("r%d applies a membership change in slot %d: now %v", r.id, e.Slot, r.node.Memberships())
+		}
 		if e.Value.Kind == wire.ValueBatch {
 			if !c.applyBatch(r, e) {
 				return
@@ -941,7 +959,7 @@ func (c *cluster) heal() {
 	}
 	c.tracef("HEAL: no more loss, partitions or crashes")
 	for _, r := range c.replicas {
-		if !r.up {
+		if !r.up && !r.removed {
 			c.start(r)
 		}
 	}
@@ -1055,10 +1073,10 @@ func (c *cluster) onResponse(cl *client, resp response) {
 		return // late or duplicate
 	}
 	if resp.notLeader {
-		if resp.hint != 0 {
+		if resp.hint != 0 && !c.replicas[resp.hint-1].removed {
 			cl.target = int(resp.hint) - 1
 		} else {
-			cl.target = c.rng.IntN(len(c.replicas))
+			cl.target = c.otherTarget(-1)
 		}
 		c.schedule(c.now+retryBackoff, &event{kind: evRequest, node: cl.target, client: cl.idx, cmd: *cl.cur})
 		return
@@ -1080,7 +1098,7 @@ func (c *cluster) onTimeout(cl *client, seq uint64) {
 	c.record(cl, kvOutput{Unknown: true}, -1)
 	c.res.OpsUnknown++
 	cl.cur = nil
-	cl.target = c.rng.IntN(len(c.replicas))
+	cl.target = c.otherTarget(-1)
 	c.schedule(c.now+c.between(0, tick/4), &event{kind: evClientNext, client: cl.idx})
 }
 
@@ -1099,6 +1117,7 @@ func (c *cluster) record(cl *client, out kvOutput, ret int64) {
 // finish runs the end-of-run checkers.
 func (c *cluster) finish() {
 	ch := c.check
+
 	for s, v := range ch.learned {
 		c.res.Slots = max(c.res.Slots, int(s)+1)
 		if v.Kind == wire.ValueBatch {
@@ -1114,7 +1133,11 @@ func (c *cluster) finish() {
 	// applied slot was checked against the others as it was applied, and
 	// slots apply without gaps; here, check that all converged.
 	var commits []wire.Slot
+	final := c.finalMembership()
 	for _, r := range c.replicas {
+		if r.removed || !final.IsMember(r.id) {
+			continue // removed, or never added
+		}
 		if !r.up {
 			ch.fail("liveness", "replica %d is down at the end of the run", r.id)
 			return

@@ -61,6 +61,13 @@ type Options struct {
 	// starts a handover with chance 1/200 a tick, to a random peer or the
 	// most caught-up one.
 	NoHandovers bool
+	// Spares are replicas beyond the first Replicas that start outside the
+	// cluster: leaders add them (as learners, then voters, or in place of a
+	// voter), promote, remove and replace members at random while faults
+	// run (paxos membership.go). Removed replicas stop for good.
+	// NoMembership keeps the member set fixed (and Spares at 0).
+	Spares       int
+	NoMembership bool
 	// NodeHook, if set, is called with every paxos.Node the simulator creates
 	// (at start and on each restart). Test code uses it to plant bugs.
 	NodeHook func(*paxos.Node)
@@ -94,6 +101,11 @@ func (o Options) withDefaults() Options {
 	if o.Window == 0 {
 		o.Window = 8
 	}
+	if o.NoMembership {
+		o.Spares = 0
+	} else if o.Spares == 0 {
+		o.Spares = 2
+	}
 	if o.CheckpointEvery == 0 {
 		o.CheckpointEvery = 16
 	}
@@ -122,6 +134,10 @@ type Result struct {
 	LeaseReads int
 	// Handovers counts the handovers leaders started.
 	Handovers int
+	// MembershipChanges counts changes proposed by leaders; Removed the
+	// replicas that learned they were removed and stopped.
+	MembershipChanges int
+	Removed           int
 
 	Crashes int
 	// Checkpoints counts checkpoints written (durably, not lost to a

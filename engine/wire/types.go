@@ -52,6 +52,10 @@ const (
 	ValueBatch ValueKind = 1
 	// ValueNoop fills a hole a new leader found; it applies as nothing.
 	ValueNoop ValueKind = 2
+	// ValueConfig changes the membership: chosen in slot s, it governs
+	// the slots from s+α on (engine/paxos, membership.go). Its Data is the
+	// new member set in paxos's encoding.
+	ValueConfig ValueKind = 3
 )
 
 // Value is what a slot holds once chosen. Data is owned by whoever holds the
@@ -60,6 +64,9 @@ type Value struct {
 	Kind ValueKind
 	Data []byte
 }
+
+// Valid reports whether k is a kind the protocol knows.
+func (k ValueKind) Valid() bool { return k >= ValueBatch && k <= ValueConfig }
 
 // Noop is the value a new leader proposes for a slot nobody reported.
 var Noop = Value{Kind: ValueNoop}
@@ -71,6 +78,8 @@ func (v Value) String() string {
 	switch v.Kind {
 	case ValueNoop:
 		return "noop"
+	case ValueConfig:
+		return fmt.Sprintf("config(%dB)", len(v.Data))
 	case ValueBatch:
 		if len(v.Data) <= 16 {
 			return fmt.Sprintf("batch(%q)", v.Data)
