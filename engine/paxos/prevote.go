@@ -61,6 +61,14 @@ func (n *Node) broadcastPreVote(retry bool) {
 // says yes), and m.From's commit index is not behind this one's.
 func (n *Node) onPreVote(m wire.Message) {
 	leaderAlive := n.role == Leader || (n.leader != 0 && n.electionElapsed < n.cfg.ElectionTicks)
+	if m.Slot < n.commit && !leaderAlive {
+		// Behind: no vote, but the Nack's commit index makes it catch up
+		// (onNack). Without a leader to learn from, a replica that lags
+		// behind a membership change may otherwise never learn the slots
+		// only the configurations it cannot reach without them know.
+		n.sendRevealing(wire.Message{Type: wire.MsgNack, To: m.From, Ballot: n.promised, Commit: n.commit})
+		return
+	}
 	if leaderAlive || m.Slot < n.commit {
 		return
 	}

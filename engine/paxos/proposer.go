@@ -347,7 +347,7 @@ func (n *Node) checkChosen(s wire.Slot) {
 
 func (n *Node) onNack(m wire.Message) {
 	n.noteDurableCommit(m.From, m.Commit)
-	if n.role == Candidate && m.Commit > n.commit {
+	if n.role != Leader && m.Commit > n.commit {
 		// Refused for being behind (onPrepare): learn what was chosen
 		// meanwhile, so the next election starts from there.
 		n.requestCatchUp(m.From, m.Commit)
