@@ -28,7 +28,7 @@ type Conditions struct {
 	Rate       float64 `json:"rate,omitempty"`
 	Size       int     `json:"command_bytes"`
 	ReadRatio  float64 `json:"read_ratio"`
-	ReadMode   string  `json:"read_mode,omitempty"` // how reads stay linearizable: "index" or "log"
+	ReadMode   string  `json:"read_mode,omitempty"` // how reads stay consistent: "index", "lease", "log" or "bounded"
 	Keys       int     `json:"keys"`
 	Zipf       float64 `json:"zipf,omitempty"`
 	Duration   string  `json:"duration"`
@@ -168,6 +168,8 @@ func readModeNote(mode string) string {
 		return " (each through the log)"
 	case "lease":
 		return " (under the leader's lease, no round)"
+	case "bounded":
+		return " (bounded staleness at every replica in turn, never older than the client has seen; not linearizable)"
 	}
 	return ""
 }

@@ -40,6 +40,12 @@ type op struct {
 	seq   atomic.Uint64 // the write's sequence number while it holds one
 	sess  *session      // a write's session (set before seq)
 	write bool
+	// bounded: a read at any replica (proto.ReadBounded), which goes to the
+	// servers in turn, waits at one by design (the hedge does not move it)
+	// and tells nothing of who leads; behind: a server answered that it had
+	// not applied the read's min slot (ErrReplicaBehind).
+	bounded bool
+	behind  atomic.Bool
 
 	// Owned by whoever holds the op.
 	addr   string        // the server the next attempt goes to
@@ -59,6 +65,11 @@ type op struct {
 	resp    proto.Response
 	err     error
 }
+
+// stays reports whether o stays at its server while the server is silent:
+// a status request asks that server, and a bounded read may wait there by
+// design (AttemptTimeout still bounds both).
+func (o *op) stays() bool { return o.fixed || o.bounded }
 
 var opPool = sync.Pool{New: func() any { return new(op) }}
 
@@ -119,9 +130,9 @@ func (c *Client) PutAsync(key, value []byte, done func(err error)) {
 	c.start(o)
 }
 
-// GetAsync reads key (linearizable, as Options.Reads says), and calls done with
-// its value and whether it exists, exactly once; see PutAsync for the rules
-// of done and of key. The value passed to done is the caller's.
+// GetAsync reads key (as Options.Reads says), and calls done with its value
+// and whether it exists, exactly once; see PutAsync for the rules of done
+// and of key. The value passed to done is the caller's.
 func (c *Client) GetAsync(key []byte, done func(value []byte, found bool, err error)) {
 	if err := checkSize(key, nil, nil); err != nil {
 		done(nil, false, err)
@@ -129,17 +140,91 @@ func (c *Client) GetAsync(key []byte, done func(value []byte, found bool, err er
 	}
 	o := c.newOp()
 	o.req = proto.Request{Op: proto.OpGet, Key: key, Read: c.opts.Reads.wire()}
+	if c.opts.Reads == ReadAtAnyReplica {
+		c.bound(o, BoundedRead{})
+	}
 	o.getDone = done
 	c.start(o)
 }
 
-// Get returns key's value and whether the key exists.
+// Get returns key's value and whether the key exists, read as Options.Reads
+// says.
 func (c *Client) Get(ctx context.Context, key []byte) (value []byte, found bool, err error) {
+	if c.opts.Reads == ReadAtAnyReplica {
+		r, err := c.GetBounded(ctx, key, BoundedRead{})
+		return r.Value, r.Found, err
+	}
 	resp, err := c.do(ctx, proto.Request{Op: proto.OpGet, Key: key, Read: c.opts.Reads.wire()})
 	if err != nil {
 		return nil, false, err
 	}
 	return resp.Value, resp.Found, nil
+}
+
+// BoundedRead says how GetBounded reads.
+type BoundedRead struct {
+	// MinSlot is the slot the answer's state must have reached: the server
+	// answers once its replica has applied every slot below it. The client
+	// raises it to SeenSlot, so a read never goes back before what this
+	// client has seen; a higher one (another client's SeenSlot) reads at
+	// least what that client saw.
+	MinSlot Slot
+	// AllowStale has the server answer at once from whatever its replica
+	// has applied, instead of waiting for MinSlot; ReadResult.Stale says
+	// whether that was below it.
+	AllowStale bool
+	// Addr is the server asked first ("": the client's servers in turn);
+	// if it fails or falls behind, the client asks its servers in turn.
+	Addr string
+}
+
+// ReadResult is the answer to a GetBounded.
+type ReadResult struct {
+	Value []byte // the caller's
+	Found bool
+	// Applied is the slot of the state read: every command chosen below it
+	// is in it. At least the read's min slot unless Stale.
+	Applied Slot
+	// Stale (only with AllowStale) says the replica had not applied the
+	// read's min slot: the value may be older than state this client (or
+	// the one whose slot it passed) has seen.
+	Stale bool
+}
+
+// GetBounded reads key at any replica, leader or not, once that replica has
+// applied every slot below r.MinSlot raised to SeenSlot (RSL's
+// bounded-staleness read; see the package comment), or at once with
+// r.AllowStale. It retries at the next server when one fails or has not
+// caught up within its wait (about a second); a call that runs out of time
+// while the servers were behind fails with a *CallError that matches
+// ErrReplicaBehind. Needs servers of protocol 0.2 or later.
+func (c *Client) GetBounded(ctx context.Context, key []byte, r BoundedRead) (ReadResult, error) {
+	if err := checkSize(key, nil, nil); err != nil {
+		return ReadResult{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return ReadResult{}, c.callError(proto.OpGet, "", err, false) // nothing was sent
+	}
+	o := c.newOp()
+	o.req = proto.Request{Op: proto.OpGet, Key: key}
+	c.bound(o, r)
+	resp, err := c.wait(ctx, o)
+	if err != nil {
+		return ReadResult{}, err
+	}
+	return ReadResult{Value: resp.Value, Found: resp.Found, Applied: Slot(resp.Applied), Stale: resp.Stale}, nil
+}
+
+// bound makes the get o a read at any replica as r says.
+func (c *Client) bound(o *op, r BoundedRead) {
+	o.bounded = true
+	o.req.Read = proto.ReadBounded
+	o.req.MinSlot = max(uint64(r.MinSlot), c.seen.Load())
+	o.req.AllowStale = r.AllowStale
+	o.addr = r.Addr
+	if o.addr == "" {
+		o.addr = c.readAddr()
+	}
 }
 
 // Put sets key to value.
@@ -213,7 +298,9 @@ func (c *Client) wait(ctx context.Context, o *op) (proto.Response, error) {
 	case <-ch:
 	case <-ctx.Done():
 		if write, sent, ok := o.abandon(); ok {
-			return proto.Response{}, c.callError(opName, only, ctx.Err(), write && sent > 0)
+			e := c.callError(opName, only, ctx.Err(), write && sent > 0)
+			e.Behind = o.behind.Load() // o is not reused once abandoned
+			return proto.Response{}, e
 		}
 		<-ch // finished meanwhile
 	}
@@ -451,6 +538,11 @@ var errSessionExpired = errors.New("vesta client: session expired")
 // whose replica failed for good (a full log, a sync error); it exits next.
 var replicaFailed = []byte("replica failed")
 
+// behindMsg is in the message of an unavailable answer to a bounded read at
+// a replica that had not applied the read's min slot within its wait
+// (vestad's behindError).
+var behindMsg = []byte(" is behind: ")
+
 // readBudget begins the message of an unavailable answer to a get that
 // would have brought the values its batch returned past the server's bound
 // (vestad's kv.MaxReadBytes): sent again, it is answered.
@@ -469,12 +561,18 @@ func (o *op) timedOut() {
 	if o.fixed {
 		only = o.addr
 	}
-	o.finish(proto.Response{}, c.callError(o.req.Op, only, callTimeoutError{c.opts.CallTimeout}, o.write && o.sent.Load() > 0))
+	e := c.callError(o.req.Op, only, callTimeoutError{c.opts.CallTimeout}, o.write && o.sent.Load() > 0)
+	e.Behind = o.behind.Load()
+	o.finish(proto.Response{}, e)
 }
 
 // handle takes the response to o's attempt at addr.
 func (o *op) handle(addr string, resp proto.Response) {
 	c := o.c
+	if resp.Status == proto.StatusOK && resp.Applied != 0 {
+		// Before the call returns: the caller's next read must see it.
+		c.noteSeen(resp.Applied)
+	}
 	if o.state.Load() != 0 {
 		return // abandoned
 	}
@@ -484,7 +582,9 @@ func (o *op) handle(addr string, resp proto.Response) {
 	}
 	switch resp.Status {
 	case proto.StatusOK:
-		c.setLeader(addr)
+		if !o.bounded {
+			c.setLeader(addr) // a bounded read's server may be any
+		}
 		o.finish(resp, nil)
 		return
 	case proto.StatusNotLeader:
@@ -512,7 +612,13 @@ func (o *op) handle(addr string, resp proto.Response) {
 		// then run out of time.
 		c.log.Debug("vesta client: server unavailable", "addr", addr, "msg", string(resp.Value))
 		c.noteUnavailable(addr, resp.Value)
-		if bytes.HasPrefix(resp.Value, replicaFailed) {
+		if o.bounded {
+			// Behind, or unwell: the next replica may have caught up.
+			if bytes.Contains(resp.Value, behindMsg) {
+				o.behind.Store(true)
+			}
+			o.addr = c.nextReadAddr(addr)
+		} else if bytes.HasPrefix(resp.Value, replicaFailed) {
 			// It will not recover: try the others, who may elect a leader.
 			o.addr = c.nextAddr(addr)
 		}
@@ -538,7 +644,11 @@ func (o *op) attemptFailed(addr string, err error) {
 		return
 	}
 	c.log.Debug("vesta client: server failed", "addr", addr, "err", err)
-	o.addr = c.nextAddr(addr)
+	if o.bounded {
+		o.addr = c.nextReadAddr(addr)
+	} else {
+		o.addr = c.nextAddr(addr)
+	}
 	c.retry(o)
 }
 

@@ -58,8 +58,32 @@
 // for this client: its writes fail with ErrServerTooOld (reads work).
 // Upgrade every replica before the clients.
 //
-// Reads (Get) go through the log, so they are linearizable; a retried read
-// simply reads again.
+// Reads (Get) are linearizable in the modes that ask the leader
+// (Options.Reads: ReadByIndex, the default, ReadByLease, ReadThroughLog); a
+// retried read simply reads again.
+//
+// # Slots and reads at any replica
+//
+// Every successful answer from a server of protocol 0.2 or later carries a
+// slot of the replicated log below which the state it reflects holds every
+// command (for a write, at least the write's own slot plus one). The client
+// keeps the highest it has seen over all its calls (SeenSlot). With
+// Options.Reads set to ReadAtAnyReplica, a Get goes to any server, round
+// robin over the client's addresses, leader or not, with SeenSlot as its
+// min slot: the server answers once its replica has applied every slot
+// below it. Such reads are not linearizable (a write of another client
+// that completed may not show yet), but they are session-monotonic: a
+// client never reads state older than what it has seen, its own
+// acknowledged writes included, whichever replica answers. GetBounded
+// reads so with a min slot of the caller's (one another client passed on,
+// say), at a server of the caller's choice, and may accept a stale answer
+// at once instead of waiting. A replica that does not catch up within about
+// a second answers unavailable and the client asks the next one; a call that
+// runs out of time so fails with a *CallError that matches ErrReplicaBehind.
+//
+// A vestad older than protocol 0.2 closes this client's connections
+// unanswered (the client's error says so): upgrade every replica before the
+// clients.
 //
 // The byte slices passed to a call must not change until it returns; the
 // slices a call returns are the caller's.
@@ -87,6 +111,15 @@ var ErrOutcomeUnknown = errors.New("vesta client: the write may or may not have 
 // client does not fall back to a session ID of its own (see the package
 // comment); it tries to open a session again at the next write.
 var ErrServerTooOld = errors.New("vesta client: the server does not issue session IDs; upgrade every vestad replica")
+
+// ErrReplicaBehind matches (errors.Is) the *CallError of a read at any
+// replica (ReadAtAnyReplica, GetBounded) that ran out of time while the
+// replicas it asked answered that they had not applied its min slot yet:
+// they lag what this client has seen (a slow or partitioned replica; or a
+// min slot passed to GetBounded that this cluster never reached). Retry
+// later, give the call more time, read at the leader (ReadByIndex), or
+// accept a stale answer (GetBounded with AllowStale).
+var ErrReplicaBehind = errors.New("vesta client: the replicas asked have not applied the read's min slot yet; retry later, read by index at the leader, or allow a stale answer")
 
 // ErrClosed is returned by calls on a closed Client.
 var ErrClosed = errors.New("vesta client: closed")
@@ -145,12 +178,13 @@ type Options struct {
 	CallTimeout time.Duration
 	// Logger receives redirects and connection failures at Debug (slog.Default()).
 	Logger *slog.Logger
-	// Reads is how Get stays linearizable (ReadByIndex).
+	// Reads is how Get stays consistent (ReadByIndex): linearizable at the
+	// leader, or session-monotonic at any replica (ReadAtAnyReplica).
 	Reads ReadMode
 }
 
-// ReadMode is how a Get is kept linearizable. Every mode is linearizable;
-// they differ in cost.
+// ReadMode is how a Get is kept consistent. Every mode but
+// ReadAtAnyReplica is linearizable; they differ in cost.
 type ReadMode uint8
 
 const (
@@ -167,6 +201,14 @@ const (
 	// linearizable while the servers' clocks drift within their bound
 	// (vestad -max-clock-drift).
 	ReadByLease
+	// ReadAtAnyReplica sends each get to the next of the client's servers,
+	// round robin, leader or not, as a bounded-staleness read whose min slot
+	// is SeenSlot: the server answers once its replica has applied every
+	// slot below it. Not linearizable, but session-monotonic (see the package
+	// comment): the client reads its own writes and never goes back in
+	// time. It spreads reads over every replica, and a read costs no round
+	// to a quorum. Needs servers of protocol 0.2 or later.
+	ReadAtAnyReplica
 )
 
 func (m ReadMode) String() string {
@@ -177,11 +219,14 @@ func (m ReadMode) String() string {
 		return "log"
 	case ReadByLease:
 		return "lease"
+	case ReadAtAnyReplica:
+		return "bounded"
 	}
 	return fmt.Sprintf("read-mode(%d)", uint8(m))
 }
 
-// ParseReadMode parses a ReadMode's String: "index" or "log".
+// ParseReadMode parses a ReadMode's String: "index", "lease", "log" or
+// "bounded" (ReadAtAnyReplica).
 func ParseReadMode(s string) (ReadMode, error) {
 	switch s {
 	case "index":
@@ -190,8 +235,10 @@ func ParseReadMode(s string) (ReadMode, error) {
 		return ReadThroughLog, nil
 	case "lease":
 		return ReadByLease, nil
+	case "bounded":
+		return ReadAtAnyReplica, nil
 	}
-	return 0, fmt.Errorf("read mode %q: want index (the leader's read index), lease (the leader's lease) or log (through the log)", s)
+	return 0, fmt.Errorf("read mode %q: want index (the leader's read index), lease (the leader's lease), log (through the log) or bounded (any replica, never older than what the client has seen)", s)
 }
 
 // wire is the protocol's read mode for m.
@@ -201,9 +248,17 @@ func (m ReadMode) wire() proto.ReadMode {
 		return proto.ReadThroughLog
 	case ReadByLease:
 		return proto.ReadLease
+	case ReadAtAnyReplica:
+		return proto.ReadBounded
 	}
 	return proto.ReadIndex
 }
+
+// Slot is a position in a cluster's replicated log, as the servers report it
+// (Response.Applied of the client protocol): a state "at slot s" holds every
+// command chosen in a slot below s. Slots of one cluster only compare with
+// each other.
+type Slot uint64
 
 func (o *Options) setDefaults() {
 	if o.DialTimeout <= 0 {
@@ -242,6 +297,10 @@ type Client struct {
 	sw    sweepTiming
 
 	leader atomic.Pointer[string] // where calls go first; written under mu
+	// seen is the highest applied slot of any answer (SeenSlot); readNext
+	// turns ReadAtAnyReplica's reads round robin over addrs.
+	seen     atomic.Uint64
+	readNext atomic.Uint64
 
 	mu       sync.Mutex
 	conns    map[string]*conn
@@ -344,6 +403,42 @@ func (c *Client) Close() error {
 	}
 	<-c.sweeperDone
 	return nil
+}
+
+// SeenSlot returns the highest slot the client has seen in an answer, over
+// all its calls so far: the state of every acknowledged write of this client,
+// and of every read it made, is at or below it. It is the min slot of the
+// client's ReadAtAnyReplica reads; pass it to another client's GetBounded to
+// have that client read at least what this one saw. 0 until a server of
+// protocol 0.2 or later answered.
+func (c *Client) SeenSlot() Slot { return Slot(c.seen.Load()) }
+
+// noteSeen raises SeenSlot to s.
+func (c *Client) noteSeen(s uint64) {
+	for {
+		cur := c.seen.Load()
+		if s <= cur || c.seen.CompareAndSwap(cur, s) {
+			return
+		}
+	}
+}
+
+// readAddr is where the next read at any replica goes first: the client's
+// addresses in turn.
+func (c *Client) readAddr() string {
+	return c.addrs[(c.readNext.Add(1)-1)%uint64(len(c.addrs))]
+}
+
+// nextReadAddr is where a read at any replica that failed at addr goes next:
+// the address after addr in the client's list (addr itself if it is the only
+// one; the next in turn if addr is not in the list).
+func (c *Client) nextReadAddr(addr string) string {
+	for i, a := range c.addrs {
+		if a == addr {
+			return c.addrs[(i+1)%len(c.addrs)]
+		}
+	}
+	return c.readAddr()
 }
 
 // ServerStatus is one server's view of its replica.

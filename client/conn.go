@@ -1,7 +1,9 @@
 package client
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -98,6 +100,10 @@ func (cn *conn) dial() {
 	}
 }
 
+// tooOldHint explains a server that closes a new connection unanswered.
+var tooOldHint = "if it is a vestad older than client protocol " + proto.CurrentVersion.String() +
+	", it closes this client's connections so: upgrade the servers before the clients"
+
 // submit sends o on this connection, or queues it until it is dialled.
 func (cn *conn) submit(o *op) {
 	cn.mu.Lock()
@@ -154,15 +160,32 @@ func (cn *conn) sendLocked(o *op) error {
 
 func (cn *conn) readLoop() {
 	rd := proto.NewReader(cn.nc, 64<<10, proto.DefaultMaxFrameSize)
+	answered := false
 	for {
 		body, err := rd.Next()
 		if err != nil {
-			cn.fail(fmt.Errorf("vesta client: reading from %s: %w", cn.addr, err), connFailure("reading", err))
+			what := connFailure("reading", err)
+			if !answered && errors.Is(err, io.EOF) {
+				// A vestad older than this client's protocol reads the
+				// preamble, logs the version and closes, answering nothing.
+				what += " before answering anything (" + tooOldHint + ")"
+				err = fmt.Errorf("%w (%s)", err, tooOldHint)
+			}
+			cn.fail(fmt.Errorf("vesta client: reading from %s: %w", cn.addr, err), what)
 			return
 		}
+		answered = true
 		resp, err := proto.DecodeResponse(body)
 		if err != nil {
 			cn.fail(fmt.Errorf("vesta client: from %s: %w", cn.addr, err), "a malformed response: "+err.Error())
+			return
+		}
+		if resp.ID == 0 && resp.Status != proto.StatusOK {
+			// No request has ID 0: the server refuses the connection (too
+			// many connections, a protocol version it does not speak), and
+			// closes it; its message says why.
+			msg := string(resp.Value)
+			cn.fail(&ServerError{cn.addr, msg}, "refused the connection: "+msg)
 			return
 		}
 		now := cn.c.now.Load()

@@ -29,6 +29,10 @@ type CallError struct {
 	// Unknown is set for a write that was sent: it may or may not apply
 	// (the error then matches ErrOutcomeUnknown).
 	Unknown bool
+	// Behind is set for a read at any replica that servers answered had
+	// not applied its min slot yet (the error then matches
+	// ErrReplicaBehind).
+	Behind bool
 	// Servers holds, per server, the last failure the client saw there
 	// since that server last succeeded: the client's addresses in order,
 	// then any others it was sent to. Empty when none failed.
@@ -60,6 +64,9 @@ func (e *CallError) Error() string {
 		b.WriteString("the write may or may not have applied: ")
 	}
 	b.WriteString(e.Err.Error())
+	if e.Behind {
+		b.WriteString(" (the replicas asked had not applied the read's min slot: retry later, read by index at the leader, or allow a stale answer)")
+	}
 	if len(e.Servers) == 0 {
 		b.WriteString("; no server reported a failure")
 		return b.String()
@@ -77,12 +84,17 @@ func (e *CallError) Error() string {
 	return b.String()
 }
 
-// Unwrap returns Err, and ErrOutcomeUnknown for a write that may have applied.
+// Unwrap returns Err, ErrOutcomeUnknown for a write that may have applied,
+// and ErrReplicaBehind for a read whose replicas were behind.
 func (e *CallError) Unwrap() []error {
+	errs := []error{e.Err}
 	if e.Unknown {
-		return []error{ErrOutcomeUnknown, e.Err}
+		errs = append(errs, ErrOutcomeUnknown)
 	}
-	return []error{e.Err}
+	if e.Behind {
+		errs = append(errs, ErrReplicaBehind)
+	}
+	return errs
 }
 
 // callTimeoutError is CallError.Err past Options.CallTimeout.

@@ -47,6 +47,13 @@ type fakeCluster struct {
 	expireOpens int               // answer this many open-sessions session-expired, not applied
 	opens       []uint64          // the client ID of each open-session that reached the leader
 	onLose      func()            // runs (under mu) when a write's reply is lost
+	// Slots: each request the leader applies takes the next; answers carry
+	// it (Response.Applied). Bounded reads are served by any server, whose
+	// applied slot is the leader's unless lag holds one for it; minSlots
+	// records each bounded read's min slot.
+	slot     uint64
+	lag      map[int]uint64
+	minSlots []uint64
 
 	conns atomic.Int64 // connections accepted
 }
@@ -63,7 +70,7 @@ type fakeServer struct {
 
 func newFakeCluster(t *testing.T, n int, opts kv.Options) *fakeCluster {
 	c := &fakeCluster{t: t, store: kv.New(opts), rng: rand.New(rand.NewPCG(1, 2)), applied: map[[2]uint64]int{}, mute: -1,
-		round: 1, refuse: map[int]string{}, reqs: map[int]int{}}
+		round: 1, refuse: map[int]string{}, reqs: map[int]int{}, lag: map[int]uint64{}}
 	for i := 0; i < n; i++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -204,6 +211,9 @@ func (s *fakeServer) handle(req *proto.Request) (resp *proto.Response, ok bool) 
 		resp.Value, _ = json.Marshal(st)
 		return resp, true
 	}
+	if req.Read == proto.ReadBounded {
+		return s.bounded(req, resp), true
+	}
 	if c.leader != s.idx && !appliesMuted {
 		resp.Status = proto.StatusNotLeader
 		if c.leader >= 0 {
@@ -244,9 +254,11 @@ func (s *fakeServer) handle(req *proto.Request) (resp *proto.Response, ok bool) 
 		return nil, false
 	}
 	r := rs[0]
+	c.slot++
 	switch r.Code {
 	case kv.CodeOK:
 		resp.Found, resp.Swapped, resp.Value = r.Found, r.Swapped, r.Value
+		resp.Applied = c.slot + 1
 	case kv.CodeSessionExpired:
 		resp.Status = proto.StatusSessionExpired
 		resp.Value = r.Value
@@ -268,4 +280,29 @@ func (s *fakeServer) handle(req *proto.Request) (resp *proto.Response, ok bool) 
 		return nil, true // applied, never answered
 	}
 	return resp, true
+}
+
+// bounded serves a bounded read at s (c.mu held): at once if s has applied
+// the min slot or the read allows stale, else unavailable as vestad says it.
+func (s *fakeServer) bounded(req *proto.Request, resp *proto.Response) *proto.Response {
+	c := s.c
+	c.minSlots = append(c.minSlots, req.MinSlot)
+	applied := c.slot + 1
+	if a, ok := c.lag[s.idx]; ok {
+		applied = a
+	}
+	if applied < req.MinSlot && !req.AllowStale {
+		resp.Status = proto.StatusUnavailable
+		resp.Value = fmt.Appendf(nil, "replica %d is behind: it has applied the slots below %d, the read needs those below %d", s.idx+1, applied, req.MinSlot)
+		return resp
+	}
+	results := make([][]byte, 1)
+	c.store.Apply([][]byte{kv.AppendCommand(nil, []kv.Op{{Kind: kv.Get, Key: req.Key}})}, results)
+	rs, err := kv.DecodeResults(results[0], nil)
+	if err != nil || len(rs) != 1 {
+		c.t.Errorf("fake server: results %v %v", rs, err)
+		return nil
+	}
+	resp.Found, resp.Value, resp.Applied, resp.Stale = rs[0].Found, rs[0].Value, applied, applied < req.MinSlot
+	return resp
 }

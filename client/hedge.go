@@ -171,15 +171,22 @@ func (c *Client) sweepConn(cn *conn, now int64, scan bool, out []*op) (bool, []*
 	hedge := c.hedgeDelayLocked(cn)
 	leader := *c.leader.Load()
 	probe := false
-	if hedge > 0 && silent >= hedge {
+	// A server whose only waiting requests are bounded reads may be
+	// catching up to their min slot: its silence is no news of the leader
+	// (it answers within its wait bound; AttemptTimeout bounds it if not).
+	onlyBounded := cn.pending.bounded == cn.pending.len()
+	for _, o := range cn.queued {
+		onlyBounded = onlyBounded && o.bounded
+	}
+	if hedge > 0 && silent >= hedge && !onlyBounded {
 		if cn.addr != leader {
 			if cn.pending.movable() > 0 {
-				out = cn.pending.takeIf(func(o *op) bool { return !o.fixed }, out)
+				out = cn.pending.takeIf(func(o *op) bool { return !o.stays() }, out)
 			}
 			// Requests queued for a dial that has not finished either.
 			kept := cn.queued[:0]
 			for _, o := range cn.queued {
-				if o.fixed {
+				if o.stays() {
 					kept = append(kept, o)
 				} else {
 					out = append(out, o)

@@ -11,7 +11,10 @@ package client
 type pendingTable struct {
 	cells []pendingCell // len is a power of two
 	n     int
-	fixed int // how many of the n are fixed (status requests, which never move)
+	fixed int // how many of the n stay (op.stays: status requests and bounded reads, which the hedge never moves)
+	// bounded is how many of the n are bounded reads, which may wait at a
+	// server by design (a replica catching up): see sweepConn.
+	bounded int
 }
 
 type pendingCell struct {
@@ -31,8 +34,16 @@ func (t *pendingTable) put(id uint64, o *op) {
 	}
 	t.cells[id&uint64(len(t.cells)-1)] = pendingCell{id: id, o: o}
 	t.n++
-	if o.fixed {
-		t.fixed++
+	t.count(o, 1)
+}
+
+// count adds d to the counts of o's kinds.
+func (t *pendingTable) count(o *op, d int) {
+	if o.stays() {
+		t.fixed += d
+	}
+	if o.bounded {
+		t.bounded += d
 	}
 }
 
@@ -61,16 +72,14 @@ func (t *pendingTable) take(id uint64) *op {
 	o := c.o
 	*c = pendingCell{}
 	t.n--
-	if o.fixed {
-		t.fixed--
-	}
+	t.count(o, -1)
 	return o
 }
 
 // len is the number of pending requests.
 func (t *pendingTable) len() int { return t.n }
 
-// movable is the number of pending requests that are not fixed.
+// movable is the number of pending requests that may move (not op.stays).
 func (t *pendingTable) movable() int { return t.n - t.fixed }
 
 // takeIf removes the requests drop reports true for and appends them to out.
@@ -80,9 +89,7 @@ func (t *pendingTable) takeIf(drop func(*op) bool, out []*op) []*op {
 	}
 	for i := range t.cells {
 		if c := &t.cells[i]; c.o != nil && drop(c.o) {
-			if c.o.fixed {
-				t.fixed--
-			}
+			t.count(c.o, -1)
 			out = append(out, c.o)
 			*c = pendingCell{}
 			t.n--

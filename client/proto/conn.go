@@ -18,20 +18,46 @@ import (
 // ErrBadPreamble means a connection did not start with Preamble.
 var ErrBadPreamble = errors.New("vesta proto: connection does not start with the vesta client preamble (wrong port or protocol?)")
 
-// ReadPreamble reads the first 8 bytes of a connection and checks them.
+// ReadPreamble reads the first 8 bytes of a connection and checks them: the
+// magic, and a version this package speaks (OldestVersion to
+// CurrentVersion).
 func ReadPreamble(r io.Reader) error {
+	_, err := ReadPreambleVersion(r)
+	return err
+}
+
+// ReadPreambleVersion is ReadPreamble that also returns the version the
+// preamble named, which says how to answer the connection (Version.HasSlots).
+// A version outside OldestVersion..CurrentVersion is an error that names
+// both sides' versions.
+func ReadPreambleVersion(r io.Reader) (Version, error) {
 	var b [len(Preamble)]byte
 	if _, err := io.ReadFull(r, b[:]); err != nil {
-		return fmt.Errorf("vesta proto: reading the preamble: %w", err)
+		return 0, fmt.Errorf("vesta proto: reading the preamble: %w", err)
 	}
 	if b[0] != Preamble[0] || b[1] != Preamble[1] || b[2] != Preamble[2] || b[3] != Preamble[3] ||
 		b[4] != Preamble[4] || b[5] != Preamble[5] {
-		return ErrBadPreamble
+		return 0, ErrBadPreamble
 	}
-	if b[6] != Preamble[6] || b[7] != Preamble[7] {
-		return fmt.Errorf("vesta proto: client protocol version %d.%d, this server speaks %d.%d", b[6], b[7], Preamble[6], Preamble[7])
+	v := Version(b[6])<<8 | Version(b[7])
+	if v < OldestVersion || v > CurrentVersion {
+		return v, &VersionError{Client: v}
 	}
-	return nil
+	return v, nil
+}
+
+// VersionError is a preamble's version that this side does not speak.
+type VersionError struct {
+	Client Version // the version the preamble named
+}
+
+func (e *VersionError) Error() string {
+	what := "upgrade the client"
+	if e.Client > CurrentVersion {
+		what = "upgrade the server"
+	}
+	return fmt.Sprintf("vesta proto: client protocol version %v, this server speaks %v to %v: %s",
+		e.Client, OldestVersion, CurrentVersion, what)
 }
 
 // Reader reads frames from a stream. Frames that fit its buffer are returned

@@ -16,9 +16,25 @@
 // byte strings are a uvarint length and the bytes.
 //
 //	request:  kind=1 | id u64 | client u64 | seq u64 | low u64 | op u8 | flags u8 |
-//	          key str | value str | expect str
+//	          key str | value str | expect str | [minSlot u64]
 //	response: kind=2 | id u64 | status u8 | flags u8 | leader u32 |
-//	          value str | leaderAddr str
+//	          value str | leaderAddr str | [applied u64]
+//
+// A request's flags: bits 0-1 the get's read mode (ReadMode), bit 2
+// allow-stale (ReadBounded only); minSlot is there exactly when the read
+// mode is ReadBounded. A response's flags: bit 0 found, bit 1 swapped, bit 2
+// applied is there, bit 3 stale (ReadBounded only). Other bits are refused.
+//
+// # Versions
+//
+// The preamble's last two bytes are the protocol's version, major and
+// minor. Version 0.2 (Version2) added the optional fields above: the
+// applied slot on responses and bounded-staleness reads. A server speaks
+// every version from Version1 to CurrentVersion and answers each connection
+// in the version its preamble named (a 0.1 client gets no applied slot and
+// cannot ask for ReadBounded); a client speaks CurrentVersion. A vestad that
+// predates 0.2 closes a 0.2 client's connection unanswered: upgrade the
+// servers before the clients.
 //
 // # Sessions
 //
@@ -32,14 +48,30 @@
 //
 // # Reads
 //
-// A get's flags choose how it is kept linearizable (ReadMode): through the
+// A get's flags choose how it is kept consistent (ReadMode): through the
 // log like a write (ReadThroughLog, flags 0: what every server does), or by
 // the leader's read index (ReadIndex: one heartbeat round to a quorum,
 // shared by every read waiting, and no log append), or under the leader's
 // lease (ReadLease: no round while the lease holds; safe within the
-// servers' clock-drift bound). A server that does not
+// servers' clock-drift bound), or at any replica once it has applied a
+// slot the client names (ReadBounded, below). A server that does not
 // know a mode refuses the frame (flags), so a client never gets a weaker
 // read than it asked for.
+//
+// # Slots and bounded-staleness reads
+//
+// From version 0.2 on, a successful response carries Applied: a slot of
+// the replicated log such that the answer reflects every command chosen in
+// a slot below it (for a write, at least its own slot plus one; for a read,
+// the state it read). A client keeps the highest Applied it has seen and
+// sends it as a ReadBounded get's MinSlot: any replica, leader or not,
+// answers it once it has applied every slot below MinSlot, so the client
+// never reads older state than it has seen (its own writes included), at
+// whichever replica it asks. With AllowStale the replica answers at once,
+// from whatever it has applied, and sets Stale in the response when that is
+// below MinSlot. A replica that has not caught up within its wait bound
+// answers StatusUnavailable, naming how far it has applied: ask another
+// replica, or later.
 //
 // # Buffers
 //
@@ -58,7 +90,34 @@ import (
 // Preamble is the first 8 bytes a client sends on a new connection: the
 // protocol's magic and version. A server closes connections that start with
 // anything else (an HTTP request sent to the wrong port, say).
-var Preamble = [8]byte{'V', 'E', 'S', 'T', 'A', 'C', 0, 1}
+var Preamble = PreambleOf(CurrentVersion)
+
+// Version is a client protocol version: the preamble's last two bytes, major
+// then minor, as one number (major<<8 | minor).
+type Version uint16
+
+// The versions.
+const (
+	// Version1 (0.1): the first; responses carry no slot.
+	Version1 Version = 0x0001
+	// Version2 (0.2): responses carry the applied slot (Response.Applied,
+	// Stale), and gets may be ReadBounded (Request.MinSlot, AllowStale).
+	Version2 Version = 0x0002
+	// CurrentVersion is what clients of this package send.
+	CurrentVersion = Version2
+	// OldestVersion is the oldest version a server of this package speaks.
+	OldestVersion = Version1
+)
+
+func (v Version) String() string { return fmt.Sprintf("%d.%d", v>>8, v&0xff) }
+
+// HasSlots reports whether v carries slots (Response.Applied, ReadBounded).
+func (v Version) HasSlots() bool { return v >= Version2 }
+
+// PreambleOf returns the preamble of version v.
+func PreambleOf(v Version) [8]byte {
+	return [8]byte{'V', 'E', 'S', 'T', 'A', 'C', byte(v >> 8), byte(v)}
+}
 
 // Limits on a frame's parts. A decoder refuses anything larger.
 const (
@@ -181,8 +240,20 @@ func (s Status) String() string {
 const (
 	flagFound   = 1 << 0
 	flagSwapped = 1 << 1
-	respFlags   = flagFound | flagSwapped
+	flagApplied = 1 << 2 // an applied u64 ends the frame
+	flagStale   = 1 << 3
+	respFlags   = flagFound | flagSwapped | flagApplied | flagStale
 )
+
+// Request flag bits beyond the read mode's.
+const (
+	flagAllowStale = 1 << 2
+	reqFlags       = readModeMask | flagAllowStale
+)
+
+// SlotSize is the size of a frame's optional slot field (a request's
+// minSlot, a response's applied).
+const SlotSize = 8
 
 // ReadMode is how a get is kept linearizable; a request's flags carry it.
 type ReadMode uint8
@@ -199,6 +270,13 @@ const (
 	// round; one that holds none falls back to ReadIndex. Linearizable while
 	// the replicas' clocks drift within the servers' bound.
 	ReadLease ReadMode = 2
+	// ReadBounded is a bounded-staleness read at any replica (version 0.2):
+	// the replica answers once it has applied every slot below the
+	// request's MinSlot (at once, flagged Stale if it has not, with
+	// AllowStale). Not linearizable: it reads state at least as new as the
+	// MinSlot the client passes, which is what makes a client's reads
+	// monotonic and see its own writes.
+	ReadBounded ReadMode = 3
 )
 
 // readModeMask is the request flag bits that carry the read mode.
@@ -212,11 +290,14 @@ func (m ReadMode) String() string {
 		return "index"
 	case ReadLease:
 		return "lease"
+	case ReadBounded:
+		return "bounded"
 	}
 	return fmt.Sprintf("read-mode(%d)", uint8(m))
 }
 
-// ParseReadMode parses a ReadMode's String ("log", "index").
+// ParseReadMode parses a ReadMode's String ("log", "index", "lease",
+// "bounded").
 func ParseReadMode(s string) (ReadMode, error) {
 	switch s {
 	case "log":
@@ -225,8 +306,10 @@ func ParseReadMode(s string) (ReadMode, error) {
 		return ReadIndex, nil
 	case "lease":
 		return ReadLease, nil
+	case "bounded":
+		return ReadBounded, nil
 	}
-	return 0, fmt.Errorf("read mode %q: want log (through the log), index (the leader's read index) or lease (the leader's lease)", s)
+	return 0, fmt.Errorf("read mode %q: want log (through the log), index (the leader's read index), lease (the leader's lease) or bounded (any replica, at least as new as a slot)", s)
 }
 
 // Request is one client request. Its byte slices alias the frame it was
@@ -242,6 +325,13 @@ type Request struct {
 	Expect []byte // cas: the expected current value
 	// Read is a get's read mode (flags bits 0-1); zero for every other op.
 	Read ReadMode
+	// MinSlot (ReadBounded only) is the slot below which the replica must
+	// have applied every slot before it answers: the highest
+	// Response.Applied the client has seen.
+	MinSlot uint64
+	// AllowStale (ReadBounded only, flags bit 2) has the replica answer at
+	// once even if it has not applied that far (Response.Stale says so).
+	AllowStale bool
 }
 
 // Response answers the request with the same ID. Its byte slices alias the
@@ -254,6 +344,15 @@ type Response struct {
 	Leader     uint32 // not-leader: the replica believed to lead (0: unknown)
 	Value      []byte // get: the value; status: JSON; errors: the message
 	LeaderAddr string // not-leader: the leader's client address ("": unknown)
+	// Applied (version 0.2, successful gets and writes; 0: not sent) is a
+	// slot such that the answer reflects every command chosen below it:
+	// for a write its slot plus one at least, for a read the state read.
+	// It is sent (flags bit 2) when nonzero.
+	Applied uint64
+	// Stale (a ReadBounded get with AllowStale, flags bit 3): the replica
+	// had applied less than the request's MinSlot; the value is older than
+	// state the client has seen.
+	Stale bool
 }
 
 const (
@@ -277,10 +376,17 @@ func AppendRequest(dst []byte, r *Request) []byte {
 	dst = binary.LittleEndian.AppendUint64(dst, r.Client)
 	dst = binary.LittleEndian.AppendUint64(dst, r.Seq)
 	dst = binary.LittleEndian.AppendUint64(dst, r.Low)
-	dst = append(dst, byte(r.Op), byte(r.Read)&readModeMask)
+	flags := byte(r.Read) & readModeMask
+	if r.AllowStale {
+		flags |= flagAllowStale
+	}
+	dst = append(dst, byte(r.Op), flags)
 	dst = appendBytes(dst, r.Key)
 	dst = appendBytes(dst, r.Value)
 	dst = appendBytes(dst, r.Expect)
+	if r.Read == ReadBounded {
+		dst = binary.LittleEndian.AppendUint64(dst, r.MinSlot)
+	}
 	binary.LittleEndian.PutUint32(dst[start:], uint32(len(dst)-start-lenSize))
 	return dst
 }
@@ -297,11 +403,20 @@ func AppendResponse(dst []byte, r *Response) []byte {
 	if r.Swapped {
 		flags |= flagSwapped
 	}
+	if r.Applied != 0 {
+		flags |= flagApplied
+	}
+	if r.Stale {
+		flags |= flagStale
+	}
 	dst = append(dst, byte(r.Status), flags)
 	dst = binary.LittleEndian.AppendUint32(dst, r.Leader)
 	dst = appendBytes(dst, r.Value)
 	dst = binary.AppendUvarint(dst, uint64(len(r.LeaderAddr)))
 	dst = append(dst, r.LeaderAddr...)
+	if r.Applied != 0 {
+		dst = binary.LittleEndian.AppendUint64(dst, r.Applied)
+	}
 	binary.LittleEndian.PutUint32(dst[start:], uint32(len(dst)-start-lenSize))
 	return dst
 }
@@ -330,11 +445,14 @@ func DecodeRequest(body []byte) (Request, error) {
 		return r, &DecodeError{"op", fmt.Sprintf("unknown operation %d", body[33])}
 	}
 	r.Read = ReadMode(body[34] & readModeMask)
+	r.AllowStale = body[34]&flagAllowStale != 0
 	switch {
-	case body[34]&^readModeMask != 0, r.Read > ReadLease:
+	case body[34]&^reqFlags != 0:
 		return r, &DecodeError{"flags", fmt.Sprintf("unknown flags %#x", body[34])}
 	case r.Read != ReadThroughLog && r.Op != OpGet:
 		return r, &DecodeError{"flags", fmt.Sprintf("read mode %v on a %v: only gets have one", r.Read, r.Op)}
+	case r.AllowStale && r.Read != ReadBounded:
+		return r, &DecodeError{"flags", fmt.Sprintf("allow-stale with read mode %v: only bounded reads may be stale", r.Read)}
 	}
 	rest := body[requestFixed:]
 	var err error
@@ -346,6 +464,13 @@ func DecodeRequest(body []byte) (Request, error) {
 	}
 	if r.Expect, rest, err = takeBytes(rest, "expect", MaxValueSize); err != nil {
 		return r, err
+	}
+	if r.Read == ReadBounded {
+		if len(rest) < SlotSize {
+			return r, &DecodeError{"min slot", fmt.Sprintf("%d bytes left in the frame, want %d", len(rest), SlotSize)}
+		}
+		r.MinSlot = binary.LittleEndian.Uint64(rest)
+		rest = rest[SlotSize:]
 	}
 	if len(rest) != 0 {
 		return r, &DecodeError{"request", fmt.Sprintf("%d bytes after the last field", len(rest))}
@@ -378,7 +503,7 @@ func DecodeResponse(body []byte) (Response, error) {
 	if flags&^respFlags != 0 {
 		return r, &DecodeError{"flags", fmt.Sprintf("unknown flags %#x", flags)}
 	}
-	r.Found, r.Swapped = flags&flagFound != 0, flags&flagSwapped != 0
+	r.Found, r.Swapped, r.Stale = flags&flagFound != 0, flags&flagSwapped != 0, flags&flagStale != 0
 	r.Leader = binary.LittleEndian.Uint32(body[11:])
 	rest := body[responseFixed:]
 	var err error
@@ -390,6 +515,16 @@ func DecodeResponse(body []byte) (Response, error) {
 		return r, err
 	}
 	r.LeaderAddr = string(addr)
+	if flags&flagApplied != 0 {
+		if len(rest) < SlotSize {
+			return r, &DecodeError{"applied", fmt.Sprintf("%d bytes left in the frame, want %d", len(rest), SlotSize)}
+		}
+		r.Applied = binary.LittleEndian.Uint64(rest)
+		if r.Applied == 0 {
+			return r, &DecodeError{"applied", "zero (sent only when nonzero)"}
+		}
+		rest = rest[SlotSize:]
+	}
 	if len(rest) != 0 {
 		return r, &DecodeError{"response", fmt.Sprintf("%d bytes after the last field", len(rest))}
 	}

@@ -21,6 +21,9 @@ func sampleRequests() []Request {
 		{ID: 1<<64 - 1, Client: 1<<64 - 1, Seq: 1<<64 - 1, Low: 1, Op: OpDelete, Key: bytes.Repeat([]byte{0xff}, 300)},
 		{ID: 5, Client: 9, Op: OpOpenSession},
 		{ID: 6, Op: OpStatus},
+		{ID: 7, Op: OpGet, Key: []byte("k"), Read: ReadBounded, MinSlot: 1<<64 - 1},
+		{ID: 8, Op: OpGet, Key: []byte("k"), Read: ReadBounded, MinSlot: 42, AllowStale: true},
+		{ID: 9, Op: OpGet, Key: []byte("k"), Read: ReadBounded}, // min slot 0: sent all the same
 	}
 }
 
@@ -32,7 +35,10 @@ func sampleResponses() []Response {
 		{ID: 4, Status: StatusUnavailable, Value: []byte("leadership lost")},
 		{ID: 5, Status: StatusError, Value: []byte("bad")},
 		{ID: 6, Status: StatusSessionExpired, Value: []byte("no session")},
-		{ID: 7, Status: StatusOK, Value: bytes.Repeat([]byte("x"), 100000)},
+		{ID: 8, Status: StatusOK, Swapped: true, Applied: 1},
+		{ID: 9, Status: StatusOK, Found: true, Value: []byte("v"), Applied: 1<<64 - 1, Stale: true},
+		{ID: 10, Status: StatusOK, Stale: true},                             // stale without a slot: the flag alone
+		{ID: 7, Status: StatusOK, Value: bytes.Repeat([]byte("x"), 100000)}, // last: large
 	}
 }
 
@@ -95,7 +101,8 @@ func TestDecodeTruncatedAndMutated(t *testing.T) {
 			_, _ = DecodeRequest(m)
 		}
 	}
-	for _, r := range sampleResponses()[:6] { // the last one's value is large
+	resps := sampleResponses()
+	for _, r := range resps[:len(resps)-1] { // the last one's value is large
 		body := AppendResponse(nil, &r)[4:]
 		for i := 0; i < len(body); i++ {
 			if _, err := DecodeResponse(body[:i]); err == nil {
@@ -414,13 +421,141 @@ func TestReadModeInFlags(t *testing.T) {
 		t.Fatalf("a put with a read mode: %v", err)
 	}
 	frame = AppendRequest(nil, &req)
-	frame[lenSize+34] = 3 // no such mode
+	frame[lenSize+34] = 0x08 // no such flag
 	if _, err := DecodeRequest(frame[lenSize:]); err == nil || !strings.Contains(err.Error(), "flags") {
-		t.Fatalf("an unknown read mode: %v", err)
+		t.Fatalf("an unknown flag: %v", err)
 	}
-	for _, m := range []ReadMode{ReadThroughLog, ReadIndex, ReadLease} {
+	for _, m := range []ReadMode{ReadThroughLog, ReadIndex, ReadLease, ReadBounded} {
 		if p, err := ParseReadMode(m.String()); err != nil || p != m {
 			t.Fatalf("ParseReadMode(%q) = %v, %v", m, p, err)
 		}
+	}
+}
+
+// The slot fields' exact layout: a bounded get ends with its min slot, a
+// response with its applied slot, each flagged; frames without them are the
+// 0.1 layout, byte for byte.
+func TestSlotFieldsLayout(t *testing.T) {
+	get := Request{ID: 1, Op: OpGet, Key: []byte("k")}
+	v1 := AppendRequest(nil, &get)
+	b := get
+	b.Read, b.MinSlot, b.AllowStale = ReadBounded, 0x0102030405060708, true
+	v2 := AppendRequest(nil, &b)
+	if len(v2) != len(v1)+SlotSize {
+		t.Fatalf("bounded get: %d bytes, want %d", len(v2), len(v1)+SlotSize)
+	}
+	if flags := v2[lenSize+34]; flags != 0x03|0x04 {
+		t.Fatalf("bounded get's flags %#x, want 0x07 (mode 3, allow-stale)", flags)
+	}
+	if got := binary.LittleEndian.Uint64(v2[len(v2)-SlotSize:]); got != b.MinSlot {
+		t.Fatalf("min slot %#x at the end, want %#x", got, b.MinSlot)
+	}
+	if n := binary.LittleEndian.Uint32(v2); int(n) != len(v2)-lenSize {
+		t.Fatalf("length prefix %d, body %d", n, len(v2)-lenSize)
+	}
+
+	resp := Response{ID: 1, Status: StatusOK, Found: true, Value: []byte("v")}
+	old := AppendResponse(nil, &resp)
+	// The 0.1 layout, written out by hand.
+	want := []byte{0, 0, 0, 0, KindResponse, 1, 0, 0, 0, 0, 0, 0, 0, byte(StatusOK), flagFound, 0, 0, 0, 0, 1, 'v', 0}
+	binary.LittleEndian.PutUint32(want, uint32(len(want)-lenSize))
+	if !bytes.Equal(old, want) {
+		t.Fatalf("a response without slot fields:\n%x\nwant the 0.1 layout\n%x", old, want)
+	}
+	resp.Applied, resp.Stale = 0x1122334455667788, true
+	withSlot := AppendResponse(nil, &resp)
+	if len(withSlot) != len(old)+SlotSize || withSlot[lenSize+10] != flagFound|flagApplied|flagStale {
+		t.Fatalf("a response with a slot: %x", withSlot)
+	}
+	if got := binary.LittleEndian.Uint64(withSlot[len(withSlot)-SlotSize:]); got != resp.Applied {
+		t.Fatalf("applied %#x at the end, want %#x", got, resp.Applied)
+	}
+	got, err := DecodeResponse(withSlot[lenSize:])
+	if err != nil || got.Applied != resp.Applied || !got.Stale || !got.Found || string(got.Value) != "v" {
+		t.Fatalf("decoded %+v, %v", got, err)
+	}
+}
+
+// Malformed slot fields give a DecodeError naming the field, never a panic.
+func TestSlotFieldsMalformed(t *testing.T) {
+	bounded := AppendRequest(nil, &Request{ID: 1, Op: OpGet, Key: []byte("k"), Read: ReadBounded, MinSlot: 9})[lenSize:]
+	index := AppendRequest(nil, &Request{ID: 1, Op: OpGet, Key: []byte("k"), Read: ReadIndex})[lenSize:]
+	resp := AppendResponse(nil, &Response{ID: 1, Status: StatusOK, Applied: 9})[lenSize:]
+	plain := AppendResponse(nil, &Response{ID: 1, Status: StatusOK})[lenSize:]
+	cases := []struct {
+		name   string
+		body   []byte
+		decode func([]byte) error
+		field  string
+	}{
+		{"bounded get without its min slot", bounded[:len(bounded)-SlotSize], decReq, "min slot"},
+		{"bounded get with half a min slot", bounded[:len(bounded)-3], decReq, "min slot"},
+		{"bounded get with a byte more", append(bytes.Clone(bounded), 0), decReq, "request"},
+		{"a min slot on an index get", append(bytes.Clone(index), 1, 2, 3, 4, 5, 6, 7, 8), decReq, "request"},
+		{"allow-stale on an index get", withByte(index, 34, byte(ReadIndex)|flagAllowStale), decReq, "flags"},
+		{"allow-stale on a put", withByte(AppendRequest(nil, &Request{ID: 1, Client: 1, Seq: 1, Low: 1, Op: OpPut})[lenSize:], 34, flagAllowStale), decReq, "flags"},
+		{"bounded mode on a put", withByte(AppendRequest(nil, &Request{ID: 1, Client: 1, Seq: 1, Low: 1, Op: OpPut})[lenSize:], 34, byte(ReadBounded)), decReq, "flags"},
+		{"request flag 0x80", withByte(index, 34, 0x81), decReq, "flags"},
+		{"applied flagged, missing", withByte(plain, 10, flagApplied), decResp, "applied"},
+		{"applied cut short", resp[:len(resp)-1], decResp, "applied"},
+		{"applied flagged zero", withTail(withByte(plain, 10, flagApplied), make([]byte, SlotSize)), decResp, "applied"},
+		{"applied not flagged", withTail(plain, []byte{1, 0, 0, 0, 0, 0, 0, 0}), decResp, "response"},
+		{"response flag 0x10", withByte(plain, 10, 0x10), decResp, "flags"},
+	}
+	for _, c := range cases {
+		err := c.decode(c.body)
+		var de *DecodeError
+		if !errors.As(err, &de) || de.Field != c.field {
+			t.Errorf("%s: got %v, want a DecodeError on %q", c.name, err, c.field)
+		}
+	}
+	// Random bytes after a valid prefix: errors or messages, no panic.
+	for _, body := range [][]byte{bounded, resp} {
+		for cut := 0; cut <= len(body); cut++ {
+			for _, tail := range [][]byte{nil, {0xff}, bytes.Repeat([]byte{0x80}, 11)} {
+				m := append(bytes.Clone(body[:cut]), tail...)
+				_, _ = DecodeRequest(m)
+				_, _ = DecodeResponse(m)
+			}
+		}
+	}
+}
+
+func decReq(b []byte) error  { _, err := DecodeRequest(b); return err }
+func decResp(b []byte) error { _, err := DecodeResponse(b); return err }
+
+func withByte(b []byte, i int, v byte) []byte { b = bytes.Clone(b); b[i] = v; return b }
+func withTail(b, tail []byte) []byte          { return append(bytes.Clone(b), tail...) }
+
+// A server speaks 0.1 and 0.2 and says which; other versions are refused
+// with both sides' versions and who should upgrade.
+func TestPreambleVersions(t *testing.T) {
+	if Preamble != PreambleOf(Version2) || CurrentVersion.String() != "0.2" {
+		t.Fatalf("preamble %q, version %v", Preamble, CurrentVersion)
+	}
+	for _, v := range []Version{Version1, Version2} {
+		p := PreambleOf(v)
+		got, err := ReadPreambleVersion(bytes.NewReader(p[:]))
+		if err != nil || got != v {
+			t.Fatalf("version %v: got %v, %v", v, got, err)
+		}
+		if got.HasSlots() != (v == Version2) {
+			t.Fatalf("version %v: HasSlots %v", v, got.HasSlots())
+		}
+	}
+	for _, c := range []struct {
+		v    Version
+		want string
+	}{{0x0003, "upgrade the server"}, {0x0100, "upgrade the server"}, {0x0000, "upgrade the client"}} {
+		p := PreambleOf(c.v)
+		_, err := ReadPreambleVersion(bytes.NewReader(p[:]))
+		var ve *VersionError
+		if !errors.As(err, &ve) || ve.Client != c.v || !strings.Contains(err.Error(), c.want) ||
+			!strings.Contains(err.Error(), "0.1 to 0.2") {
+			t.Fatalf("version %v: %v", c.v, err)
+		}
+	}
+	if _, err := ReadPreambleVersion(strings.NewReader("VEST")); err == nil {
+		t.Fatal("a short preamble was accepted")
 	}
 }

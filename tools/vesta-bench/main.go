@@ -83,7 +83,8 @@ func main() {
 	flag.Float64Var(&o.rate, "rate", 0, "open loop: operations per second (latency from intended send time); 0 = closed loop")
 	flag.IntVar(&o.size, "size", 64, "value size in bytes")
 	flag.Float64Var(&o.reads, "reads", 0, "fraction of operations that are reads (0..1)")
-	flag.Func("read-mode", "process mode: how reads stay linearizable: index (the leader's read index: one quorum round, no log append; the default), lease (the leader's lease: no round, safe within the clock-drift bound) or log (each read through the log like a write)", func(s string) error {
+	flag.Func("read-mode", "process mode: how reads stay consistent: index (the leader's read index: one quorum round, no log append; the default), lease (the leader's lease: no round, safe within the clock-drift bound), "+
+		"log (each read through the log like a write) or bounded (at every replica in turn, once it has applied the slots the client has seen: session-monotonic, not linearizable)", func(s string) error {
 		m, err := client.ParseReadMode(s)
 		o.readMode = m
 		return err

@@ -48,7 +48,9 @@ commands:
   status                     each server's role, leader, commit and applied index
                              (exit status 1 if a server does not answer)
   put KEY VALUE              set KEY to VALUE
-  get KEY                    print KEY's value (exit status 1 if KEY does not exist)
+  get KEY                    print KEY's value (exit status 1 if KEY does not exist);
+                             -read-mode bounded [-min-slot N] [-allow-stale] reads at any
+                             server once it has applied the slots below N
   delete KEY                 remove KEY
   cas KEY EXPECTED VALUE     set KEY to VALUE if its value is EXPECTED ("" matches a missing key)
   log dump DIR               list the write-ahead log in DIR: whose it is (cluster, replica,
@@ -80,7 +82,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	servers := fs.String("servers", envOr("VESTA_SERVERS", defaultServers), "the servers' client `addresses`, comma-separated ($VESTA_SERVERS)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up on a command after this long")
 	verbose := fs.Bool("v", false, "log the client's redirects and retries")
-	readMode := fs.String("read-mode", "index", "how get stays linearizable: index (the leader's read index, no log append), lease (the leader's lease, no round) or log (through the log)")
+	readMode := fs.String("read-mode", "index", "how get reads: index (the leader's read index, no log append), lease (the leader's lease, no round), log (through the log) "+
+		"or bounded (at any server, round robin, once its replica has applied the slots below -min-slot; not linearizable)")
+	var minSlot uint64
+	fs.Uint64Var(&minSlot, "min-slot", 0, "-read-mode bounded: the `SLOT` the state read must have reached (every slot below it applied): another client's seen slot, or a replica's applied index")
+	allowStale := fs.Bool("allow-stale", false, "-read-mode bounded: answer at once from what the server's replica has applied, even below -min-slot (said on stderr)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usageText)
 		fs.PrintDefaults()
@@ -94,6 +100,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	reads, err := client.ParseReadMode(*readMode)
 	if err != nil {
 		fmt.Fprintf(stderr, "vestactl: -read-mode: %v\n", err)
+		return 2
+	}
+	if reads != client.ReadAtAnyReplica && (minSlot != 0 || *allowStale) {
+		fmt.Fprintf(stderr, "vestactl: -min-slot and -allow-stale need -read-mode bounded (this is -read-mode %v)\n", reads)
 		return 2
 	}
 	if *timeout <= 0 {
@@ -113,7 +123,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	code, err := command(ctx, fs.Args(), addrs, client.Options{Logger: logger, Reads: reads}, stdout)
+	opts := client.Options{Logger: logger, Reads: reads}
+	code, err := command(ctx, fs.Args(), addrs, opts, getBounded{client.BoundedRead{MinSlot: client.Slot(minSlot), AllowStale: *allowStale}, stderr}, stdout)
 	var ue *usageError
 	switch {
 	case errors.As(err, &ue):
@@ -142,7 +153,14 @@ func want(args []string, n int, synopsis string) error {
 	return nil
 }
 
-func command(ctx context.Context, args, addrs []string, opts client.Options, out io.Writer) (int, error) {
+// getBounded is how get reads with -read-mode bounded, and where it says a
+// stale answer.
+type getBounded struct {
+	read   client.BoundedRead
+	stderr io.Writer
+}
+
+func command(ctx context.Context, args, addrs []string, opts client.Options, gb getBounded, out io.Writer) (int, error) {
 	logger := opts.Logger
 	if len(args) == 0 {
 		return 0, &usageError{"no command"}
@@ -210,9 +228,22 @@ func command(ctx context.Context, args, addrs []string, opts client.Options, out
 		}
 		fmt.Fprintln(out, "ok")
 	case "get":
-		v, found, err := c.Get(ctx, []byte(args[1]))
-		if err != nil {
-			return 0, err
+		var v []byte
+		var found bool
+		if opts.Reads == client.ReadAtAnyReplica {
+			r, err := c.GetBounded(ctx, []byte(args[1]), gb.read)
+			if err != nil {
+				return 0, err
+			}
+			v, found = r.Value, r.Found
+			if r.Stale {
+				fmt.Fprintf(gb.stderr, "vestactl: stale: the replica had applied the slots below %d, not yet those below -min-slot %d\n", r.Applied, gb.read.MinSlot)
+			}
+		} else {
+			v, found, err = c.Get(ctx, []byte(args[1]))
+			if err != nil {
+				return 0, err
+			}
 		}
 		if !found {
 			fmt.Fprintf(out, "%s: not found\n", args[1])

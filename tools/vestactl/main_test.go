@@ -106,3 +106,16 @@ func TestLogDump(t *testing.T) {
 		t.Errorf("a file: exit %d %s", code, stderr)
 	}
 }
+
+// -min-slot and -allow-stale belong to -read-mode bounded.
+func TestBoundedReadFlags(t *testing.T) {
+	for _, args := range [][]string{{"-min-slot", "5", "get", "k"}, {"-allow-stale", "get", "k"}, {"-read-mode", "lease", "-allow-stale", "get", "k"}} {
+		code, _, stderr := runCLI(args...)
+		if code != 2 || !strings.Contains(stderr, "need -read-mode bounded") {
+			t.Errorf("%q: exit %d, stderr %q", args, code, stderr)
+		}
+	}
+	if code, _, stderr := runCLI("-read-mode", "nearest", "get", "k"); code != 2 || !strings.Contains(stderr, "bounded") {
+		t.Errorf("an unknown read mode: exit %d, stderr %q", code, stderr)
+	}
+}

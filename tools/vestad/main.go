@@ -492,6 +492,7 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 	}
 
 	srv := newServer(r, cfg.clients, durability, log, metrics, cfg.clientLimits, reg)
+	srv.marks = sm // responses carry a write's slot (server.go, appliedFor)
 	go srv.serve(cln)
 	var hs *http.Server
 	if mln != nil {

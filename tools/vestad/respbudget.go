@@ -99,10 +99,11 @@ const responseStallTimeout = time.Second
 
 // The reservations of respReserve.
 var (
-	// emptyResponse is the frame of a response with no value or address.
+	// emptyResponse is the frame of a response with no value, address or
+	// applied slot.
 	emptyResponse = len(proto.AppendResponse(nil, &proto.Response{}))
 	// maxGetResponse is the frame of a get's response with the largest value.
-	maxGetResponse = emptyResponse - 1 + uvarintLen(proto.MaxValueSize) + proto.MaxValueSize
+	maxGetResponse = emptyResponse - 1 + uvarintLen(proto.MaxValueSize) + proto.MaxValueSize + proto.SlotSize
 	// smallResponse is reserved for another request's response: none holds
 	// a value but a short message (an error's, a session's ID) or a
 	// not-leader's address. One that holds more is charged its size when
@@ -141,7 +142,11 @@ func (g *group) reserveFor(op proto.Op) int64 {
 
 // respFrameSize is the size of r's frame (proto.AppendResponse's).
 func respFrameSize(r *proto.Response) int {
-	return emptyResponse - 2 + uvarintLen(len(r.Value)) + len(r.Value) + uvarintLen(len(r.LeaderAddr)) + len(r.LeaderAddr)
+	n := emptyResponse - 2 + uvarintLen(len(r.Value)) + len(r.Value) + uvarintLen(len(r.LeaderAddr)) + len(r.LeaderAddr)
+	if r.Applied != 0 {
+		n += proto.SlotSize
+	}
+	return n
 }
 
 // respReserve is what a request of op reserves for its response alone (in

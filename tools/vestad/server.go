@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,8 +22,13 @@ import (
 type replica interface {
 	ProposeAsync(cmd []byte, done func(result []byte, err error))
 	ReadAsync(query []byte, mode engine.ReadMode, done func(result []byte, err error))
+	ReadAt(ctx context.Context, query []byte, minSlot wire.Slot, allowStale bool) (result []byte, applied wire.Slot, stale bool, err error)
 	Status() engine.Status
 }
+
+// appliedMarker is what the server needs of the state machine to tell a
+// client a write's slot: kv.Store.Applied.
+type appliedMarker interface{ Applied() uint64 }
 
 // Server limits.
 const (
@@ -37,6 +43,12 @@ const (
 	// refusalWriteTimeout bounds the write of the refusal sent to a
 	// connection beyond -max-client-conns (a fresh socket takes it at once).
 	refusalWriteTimeout = 100 * time.Millisecond
+	// boundedReadWait bounds how long a bounded-staleness read (ReadBounded)
+	// waits for this replica to apply its min slot before it is answered
+	// unavailable, naming how far the replica got: below the client's
+	// default attempt timeout (2 s), so the client hears why and tries
+	// another replica rather than timing out.
+	boundedReadWait = time.Second
 )
 
 // server serves the client protocol (package client/proto) for one replica:
@@ -47,6 +59,7 @@ const (
 // What connections may cost is bounded by clientLimits (limits.go).
 type server struct {
 	r           replica
+	marks       appliedMarker             // a write's applied slot (kv.Store.Applied); nil: writes carry none
 	clientAddrs map[wire.ReplicaID]string // for not-leader hints
 	durability  string
 	log         *slog.Logger
@@ -217,6 +230,7 @@ type serverConn struct {
 	s        *server
 	nc       net.Conn
 	remote   string
+	slots    bool           // its protocol version carries slots (proto.Version.HasSlots)
 	w        *proto.Writer  // made when the first request arrives
 	sem      chan struct{}  // a token per request in flight
 	inflight sync.WaitGroup // groups proposed and not completed
@@ -250,9 +264,18 @@ type group struct {
 	gets  int                 // the gets among them
 	done  func([]byte, error) // g.complete, bound once
 	// read is the read mode of a group of gets that skips the log
-	// (engine.Replica.ReadAsync); ReadThroughLog for a group proposed
-	// through the log, writes and gets alike.
+	// (engine.Replica.ReadAsync, or ReadAt for ReadBounded); ReadThroughLog
+	// for a group proposed through the log, writes and gets alike.
 	read proto.ReadMode
+	// A ReadBounded group's: whether its gets allow stale answers (a group
+	// holds gets that all do or all do not), the highest min slot among
+	// them (waiting for it serves them all), each one's min slot (for its
+	// Stale, in ids' order), and what ReadAt answered.
+	allowStale bool
+	minSlot    uint64
+	mins       []uint64
+	applied    uint64
+	stale      bool
 }
 
 var groupPool sync.Pool
@@ -280,8 +303,16 @@ func (c *serverConn) run() {
 	}
 	// The preamble, like a frame, must arrive within the read timeout.
 	_ = c.nc.SetReadDeadline(time.Now().Add(s.lim.ReadTimeout))
-	if err := proto.ReadPreamble(c.nc); err != nil {
+	ver, err := proto.ReadPreambleVersion(c.nc)
+	if err != nil {
 		if s.isStopping() {
+			return
+		}
+		var ve *proto.VersionError
+		if errors.As(err, &ve) {
+			s.rlog.logf(logBadPreamble, "closing a client connection: protocol version", "remote", c.remote, "err", err)
+			s.m.protocolErrors.Inc()
+			s.refuseVersion(c, err)
 			return
 		}
 		var ne net.Error
@@ -294,6 +325,7 @@ func (c *serverConn) run() {
 		s.m.protocolErrors.Inc()
 		return
 	}
+	c.slots = ver.HasSlots()
 	_ = c.nc.SetReadDeadline(time.Time{})
 	c.lastActive.Store(s.now())
 	s.mu.Lock()
@@ -366,15 +398,21 @@ func (c *serverConn) run() {
 		if g, resv, ok = c.reserveRequest(req.Op, g); !ok {
 			break
 		}
-		if g != nil && len(g.ids) > 0 && g.read != req.Read {
-			// Gets that skip the log travel apart from what goes through it.
+		if g != nil && len(g.ids) > 0 && (g.read != req.Read || g.allowStale != req.AllowStale) {
+			// Gets that skip the log travel apart from what goes through
+			// it, each read mode apart, and bounded gets that allow stale
+			// answers apart from those that wait.
 			g = c.propose(g)
 		}
 		if g == nil {
 			g = c.newGroup()
 		}
 		if len(g.ids) == 0 {
-			g.read = req.Read
+			g.read, g.allowStale, g.minSlot = req.Read, req.AllowStale, 0
+		}
+		if req.Read == proto.ReadBounded {
+			g.minSlot = max(g.minSlot, req.MinSlot)
+			g.mins = append(g.mins, req.MinSlot)
 		}
 		g.add(&req)
 		g.resvs = append(g.resvs, int32(resv))
@@ -446,9 +484,76 @@ func (c *serverConn) propose(g *group) *group {
 	case proto.ReadLease:
 		c.s.r.ReadAsync(g.cmd, engine.ReadLease, g.done)
 		return nil
+	case proto.ReadBounded:
+		// ReadAt blocks while this replica catches up: a goroutine per
+		// group (not per get) waits for it.
+		go g.readAt()
+		return nil
 	}
 	c.s.r.ProposeAsync(g.cmd, g.done)
 	return nil
+}
+
+// readAt serves a ReadBounded group at this replica, leader or not, with
+// engine.Replica.ReadAt, waiting up to boundedReadWait for it to apply the
+// group's min slot (unless the group allows stale answers), and completes
+// the group.
+func (g *group) readAt() {
+	s := g.c.s
+	ctx, cancel := context.WithTimeout(context.Background(), boundedReadWait)
+	res, applied, stale, err := s.r.ReadAt(ctx, g.cmd, wire.Slot(g.minSlot), g.allowStale)
+	timedOut := err != nil && ctx.Err() != nil
+	cancel()
+	if timedOut {
+		// The engine may still hold the query (it drops a read whose
+		// context ended at its next apply, without reading it): the buffer
+		// is not the pool's any more.
+		g.cmd = nil
+		st := s.r.Status()
+		err = &behindError{id: st.ID, applied: st.Applied, minSlot: g.minSlot}
+	}
+	g.applied, g.stale = uint64(applied), stale
+	g.done(res, err)
+}
+
+// behindError answers a bounded read this replica could not serve in time.
+type behindError struct {
+	id      wire.ReplicaID
+	applied uint64
+	minSlot uint64
+}
+
+func (e *behindError) Error() string {
+	return fmt.Sprintf("replica %d is behind: it has applied the slots below %d, the read needs those below %d, and it did not get there within %v; "+
+		"read at another replica, or allow a stale answer", e.id, e.applied, e.minSlot, boundedReadWait)
+}
+
+// appliedFor is the applied slot a group's successful responses carry: the
+// slot below which the state they reflect holds every command (0: none).
+// Completions run on the engine's applier (see ProposeAsync), after the
+// group's command applied, or after its gets read.
+func (g *group) appliedFor() uint64 {
+	s := g.c.s
+	switch g.read {
+	case proto.ReadBounded:
+		return g.applied
+	case proto.ReadIndex, proto.ReadLease:
+		// Read between applies: the engine's applied index then is exact,
+		// and what is read now is no older. The store's mark is no lower
+		// when the engine's has not moved yet.
+		a := s.r.Status().Applied
+		if s.marks != nil {
+			a = max(a, s.marks.Applied())
+		}
+		return a
+	}
+	// Through the log: the command applied in a slot s, and the store's
+	// mark is s+1 at least (the engine's applied index is only s until the
+	// completion returns).
+	if s.marks == nil {
+		return 0
+	}
+	return s.marks.Applied()
 }
 
 // complete answers a group's requests; it runs on an engine goroutine, so it
@@ -467,6 +572,10 @@ func (g *group) complete(result []byte, err error) {
 		}
 	}
 	var nle *engine.NotLeaderError
+	var applied uint64
+	if err == nil && c.slots {
+		applied = g.appliedFor()
+	}
 	// One request, and no other group in flight on this connection: the
 	// client has nothing else outstanding here, so its response leaves at
 	// once (proto.WriteResponseAlone). Under load there are always other
@@ -484,6 +593,11 @@ func (g *group) complete(result []byte, err error) {
 			switch r.Code {
 			case kv.CodeOK:
 				resp.Found, resp.Swapped, resp.Value = r.Found, r.Swapped, r.Value
+				resp.Applied = applied
+				if g.read == proto.ReadBounded && g.stale {
+					// Stale for this get if the state read is below its own min slot.
+					resp.Stale = g.applied < g.mins[i]
+				}
 			case kv.CodeSessionExpired:
 				resp.Status = proto.StatusSessionExpired
 				resp.Value = r.Value // the store's reason, when it gives one
@@ -540,6 +654,8 @@ func (g *group) complete(result []byte, err error) {
 	g.res = g.res[:0]
 	g.ids = g.ids[:0]
 	g.read = proto.ReadThroughLog
+	g.mins = g.mins[:0]
+	g.allowStale, g.minSlot, g.applied, g.stale = false, 0, 0, false
 	if cap(g.cmd) > 2*maxGroupBytes {
 		g.cmd = nil
 	}
@@ -548,6 +664,20 @@ func (g *group) complete(result []byte, err error) {
 	c.groups.Add(-1)
 	c.inflight.Done()
 	groupPool.Put(g)
+}
+
+// refuseVersion answers a connection whose preamble named a protocol version
+// this server does not speak with one response frame in the oldest layout
+// (request ID 0, StatusError, the reason) and closes it, as refuse does.
+func (s *server) refuseVersion(c *serverConn, err error) {
+	frame := proto.AppendResponse(nil, &proto.Response{Status: proto.StatusError, Value: []byte("vestad: refused: " + err.Error())})
+	_ = c.nc.SetWriteDeadline(time.Now().Add(refusalWriteTimeout))
+	_, _ = c.nc.Write(frame)
+	// Take what the client sent already, without waiting, so that closing
+	// sends the refusal and a FIN rather than a reset.
+	_ = c.nc.SetReadDeadline(time.Now())
+	var junk [512]byte
+	_, _ = c.nc.Read(junk[:])
 }
 
 // readBudgetMsg is the message of a get answered kv.CodeRetry.

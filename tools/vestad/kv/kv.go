@@ -435,7 +435,20 @@ type Store struct {
 
 	nkeys, nsessions atomic.Int64
 	evicted          atomic.Uint64
+	// applied is Machine.Apply's slot plus one, set before it applies: see
+	// Applied.
+	applied atomic.Uint64
 }
+
+// Applied returns the slot after the last one Machine.Apply was given (0:
+// none): from the moment a command of slot s starts to apply (so, to its
+// proposer's completion, which the engine runs after Apply returns) it is
+// at least s+1, and every command of the slots below it has applied. It is
+// what vestad sends a client as a write's applied slot. It does not move on
+// Restore (which is not told its slot), so a reader of the state after one
+// takes the engine's applied index as well (engine.Status.Applied). Safe
+// from any goroutine.
+func (s *Store) Applied() uint64 { return s.applied.Load() }
 
 // saved is a write's result, as its session keeps it: writes return no value.
 type saved struct {

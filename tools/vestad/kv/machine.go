@@ -18,8 +18,14 @@ var (
 	_ engine.Freezer      = Machine{}
 )
 
-// Apply implements engine.StateMachine.
-func (m Machine) Apply(_ wire.Slot, cmds [][]byte, results [][]byte) { m.Store.Apply(cmds, results) }
+// Apply implements engine.StateMachine; it records slot for Store.Applied
+// before it applies.
+func (m Machine) Apply(slot wire.Slot, cmds [][]byte, results [][]byte) {
+	if next := uint64(slot) + 1; next > m.Store.applied.Load() {
+		m.Store.applied.Store(next)
+	}
+	m.Store.Apply(cmds, results)
+}
 
 // Snapshot implements engine.StateMachine: the image as of now, its keys
 // in arena order (Image.WriteArenaOrder: a checkpoint needs the state, not
