@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/vestalabs/vesta/engine/transport"
 	"github.com/vestalabs/vesta/engine/wire"
 )
 
@@ -58,22 +59,27 @@ type Config struct {
 const DialGateInterval = 100 * time.Millisecond
 
 // Reasons a connection is closed for (Stats.Closed keys), beyond
-// wire.Reason's labels for malformed frames.
+// wire.Reason's labels for malformed frames. Those the TCP transport has
+// too are its own.
 const (
-	ReasonPeerClosed     = "peer_closed"     // the side channel closed
-	ReasonSuperseded     = "superseded"      // the peer connected anew
-	ReasonQPError        = "qp_error"        // a work request completed with an error
-	ReasonVerbsError     = "verbs_error"     // a verbs call failed
-	ReasonSenderMismatch = "sender_mismatch" // a frame's From is not the peer
-	ReasonMisrouted      = "misrouted"       // a frame's To is not this replica
-	ReasonBadHandshake   = "bad_handshake"
+	ReasonPeerClosed     = transport.ReasonPeerClosed     // the side channel closed
+	ReasonSuperseded     = transport.ReasonSuperseded     // the peer connected anew
+	ReasonSenderMismatch = transport.ReasonSenderMismatch // a frame's From is not the peer
+	ReasonMisrouted      = transport.ReasonMisrouted      // a frame's To is not this replica
+	ReasonBadHandshake   = transport.ReasonBadHandshake   // a side-channel frame that is not the handshake's
+	ReasonQPError        = "qp_error"                     // a work request completed with an error
+	ReasonVerbsError     = "verbs_error"                  // a verbs call failed
+	// ReasonBadCredit: the peer returned more credits than it has
+	// receives, or the device reported more bytes than a receive holds.
+	ReasonBadCredit = "bad_credit"
 
-	// Refusal reasons (Stats.HandshakesRefused), as TCP's.
-	ReasonForeignCluster = "foreign_cluster"
-	ReasonUnknownPeer    = "unknown_peer"
-	ReasonWrongReplica   = "wrong_replica"
-	ReasonWrongDirection = "wrong_direction" // the higher ID dialed
-	ReasonRefusedOther   = "other"
+	// Refusal reasons (Stats.HandshakesRefused, and Stats.Closed on the
+	// refusing side), as TCP's: transport.RefusalReason.
+	ReasonForeignCluster = transport.ReasonForeignCluster
+	ReasonUnknownPeer    = transport.ReasonUnknownPeer
+	ReasonWrongReplica   = transport.ReasonWrongReplica
+	ReasonWrongDirection = transport.ReasonWrongDirection // the higher ID dialed
+	ReasonRefusedOther   = transport.ReasonRefusedOther
 )
 
 // LinkStats are one peer link's counters since the transport started

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vestalabs/vesta/cgo/verbs"
+	"github.com/vestalabs/vesta/engine/transport"
 	"github.com/vestalabs/vesta/engine/wire"
 )
 
@@ -40,6 +41,7 @@ type conn struct {
 	maxSendWR     int
 
 	credits    int   // the peer's receives this side may still consume
+	peerSlots  int   // the receives the peer posted: credits never exceed it
 	toReturn   int   // receives reposted here and not yet reported to the peer
 	threshold  int   // toReturn that warrants a credit-only SEND
 	freeSlots  []int // send slots not in flight
@@ -57,6 +59,7 @@ type conn struct {
 	evch      chan struct{} // the waiter saw a completion event
 	dead      chan struct{} // the side channel closed
 	evDone    chan struct{}
+	waitErr   error // why the waiter stopped, once evDone is closed
 	watchDone chan struct{}
 	started   bool // helpers running
 }
@@ -132,6 +135,7 @@ func (c *conn) adopt(h hello) error {
 	t := c.p.t
 	c.remote = h.Endpoint
 	c.credits = int(h.RecvSlots)
+	c.peerSlots = int(h.RecvSlots)
 	c.cut = min(c.rsize, int(h.SlotSize))
 	c.threshold = max(2, c.rslots/4)
 	c.freeSlots = make([]int, c.sslots)
@@ -151,20 +155,20 @@ func (c *conn) dialHandshake() error {
 	if err := writeFrame(c.nc, t.codec, frameHello, c.myHello().payload(), to); err != nil {
 		return err
 	}
-	typ, p, err := readFrame(c.nc, t.codec, to)
+	fh, p, err := readFrame(c.nc, t.codec, to, false)
 	if err != nil {
 		return err
 	}
-	switch typ {
-	case frameRefuse:
-		code, err := parseRefuse(p)
+	switch fh.Type {
+	case transport.FrameRefusal:
+		r, err := transport.ParseRefusal(p, c.p.id, c.p.addr, t.cfg.ID, t.cfg.ClusterID)
 		if err != nil {
 			return err
 		}
-		return &refusal{peer: c.p.id, reason: refusalReason(code)}
+		return r
 	case frameAccept:
 	default:
-		return fmt.Errorf("answer to hello has type %#x", typ)
+		return fmt.Errorf("hello answered by a frame of type %#x, want an accept (%#x) or a refusal (%#x)", fh.Type, frameAccept, transport.FrameRefusal)
 	}
 	h, err := parseHello(p)
 	if err != nil {
@@ -193,12 +197,12 @@ func (c *conn) acceptHandshake(h hello) error {
 		return err
 	}
 	// The dialer is at RTS (so its receive side is ready) when it says so.
-	typ, _, err := readFrame(c.nc, t.codec, to)
+	fh, _, err := readFrame(c.nc, t.codec, to, false)
 	if err != nil {
 		return err
 	}
-	if typ != frameReady {
-		return fmt.Errorf("frame %#x instead of ready", typ)
+	if fh.Type != frameReady {
+		return fmt.Errorf("frame of type %#x instead of ready (%#x)", fh.Type, frameReady)
 	}
 	c.start2()
 	return nil
@@ -213,7 +217,8 @@ func (c *conn) start2() {
 		for {
 			cq, err := c.ch.Wait(-1)
 			if err != nil {
-				return // interrupted by teardown
+				c.waitErr = err // read after evDone closes
+				return          // interrupted by teardown, or broken
 			}
 			if cq != nil {
 				cq.AckEvents(1)
@@ -256,7 +261,7 @@ func (c *conn) run() (string, error) {
 	}
 	idleSince := time.Now()
 	for {
-		if t.stopped.Load() {
+		if t.closing() {
 			return "closing", nil
 		}
 		progressed, err := c.step()
@@ -284,6 +289,10 @@ func (c *conn) run() (string, error) {
 		case <-c.p.wake:
 		case <-c.dead:
 			return ReasonPeerClosed, nil
+		case <-c.evDone:
+			// The waiter stops only when teardown interrupts it, which
+			// comes after run; otherwise completions would go unnoticed.
+			return ReasonVerbsError, fmt.Errorf("the completion channel's waiter stopped: %w", c.waitErr)
 		case <-acceptSig:
 			// The peer dialed again: it restarted, or lost this
 			// connection. The new side channel is pending; re-signal so
@@ -293,7 +302,7 @@ func (c *conn) run() (string, error) {
 			default:
 			}
 			return ReasonSuperseded, nil
-		case <-t.ctx.Done():
+		case <-t.life.Done():
 			return "closing", nil
 		}
 		idleSince = time.Now()
@@ -338,7 +347,12 @@ func (c *conn) step() (bool, error) {
 		}
 		slot := int(wc.WRID)
 		if wc.HasImm {
-			c.credits += int(wc.Imm)
+			if err := c.returnCredits(wc.Imm); err != nil {
+				return false, err
+			}
+		}
+		if int(wc.ByteLen) > c.rsize || slot >= c.rslots {
+			return false, &errBroken{ReasonBadCredit, fmt.Errorf("receive %d completed with %d bytes; it holds %d", slot, wc.ByteLen, c.rsize)}
 		}
 		if wc.ByteLen > 0 {
 			c.appendStream(c.rmr.Bytes()[slot*c.rsize : slot*c.rsize+int(wc.ByteLen)])
@@ -362,6 +376,19 @@ func (c *conn) step() (bool, error) {
 		return false, err
 	}
 	return n > 0 || posted, nil
+}
+
+// returnCredits adds the credits a peer's SEND returned. A peer that
+// returns more than it has receives (credits plus our SENDs it has not
+// reported never exceed its receive slots) is broken or hostile: believing
+// it would overrun its receives.
+func (c *conn) returnCredits(imm uint32) error {
+	if uint64(imm) > uint64(c.peerSlots-c.credits) {
+		return &errBroken{ReasonBadCredit, fmt.Errorf("peer returned %d credits; it has %d receives and %d of them are credited already",
+			imm, c.peerSlots, c.credits)}
+	}
+	c.credits += int(imm)
+	return nil
 }
 
 // appendStream adds received bytes to the stream, moving the undelivered
@@ -420,9 +447,9 @@ func (c *conn) deliver() error {
 		bytes += size
 	}
 	if len(batch) > 0 {
-		t.st.framesReceived.Add(uint64(len(batch)))
-		t.st.bytesReceived.Add(uint64(bytes))
-		t.st.delivs.Add(1)
+		t.st.FramesReceived.Add(uint64(len(batch)))
+		t.st.BytesReceived.Add(uint64(bytes))
+		t.st.Deliveries.Add(1)
 		c.p.ls.framesReceived.Add(uint64(len(batch)))
 		c.p.ls.bytesReceived.Add(uint64(bytes))
 		t.handler(batch)
@@ -496,9 +523,9 @@ func (c *conn) fill() (bool, error) {
 		c.inflight -= k - posted
 		return false, err
 	}
-	t.st.writeCalls.Add(1)
-	t.st.framesSent.Add(uint64(frames))
-	t.st.bytesSent.Add(uint64(nbytes))
+	t.st.WriteCalls.Add(1)
+	t.st.FramesSent.Add(uint64(frames))
+	t.st.BytesSent.Add(uint64(nbytes))
 	p.ls.framesSent.Add(uint64(frames))
 	p.ls.bytesSent.Add(uint64(nbytes))
 	return true, nil
@@ -523,7 +550,7 @@ func (c *conn) teardown() {
 		lost += f
 	}
 	if lost > 0 {
-		t.st.dropDisconnect.Add(uint64(lost))
+		t.st.DroppedOnDisconnect.Add(uint64(lost))
 	}
 	logErr := func(what string, err error) {
 		if err != nil {

@@ -9,48 +9,34 @@ import (
 	"time"
 
 	"github.com/vestalabs/vesta/cgo/verbs"
+	"github.com/vestalabs/vesta/engine/transport"
 	"github.com/vestalabs/vesta/engine/wire"
 )
 
 // Side-channel frames: the engine's frame format with control types (so
 // magic, version, cluster ID and CRC are checked as for every frame). The
-// dialer sends hello; the acceptor answers accept (or refuse, then closes);
-// the dialer, its QP ready to send, sends ready. TCP's handshake uses
-// FrameControl+0..2; these are apart from them, so neither transport can
-// mistake the other's dialer for its own.
+// dialer sends hello; the acceptor answers accept, or refuses with the
+// engine's refusal frame (transport.FrameRefusal: the same frame, codes
+// and payload as TCP's handshake) and closes; the dialer, its QP ready to
+// send, sends ready. TCP's handshake uses FrameControl+0..2; hello, accept
+// and ready are apart from them, so neither transport can mistake the
+// other's dialer for its own.
 const (
 	frameHello  = wire.FrameControl + 0x10
 	frameAccept = wire.FrameControl + 0x11
-	frameRefuse = wire.FrameControl + 0x12
 	frameReady  = wire.FrameControl + 0x13
 
-	helloSize  = 16 + verbs.EndpointSize
-	refuseSize = 8
+	helloSize = 16 + verbs.EndpointSize
 	// sideFrameMax bounds side-channel frames.
-	sideFrameMax = wire.HeaderSize + helloSize
-)
+	sideFrameMax = wire.HeaderSize + max(helloSize, transport.RefusalSize)
 
-// Refusal codes on the wire.
-const (
-	refuseForeignCluster uint8 = 1
-	refuseUnknownPeer    uint8 = 2
-	refuseWrongReplica   uint8 = 3
-	refuseWrongDirection uint8 = 4
+	// minRecvSlots is the fewest receives a side may offer: a sender keeps
+	// its last credit for credit returns, and a receiver returns credits
+	// on their own only once at least 2 are due (fewer would answer every
+	// credit-only SEND with another, forever), so with 2 slots a one-way
+	// stream would stall after one SEND.
+	minRecvSlots = 3
 )
-
-func refusalReason(code uint8) string {
-	switch code {
-	case refuseForeignCluster:
-		return ReasonForeignCluster
-	case refuseUnknownPeer:
-		return ReasonUnknownPeer
-	case refuseWrongReplica:
-		return ReasonWrongReplica
-	case refuseWrongDirection:
-		return ReasonWrongDirection
-	}
-	return ReasonRefusedOther
-}
 
 // hello is the payload of hello and accept: who speaks to whom, the
 // speaker's queue pair, and its receive slots (the listener's credits).
@@ -90,7 +76,7 @@ func parseHello(p []byte) (hello, error) {
 	if err := h.Endpoint.UnmarshalBinary(p[16:]); err != nil {
 		return hello{}, err
 	}
-	if h.RecvSlots < 2 || h.RecvSlots > 1<<16 || h.SlotSize < wire.HeaderSize || h.SlotSize > 1<<30 {
+	if h.RecvSlots < minRecvSlots || h.RecvSlots > 1<<16 || h.SlotSize < wire.HeaderSize || h.SlotSize > 1<<30 {
 		return hello{}, fmt.Errorf("hello offers %d slots of %d bytes", h.RecvSlots, h.SlotSize)
 	}
 	return h, nil
@@ -109,39 +95,34 @@ func writeFrame(c net.Conn, codec wire.Codec, typ uint8, payload []byte, timeout
 }
 
 // readFrame reads one side-channel frame: header, then payload, checked.
-func readFrame(c net.Conn, codec wire.Codec, timeout time.Duration) (uint8, []byte, error) {
+// With anyCluster, a frame of another cluster is read and checked with its
+// own cluster ID (the header's ClusterID says which), so that a sound hello
+// of another cluster can be told why it is refused.
+func readFrame(c net.Conn, codec wire.Codec, timeout time.Duration, anyCluster bool) (wire.FrameHeader, []byte, error) {
 	c.SetReadDeadline(time.Now().Add(timeout))
 	defer c.SetReadDeadline(time.Time{})
 	codec.MaxFrameSize = sideFrameMax
 	var head [wire.HeaderSize]byte
 	if _, err := io.ReadFull(c, head[:]); err != nil {
-		return 0, nil, err
+		return wire.FrameHeader{}, nil, err
 	}
 	h, err := codec.ReadHeader(head[:])
+	var ce *wire.ClusterError
+	if anyCluster && errors.As(err, &ce) {
+		codec.ClusterID = h.ClusterID
+		h, err = codec.ReadHeader(head[:])
+	}
 	if err != nil {
-		return 0, nil, err
+		return h, nil, err
 	}
 	b := make([]byte, h.FrameSize())
 	copy(b, head[:])
 	if _, err := io.ReadFull(c, b[wire.HeaderSize:]); err != nil {
-		return 0, nil, err
+		return h, nil, fmt.Errorf("reading a frame of type %#x (%d payload bytes): %w", h.Type, h.PayloadLen, err)
 	}
 	h, p, err := codec.OpenFrame(b)
 	if err != nil {
-		return 0, nil, err
+		return h, nil, err
 	}
-	return h.Type, p, nil
-}
-
-func refusePayload(code uint8) []byte {
-	b := make([]byte, refuseSize)
-	b[0] = code
-	return b
-}
-
-func parseRefuse(p []byte) (uint8, error) {
-	if len(p) != refuseSize {
-		return 0, errors.New("malformed refusal")
-	}
-	return p[0], nil
+	return h, p, nil
 }

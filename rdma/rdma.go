@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -33,17 +32,8 @@ type Transport struct {
 	pd      *verbs.PD
 	path    verbs.Path
 	peers   map[wire.ReplicaID]*peer // read-only after New
-	st      stats
-
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-
-	stopped atomic.Bool // Close began: connection loops stop
-
-	mu     sync.Mutex
-	closed bool
-	conns  map[net.Conn]struct{} // side channels, closed by Close
+	st      transport.Counters
+	life    transport.Lifecycle // goroutines, side channels, Close
 }
 
 var _ transport.Transport = (*Transport)(nil)
@@ -112,18 +102,16 @@ func New(cfg Config, h transport.Handler) (*Transport, error) {
 		// should break the connection (counted as qp_error), not stall.
 		path:  verbs.Path{Port: cfg.Port, GIDIndex: gidx, RNRRetry: 1},
 		peers: make(map[wire.ReplicaID]*peer, len(cfg.Peers)),
-		conns: make(map[net.Conn]struct{}),
 	}
-	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.life.Init()
 	for id, addr := range cfg.Peers {
 		t.peers[id] = &peer{t: t, id: id, addr: addr, dialer: cfg.ID < id,
 			wake: make(chan struct{}, 1), accepted: make(chan struct{}, 1)}
 	}
 	t.log.Info("rdma transport up", "device", dev.Name(), "port", cfg.Port, "gid_index", gidx, "side_channel", ln.Addr().String())
-	t.wg.Add(1 + len(t.peers))
-	go t.acceptLoop()
+	t.life.Go(func() { t.life.AcceptLoop(ln, t.log, t.acceptHello) })
 	for _, p := range t.peers {
-		go p.run()
+		t.life.Go(p.run)
 	}
 	return t, nil
 }
@@ -135,7 +123,7 @@ func (t *Transport) Addr() net.Addr { return t.ln.Addr() }
 func (t *Transport) Device() string { return t.dev.Name() }
 
 // Stats implements transport.Transport.
-func (t *Transport) Stats() transport.Stats { return t.st.snapshot() }
+func (t *Transport) Stats() transport.Stats { return t.st.Snapshot() }
 
 // Send implements transport.Transport: each message is encoded into its
 // peer's queue at once, so msgs is free when Send returns.
@@ -147,7 +135,7 @@ func (t *Transport) Send(msgs []wire.Message) {
 		contract.Requiref(m.From == t.cfg.ID, "rdma %d: Send of a %v from %d", t.cfg.ID, m.Type, m.From)
 		p := t.peers[m.To]
 		if p == nil {
-			t.st.dropNoPeer.Add(1)
+			t.st.DroppedNoPeer.Add(1)
 			continue
 		}
 		if p.enqueue(m) {
@@ -165,34 +153,18 @@ func (t *Transport) Send(msgs []wire.Message) {
 	}
 }
 
-// Close implements transport.Transport.
+// Close implements transport.Transport. The connections are torn down (and
+// their registered memory freed) before it returns; then the protection
+// domain and the device are closed.
 func (t *Transport) Close() error {
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
-		t.wg.Wait()
+	first, err := t.life.Close(t.ln)
+	if !first {
 		return nil
 	}
-	t.closed = true
-	conns := make([]net.Conn, 0, len(t.conns))
-	for c := range t.conns {
-		conns = append(conns, c)
-	}
-	t.mu.Unlock()
-	t.stopped.Store(true)
-	t.cancel()
-	err := t.ln.Close()
-	for _, c := range conns {
-		c.Close()
-	}
-	t.wg.Wait()
 	for _, p := range t.peers {
-		p.mu.Lock()
-		if p.pending != nil {
-			p.pending.nc.Close()
-			p.pending = nil
+		if pc := p.takePending(); pc != nil {
+			pc.nc.Close()
 		}
-		p.mu.Unlock()
 	}
 	if e := t.pd.Close(); e != nil && err == nil {
 		err = e
@@ -200,122 +172,64 @@ func (t *Transport) Close() error {
 	if e := t.dev.Close(); e != nil && err == nil {
 		err = e
 	}
-	if errors.Is(err, net.ErrClosed) {
-		err = nil
-	}
 	return err
 }
 
-func (t *Transport) track(c net.Conn) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		c.Close()
-		return false
-	}
-	t.conns[c] = struct{}{}
-	return true
-}
-
-func (t *Transport) untrack(c net.Conn) {
-	t.mu.Lock()
-	delete(t.conns, c)
-	t.mu.Unlock()
-}
-
-func (t *Transport) closing() bool { return t.ctx.Err() != nil }
-
-// sleep waits d or until Close; false if Close came first.
-func (t *Transport) sleep(d time.Duration) bool {
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-		return true
-	case <-t.ctx.Done():
-		return false
-	}
-}
+func (t *Transport) track(c net.Conn) bool { return t.life.Track(c) }
+func (t *Transport) untrack(c net.Conn)    { t.life.Untrack(c) }
+func (t *Transport) closing() bool         { return t.life.Closing() }
 
 // ---- accepting ----
 
-func (t *Transport) acceptLoop() {
-	defer t.wg.Done()
-	for {
-		c, err := t.ln.Accept()
-		if err != nil {
-			if t.closing() {
-				return
-			}
-			t.log.Warn("side channel accept failed", "err", err)
-			if !t.sleep(50 * time.Millisecond) {
-				return
-			}
-			continue
-		}
-		if !t.track(c) {
-			return
-		}
-		t.wg.Add(1)
-		go t.acceptHello(c)
-	}
-}
-
 // acceptHello reads and checks a dialer's hello and hands the side channel
-// to the peer's goroutine, which sets the connection up.
+// to the peer's goroutine, which sets the connection up. A sound hello that
+// is refused is answered with the engine's refusal frame first, as TCP
+// answers its own.
 func (t *Transport) acceptHello(c net.Conn) {
-	defer t.wg.Done()
-	typ, p, err := readFrame(c, t.codec, t.cfg.HandshakeTimeout)
-	var h hello
-	if err == nil && typ != frameHello {
-		err = fmt.Errorf("first frame has type %#x, not hello", typ)
+	h, p, err := readFrame(c, t.codec, t.cfg.HandshakeTimeout, true)
+	var hl hello
+	if err == nil && h.Type != frameHello {
+		err = fmt.Errorf("first frame has type %#x, not an RDMA hello (%#x)", h.Type, frameHello)
 	}
 	if err == nil {
-		h, err = parseHello(p)
+		hl, err = parseHello(p)
+	}
+	if err != nil {
+		t.untrack(c)
+		if t.closing() {
+			return
+		}
+		reason := wire.Reason(err)
+		if reason == "" {
+			reason = ReasonBadHandshake
+		}
+		t.log.Warn("bad RDMA hello", "remote", c.RemoteAddr().String(), "reason", reason, "err", err)
+		t.st.CountClosed(reason)
+		return
 	}
 	refuse := func(code uint8, reason string, err error) {
-		t.log.Warn("refused an RDMA connection", "from", h.From, "remote", c.RemoteAddr().String(), "reason", reason, "err", err)
-		t.st.countClosed(reason)
-		writeFrame(c, t.codec, frameRefuse, refusePayload(code), t.cfg.HandshakeTimeout)
-		t.untrack(c)
-		c.Close()
-	}
-	var ce *wire.ClusterError
-	switch {
-	case errors.As(err, &ce):
-		// Answer in the dialer's cluster, so that its codec reads why.
+		t.log.Warn("refused an RDMA connection", "from", hl.From, "remote", c.RemoteAddr().String(), "reason", reason, "err", err)
+		t.st.CountClosed(reason)
 		codec := t.codec
-		codec.ClusterID = ce.Got
-		t.log.Warn("refused an RDMA connection of another cluster", "cluster", ce.Got, "remote", c.RemoteAddr().String())
-		t.st.countClosed(ReasonForeignCluster)
-		writeFrame(c, codec, frameRefuse, refusePayload(refuseForeignCluster), t.cfg.HandshakeTimeout)
+		codec.ClusterID = h.ClusterID // the dialer's: its codec reads why
+		pl := transport.RefusalPayload(t.cfg.ID, hl.From, t.cfg.ClusterID, code)
+		writeFrame(c, codec, transport.FrameRefusal, pl[:], t.cfg.HandshakeTimeout)
 		t.untrack(c)
-		c.Close()
-		return
-	case err != nil && t.closing():
-		t.untrack(c)
-		c.Close()
-		return
-	case err != nil:
-		t.log.Warn("bad RDMA hello", "remote", c.RemoteAddr().String(), "err", err)
-		t.st.countClosed(ReasonBadHandshake)
-		t.untrack(c)
-		c.Close()
-		return
 	}
-	pr := t.peers[h.From]
+	pr := t.peers[hl.From]
 	switch {
+	case h.ClusterID != t.cfg.ClusterID:
+		refuse(transport.RefuseForeignCluster, ReasonForeignCluster,
+			fmt.Errorf("hello from replica %d of cluster %d, this is cluster %d", hl.From, h.ClusterID, t.cfg.ClusterID))
 	case pr == nil:
-		refuse(refuseUnknownPeer, ReasonUnknownPeer, nil)
-		return
-	case h.To != t.cfg.ID:
-		refuse(refuseWrongReplica, ReasonWrongReplica, nil)
-		return
+		refuse(transport.RefuseUnknownPeer, ReasonUnknownPeer, fmt.Errorf("hello from replica %d, which is not a peer", hl.From))
+	case hl.To != t.cfg.ID:
+		refuse(transport.RefuseWrongReplica, ReasonWrongReplica, fmt.Errorf("hello for replica %d reached replica %d", hl.To, t.cfg.ID))
 	case pr.dialer:
-		refuse(refuseWrongDirection, ReasonWrongDirection, fmt.Errorf("replica %d dials replica %d, not the other way", t.cfg.ID, h.From))
-		return
+		refuse(transport.RefuseWrongDirection, ReasonWrongDirection, fmt.Errorf("replica %d dials replica %d, not the other way", t.cfg.ID, hl.From))
+	default:
+		pr.offer(&pendingConn{nc: c, hello: hl})
 	}
-	pr.offer(&pendingConn{nc: c, hello: h})
 }
 
 // ---- peers ----
@@ -340,7 +254,8 @@ type peer struct {
 	queued  int
 	pending *pendingConn
 
-	connects int // the peer goroutine's
+	connects int                  // the peer goroutine's
+	refusals transport.RefusalLog // the peer goroutine's
 	ls       linkCounters
 }
 
@@ -389,13 +304,13 @@ func (p *peer) enqueue(m *wire.Message) bool {
 	t := p.t
 	size := wire.FrameSize(m)
 	if size > t.cfg.MaxFrameSize {
-		t.st.dropEncode.Add(1)
+		t.st.DroppedUnencodable.Add(1)
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.queued > 0 && p.queued+size > t.cfg.MaxQueueBytes {
-		t.st.dropFull.Add(1)
+		t.st.DroppedQueueFull.Add(1)
 		return false
 	}
 	wasEmpty := len(p.q) == 0
@@ -417,7 +332,7 @@ func (p *peer) enqueue(m *wire.Message) bool {
 		if len(c.b) == 0 {
 			p.q = p.q[:len(p.q)-1]
 		}
-		t.st.dropEncode.Add(1)
+		t.st.DroppedUnencodable.Add(1)
 		return false
 	}
 	p.queued += len(nb) - len(c.b)
@@ -439,7 +354,6 @@ func (p *peer) offer(pc *pendingConn) {
 	p.mu.Lock()
 	if old := p.pending; old != nil {
 		p.t.untrack(old.nc)
-		old.nc.Close()
 	}
 	p.pending = pc
 	p.mu.Unlock()
@@ -466,20 +380,20 @@ func (p *peer) dropPartial() {
 	if len(p.q) > 0 && p.q[0].off > 0 {
 		c := p.q[0]
 		p.queued -= len(c.b)
-		p.t.st.dropDisconnect.Add(uint64(c.frames))
+		p.t.st.DroppedOnDisconnect.Add(uint64(c.frames))
 		p.q = p.q[1:]
 	}
 }
 
 func (p *peer) run() {
-	defer p.t.wg.Done()
 	t := p.t
 	backoff := t.cfg.BackoffMin
+	failures := 0
 	for !t.closing() {
 		var c *conn
 		var err error
 		if p.dialer && t.cfg.Dial != nil && !t.cfg.Dial(p.id) {
-			if !t.sleep(DialGateInterval) {
+			if !t.life.Sleep(DialGateInterval) {
 				return
 			}
 			continue
@@ -489,7 +403,7 @@ func (p *peer) run() {
 		} else {
 			select {
 			case <-p.accepted:
-			case <-t.ctx.Done():
+			case <-t.life.Done():
 				return
 			}
 			pc := p.takePending()
@@ -502,23 +416,39 @@ func (p *peer) run() {
 			if t.closing() {
 				return
 			}
-			t.st.dialFailures.Add(1)
-			var r *refusal
+			t.st.DialFailures.Add(1)
+			failures++
+			var r *transport.Refusal
 			if errors.As(err, &r) {
-				t.st.countRefused(p.id, r.reason)
+				// Configuration, not the network: an error, counted, and
+				// logged as TCP logs it (at once, then once a minute).
+				t.st.CountRefused(p.id, r.Reason)
+				if ok, n := p.refusals.Note(time.Now(), r); ok {
+					t.log.Error("rdma: "+r.Error(), "peer", p.id, "reason", r.Reason,
+						"peer_replica", r.Replica, "peer_cluster", r.Cluster, "refusals", n)
+				}
+			} else {
+				// Once per outage at Info; then only at Debug.
+				lvl := slog.LevelDebug
+				if failures == 1 {
+					lvl = slog.LevelInfo
+				}
+				t.log.Log(context.Background(), lvl, "rdma connection setup failed", "peer", p.id, "err", err, "failures", failures)
 			}
-			t.log.Info("rdma connection setup failed", "peer", p.id, "err", err, "retry_in", backoff)
-			if p.dialer && !t.sleep(backoff) {
-				return
+			if p.dialer {
+				if !t.life.Sleep(backoff) {
+					return
+				}
+				backoff = min(2*backoff, t.cfg.BackoffMax)
 			}
-			backoff = min(2*backoff, t.cfg.BackoffMax)
 			continue
 		}
-		backoff = t.cfg.BackoffMin
-		t.st.connects.Add(1)
+		backoff, failures = t.cfg.BackoffMin, 0
+		p.refusals.Reset()
+		t.st.Connects.Add(1)
 		p.ls.connects.Add(1)
 		if p.connects > 0 {
-			t.st.reconnects.Add(1)
+			t.st.Reconnects.Add(1)
 			p.ls.reconnects.Add(1)
 		}
 		p.connects++
@@ -531,12 +461,12 @@ func (p *peer) run() {
 		if t.closing() {
 			return
 		}
-		t.st.countClosed(reason)
+		t.st.CountClosed(reason)
 		lvl := slog.LevelInfo
 		if reason != ReasonPeerClosed && reason != ReasonSuperseded {
 			lvl = slog.LevelWarn
 		}
-		t.log.Log(t.ctx, lvl, "rdma connection closed", "peer", p.id, "reason", reason, "err", err)
+		t.log.Log(context.Background(), lvl, "rdma connection closed", "peer", p.id, "reason", reason, "err", err)
 	}
 }
 
@@ -544,7 +474,7 @@ func (p *peer) run() {
 func (p *peer) dial() (*conn, error) {
 	t := p.t
 	d := net.Dialer{Timeout: t.cfg.DialTimeout}
-	nc, err := d.DialContext(t.ctx, "tcp", p.addr)
+	nc, err := d.DialContext(t.life.Context(), "tcp", p.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -554,7 +484,6 @@ func (p *peer) dial() (*conn, error) {
 	c, err := p.newConn(nc)
 	if err != nil {
 		t.untrack(nc)
-		nc.Close()
 		return nil, err
 	}
 	if err := c.dialHandshake(); err != nil {
@@ -569,7 +498,6 @@ func (p *peer) accept(pc *pendingConn) (*conn, error) {
 	c, err := p.newConn(pc.nc)
 	if err != nil {
 		p.t.untrack(pc.nc)
-		pc.nc.Close()
 		return nil, err
 	}
 	if err := c.acceptHandshake(pc.hello); err != nil {
@@ -577,58 +505,6 @@ func (p *peer) accept(pc *pendingConn) (*conn, error) {
 		return nil, err
 	}
 	return c, nil
-}
-
-// ---- stats ----
-
-type stats struct {
-	framesSent, bytesSent, writeCalls     atomic.Uint64
-	framesReceived, bytesReceived, delivs atomic.Uint64
-	dropFull, dropNoPeer, dropEncode      atomic.Uint64
-	dropDisconnect                        atomic.Uint64
-	connects, reconnects, dialFailures    atomic.Uint64
-
-	mu      sync.Mutex
-	closed  map[string]uint64
-	refused map[transport.PeerReason]uint64
-}
-
-func (s *stats) countClosed(reason string) {
-	s.mu.Lock()
-	if s.closed == nil {
-		s.closed = map[string]uint64{}
-	}
-	s.closed[reason]++
-	s.mu.Unlock()
-}
-
-func (s *stats) countRefused(peer wire.ReplicaID, reason string) {
-	s.mu.Lock()
-	if s.refused == nil {
-		s.refused = map[transport.PeerReason]uint64{}
-	}
-	s.refused[transport.PeerReason{Peer: peer, Reason: reason}]++
-	s.mu.Unlock()
-}
-
-func (s *stats) snapshot() transport.Stats {
-	s.mu.Lock()
-	closed, refused := maps.Clone(s.closed), maps.Clone(s.refused)
-	s.mu.Unlock()
-	if closed == nil {
-		closed = map[string]uint64{}
-	}
-	if refused == nil {
-		refused = map[transport.PeerReason]uint64{}
-	}
-	return transport.Stats{
-		FramesSent: s.framesSent.Load(), BytesSent: s.bytesSent.Load(), WriteCalls: s.writeCalls.Load(),
-		FramesReceived: s.framesReceived.Load(), BytesReceived: s.bytesReceived.Load(), Deliveries: s.delivs.Load(),
-		DroppedQueueFull: s.dropFull.Load(), DroppedNoPeer: s.dropNoPeer.Load(),
-		DroppedUnencodable: s.dropEncode.Load(), DroppedOnDisconnect: s.dropDisconnect.Load(),
-		Connects: s.connects.Load(), Reconnects: s.reconnects.Load(), DialFailures: s.dialFailures.Load(),
-		Closed: closed, HandshakesRefused: refused,
-	}
 }
 
 func (c *Config) setDefaults() {
@@ -659,20 +535,10 @@ func (c *Config) setDefaults() {
 	if c.BackoffMax < c.BackoffMin {
 		c.BackoffMax = c.BackoffMin
 	}
-	if c.RecvSlots < 2 {
-		c.RecvSlots = 2 // one credit is kept for credit returns
+	if c.RecvSlots < minRecvSlots {
+		c.RecvSlots = minRecvSlots // see minRecvSlots
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-}
-
-// refusal is a dialer's error when the peer refused its hello.
-type refusal struct {
-	peer   wire.ReplicaID
-	reason string
-}
-
-func (r *refusal) Error() string {
-	return fmt.Sprintf("replica %d refused the RDMA connection: %s", r.peer, r.reason)
 }

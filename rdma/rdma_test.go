@@ -4,6 +4,7 @@ package rdma
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,7 +15,9 @@ import (
 	"time"
 
 	"github.com/vestalabs/vesta/cgo/verbs"
+	"github.com/vestalabs/vesta/engine/transport"
 	"github.com/vestalabs/vesta/engine/wire"
+	"github.com/vestalabs/vesta/internal/transporttest"
 )
 
 // Every wait is bounded by patience, generous for QEMU's TCG; no test
@@ -34,71 +37,22 @@ func needDevice(t *testing.T) {
 	t.Skipf("%s: run under `go run ./tools/vmlab test-rdma`", msg)
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	transporttest.WaitFor(t, patience, what, cond)
 }
 
-type collector struct {
-	mu   sync.Mutex
-	msgs []wire.Message
-}
-
-func (c *collector) handle(b []wire.Message) {
-	c.mu.Lock()
-	c.msgs = append(c.msgs, b...)
-	c.mu.Unlock()
-}
-
-func (c *collector) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.msgs)
-}
-
-func (c *collector) snapshot() []wire.Message {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]wire.Message(nil), c.msgs...)
-}
+type collector = transporttest.Collector
 
 // testMsg's data says who sent it and which it is; every 97th is large
 // (spans many slots).
 func testMsg(from, to wire.ReplicaID, seq int) wire.Message {
-	data := fmt.Appendf(nil, "%d->%d #%d ", from, to, seq)
-	n := seq % 100
-	if seq%97 == 0 {
-		n = 100 << 10
-	}
-	data = append(data, bytes.Repeat([]byte{byte(seq)}, n)...)
-	b := wire.Ballot{Round: 1, Replica: from}
-	return wire.Message{
-		Type: wire.MsgAccept, From: from, To: to, Ballot: b, Slot: wire.Slot(seq), Commit: wire.Slot(seq),
-		Entries: []wire.Entry{{Slot: wire.Slot(seq), Ballot: b, Value: wire.Value{Kind: wire.ValueBatch, Data: data}}},
-	}
+	return transporttest.Msg(from, to, seq, 97)
 }
 
 func checkStreams(t *testing.T, self wire.ReplicaID, got []wire.Message, senders []wire.ReplicaID, n int) {
 	t.Helper()
-	next := map[wire.ReplicaID]int{}
-	for _, m := range got {
-		want := testMsg(m.From, self, next[m.From])
-		if m.To != self || m.Slot != want.Slot || len(m.Entries) != 1 || !m.Entries[0].Value.Equal(want.Entries[0].Value) {
-			t.Fatalf("replica %d got %v, want %v", self, m, want)
-		}
-		next[m.From]++
-	}
-	for _, s := range senders {
-		if next[s] != n {
-			t.Fatalf("replica %d got %d messages from %d, want %d", self, next[s], s, n)
-		}
-	}
+	transporttest.CheckStreams(t, self, got, senders, n, 97)
 }
 
 // cluster starts n transports on loopback side channels. Small slots and
@@ -133,7 +87,7 @@ func cluster(t *testing.T, n int, tweak func(*Config)) ([]*Transport, []*collect
 			tweak(&cfg)
 		}
 		cs[i] = &collector{}
-		tr, err := New(cfg, cs[i].handle)
+		tr, err := New(cfg, cs[i].Handle)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,11 +138,11 @@ func TestMessagesFlowAmongThree(t *testing.T) {
 	}
 	wg.Wait()
 	for i, c := range cs {
-		waitFor(t, fmt.Sprintf("replica %d's messages", i+1), func() bool { return c.count() >= per*(n-1) })
+		waitFor(t, fmt.Sprintf("replica %d's messages", i+1), func() bool { return c.Count() >= per*(n-1) })
 	}
 	for i, c := range cs {
 		self := wire.ReplicaID(i + 1)
-		checkStreams(t, self, c.snapshot(), ids(n, self), per)
+		checkStreams(t, self, c.Snapshot(), ids(n, self), per)
 		st := ts[i].Stats()
 		t.Logf("replica %d: %+v", self, st)
 		if st.DroppedQueueFull+st.DroppedOnDisconnect+st.DroppedUnencodable != 0 || st.Reconnects != 0 {
@@ -206,7 +160,7 @@ func TestMessagesFlowAmongThree(t *testing.T) {
 func TestPeerRestartIsReconnected(t *testing.T) {
 	ts, cs, lns := cluster(t, 2, nil)
 	ts[0].Send([]wire.Message{testMsg(1, 2, 0)})
-	waitFor(t, "the first message", func() bool { return cs[1].count() == 1 })
+	waitFor(t, "the first message", func() bool { return cs[1].Count() == 1 })
 	addr := lns[1].Addr().String()
 	if err := ts[1].Close(); err != nil {
 		t.Fatal(err)
@@ -218,7 +172,7 @@ func TestPeerRestartIsReconnected(t *testing.T) {
 	}
 	c2 := &collector{}
 	tr2, err := New(Config{ClusterID: 42, ID: 2, Listener: ln, Peers: map[wire.ReplicaID]string{1: lns[0].Addr().String()},
-		SlotSize: 4096, RecvSlots: 4, SendSlots: 4}, c2.handle)
+		SlotSize: 4096, RecvSlots: 4, SendSlots: 4}, c2.Handle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +185,7 @@ func TestPeerRestartIsReconnected(t *testing.T) {
 		tr2.Send([]wire.Message{testMsg(2, 1, seq)})
 		seq++
 		time.Sleep(5 * time.Millisecond)
-		return c2.count() > 0 && cs[0].count() > 0
+		return c2.Count() > 0 && cs[0].Count() > 0
 	})
 	if st := ts[0].Stats(); st.Reconnects == 0 {
 		t.Errorf("replica 1 counts no reconnect: %+v", st)
@@ -269,7 +223,7 @@ func TestCloseStopsEverything(t *testing.T) {
 	before := runtime.NumGoroutine()
 	ts, cs, _ := cluster(t, 3, nil)
 	ts[0].Send([]wire.Message{testMsg(1, 2, 0), testMsg(1, 3, 0)})
-	waitFor(t, "delivery", func() bool { return cs[1].count() == 1 && cs[2].count() == 1 })
+	waitFor(t, "delivery", func() bool { return cs[1].Count() == 1 && cs[2].Count() == 1 })
 	for _, tr := range ts {
 		if err := tr.Close(); err != nil {
 			t.Errorf("Close: %v", err)
@@ -277,4 +231,140 @@ func TestCloseStopsEverything(t *testing.T) {
 		tr.Close() // idempotent
 	}
 	waitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+}
+
+// TestOneWayStreamWithFewestSlots streams one way only, so that credits
+// come back in credit-only SENDs alone, with the fewest receive slots a
+// configuration may ask for. With 2 slots (once allowed) the sender spent
+// its one usable credit and the receiver never owed enough to answer: the
+// stream stalled after one SEND.
+func TestOneWayStreamWithFewestSlots(t *testing.T) {
+	const n = 200
+	ts, cs, _ := cluster(t, 2, func(c *Config) { c.RecvSlots, c.SendSlots, c.SlotSize = 2, 2, 1024 })
+	for seq := 0; seq < n; seq += 10 {
+		var batch []wire.Message
+		for k := seq; k < seq+10; k++ {
+			batch = append(batch, testMsg(1, 2, k))
+		}
+		ts[0].Send(batch)
+	}
+	waitFor(t, "the one-way stream", func() bool { return cs[1].Count() >= n })
+	checkStreams(t, 2, cs[1].Snapshot(), []wire.ReplicaID{1}, n)
+	if st := ts[1].Stats(); st.FramesSent != 0 {
+		t.Fatalf("replica 2 sent %d frames; the test needs a one-way stream", st.FramesSent)
+	}
+	for i, tr := range ts {
+		if st := tr.Stats(); len(st.Closed) != 0 || st.DroppedQueueFull != 0 {
+			t.Errorf("replica %d: %+v", i+1, st)
+		}
+	}
+}
+
+// TestReturnCreditsChecked: a peer cannot return more credits than it has
+// receives.
+func TestReturnCreditsChecked(t *testing.T) {
+	c := &conn{credits: 1, peerSlots: 4}
+	if err := c.returnCredits(3); err != nil || c.credits != 4 {
+		t.Fatalf("returning 3 of 4: credits %d, %v", c.credits, err)
+	}
+	if err := c.returnCredits(0); err != nil {
+		t.Fatalf("returning none: %v", err)
+	}
+	for _, imm := range []uint32{1, 1<<31 + 5, 1<<32 - 1} {
+		err := c.returnCredits(imm)
+		var b *errBroken
+		if !errors.As(err, &b) || b.reason != ReasonBadCredit || c.credits != 4 {
+			t.Fatalf("returning %d more: credits %d, %v", imm, c.credits, err)
+		}
+	}
+}
+
+// TestBadSideChannelInput speaks to a transport's side channel as a broken
+// or misconfigured peer would: garbage is closed without an answer and
+// counted; sound hellos that cannot be accepted are refused with the
+// engine's refusal frame, which says why; the transport keeps working.
+func TestBadSideChannelInput(t *testing.T) {
+	ts, cs, lns := cluster(t, 2, nil)
+	send := func(addr string, cluster uint64, typ uint8, payload []byte) (net.Conn, error) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := wire.Codec{ClusterID: cluster}.AppendFrame(nil, typ, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Write(f)
+		return c, err
+	}
+	// Garbage, a frame that is not a hello, a hello with one receive slot:
+	// closed, no answer.
+	garbage := []struct {
+		reason string
+		conn   func() net.Conn
+	}{
+		{"bad_magic", func() net.Conn {
+			c, _ := net.Dial("tcp", lns[1].Addr().String())
+			c.Write(bytes.Repeat([]byte("garbage!"), 8))
+			return c
+		}},
+		{ReasonBadHandshake, func() net.Conn { c, _ := send(lns[1].Addr().String(), 42, frameReady, nil); return c }},
+		{ReasonBadHandshake, func() net.Conn {
+			h := testHello()
+			h.RecvSlots = 1
+			c, _ := send(lns[1].Addr().String(), 42, frameHello, h.payload())
+			return c
+		}},
+	}
+	for _, g := range garbage {
+		before := ts[1].Stats().Closed[g.reason]
+		c := g.conn()
+		c.SetReadDeadline(time.Now().Add(patience))
+		if n, err := c.Read(make([]byte, 64)); err == nil {
+			t.Fatalf("%s: answered with %d bytes", g.reason, n)
+		}
+		c.Close()
+		waitFor(t, g.reason+" counted", func() bool { return ts[1].Stats().Closed[g.reason] > before })
+	}
+	// Sound hellos that are refused, and why.
+	hl := func(from, to wire.ReplicaID) []byte {
+		h := testHello()
+		h.From, h.To = from, to
+		return h.payload()
+	}
+	refusals := []struct {
+		name    string
+		addr    string
+		cluster uint64
+		from    wire.ReplicaID
+		payload []byte
+		reason  string
+	}{
+		{"foreign cluster", lns[1].Addr().String(), 43, 1, hl(1, 2), ReasonForeignCluster},
+		{"unknown peer", lns[1].Addr().String(), 42, 9, hl(9, 2), ReasonUnknownPeer},
+		{"wrong replica", lns[1].Addr().String(), 42, 1, hl(1, 3), ReasonWrongReplica},
+		{"wrong direction", lns[0].Addr().String(), 42, 2, hl(2, 1), ReasonWrongDirection},
+	}
+	for _, r := range refusals {
+		c, err := send(r.addr, r.cluster, frameHello, r.payload)
+		if err != nil {
+			t.Fatalf("%s: %v", r.name, err)
+		}
+		h, p, err := readFrame(c, wire.Codec{ClusterID: r.cluster}, patience, false)
+		c.Close()
+		if err != nil || h.Type != transport.FrameRefusal {
+			t.Fatalf("%s: answered %+v, %v", r.name, h, err)
+		}
+		ref, err := transport.ParseRefusal(p, 0, r.addr, r.from, r.cluster)
+		if err != nil || ref.Reason != r.reason || ref.Cluster != 42 {
+			t.Fatalf("%s: refusal %+v, %v", r.name, ref, err)
+		}
+	}
+	// The real link is untouched.
+	ts[0].Send([]wire.Message{testMsg(1, 2, 0)})
+	ts[1].Send([]wire.Message{testMsg(2, 1, 0)})
+	waitFor(t, "messages both ways", func() bool { return cs[0].Count() == 1 && cs[1].Count() == 1 })
+	if st := ts[0].Stats(); st.Reconnects != 0 {
+		t.Errorf("replica 1 reconnected: %+v", st)
+	}
 }

@@ -22,6 +22,7 @@ import (
 // Free: keep no slice of it past that.
 type Region struct {
 	mem []byte // the mapping; nil after Free
+	mrs int    // MRs registered on it and not deregistered: Free refuses while any is
 }
 
 // AllocRegion maps size bytes (rounded up to whole pages), zeroed and
@@ -54,10 +55,15 @@ func (r *Region) Addr() uint64 {
 	return uint64(uintptr(unsafe.Pointer(unsafe.SliceData(r.mem))))
 }
 
-// Free unmaps the region. Every MR on it must be deregistered first.
+// Free unmaps the region. Every MR on it must be deregistered first: while
+// one is registered the device may still write the memory, so Free refuses
+// (an error, the mapping kept) rather than unmap it under the device.
 func (r *Region) Free() error {
 	if r.mem == nil {
 		return ErrClosed
+	}
+	if r.mrs > 0 {
+		return fmt.Errorf("verbs: region still has %d registered MRs (deregister them first)", r.mrs)
 	}
 	if err := unix.Munmap(r.mem); err != nil {
 		return &Error{Op: "munmap", Errno: err.(unix.Errno)}
@@ -98,6 +104,7 @@ func (pd *PD) RegisterRange(r *Region, off, n int, access Access) (*MR, error) {
 	if mr == nil {
 		return nil, errnoOf(fmt.Sprintf("ibv_reg_mr(%d bytes, access %#x)", n, uint32(access)), err)
 	}
+	r.mrs++
 	return &MR{mr: mr, region: r, off: off, n: n, lkey: uint32(mr.lkey), rkey: uint32(mr.rkey), addr: addr}, nil
 }
 
@@ -136,5 +143,6 @@ func (m *MR) Deregister() error {
 		return errOf("ibv_dereg_mr", int(rc))
 	}
 	m.mr = nil
+	m.region.mrs--
 	return nil
 }

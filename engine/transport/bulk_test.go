@@ -37,13 +37,13 @@ func TestTCPProtocolMessagesOvertakeBulk(t *testing.T) {
 		tr1.Send([]wire.Message{testMsg(1, 2, i)})
 	}
 	col := &collector{}
-	tr2, err := NewTCP(testConfig(2, ln2, map[wire.ReplicaID]string{1: "127.0.0.1:1"}, &logBuf{}), col.handle)
+	tr2, err := NewTCP(testConfig(2, ln2, map[wire.ReplicaID]string{1: "127.0.0.1:1"}, &logBuf{}), col.Handle)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tr2.Close()
-	waitFor(t, "every message", func() bool { return col.count() == chunks+accepts })
-	got := col.snapshot()
+	waitFor(t, "every message", func() bool { return col.Count() == chunks+accepts })
+	got := col.Snapshot()
 	for i, m := range got {
 		if i < accepts {
 			if m.Type != wire.MsgAccept || m.Slot != wire.Slot(i) {

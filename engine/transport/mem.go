@@ -36,7 +36,7 @@ type Mem struct {
 	id      wire.ReplicaID
 	handler Handler
 	max     int
-	stats   counters
+	stats   Counters
 
 	mu      sync.Mutex
 	pending []wire.Message
@@ -91,7 +91,7 @@ func (m *Mem) Send(msgs []wire.Message) {
 		msg := msgs[i]
 		to := m.net.nodes[msg.To]
 		if to == nil || msg.To == m.id {
-			m.stats.dropNoPeer.Add(1)
+			m.stats.DroppedNoPeer.Add(1)
 			continue
 		}
 		if len(msg.Entries) > 0 {
@@ -105,11 +105,11 @@ func (m *Mem) Send(msgs []wire.Message) {
 			msg.Ranges = ranges[l:len(ranges):len(ranges)]
 		}
 		if !to.put(msg) {
-			m.stats.dropFull.Add(1)
+			m.stats.DroppedQueueFull.Add(1)
 			continue
 		}
-		m.stats.framesSent.Add(1)
-		m.stats.bytesSent.Add(uint64(wire.FrameSize(&msg)))
+		m.stats.FramesSent.Add(1)
+		m.stats.BytesSent.Add(uint64(wire.FrameSize(&msg)))
 	}
 }
 
@@ -151,15 +151,15 @@ func (m *Mem) deliver() {
 		for i := range batch {
 			bytes += uint64(wire.FrameSize(&batch[i]))
 		}
-		m.stats.framesReceived.Add(uint64(len(batch)))
-		m.stats.bytesReceived.Add(bytes)
-		m.stats.delivs.Add(1)
+		m.stats.FramesReceived.Add(uint64(len(batch)))
+		m.stats.BytesReceived.Add(bytes)
+		m.stats.Deliveries.Add(1)
 		m.handler(batch)
 	}
 }
 
 // Stats implements Transport.
-func (m *Mem) Stats() Stats { return m.stats.snapshot() }
+func (m *Mem) Stats() Stats { return m.stats.Snapshot() }
 
 // Close implements Transport: the replica leaves the network, its inbox is
 // discarded, and its delivery goroutine has exited when Close returns.

@@ -65,14 +65,14 @@ func TestTCPRefusedDialerSaysWhy(t *testing.T) {
 			colR, colD := &collector{}, &collector{}
 			cfgR := testConfig(1, lnR, tc.refuserPeers(lnD.Addr().String()), logsR)
 			cfgR.ClusterID = tc.refuserCluster
-			r, err := NewTCP(cfgR, colR.handle)
+			r, err := NewTCP(cfgR, colR.Handle)
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { r.Close() })
 			cfgD := testConfig(2, lnD, map[wire.ReplicaID]string{tc.dialed: addrR}, logsD)
 			cfgD.ClusterID = tc.dialerCluster
-			d, err := NewTCP(cfgD, colD.handle)
+			d, err := NewTCP(cfgD, colD.Handle)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -100,7 +100,7 @@ func TestTCPRefusedDialerSaysWhy(t *testing.T) {
 			if n := r.Stats().Closed[tc.reason]; n < 3 {
 				t.Errorf("the refusing side counted %d closes for %s:\n%s", n, tc.reason, logsR)
 			}
-			if colR.count() != 0 || colD.count() != 0 {
+			if colR.Count() != 0 || colD.Count() != 0 {
 				t.Fatal("a refused replica's message reached a handler")
 			}
 
@@ -162,7 +162,7 @@ func TestTCPRefusalEndsWhenThePeerAccepts(t *testing.T) {
 		}
 		cfg := testConfig(1, ln, map[wire.ReplicaID]string{2: addrD}, &logBuf{})
 		cfg.ClusterID = cluster
-		r, err := NewTCP(cfg, colR.handle)
+		r, err := NewTCP(cfg, colR.Handle)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,7 +170,7 @@ func TestTCPRefusalEndsWhenThePeerAccepts(t *testing.T) {
 		return r
 	}
 	r := startR(lnR, testCluster+1)
-	d, err := NewTCP(testConfig(2, lnD, map[wire.ReplicaID]string{1: addrR}, logsD), colD.handle)
+	d, err := NewTCP(testConfig(2, lnD, map[wire.ReplicaID]string{1: addrR}, logsD), colD.Handle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +182,7 @@ func TestTCPRefusalEndsWhenThePeerAccepts(t *testing.T) {
 	r = startR(nil, testCluster) // restarted with the right cluster ID
 	waitFor(t, "the dialer to connect", func() bool { return d.Stats().Connects >= 1 })
 	d.Send([]wire.Message{testMsg(2, 1, 0)})
-	waitFor(t, "a message through", func() bool { return colR.count() == 1 })
+	waitFor(t, "a message through", func() bool { return colR.Count() == 1 })
 	r.Close()
 
 	startR(nil, testCluster+1) // and wrong again
@@ -195,29 +195,29 @@ func TestTCPRefusalEndsWhenThePeerAccepts(t *testing.T) {
 
 func TestRefusalLogLimitsTheRate(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	foreign := &refusal{reason: ReasonForeignCluster, replica: 1, cluster: 7}
-	other := &refusal{reason: ReasonForeignCluster, replica: 1, cluster: 8}
-	var l refusalLog
+	foreign := &Refusal{Reason: ReasonForeignCluster, Replica: 1, Cluster: 7}
+	other := &Refusal{Reason: ReasonForeignCluster, Replica: 1, Cluster: 8}
+	var l RefusalLog
 	for _, step := range []struct {
 		at   time.Duration
-		r    *refusal
+		r    *Refusal
 		log  bool
 		want int
 	}{
 		{0, foreign, true, 1},                           // the first, at once
 		{2 * time.Second, foreign, false, 0},            // the same within a minute: counted only
 		{30 * time.Second, foreign, false, 0},           //
-		{refusalLogEvery, foreign, true, 3},             // a minute on: logged, with the count
-		{refusalLogEvery + time.Second, other, true, 1}, // another cluster: at once
-		{refusalLogEvery + 2*time.Second, other, false, 0},
+		{RefusalLogEvery, foreign, true, 3},             // a minute on: logged, with the count
+		{RefusalLogEvery + time.Second, other, true, 1}, // another cluster: at once
+		{RefusalLogEvery + 2*time.Second, other, false, 0},
 	} {
-		ok, n := l.note(t0.Add(step.at), step.r)
+		ok, n := l.Note(t0.Add(step.at), step.r)
 		if ok != step.log || n != step.want {
 			t.Fatalf("at %v: note = %v, %d; want %v, %d", step.at, ok, n, step.log, step.want)
 		}
 	}
-	l.reset()
-	if ok, n := l.note(t0.Add(refusalLogEvery+3*time.Second), other); !ok || n != 1 {
+	l.Reset()
+	if ok, n := l.Note(t0.Add(RefusalLogEvery+3*time.Second), other); !ok || n != 1 {
 		t.Fatalf("after reset: note = %v, %d; want true, 1", ok, n)
 	}
 }
@@ -231,7 +231,7 @@ func TestRefusalIsNoAckToAnOldDialer(t *testing.T) {
 	defer c1.Close()
 	defer c2.Close()
 	codec := wire.Codec{ClusterID: 1}
-	go tr.refuse(c1, codec, 2, refuseForeignCluster)
+	go tr.refuse(c1, codec, 2, RefuseForeignCluster)
 	var b [helloFrame]byte
 	if _, err := io.ReadFull(c2, b[:]); err != nil {
 		t.Fatal(err)

@@ -98,54 +98,23 @@ func (c *TCPConfig) setDefaults() {
 //
 // An acceptor that refuses a sound hello (of another cluster, from a replica
 // it does not know, or for another replica) first answers with a refusal
-// frame, then closes: otherwise only the refusing side would know why, and the refused
-// replica would redial forever seeing nothing but dropped connections. Its
-// payload:
-//
-//	0  u32 from     the refusing replica's ID
-//	4  u32 to       the hello's from
-//	8  u64 cluster  the refusing replica's cluster ID
-//	16 u8  code     refuseForeignCluster, refuseUnknownPeer, refuseWrongReplica
-//	17 7 bytes      zero (readers ignore them: room for later)
-//
-// Its header carries the dialer's cluster ID, copied from the hello, so that
-// the dialer's codec reads it like any of its own frames; the refusing
-// side's own cluster ID is in the payload. A hello that is not sound (bad magic,
-// version or CRC, not a hello) gets no answer: whatever sent it does not
-// speak this protocol. A dialer that predates refusals reads the refusal as
-// a malformed ack and fails its dial, as it did when the connection closed.
-// A refusal is only ever read by a dialer during its handshake; a control
-// frame anywhere else is refused by wire.Decode.
+// frame (FrameRefusal, see refusal.go), then closes: otherwise only the
+// refusing side would know why, and the refused replica would redial forever
+// seeing nothing but dropped connections. A hello that is not sound (bad
+// magic, version or CRC, not a hello) gets no answer: whatever sent it does
+// not speak this protocol. A dialer that predates refusals reads the refusal
+// as a malformed ack and fails its dial, as it did when the connection
+// closed. A refusal is only ever read by a dialer during its handshake; a
+// control frame anywhere else is refused by wire.Decode.
 const (
 	frameHello    = wire.FrameControl
 	frameHelloAck = wire.FrameControl + 1
-	frameRefusal  = wire.FrameControl + 2
+	frameRefusal  = FrameRefusal
 	helloSize     = 8
 	helloFrame    = wire.HeaderSize + helloSize
-	refusalSize   = 24
+	refusalSize   = RefusalSize
 	refusalFrame  = wire.HeaderSize + refusalSize
 )
-
-// Refusal codes, on the wire.
-const (
-	refuseForeignCluster uint8 = 1
-	refuseUnknownPeer    uint8 = 2
-	refuseWrongReplica   uint8 = 3
-)
-
-// refusalReason is the Reason label of a refusal code; codes this version
-// does not know (from a newer peer) are ReasonRefusedOther.
-func refusalReason(code uint8) string {
-	switch code {
-	case refuseForeignCluster:
-		return ReasonForeignCluster
-	case refuseUnknownPeer:
-		return ReasonUnknownPeer
-	case refuseWrongReplica:
-		return ReasonWrongReplica
-	}
-	return ReasonRefusedOther
-}
 
 // Reasons, beyond wire.Reason's, that TCP closes a connection for (the keys
 // of Stats.Closed). Malformed input and refused handshakes are logged at
@@ -168,12 +137,6 @@ const (
 	// know (Stats.HandshakesRefused only).
 	ReasonRefusedOther = "other"
 )
-
-// refusalLogEvery is how often, at most, a dialer logs that the same peer
-// still refuses it for the same reason; the first refusal is logged at once.
-// Redials come every BackoffMax (2 s), so this keeps the error loud without
-// flooding the log.
-const refusalLogEvery = time.Minute
 
 // chunkSize is the size of the buffers frames are encoded into; the writer
 // sends all filled chunks of a peer with one writev.
@@ -206,15 +169,11 @@ type TCP struct {
 	log     *slog.Logger
 	ln      net.Listener
 	peers   map[wire.ReplicaID]*peer // read-only after NewTCP
-	stats   counters
+	stats   Counters
 
-	ctx    context.Context // cancelled by Close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	life Lifecycle // goroutines, connections, Close
 
-	mu      sync.Mutex
-	closed  bool
-	conns   map[net.Conn]struct{}      // every open connection, for Close
+	inMu    sync.Mutex
 	inbound map[wire.ReplicaID]*inConn // the current inbound connection of each peer
 }
 
@@ -249,10 +208,9 @@ func NewTCP(cfg TCPConfig, h Handler) (*TCP, error) {
 		log:     cfg.Logger.With("replica", cfg.ID, "cluster", cfg.ClusterID),
 		ln:      ln,
 		peers:   make(map[wire.ReplicaID]*peer, len(cfg.Peers)),
-		conns:   make(map[net.Conn]struct{}),
 		inbound: make(map[wire.ReplicaID]*inConn),
 	}
-	t.ctx, t.cancel = context.WithCancel(context.Background())
+	t.life.Init()
 	for id, addr := range cfg.Peers {
 		if id == 0 {
 			ln.Close()
@@ -265,10 +223,9 @@ func NewTCP(cfg TCPConfig, h Handler) (*TCP, error) {
 		}
 		t.peers[id] = p
 	}
-	t.wg.Add(1 + len(t.peers))
-	go t.acceptLoop()
+	t.life.Go(func() { t.life.AcceptLoop(t.ln, t.log, t.serveInbound) })
 	for _, p := range t.peers {
-		go p.run()
+		t.life.Go(p.run)
 	}
 	return t, nil
 }
@@ -277,7 +234,7 @@ func NewTCP(cfg TCPConfig, h Handler) (*TCP, error) {
 func (t *TCP) Addr() net.Addr { return t.ln.Addr() }
 
 // Stats implements Transport.
-func (t *TCP) Stats() Stats { return t.stats.snapshot() }
+func (t *TCP) Stats() Stats { return t.stats.Snapshot() }
 
 // Send implements Transport: each message is encoded at once into its peer's
 // queue, so msgs is free for reuse when Send returns. Every message's From
@@ -290,7 +247,7 @@ func (t *TCP) Send(msgs []wire.Message) {
 		contract.Requiref(m.From == t.cfg.ID, "transport %d: Send of a %v from %d", t.cfg.ID, m.Type, m.From)
 		p := t.peers[m.To]
 		if p == nil {
-			t.stats.dropNoPeer.Add(1)
+			t.stats.DroppedNoPeer.Add(1)
 			continue
 		}
 		if m.Type.Bulk() {
@@ -310,48 +267,13 @@ func (t *TCP) Send(msgs []wire.Message) {
 
 // Close implements Transport.
 func (t *TCP) Close() error {
-	t.mu.Lock()
-	if t.closed {
-		t.mu.Unlock()
-		t.wg.Wait()
-		return nil
-	}
-	t.closed = true
-	conns := make([]net.Conn, 0, len(t.conns))
-	for c := range t.conns {
-		conns = append(conns, c)
-	}
-	t.mu.Unlock()
-	t.cancel()
-	err := t.ln.Close()
-	for _, c := range conns {
-		c.Close()
-	}
-	t.wg.Wait()
+	_, err := t.life.Close(t.ln)
 	return err
 }
 
-// track registers c so Close closes it; false (and c closed) if the
-// transport is closing.
-func (t *TCP) track(c net.Conn) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		c.Close()
-		return false
-	}
-	t.conns[c] = struct{}{}
-	return true
-}
-
-func (t *TCP) untrack(c net.Conn) {
-	t.mu.Lock()
-	delete(t.conns, c)
-	t.mu.Unlock()
-	c.Close()
-}
-
-func (t *TCP) closing() bool { return t.ctx.Err() != nil }
+func (t *TCP) track(c net.Conn) bool { return t.life.Track(c) }
+func (t *TCP) untrack(c net.Conn)    { t.life.Untrack(c) }
+func (t *TCP) closing() bool         { return t.life.Closing() }
 
 // closeFor closes c for reason, counting and logging it. Malformed input and
 // refused handshakes are warnings; the rest are ordinary events.
@@ -370,7 +292,7 @@ func (t *TCP) closeFor(c net.Conn, peer wire.ReplicaID, dir, reason string, err 
 		attrs = append(attrs, "err", err.Error())
 	}
 	t.log.Log(context.Background(), level, "transport: connection closed", attrs...)
-	t.stats.countClosed(reason) // after the log line, so a counted close is a logged one
+	t.stats.CountClosed(reason) // after the log line, so a counted close is a logged one
 }
 
 func addrString(c net.Conn) string {
@@ -382,46 +304,19 @@ func addrString(c net.Conn) string {
 
 // ---- inbound ----
 
-func (t *TCP) acceptLoop() {
-	defer t.wg.Done()
-	var delay time.Duration
-	for {
-		c, err := t.ln.Accept()
-		if err != nil {
-			if t.closing() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Out of descriptors and the like: wait a little, as net/http does.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			t.log.Warn("transport: accept failed", "err", err, "retry_in", delay)
-			if !t.sleep(delay) {
-				return
-			}
-			continue
-		}
-		delay = 0
-		if !t.track(c) {
-			return
-		}
-		t.wg.Add(1)
-		go t.serveInbound(c)
-	}
-}
-
 // serveInbound runs the acceptor's half of the handshake, then reads c until
 // it fails.
 func (t *TCP) serveInbound(c net.Conn) {
-	defer t.wg.Done()
 	from, reason, err := t.acceptHello(c)
 	if err != nil {
 		t.closeFor(c, from, "in", reason, err)
 		return
 	}
 	me := &inConn{c: c, done: make(chan struct{})}
-	t.mu.Lock()
+	t.inMu.Lock()
 	old := t.inbound[from]
 	t.inbound[from] = me
-	t.mu.Unlock()
+	t.inMu.Unlock()
 	if old != nil {
 		// The peer reconnected; the old connection is dead or soon will be.
 		// Its reader counts it as superseded. Wait for the reader to finish
@@ -429,20 +324,20 @@ func (t *TCP) serveInbound(c net.Conn) {
 		old.c.Close()
 		select {
 		case <-old.done:
-		case <-t.ctx.Done():
+		case <-t.life.Done():
 		}
 	}
 	t.log.Info("transport: peer connected", "peer", from, "dir", "in", "remote", addrString(c))
 	t.peerUp(from)
 	reason, err = t.readLoop(c, from)
 	close(me.done)
-	t.mu.Lock()
+	t.inMu.Lock()
 	if t.inbound[from] == me {
 		delete(t.inbound, from)
 	} else if reason == ReasonReadError || reason == ReasonPeerClosed {
 		reason = ReasonSuperseded
 	}
-	t.mu.Unlock()
+	t.inMu.Unlock()
 	t.closeFor(c, from, "in", reason, err)
 }
 
@@ -488,16 +383,16 @@ func (t *TCP) acceptHello(c net.Conn) (wire.ReplicaID, string, error) {
 	from := wire.ReplicaID(binary.LittleEndian.Uint32(b[wire.HeaderSize:]))
 	to := wire.ReplicaID(binary.LittleEndian.Uint32(b[wire.HeaderSize+4:]))
 	if foreign != nil {
-		t.refuse(c, codec, from, refuseForeignCluster)
+		t.refuse(c, codec, from, RefuseForeignCluster)
 		return from, ReasonForeignCluster, fmt.Errorf("hello from replica %d of cluster %d, this is cluster %d: %w",
 			from, foreign.Got, foreign.Want, foreign)
 	}
 	if _, ok := t.peers[from]; !ok {
-		t.refuse(c, codec, from, refuseUnknownPeer)
+		t.refuse(c, codec, from, RefuseUnknownPeer)
 		return from, ReasonUnknownPeer, fmt.Errorf("hello from replica %d, which is not a peer", from)
 	}
 	if to != t.cfg.ID {
-		t.refuse(c, codec, from, refuseWrongReplica)
+		t.refuse(c, codec, from, RefuseWrongReplica)
 		return from, ReasonWrongReplica, fmt.Errorf("hello for replica %d reached replica %d", to, t.cfg.ID)
 	}
 	ack := encodeHello(t.codec, frameHelloAck, t.cfg.ID, from)
@@ -513,11 +408,7 @@ func (t *TCP) acceptHello(c net.Conn) (wire.ReplicaID, string, error) {
 // connection is closed next either way, and the handshake deadline bounds
 // the write.
 func (t *TCP) refuse(c net.Conn, codec wire.Codec, to wire.ReplicaID, code uint8) {
-	var p [refusalSize]byte
-	binary.LittleEndian.PutUint32(p[0:], uint32(t.cfg.ID))
-	binary.LittleEndian.PutUint32(p[4:], uint32(to))
-	binary.LittleEndian.PutUint64(p[8:], t.cfg.ClusterID)
-	p[16] = code
+	p := RefusalPayload(t.cfg.ID, to, t.cfg.ClusterID, code)
 	f, err := codec.AppendFrame(make([]byte, 0, refusalFrame), frameRefusal, p[:])
 	contract.Ensuref(err == nil, "refusal frame: %v", err)
 	c.Write(f) // an error here is the dialer's loss only; the close is logged
@@ -594,9 +485,9 @@ func (t *TCP) readLoop(c net.Conn, from wire.ReplicaID) (string, error) {
 		}
 		if len(batch) > 0 {
 			shared = true
-			t.stats.framesReceived.Add(uint64(len(batch)))
-			t.stats.bytesReceived.Add(uint64(bytes))
-			t.stats.delivs.Add(1)
+			t.stats.FramesReceived.Add(uint64(len(batch)))
+			t.stats.BytesReceived.Add(uint64(bytes))
+			t.stats.Deliveries.Add(1)
 			t.handler(batch)
 		}
 		if ferr != nil {
@@ -614,18 +505,6 @@ func (t *TCP) readLoop(c net.Conn, from wire.ReplicaID) (string, error) {
 	}
 }
 
-// sleep waits d or until Close; false if Close came first.
-func (t *TCP) sleep(d time.Duration) bool {
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-tm.C:
-		return true
-	case <-t.ctx.Done():
-		return false
-	}
-}
-
 // ---- outbound ----
 
 // backoff waits d before the next dial, less if the peer connects to us
@@ -640,7 +519,7 @@ func (p *peer) backoff(d time.Duration) bool {
 		return true
 	case <-p.up:
 		return true
-	case <-p.t.ctx.Done():
+	case <-p.t.life.Done():
 		return false
 	}
 }
@@ -694,7 +573,7 @@ type peer struct {
 	failFrames int
 
 	iov      net.Buffers // the writer goroutine's scratch
-	refusals refusalLog  // the writer goroutine's
+	refusals RefusalLog  // the writer goroutine's
 
 	// The direct write's arguments and results (held with the token), and
 	// its callback, built once so that a direct write allocates nothing.
@@ -717,7 +596,7 @@ func (p *peer) enqueue(m *wire.Message) bool {
 	p.mu.Lock()
 	if p.queued > 0 && p.queued+size > t.cfg.MaxQueueBytes {
 		p.mu.Unlock()
-		t.stats.dropFull.Add(1)
+		t.stats.DroppedQueueFull.Add(1)
 		return false
 	}
 	if len(p.queue) == 0 || cap(p.queue[len(p.queue)-1].b)-len(p.queue[len(p.queue)-1].b) < size {
@@ -734,7 +613,7 @@ func (p *peer) enqueue(m *wire.Message) bool {
 	c.b, err = t.codec.Append(c.b, m)
 	if err != nil {
 		p.mu.Unlock()
-		t.stats.dropEncode.Add(1)
+		t.stats.DroppedUnencodable.Add(1)
 		t.log.Error("transport: dropped a message the codec refused", "peer", p.id, "type", m.Type, "err", err)
 		return false
 	}
@@ -752,14 +631,14 @@ func (p *peer) enqueueBulk(m *wire.Message) bool {
 	size := wire.FrameSize(m)
 	b, err := t.codec.Append(make([]byte, 0, size), m)
 	if err != nil {
-		t.stats.dropEncode.Add(1)
+		t.stats.DroppedUnencodable.Add(1)
 		t.log.Error("transport: dropped a message the codec refused", "peer", p.id, "type", m.Type, "err", err)
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.bulkQueued > 0 && p.bulkQueued+len(b) > t.cfg.MaxBulkBytes {
-		t.stats.dropFull.Add(1)
+		t.stats.DroppedQueueFull.Add(1)
 		return false
 	}
 	p.bulk = append(p.bulk, b)
@@ -813,14 +692,14 @@ func (p *peer) flush() {
 	n, err := p.writeDirect(conn, raw, c.b)
 	t := p.t
 	if n > 0 {
-		t.stats.writeCalls.Add(1)
-		t.stats.directCalls.Add(1)
-		t.stats.bytesSent.Add(uint64(n))
+		t.stats.WriteCalls.Add(1)
+		t.stats.DirectCalls.Add(1)
+		t.stats.BytesSent.Add(uint64(n))
 	}
 	p.mu.Lock()
 	switch {
 	case err == nil && n == len(c.b):
-		t.stats.framesSent.Add(uint64(c.frames))
+		t.stats.FramesSent.Add(uint64(c.frames))
 	case err == nil || nbwrite.Retryable(err):
 		// The socket buffer is full: the rest goes first, by the writer
 		// goroutine, which may wait for the peer. Its frames are counted as
@@ -889,7 +768,6 @@ func (p *peer) recycleLocked(q []chunk) {
 // redial with backoff.
 func (p *peer) run() {
 	t := p.t
-	defer t.wg.Done()
 	var conn net.Conn
 	defer func() {
 		p.mu.Lock()
@@ -909,16 +787,16 @@ func (p *peer) run() {
 				if t.closing() {
 					return
 				}
-				t.stats.dialFailures.Add(1)
+				t.stats.DialFailures.Add(1)
 				failures++
-				var r *refusal
+				var r *Refusal
 				if errors.As(err, &r) {
 					// Configuration, not the network: an error, and
 					// counted, or this replica idles silently.
-					t.stats.countRefused(p.id, r.reason)
-					if ok, n := p.refusals.note(time.Now(), r); ok {
-						t.log.Error("transport: "+r.Error(), "peer", p.id, "addr", p.addr, "reason", r.reason,
-							"peer_replica", r.replica, "peer_cluster", r.cluster, "refusals", n)
+					t.stats.CountRefused(p.id, r.Reason)
+					if ok, n := p.refusals.Note(time.Now(), r); ok {
+						t.log.Error("transport: "+r.Error(), "peer", p.id, "addr", p.addr, "reason", r.Reason,
+							"peer_replica", r.Replica, "peer_cluster", r.Cluster, "refusals", n)
 					}
 				} else {
 					// Say so once per outage at Info; then only at Debug.
@@ -938,10 +816,10 @@ func (p *peer) run() {
 				continue
 			}
 			conn, backoff, failures = c, t.cfg.BackoffMin, 0
-			p.refusals.reset()
-			t.stats.connects.Add(1)
+			p.refusals.Reset()
+			t.stats.Connects.Add(1)
 			if connected {
-				t.stats.reconnects.Add(1)
+				t.stats.Reconnects.Add(1)
 			}
 			connected = true
 			t.log.Info("transport: peer connected", "peer", p.id, "dir", "out", "remote", addrString(conn))
@@ -964,7 +842,7 @@ func (p *peer) run() {
 			if t.closing() {
 				return
 			}
-			t.stats.dropDisconnect.Add(uint64(frames))
+			t.stats.DroppedOnDisconnect.Add(uint64(frames))
 			t.closeFor(conn, p.id, "out", ReasonWriteError, ferr)
 			conn = nil
 			continue
@@ -976,7 +854,7 @@ func (p *peer) run() {
 			select {
 			case <-p.wake:
 				continue
-			case <-t.ctx.Done():
+			case <-t.life.Done():
 				return
 			}
 		}
@@ -1015,14 +893,14 @@ func (p *peer) run() {
 			}
 			// Nobody knows which frames the peer got; they are all lost as
 			// far as this side can tell.
-			t.stats.dropDisconnect.Add(uint64(frames))
+			t.stats.DroppedOnDisconnect.Add(uint64(frames))
 			t.closeFor(conn, p.id, "out", ReasonWriteError, err)
 			conn = nil
 			continue
 		}
-		t.stats.writeCalls.Add(1)
-		t.stats.framesSent.Add(uint64(frames))
-		t.stats.bytesSent.Add(uint64(n))
+		t.stats.WriteCalls.Add(1)
+		t.stats.FramesSent.Add(uint64(frames))
+		t.stats.BytesSent.Add(uint64(n))
 	}
 }
 
@@ -1031,7 +909,7 @@ func (p *peer) run() {
 func (p *peer) dial() (net.Conn, error) {
 	t := p.t
 	d := net.Dialer{Timeout: t.cfg.DialTimeout}
-	c, err := d.DialContext(t.ctx, "tcp", p.addr)
+	c, err := d.DialContext(t.life.Context(), "tcp", p.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -1072,11 +950,11 @@ func (p *peer) dial() (net.Conn, error) {
 		return fail(fmt.Errorf("hello answered (type %#02x) for replica %d, not for us (%d)", h.Type, to, t.cfg.ID))
 	}
 	if h.Type == frameRefusal {
-		return fail(&refusal{
-			peer: p.id, addr: p.addr, reason: refusalReason(pl[16]), code: pl[16],
-			replica: from, cluster: binary.LittleEndian.Uint64(pl[8:]),
-			ourID: t.cfg.ID, ourCluster: t.cfg.ClusterID,
-		})
+		r, err := ParseRefusal(pl, p.id, p.addr, t.cfg.ID, t.cfg.ClusterID)
+		if err != nil {
+			return fail(err)
+		}
+		return fail(r)
 	}
 	if from != p.id {
 		return fail(fmt.Errorf("hello ack from replica %d; expected %d", from, p.id))
@@ -1084,67 +962,3 @@ func (p *peer) dial() (net.Conn, error) {
 	c.SetDeadline(time.Time{})
 	return c, nil
 }
-
-// refusal is a dial's error when the peer refused our hello and said why.
-// Its message names the peer, both cluster IDs or replica IDs, and what to
-// check: the refused replica is the one that can tell its operator.
-type refusal struct {
-	peer    wire.ReplicaID // the peer dialled
-	addr    string         // its address
-	reason  string         // refusalReason(code)
-	code    uint8
-	replica wire.ReplicaID // the refusing replica's ID
-	cluster uint64         // the refusing replica's cluster ID
-
-	ourID      wire.ReplicaID
-	ourCluster uint64
-}
-
-func (r *refusal) Error() string {
-	switch r.reason {
-	case ReasonForeignCluster:
-		return fmt.Sprintf("peer %d at %s refuses our cluster ID %d: it is of cluster %d (check -cluster-id)",
-			r.peer, r.addr, r.ourCluster, r.cluster)
-	case ReasonUnknownPeer:
-		return fmt.Sprintf("peer %d at %s refuses us: it (replica %d of cluster %d) does not know replica %d (check -peers)",
-			r.peer, r.addr, r.replica, r.cluster, r.ourID)
-	case ReasonWrongReplica:
-		return fmt.Sprintf("peer %d at %s refuses us: the replica there is %d, not %d (check -peers)",
-			r.peer, r.addr, r.replica, r.peer)
-	}
-	return fmt.Sprintf("peer %d at %s refuses us with a reason code this version does not know (%d); it is replica %d of cluster %d",
-		r.peer, r.addr, r.code, r.replica, r.cluster)
-}
-
-// refusalLog decides which of one peer's refusals are logged: the first of
-// an outage, one that differs from the last logged (another reason or
-// another refusing replica or cluster), and otherwise one per
-// refusalLogEvery, which says how many there were since the last line.
-// Only the peer's writer goroutine uses it.
-type refusalLog struct {
-	last  time.Time // when the last line was logged; zero: none this outage
-	key   refusalKey
-	count int // refusals since the last line
-}
-
-type refusalKey struct {
-	reason  string
-	replica wire.ReplicaID
-	cluster uint64
-}
-
-// note records a refusal at now; it returns whether to log it, and then how
-// many refusals the line stands for (this one included).
-func (l *refusalLog) note(now time.Time, r *refusal) (bool, int) {
-	key := refusalKey{r.reason, r.replica, r.cluster}
-	l.count++
-	if !l.last.IsZero() && key == l.key && now.Sub(l.last) < refusalLogEvery {
-		return false, 0
-	}
-	n := l.count
-	l.last, l.key, l.count = now, key, 0
-	return true, n
-}
-
-// reset starts a new outage: the next refusal is logged at once.
-func (l *refusalLog) reset() { *l = refusalLog{} }

@@ -110,21 +110,24 @@ type PeerReason struct {
 	Reason string
 }
 
-// counters is the shared implementation of Stats.
-type counters struct {
-	framesSent, bytesSent, writeCalls     atomic.Uint64
-	framesReceived, bytesReceived, delivs atomic.Uint64
-	dropFull, dropNoPeer, dropEncode      atomic.Uint64
-	dropDisconnect                        atomic.Uint64
-	connects, reconnects, dialFailures    atomic.Uint64
-	directCalls                           atomic.Uint64 // TCP: of writeCalls, those made by a sender (tests look)
+// Counters are the counters behind Stats, shared by every transport here
+// and by package rdma: each field counts what the Stats field of its name
+// says. The methods are safe for concurrent use.
+type Counters struct {
+	FramesSent, BytesSent, WriteCalls         atomic.Uint64
+	FramesReceived, BytesReceived, Deliveries atomic.Uint64
+	DroppedQueueFull, DroppedNoPeer           atomic.Uint64
+	DroppedUnencodable, DroppedOnDisconnect   atomic.Uint64
+	Connects, Reconnects, DialFailures        atomic.Uint64
+	DirectCalls                               atomic.Uint64 // TCP: of WriteCalls, those made by a sender (tests look); not in Stats
 
 	mu      sync.Mutex
 	closed  map[string]uint64
 	refused map[PeerReason]uint64
 }
 
-func (c *counters) countRefused(peer wire.ReplicaID, reason string) {
+// CountRefused counts a dial that peer refused for reason.
+func (c *Counters) CountRefused(peer wire.ReplicaID, reason string) {
 	c.mu.Lock()
 	if c.refused == nil {
 		c.refused = make(map[PeerReason]uint64)
@@ -133,7 +136,8 @@ func (c *counters) countRefused(peer wire.ReplicaID, reason string) {
 	c.mu.Unlock()
 }
 
-func (c *counters) countClosed(reason string) {
+// CountClosed counts a connection closed for reason.
+func (c *Counters) CountClosed(reason string) {
 	c.mu.Lock()
 	if c.closed == nil {
 		c.closed = make(map[string]uint64)
@@ -142,7 +146,8 @@ func (c *counters) countClosed(reason string) {
 	c.mu.Unlock()
 }
 
-func (c *counters) snapshot() Stats {
+// Snapshot returns the counters as Stats (maps never nil).
+func (c *Counters) Snapshot() Stats {
 	c.mu.Lock()
 	closed := maps.Clone(c.closed)
 	refused := maps.Clone(c.refused)
@@ -154,11 +159,11 @@ func (c *counters) snapshot() Stats {
 		refused = map[PeerReason]uint64{}
 	}
 	return Stats{
-		FramesSent: c.framesSent.Load(), BytesSent: c.bytesSent.Load(), WriteCalls: c.writeCalls.Load(),
-		FramesReceived: c.framesReceived.Load(), BytesReceived: c.bytesReceived.Load(), Deliveries: c.delivs.Load(),
-		DroppedQueueFull: c.dropFull.Load(), DroppedNoPeer: c.dropNoPeer.Load(),
-		DroppedUnencodable: c.dropEncode.Load(), DroppedOnDisconnect: c.dropDisconnect.Load(),
-		Connects: c.connects.Load(), Reconnects: c.reconnects.Load(), DialFailures: c.dialFailures.Load(),
+		FramesSent: c.FramesSent.Load(), BytesSent: c.BytesSent.Load(), WriteCalls: c.WriteCalls.Load(),
+		FramesReceived: c.FramesReceived.Load(), BytesReceived: c.BytesReceived.Load(), Deliveries: c.Deliveries.Load(),
+		DroppedQueueFull: c.DroppedQueueFull.Load(), DroppedNoPeer: c.DroppedNoPeer.Load(),
+		DroppedUnencodable: c.DroppedUnencodable.Load(), DroppedOnDisconnect: c.DroppedOnDisconnect.Load(),
+		Connects: c.Connects.Load(), Reconnects: c.Reconnects.Load(), DialFailures: c.DialFailures.Load(),
 		Closed: closed, HandshakesRefused: refused,
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vestalabs/vesta/engine/wire"
+	"github.com/vestalabs/vesta/internal/transporttest"
 )
 
 // Tests bound every wait by this, and never assert a speed.
@@ -21,71 +22,23 @@ const patience = 10 * time.Second
 // waitFor polls cond until it holds or patience runs out.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	transporttest.WaitFor(t, patience, what, cond)
 }
 
-// collector is a Handler that keeps everything it is given.
-type collector struct {
-	mu      sync.Mutex
-	msgs    []wire.Message
-	batches int
-}
+// collector is a Handler (Handle) that keeps everything it is given.
+type collector = transporttest.Collector
 
-func (c *collector) handle(batch []wire.Message) {
-	c.mu.Lock()
-	c.msgs = append(c.msgs, batch...)
-	c.batches++
-	c.mu.Unlock()
-}
-
-func (c *collector) count() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.msgs)
-}
-
-func (c *collector) snapshot() []wire.Message {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]wire.Message(nil), c.msgs...)
-}
-
-// testMsg is an Accept from -> to whose Slot is seq and whose one entry's
-// data says who sent it and which it is, so receivers can check content and
-// order.
+// testMsg is an Accept from -> to whose Slot is seq, whose data says who
+// sent it and which it is (transporttest.Msg).
 func testMsg(from, to wire.ReplicaID, seq int) wire.Message {
-	data := fmt.Appendf(nil, "%d->%d #%d ", from, to, seq)
-	data = append(data, bytes.Repeat([]byte{byte(seq)}, seq%100)...)
-	b := wire.Ballot{Round: 1, Replica: from}
-	return wire.Message{
-		Type: wire.MsgAccept, From: from, To: to, Ballot: b, Slot: wire.Slot(seq), Commit: wire.Slot(seq),
-		Entries: []wire.Entry{{Slot: wire.Slot(seq), Ballot: b, Value: wire.Value{Kind: wire.ValueBatch, Data: data}}},
-	}
+	return transporttest.Msg(from, to, seq, 0)
 }
 
 // checkStreams checks that got holds, from each sender, exactly the messages
 // 0..n-1 in order with intact content.
 func checkStreams(t *testing.T, self wire.ReplicaID, got []wire.Message, senders []wire.ReplicaID, n int) {
 	t.Helper()
-	next := map[wire.ReplicaID]int{}
-	for _, m := range got {
-		want := testMsg(m.From, self, next[m.From])
-		if m.To != self || m.Slot != want.Slot || len(m.Entries) != 1 || !m.Entries[0].Value.Equal(want.Entries[0].Value) {
-			t.Fatalf("replica %d got %v, want %v", self, m, want)
-		}
-		next[m.From]++
-	}
-	for _, s := range senders {
-		if next[s] != n {
-			t.Fatalf("replica %d got %d messages from %d, want %d", self, next[s], s, n)
-		}
-	}
+	transporttest.CheckStreams(t, self, got, senders, n, 0)
 }
 
 // logBuf is a goroutine-safe log sink.
@@ -137,7 +90,7 @@ func TestMemMessagesFlowAmongThree(t *testing.T) {
 	trs := map[wire.ReplicaID]*Mem{}
 	for _, id := range ids {
 		cols[id] = &collector{}
-		tr, err := net.Join(id, cols[id].handle, MemConfig{})
+		tr, err := net.Join(id, cols[id].Handle, MemConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -161,7 +114,7 @@ func TestMemMessagesFlowAmongThree(t *testing.T) {
 		}
 	}
 	for _, id := range ids {
-		waitFor(t, fmt.Sprintf("replica %d's messages", id), func() bool { return cols[id].count() == 2*n })
+		waitFor(t, fmt.Sprintf("replica %d's messages", id), func() bool { return cols[id].Count() == 2*n })
 	}
 	for _, id := range ids {
 		var others []wire.ReplicaID
@@ -170,7 +123,7 @@ func TestMemMessagesFlowAmongThree(t *testing.T) {
 				others = append(others, o)
 			}
 		}
-		got := cols[id].snapshot()
+		got := cols[id].Snapshot()
 		for _, m := range got {
 			if m.Entries[0].Slot == 999999 {
 				t.Fatal("Mem delivered the sender's Entries slice instead of a copy")
@@ -224,13 +177,13 @@ func TestMemRejoinAfterClose(t *testing.T) {
 		t.Fatal("a message to a closed replica was not counted as dropped")
 	}
 	col := &collector{}
-	b2, err := net.Join(2, col.handle, MemConfig{})
+	b2, err := net.Join(2, col.Handle, MemConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b2.Close() })
 	a.Send([]wire.Message{testMsg(1, 2, 0)})
-	waitFor(t, "delivery to the rejoined replica", func() bool { return col.count() == 1 })
+	waitFor(t, "delivery to the rejoined replica", func() bool { return col.Count() == 1 })
 }
 
 // --- TCP ---
@@ -282,7 +235,7 @@ func startCluster(t *testing.T, ids ...wire.ReplicaID) map[wire.ReplicaID]*tcpNo
 			}
 		}
 		n := &tcpNode{id: id, addr: addrs[id], col: &collector{}, logs: &logBuf{}}
-		tr, err := NewTCP(testConfig(id, lns[id], peers, n.logs), n.col.handle)
+		tr, err := NewTCP(testConfig(id, lns[id], peers, n.logs), n.col.Handle)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -310,7 +263,7 @@ func TestTCPMessagesFlowAmongThree(t *testing.T) {
 		}
 	}
 	for _, id := range ids {
-		waitFor(t, fmt.Sprintf("replica %d's messages", id), func() bool { return nodes[id].col.count() == 2*n })
+		waitFor(t, fmt.Sprintf("replica %d's messages", id), func() bool { return nodes[id].col.Count() == 2*n })
 	}
 	for _, id := range ids {
 		var others []wire.ReplicaID
@@ -319,7 +272,7 @@ func TestTCPMessagesFlowAmongThree(t *testing.T) {
 				others = append(others, o)
 			}
 		}
-		checkStreams(t, id, nodes[id].col.snapshot(), others, n)
+		checkStreams(t, id, nodes[id].col.Snapshot(), others, n)
 		s := nodes[id].tr.Stats()
 		if s.FramesSent != 2*n || s.FramesReceived != 2*n || s.WriteCalls == 0 || s.BytesSent == 0 || s.Connects != 2 {
 			t.Fatalf("replica %d stats %+v", id, s)
@@ -337,7 +290,7 @@ func TestTCPSendToUnknownPeerIsDropped(t *testing.T) {
 	if s := nodes[1].tr.Stats(); s.DroppedNoPeer != 1 {
 		t.Fatalf("stats %+v", s)
 	}
-	waitFor(t, "the message to the known peer", func() bool { return nodes[2].col.count() == 1 })
+	waitFor(t, "the message to the known peer", func() bool { return nodes[2].col.Count() == 1 })
 }
 
 func TestTCPLargeFrameGetsItsOwnBuffer(t *testing.T) {
@@ -346,8 +299,8 @@ func TestTCPLargeFrameGetsItsOwnBuffer(t *testing.T) {
 	m := testMsg(1, 2, 0)
 	m.Entries[0].Value.Data = bytes.Repeat([]byte("x"), 1<<20) // 4x the read buffer
 	nodes[1].tr.Send([]wire.Message{m, testMsg(1, 2, 1)})
-	waitFor(t, "two messages", func() bool { return nodes[2].col.count() == 2 })
-	got := nodes[2].col.snapshot()
+	waitFor(t, "two messages", func() bool { return nodes[2].col.Count() == 2 })
+	got := nodes[2].col.Snapshot()
 	if !got[0].Entries[0].Value.Equal(m.Entries[0].Value) {
 		t.Fatal("large value corrupted")
 	}
@@ -358,7 +311,7 @@ func TestTCPPeerRestartIsReconnected(t *testing.T) {
 	nodes := startCluster(t, 1, 2)
 	a, b := nodes[1], nodes[2]
 	a.tr.Send([]wire.Message{testMsg(1, 2, 0)})
-	waitFor(t, "first delivery", func() bool { return b.col.count() == 1 })
+	waitFor(t, "first delivery", func() bool { return b.col.Count() == 1 })
 
 	b.tr.Close()
 	ln, err := net.Listen("tcp", b.addr) // the restarted replica, same address
@@ -366,7 +319,7 @@ func TestTCPPeerRestartIsReconnected(t *testing.T) {
 		t.Fatal(err)
 	}
 	b2 := &tcpNode{id: 2, addr: b.addr, col: &collector{}, logs: &logBuf{}}
-	b2.tr, err = NewTCP(testConfig(2, ln, map[wire.ReplicaID]string{1: a.addr}, b2.logs), b2.col.handle)
+	b2.tr, err = NewTCP(testConfig(2, ln, map[wire.ReplicaID]string{1: a.addr}, b2.logs), b2.col.Handle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -375,7 +328,7 @@ func TestTCPPeerRestartIsReconnected(t *testing.T) {
 	// Messages sent into the broken connection are lost; keep sending until
 	// the new incarnation hears one, both ways.
 	deadline := time.Now().Add(patience)
-	for seq := 1; b2.col.count() == 0 || a.col.count() == 0; seq++ {
+	for seq := 1; b2.col.Count() == 0 || a.col.Count() == 0; seq++ {
 		if time.Now().After(deadline) {
 			t.Fatalf("no traffic after restart; stats a=%+v b2=%+v\nlogs a:\n%s", a.tr.Stats(), b2.tr.Stats(), a.logs)
 		}
@@ -402,7 +355,7 @@ func TestTCPPeerThatConnectsEndsTheDialBackoff(t *testing.T) {
 	cfgA := testConfig(1, listen(t), map[wire.ReplicaID]string{2: addr2}, logsA)
 	cfgA.BackoffMin, cfgA.BackoffMax = time.Hour, time.Hour
 	colA := &collector{}
-	a, err := NewTCP(cfgA, colA.handle)
+	a, err := NewTCP(cfgA, colA.Handle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,7 +374,7 @@ func TestTCPPeerThatConnectsEndsTheDialBackoff(t *testing.T) {
 
 	logsB := &logBuf{}
 	colB := &collector{}
-	b, err := NewTCP(testConfig(2, ln2, map[wire.ReplicaID]string{1: a.Addr().String()}, logsB), colB.handle)
+	b, err := NewTCP(testConfig(2, ln2, map[wire.ReplicaID]string{1: a.Addr().String()}, logsB), colB.Handle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +382,7 @@ func TestTCPPeerThatConnectsEndsTheDialBackoff(t *testing.T) {
 
 	waitFor(t, "replica 1 to connect to replica 2 before its hour of backoff", func() bool { return a.Stats().Connects >= 1 })
 	a.Send([]wire.Message{testMsg(1, 2, 0)})
-	waitFor(t, "a message from 1 to 2", func() bool { return colB.count() == 1 })
+	waitFor(t, "a message from 1 to 2", func() bool { return colB.Count() == 1 })
 }
 
 // rawConn dials addr and, if hello, completes a handshake as replica from of
@@ -563,7 +516,7 @@ func TestTCPClosesBadConnections(t *testing.T) {
 			cfg := testConfig(1, listen(t), map[wire.ReplicaID]string{2: deadAddr, 3: deadAddr}, logs)
 			cfg.MaxFrameSize = 64 << 10
 			cfg.HandshakeTimeout = 200 * time.Millisecond
-			tr, err := NewTCP(cfg, col.handle)
+			tr, err := NewTCP(cfg, col.Handle)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -583,8 +536,8 @@ func TestTCPClosesBadConnections(t *testing.T) {
 			if want := "reason=" + tc.reason; !bytes.Contains([]byte(logs.String()), []byte(want)) {
 				t.Fatalf("log lacks %q:\n%s", want, logs)
 			}
-			if s := tr.Stats(); col.count() != 0 || s.FramesReceived != 0 || len(s.Closed) != 1 {
-				t.Fatalf("handler got %d messages; stats %+v", col.count(), s)
+			if s := tr.Stats(); col.Count() != 0 || s.FramesReceived != 0 || len(s.Closed) != 1 {
+				t.Fatalf("handler got %d messages; stats %+v", col.Count(), s)
 			}
 		})
 	}
@@ -597,14 +550,14 @@ func TestTCPForeignClusterTransportIsRefused(t *testing.T) {
 	lnA, lnF := listen(t), listen(t)
 	logsA, logsF := &logBuf{}, &logBuf{}
 	colA, colF := &collector{}, &collector{}
-	a, err := NewTCP(testConfig(1, lnA, map[wire.ReplicaID]string{2: lnF.Addr().String()}, logsA), colA.handle)
+	a, err := NewTCP(testConfig(1, lnA, map[wire.ReplicaID]string{2: lnF.Addr().String()}, logsA), colA.Handle)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { a.Close() })
 	cfgF := testConfig(2, lnF, map[wire.ReplicaID]string{1: lnA.Addr().String()}, logsF)
 	cfgF.ClusterID = testCluster + 1
-	f, err := NewTCP(cfgF, colF.handle)
+	f, err := NewTCP(cfgF, colF.Handle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -615,7 +568,7 @@ func TestTCPForeignClusterTransportIsRefused(t *testing.T) {
 		return a.Stats().Closed["foreign_cluster"] >= 2 && f.Stats().Closed["foreign_cluster"] >= 2 &&
 			a.Stats().DialFailures >= 2 && f.Stats().DialFailures >= 2
 	})
-	if colA.count() != 0 || colF.count() != 0 {
+	if colA.Count() != 0 || colF.Count() != 0 {
 		t.Fatal("a foreign cluster's message reached a handler")
 	}
 	if !bytes.Contains([]byte(logsA.String()), []byte("reason=foreign_cluster")) {
@@ -631,7 +584,7 @@ func TestTCPCloseStopsEverything(t *testing.T) {
 	for i := range 50 {
 		nodes[1].tr.Send([]wire.Message{testMsg(1, 2, i), testMsg(1, 3, i)})
 	}
-	waitFor(t, "traffic", func() bool { return nodes[2].col.count() == 50 && nodes[3].col.count() == 50 })
+	waitFor(t, "traffic", func() bool { return nodes[2].col.Count() == 50 && nodes[3].col.Count() == 50 })
 	nodes[3].tr.Close() // the others now redial it
 	for i := range 20 {
 		nodes[1].tr.Send([]wire.Message{testMsg(1, 3, i)})
@@ -768,20 +721,20 @@ func TestTCPReconnectingPeerSupersedesOldConnection(t *testing.T) {
 	deadAddr := dead.Addr().String()
 	dead.Close()
 	logs, col := &logBuf{}, &collector{}
-	tr, err := NewTCP(testConfig(1, listen(t), map[wire.ReplicaID]string{2: deadAddr}, logs), col.handle)
+	tr, err := NewTCP(testConfig(1, listen(t), map[wire.ReplicaID]string{2: deadAddr}, logs), col.Handle)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tr.Close()
 	first := rawConn(t, tr.Addr().String(), testCluster, 2, 1, true)
 	first.Write(frame(t, testCluster, testMsg(2, 1, 0)))
-	waitFor(t, "the first connection's message", func() bool { return col.count() == 1 })
+	waitFor(t, "the first connection's message", func() bool { return col.Count() == 1 })
 	second := rawConn(t, tr.Addr().String(), testCluster, 2, 1, true)
 	expectClosed(t, first)
 	second.Write(frame(t, testCluster, testMsg(2, 1, 1)))
-	waitFor(t, "the second connection's message", func() bool { return col.count() == 2 })
+	waitFor(t, "the second connection's message", func() bool { return col.Count() == 2 })
 	waitFor(t, "the old connection to be counted", func() bool { return tr.Stats().Closed[ReasonSuperseded] == 1 })
-	checkStreams(t, 1, col.snapshot(), []wire.ReplicaID{2}, 2)
+	checkStreams(t, 1, col.Snapshot(), []wire.ReplicaID{2}, 2)
 }
 
 // Senders on several goroutines, values large enough to fill the socket
@@ -875,16 +828,16 @@ func TestTCPDirectWriteFailureIsTheWritersToHandle(t *testing.T) {
 	nodes := startCluster(t, 1, 2)
 	a, b := nodes[1], nodes[2]
 	a.tr.Send([]wire.Message{testMsg(1, 2, 0)}) // queued until the connection is up
-	waitFor(t, "first delivery", func() bool { return b.col.count() == 1 })
+	waitFor(t, "first delivery", func() bool { return b.col.Count() == 1 })
 	// A message on an idle connection is written by its sender (unless the
 	// writer goroutine has not yet let go of the token after the last one).
 	seq := 1
-	for ; a.tr.stats.directCalls.Load() == 0; seq++ {
+	for ; a.tr.stats.DirectCalls.Load() == 0; seq++ {
 		if seq > 100 {
 			t.Fatalf("no message on an idle connection was written by its sender; stats %+v", a.tr.Stats())
 		}
 		a.tr.Send([]wire.Message{testMsg(1, 2, seq)})
-		waitFor(t, "delivery", func() bool { return b.col.count() == seq+1 })
+		waitFor(t, "delivery", func() bool { return b.col.Count() == seq+1 })
 	}
 	b.tr.Close()
 	deadline := time.Now().Add(patience)
@@ -925,7 +878,7 @@ func TestTCPPartialDirectWriteIsFinishedByTheWriter(t *testing.T) {
 	nodes := startCluster(t, 1, 2)
 	a, b := nodes[1], nodes[2]
 	a.tr.Send([]wire.Message{testMsg(1, 2, 0)})
-	waitFor(t, "first delivery", func() bool { return b.col.count() == 1 })
+	waitFor(t, "first delivery", func() bool { return b.col.Count() == 1 })
 	big := testMsg(1, 2, 1)
 	big.Entries[0].Value.Data = bytes.Repeat([]byte("y"), 12<<20)
 	a.tr.Send([]wire.Message{big})
@@ -933,9 +886,9 @@ func TestTCPPartialDirectWriteIsFinishedByTheWriter(t *testing.T) {
 	for seq := 2; seq < n; seq++ {
 		a.tr.Send([]wire.Message{testMsg(1, 2, seq)})
 	}
-	waitFor(t, "every message", func() bool { return b.col.count() == n })
+	waitFor(t, "every message", func() bool { return b.col.Count() == n })
 	waitFor(t, "the sender's counts", func() bool { return a.tr.Stats().FramesSent == n })
-	got := b.col.snapshot()
+	got := b.col.Snapshot()
 	if !got[1].Entries[0].Value.Equal(big.Entries[0].Value) {
 		t.Fatal("large value corrupted")
 	}

@@ -78,23 +78,7 @@ func TestRDMACluster(t *testing.T) {
 		}
 		cl.procs = append(cl.procs, p)
 	}
-	var err error
-	if cl.status, err = client.New(clients, client.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cl.status.Close()
-		for _, p := range cl.procs {
-			p.kill()
-		}
-		if t.Failed() {
-			for _, p := range cl.procs {
-				b, _ := os.ReadFile(p.logPath)
-				t.Logf("last lines of replica %d's log:\n%s", p.id, tail(b, 40))
-			}
-		}
-	})
-	cl.startAll()
+	cl.startRDMA(clients)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	if cl.waitLeader(ctx, 60*time.Second) < 0 {

@@ -73,7 +73,10 @@
 // guest's memory, with vestad and vesta-bench as static helper programs),
 // runs 3 vestad over RDMA to 100,000 commands with the leader SIGKILLed
 // and restarted, and prints a "cluster" marker the host requires
-// (transport=rdma, linearizable=1). Then two steps run vesta-bench over
+// (transport=rdma, linearizable=1); then TestRDMAAutoPartialDevices runs 3
+// vestad with -transport auto where replica 3 names a device that does not
+// exist, and checks that /status shows rdma between 1 and 2, tcp to and
+// from 3, each with its reason, while the cluster commits. Then two steps run vesta-bench over
 // TCP and over RDMA (benchArgs) for functional figures, and the host
 // prints them with the verbs SEND/WRITE-with-immediate figures. A whole
 // run with warm caches took 81–95 s here (the cluster test 34 s, each

@@ -47,10 +47,12 @@ var rdmaSuites = []rdmaSuite{
 	{Name: "verbs", Pkg: "./cgo/verbs", CgoCheck2: true},
 	{Name: "rdma", Pkg: "./rdma", CgoCheck2: true},
 	// Three vestad processes over RDMA under load, the leader SIGKILLed
-	// and restarted, the history checked (tools/vestad/rdmacluster_test.go).
+	// and restarted, the history checked (tools/vestad/rdmacluster_test.go);
+	// then three with -transport auto where one has no device, whose links
+	// must split into RDMA and TCP (tools/vestad/rdmaauto_test.go).
 	// Without -race: three replicas, the load and its history in the
 	// guest's memory.
-	{Name: "cluster", Pkg: "./tools/vestad", NoRace: true, Run: "^TestRDMACluster$",
+	{Name: "cluster", Pkg: "./tools/vestad", NoRace: true, Run: "^(TestRDMACluster|TestRDMAAutoPartialDevices)$",
 		Env:      []string{"VESTA_VESTAD=/vmlab/vestad"},
 		Programs: []goProgram{{Name: "vestad", Pkg: "./tools/vestad"}, {Name: "vesta-bench", Pkg: "./tools/vesta-bench"}}},
 }

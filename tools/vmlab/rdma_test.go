@@ -89,7 +89,7 @@ func TestRdmaClusterAndFigures(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"VESTA_VESTAD=/vmlab/vestad /vmlab/cluster.test -test.v -test.count=1 -test.timeout=300s '-test.run=^TestRDMACluster$'",
+		"VESTA_VESTAD=/vmlab/vestad /vmlab/cluster.test -test.v -test.count=1 -test.timeout=300s '-test.run=^(TestRDMACluster|TestRDMAAutoPartialDevices)$'",
 		"/vmlab/vesta-bench -vestad /vmlab/vestad -transport tcp -log mem",
 		"/vmlab/vesta-bench -vestad /vmlab/vestad -transport rdma -log mem",
 	} {

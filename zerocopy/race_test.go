@@ -1,5 +1,0 @@
-//go:build race
-
-package zerocopy
-
-const race = true
