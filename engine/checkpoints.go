@@ -432,6 +432,6 @@ func (r *Replica) completeWaiters(res checkpointResult) {
 func checkpointPhase(cfg *Config) int64 {
 	members := slices.Clone(cfg.Members)
 	slices.Sort(members)
-	i := slices.Index(members, cfg.ID)
+	i := max(slices.Index(members, cfg.ID), 0) // a replica that joined is not among them
 	return cfg.Checkpoints.Bytes / int64(len(members)) * int64(i)
 }

@@ -121,6 +121,14 @@ type Config struct {
 	// Once a checkpoint records configurations (ChangeMembership), the
 	// member set comes from the checkpoint and the log, not from here.
 	Members []wire.ReplicaID
+	// Join starts a replica that joins a running cluster as a new member,
+	// from an empty log: before anything else it fetches a checkpoint from
+	// Members (here: the replicas to ask, not including itself), which
+	// records the cluster's configurations, and starts from it. Add it with
+	// ChangeMembership (as a learner, then a voter) before or after it
+	// starts. Needs Checkpoints.Dir. On a log that holds anything, Join
+	// changes nothing: the replica restarts from its own state.
+	Join bool
 	// Alpha is α: a membership change chosen in slot s governs from s+α
 	// (paxos.Config.Alpha). Every first member must be given the same; 0:
 	// paxos.DefaultAlpha.
@@ -236,6 +244,9 @@ func (c *Config) validate() error {
 		if f.v < 1 {
 			return &ConfigError{f.name, fmt.Sprintf("%d, need at least 1", f.v)}
 		}
+	}
+	if c.Join && c.Checkpoints.Dir == "" {
+		return &ConfigError{"Join", "needs Checkpoints.Dir: a joining replica starts from a peer's checkpoint"}
 	}
 	if ck := c.Checkpoints; ck.Dir != "" {
 		if c.ClusterID == 0 {

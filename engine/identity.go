@@ -8,7 +8,9 @@ import (
 )
 
 // checkIdentity refuses a log that records another replica, another member
-// set or (when Config.ClusterID is set) another cluster than cfg: a replica
+// set or (when Config.ClusterID is set) another cluster than cfg (the member
+// set it was created with: Config.Members, and itself when it joined; the
+// configuration itself comes from checkpoints and the log): a replica
 // must never run on another's promises and votes. Logs that record no
 // identity (storage.MemLog) are not checked.
 func checkIdentity(cfg *Config) error {
@@ -18,6 +20,10 @@ func checkIdentity(cfg *Config) error {
 	}
 	id := il.Identity()
 	members := slices.Clone(cfg.Members)
+	if cfg.Join && !slices.Contains(members, cfg.ID) {
+		// A replica that joined records the replicas it asked, and itself.
+		members = append(members, cfg.ID)
+	}
 	slices.Sort(members)
 	want := storage.Identity{ClusterID: id.ClusterID, ReplicaID: cfg.ID, Members: members}
 	if cfg.ClusterID != 0 {

@@ -176,3 +176,17 @@ func (c *Config) alpha() int {
 	}
 	return c.Alpha
 }
+
+// knows reports whether id is a replica this one may talk state transfer
+// with: one of Config.Members or of a configuration it knows.
+func (r *Replica) knows(id wire.ReplicaID) bool {
+	if slices.Contains(r.cfg.Members, id) {
+		return true
+	}
+	for _, m := range r.Memberships() {
+		if m.IsMember(id) {
+			return true
+		}
+	}
+	return false
+}

@@ -183,7 +183,15 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 	if persisted.Snapshot, persisted.Memberships, err = recoverCheckpoint(&cfg, sm); err != nil {
 		return nil, err
 	}
-	node, err := paxos.New(cfg.paxosConfig(rand.Uint64()), persisted)
+	joining := cfg.Join && persisted.Snapshot == 0 && len(persisted.Entries) == 0 && persisted.HardState == (paxos.HardState{})
+	var node *paxos.Node
+	if joining {
+		// A new member: nothing here yet, not even the configuration.
+		// It starts from a peer's checkpoint (fetch.go), which records it.
+		err = &paxos.RestoreError{Reason: "a joining replica has no state yet"}
+	} else {
+		node, err = paxos.New(cfg.paxosConfig(rand.Uint64()), persisted)
+	}
 	var (
 		re          *paxos.RestoreError
 		fetched     transport.Transport // the transport a fetch built, if one ran
@@ -191,6 +199,9 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 	)
 	if errors.As(err, &re) && cfg.Checkpoints.Dir != "" {
 		need := coveredFrom(&persisted)
+		if joining {
+			need = 1
+		}
 		if persisted.Snapshot >= need || cfg.Checkpoints.FetchTimeout < 0 {
 			return nil, fmt.Errorf("%w: the log was compacted below a checkpoint, and no valid checkpoint in %s reaches back to where it starts (slot %d; fetching one from a peer is off: copy one from a peer's checkpoint directory)",
 				err, cfg.Checkpoints.Dir, need)
@@ -205,6 +216,9 @@ func Start(cfg Config, sm StateMachine) (*Replica, error) {
 		}
 		if ferr := fetchCheckpoint(&cfg, tr, sw, need); ferr != nil {
 			tr.Close()
+			if joining {
+				return nil, fmt.Errorf("vesta: joining the cluster: fetching a checkpoint from %v failed: %w", cfg.Members, ferr)
+			}
 			return nil, fmt.Errorf("vesta: the log was compacted below every valid checkpoint in %s, and fetching one from a peer failed: %w", cfg.Checkpoints.Dir, ferr)
 		}
 		if persisted.Snapshot, persisted.Memberships, err = recoverCheckpoint(&cfg, sm); err == nil {

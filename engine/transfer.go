@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"slices"
 	"time"
 
 	"github.com/vestalabs/vesta/engine/checkpoint"
@@ -66,6 +65,14 @@ type snapshotReceiver struct {
 func (r *Replica) sendSnapshots(peers []wire.ReplicaID) {
 	ck := &r.cfg.Checkpoints
 	if ck.Dir == "" {
+		return
+	}
+	if released := r.node.Status().Released; wire.Slot(r.newestCheckpoint.Load()) < released {
+		// The peer needs values released because every member held them
+		// (it joined since): no checkpoint here covers them yet. Take one;
+		// the peer asks again while it stays behind.
+		r.applier.forced.Store(true)
+		r.applier.poke()
 		return
 	}
 	for _, p := range peers {
@@ -181,11 +188,16 @@ func (r *Replica) onSnapshotMessage(m wire.Message) {
 	case wire.MsgSnapshotRequest:
 		// A peer starting without a state it can rebuild (fetch.go): send
 		// the newest checkpoint if it reaches where the peer's log starts.
-		if !slices.Contains(r.cfg.Members, m.From) || m.From == r.cfg.ID {
+		if !r.knows(m.From) || m.From == r.cfg.ID {
 			return
 		}
 		if wire.Slot(r.newestCheckpoint.Load()) >= m.Slot {
 			r.sendSnapshots([]wire.ReplicaID{m.From})
+		} else if wire.Slot(r.applier.applied.Load()) >= m.Slot && r.cfg.Checkpoints.Dir != "" {
+			// None reaches that far yet (a replica joining a young
+			// cluster): take one; the peer asks again every second.
+			r.applier.forced.Store(true)
+			r.applier.poke()
 		}
 	}
 }

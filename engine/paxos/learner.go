@@ -25,9 +25,21 @@ func (n *Node) learnCommit(from wire.ReplicaID, b wire.Ballot, c wire.Slot) {
 
 // requestCatchUp asks peer for the chosen values of [commit, upTo), unless a
 // request is already out.
+//
+// A request that went unanswered (the peer released the values and holds
+// no checkpoint that reaches them, or the reply was lost) makes the next
+// one go to another member, in turn: some peer holds the values or a
+// checkpoint that covers them.
 func (n *Node) requestCatchUp(peer wire.ReplicaID, upTo wire.Slot) {
 	if n.catchUpInFlight {
 		return
+	}
+	if n.catchUpMisses > 0 {
+		var peers []wire.ReplicaID
+		n.forEachPeer(n.membersFrom(n.commit)&^n.self, func(p wire.ReplicaID) { peers = append(peers, p) })
+		if len(peers) > 0 {
+			peer = peers[n.catchUpMisses%len(peers)]
+		}
 	}
 	n.catchUpInFlight = true
 	n.catchUpElapsed = 0
@@ -42,10 +54,12 @@ func (n *Node) onCatchUpRequest(m wire.Message) {
 	lo, hi := m.Slot, min(m.Commit, n.commit)
 	if lo < hi && lo < n.released {
 		// Values this replica released: a durable checkpoint here covers
-		// them, or every member reported holding them durably (release.go).
-		// A checkpoint that reaches past lo helps the asker: it is sent
-		// instead (state transfer). Otherwise nothing here can help.
-		if n.snapshot > lo && !slices.Contains(n.snapTo, m.From) {
+		// them, or every member reported holding them durably (release.go),
+		// which a replica that joined since does not. A checkpoint that
+		// reaches past lo helps the asker: the caller sends one (state
+		// transfer), taking it first if its newest does not reach the
+		// release point (Ready.SendSnapshot).
+		if !slices.Contains(n.snapTo, m.From) {
 			n.snapTo = append(n.snapTo, m.From)
 		}
 		return
@@ -73,6 +87,7 @@ func (n *Node) onCatchUpRequest(m wire.Message) {
 // onCatchUp records chosen values and asks for more while behind.
 func (n *Node) onCatchUp(m wire.Message) {
 	n.catchUpInFlight = false
+	n.catchUpMisses = 0
 	if n.role == Leader {
 		// A leader's own proposals decide its commit index; a chosen value it
 		// did not propose can only come from a higher ballot, which the leader

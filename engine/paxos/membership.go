@@ -479,10 +479,12 @@ func (n *Node) MembershipChanged() bool {
 	return ch
 }
 
-// pruneHistory forgets configurations that govern no slot the log holds.
+// pruneHistory forgets configurations that govern no slot from α below the
+// log's base on: recipients still needs those (a removed member hears
+// from the leader until the commit index is α past its removal).
 func (n *Node) pruneHistory() {
 	k := 0
-	for k+1 < len(n.configs) && n.configs[k+1].m.From <= n.base {
+	for k+1 < len(n.configs) && n.configs[k+1].m.From+wire.Slot(n.configs[k+1].m.Alpha) <= n.base {
 		k++
 	}
 	if k > 0 {

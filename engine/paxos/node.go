@@ -116,9 +116,12 @@ type Ready struct {
 	// replica stopped leading; they are safe to submit again elsewhere.
 	Dropped []wire.Value
 	// SendSnapshot lists peers that asked for chosen values this replica no
-	// longer holds (they lie below its log's start, covered by its
-	// checkpoint): the caller sends each its newest durable checkpoint
-	// (state transfer), which the peer installs with InstallSnapshot. The
+	// longer holds (they lie below its released prefix, Status.Released):
+	// the caller sends each its newest durable checkpoint (state transfer),
+	// which the peer installs with InstallSnapshot, once that checkpoint
+	// reaches Status.Released; if it does not (the values were released
+	// because every member held them, and the asker joined since), the
+	// caller takes a checkpoint first. The
 	// same peer is listed again while it stays behind and keeps asking, so a
 	// caller sends one transfer per peer at a time and ignores repeats.
 	SendSnapshot []wire.ReplicaID
@@ -182,6 +185,7 @@ type Node struct {
 	quorumElapsed    int
 	catchUpElapsed   int
 	catchUpInFlight  bool
+	catchUpMisses    int // catch-up requests in a row that went unanswered
 	maxRoundSeen     uint64
 
 	// Pre-vote (prevote.go): a follower asking whether a quorum would take

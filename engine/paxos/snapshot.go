@@ -96,7 +96,7 @@ func (n *Node) InstallSnapshot(s wire.Slot, ms []Membership) bool {
 	n.membershipChanged = true
 	// The checkpoint is durable: its slot is as good as a durable commit.
 	n.durableCommit = max(n.durableCommit, s)
-	n.catchUpInFlight = false
+	n.catchUpInFlight, n.catchUpMisses = false, 0
 	n.advanceCommit()
 	n.checkInvariants()
 	contract.Ensure(n.commit >= s && n.applied == s && n.base == s, "install left commit, applied or base elsewhere")

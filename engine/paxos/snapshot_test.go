@@ -37,15 +37,17 @@ func TestCompactReleasesBelowTheCheckpointWhileAMemberIsDown(t *testing.T) {
 	}
 }
 
-// A catch-up request from below the released prefix, where a checkpoint
-// reaches past the asker's commit index, is answered with SendSnapshot (once
-// per Ready, however often it asks); with no checkpoint there, with nothing.
+// A catch-up request from below the released prefix is answered with
+// SendSnapshot (once per Ready, however often it asks), whether or not a
+// checkpoint reaches that far yet: without one, the caller takes one first
+// (a replica that joined after every member held the values asks for
+// them); a request the log can answer gets entries, not a transfer.
 func TestCatchUpBelowTheCheckpointAsksForATransfer(t *testing.T) {
 	n := releasedNode(t) // applied [0,8), released below 6 by the release point
 	req := wire.Message{Type: wire.MsgCatchUpRequest, From: 3, To: 1, Slot: 3, Commit: 8}
 	mustStep(t, n, req)
-	if rd := n.Ready(); len(rd.SendSnapshot) != 0 || len(rd.Send) != 0 {
-		t.Fatalf("without a checkpoint: %+v", rd)
+	if rd := n.Ready(); !slices.Equal(rd.SendSnapshot, []wire.ReplicaID{3}) || len(rd.Send) != 0 {
+		t.Fatalf("without a checkpoint: %+v, want a transfer to 3 (the caller takes a checkpoint first)", rd)
 	}
 	n.Advance()
 	n.Compact(7)
@@ -56,7 +58,7 @@ func TestCatchUpBelowTheCheckpointAsksForATransfer(t *testing.T) {
 		t.Fatalf("want one transfer to 3 and no message: %+v", rd)
 	}
 	n.Advance()
-	// A checkpoint that does not reach past the asker does not help it.
+	// An asker at the checkpoint's slot gets the log's entries.
 	req.Slot = 7
 	mustStep(t, n, req)
 	if rd := n.Ready(); len(rd.SendSnapshot) != 0 {

@@ -151,7 +151,8 @@ func (n *Node) Tick() {
 	if n.catchUpInFlight {
 		n.catchUpElapsed++
 		if n.catchUpElapsed >= n.cfg.HeartbeatTicks*2 {
-			n.catchUpInFlight = false // lost; the next commit index seen asks again
+			n.catchUpInFlight = false // lost; the next commit index seen asks again, elsewhere
+			n.catchUpMisses++
 		}
 	}
 	switch n.role {

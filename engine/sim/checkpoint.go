@@ -37,7 +37,16 @@ func (r *replica) compactedBelow() wire.Slot {
 // maybeCheckpoint starts writing a checkpoint of r's state machine when
 // enough slots were applied since its newest one.
 func (c *cluster) maybeCheckpoint(r *replica) {
-	if c.opts.NoCheckpoints || r.writing != nil || r.applied < r.compactedBelow()+wire.Slot(c.opts.CheckpointEvery) {
+	if r.applied < r.compactedBelow()+wire.Slot(c.opts.CheckpointEvery) {
+		return
+	}
+	c.checkpointNow(r)
+}
+
+// checkpointNow starts writing a checkpoint of r's state machine, unless
+// one is being written (or checkpoints are off).
+func (c *cluster) checkpointNow(r *replica) {
+	if c.opts.NoCheckpoints || r.writing != nil || r.applied <= r.compactedBelow() {
 		return
 	}
 	r.writing = &checkpoint{slot: r.applied, kv: r.kv.clone(), members: r.node.MembershipsAt(r.applied)}
@@ -75,7 +84,13 @@ func (c *cluster) compactDisk(r *replica) {
 func (c *cluster) sendSnapshot(r *replica, to wire.ReplicaID) {
 	ck := r.newestCheckpoint()
 	p := int(to) - 1
-	if ck == nil || r.sending[p] > c.now {
+	if ck == nil || ck.slot < r.node.Status().Released {
+		// The values were released because every member held them, and
+		// the asker joined since: take a checkpoint; it asks again.
+		c.checkpointNow(r)
+		return
+	}
+	if r.sending[p] > c.now {
 		return
 	}
 	d := c.between(tick, 5*tick)
