@@ -27,6 +27,17 @@ import (
 // need it. errors.Is(err, ErrStopped) holds too.
 var ErrRemoved = errors.New("vesta: this replica was removed from the cluster")
 
+// ErrChangeNotChosen is returned by ChangeMembership when the slot its
+// change was proposed in was filled with another value (leadership moved
+// before the change was chosen): the change was not made, and nothing
+// changed; retry it (RSL's AbortChangeConfiguration outcome).
+var ErrChangeNotChosen = errors.New("vesta: the membership change was not made (leadership moved before it was chosen); nothing changed, retry it")
+
+// LearnerCatchUpSlots is how close, in slots, a learner's durable commit
+// index must be to the leader's before AddMember and ReplaceMember make it
+// a voter: a voter far behind would slow every quorum it is needed in.
+const LearnerCatchUpSlots = 1024
+
 // MembershipObserver is implemented by a state machine that wants to hear
 // of membership changes: MembershipChanged is called on the applier
 // goroutine, in slot order with Apply, with the slot the change was chosen
@@ -51,10 +62,17 @@ func (r *Replica) Memberships() []Membership {
 // ChangeMembership asks the leader to change the member set to voters and
 // learners, and waits until the change is chosen and applied here. It
 // returns the new configuration (with its epoch and the slot it governs
-// from). It fails with ErrNotLeader on a replica that does not lead, with
-// paxos.ErrChangeInProgress while an earlier change is not chosen, and
-// with ErrOutcomeUnknown-like context errors if the change's fate is not
-// known in time: then look at Memberships before retrying.
+// from). Its results:
+//   - the configuration: the change is made, and governs from its From;
+//   - ErrNotLeader on a replica that does not lead: ask the leader;
+//   - paxos.ErrChangeInProgress while an earlier change is not chosen:
+//     wait, and retry;
+//   - ErrChangeNotChosen: leadership moved and the change's slot holds
+//     another value: nothing changed; retry;
+//   - the context's error: its fate is not known yet: look at Memberships
+//     before retrying.
+//
+// AddMember, RemoveMember and ReplaceMember build on it.
 func (r *Replica) ChangeMembership(ctx context.Context, voters, learners []wire.ReplicaID) (Membership, error) {
 	req := memberReq{voters: voters, learners: learners, done: make(chan memberRes, 1)}
 	select {
@@ -83,7 +101,7 @@ func (r *Replica) ChangeMembership(ctx context.Context, voters, learners []wire.
 					return m, nil
 				}
 			}
-			return Membership{}, fmt.Errorf("vesta: the membership change proposed in slot %d was not chosen (another value was): %w", res.slot, ErrOutcomeUnknown)
+			return Membership{}, fmt.Errorf("slot %d: %w", res.slot, ErrChangeNotChosen)
 		}
 		select {
 		case <-tick.C:
@@ -189,4 +207,100 @@ func (r *Replica) knows(id wire.ReplicaID) bool {
 		}
 	}
 	return false
+}
+
+// newest returns this replica's newest configuration.
+func (r *Replica) newest() Membership {
+	ms := r.Memberships()
+	return ms[len(ms)-1]
+}
+
+// AddMember adds replica id, at the leader: as a learner first; with voter,
+// it then waits until id has caught up within LearnerCatchUpSlots of the
+// leader's commit index and makes it a voter. Start id (Config.Join) before
+// or after calling it. A member already is one: adding it as a voter
+// promotes a learner.
+func (r *Replica) AddMember(ctx context.Context, id wire.ReplicaID, voter bool) (Membership, error) {
+	m := r.newest()
+	if !m.IsMember(id) {
+		var err error
+		if m, err = r.ChangeMembership(ctx, m.Voters, append(slices.Clone(m.Learners), id)); err != nil {
+			return Membership{}, fmt.Errorf("vesta: adding %d as a learner: %w", id, err)
+		}
+	}
+	if !voter || m.IsVoter(id) {
+		return m, nil
+	}
+	if err := r.waitCaughtUp(ctx, id); err != nil {
+		return Membership{}, err
+	}
+	m = r.newest()
+	return r.ChangeMembership(ctx, append(slices.Clone(m.Voters), id), without(m.Learners, id))
+}
+
+// RemoveMember removes replica id (voter or learner), at the leader. The
+// removed replica stops (ErrRemoved) once it knows the others no longer
+// need it.
+func (r *Replica) RemoveMember(ctx context.Context, id wire.ReplicaID) (Membership, error) {
+	m := r.newest()
+	if !m.IsMember(id) {
+		return m, nil
+	}
+	return r.ChangeMembership(ctx, without(m.Voters, id), without(m.Learners, id))
+}
+
+// ReplaceMember replaces voter old with replica nw, at the leader: nw joins
+// as a learner (unless it is a member already), catches up within
+// LearnerCatchUpSlots, then one change makes it a voter in old's place.
+// Start nw with Config.Join: a replica whose directory was lost comes back
+// only this way, under a new ID, never under its old one (it would have
+// forgotten its promises).
+func (r *Replica) ReplaceMember(ctx context.Context, old, nw wire.ReplicaID) (Membership, error) {
+	m := r.newest()
+	if !m.IsVoter(old) {
+		return Membership{}, fmt.Errorf("vesta: cannot replace %d: not a voter in %v", old, m)
+	}
+	if !m.IsMember(nw) {
+		if _, err := r.AddMember(ctx, nw, false); err != nil {
+			return Membership{}, err
+		}
+	}
+	if err := r.waitCaughtUp(ctx, nw); err != nil {
+		return Membership{}, err
+	}
+	m = r.newest()
+	voters := without(m.Voters, old)
+	if !slices.Contains(voters, nw) {
+		voters = append(voters, nw)
+	}
+	return r.ChangeMembership(ctx, voters, without(m.Learners, nw))
+}
+
+// waitCaughtUp waits until this leader sees id's durable commit index
+// within LearnerCatchUpSlots of its own.
+func (r *Replica) waitCaughtUp(ctx context.Context, id wire.ReplicaID) error {
+	tick := time.NewTicker(r.cfg.TickInterval)
+	defer tick.Stop()
+	for {
+		st := r.Status()
+		if st.Role != "leader" {
+			return fmt.Errorf("vesta: waiting for %d to catch up: %w", id, ErrNotLeader)
+		}
+		for _, p := range st.Peers {
+			if p.ID == id && p.CommitLag <= LearnerCatchUpSlots && p.LastContact < r.cfg.TickInterval*time.Duration(r.cfg.ElectionTicks) {
+				return nil
+			}
+		}
+		select {
+		case <-tick.C:
+		case <-r.done:
+			return r.stoppedErr()
+		case <-ctx.Done():
+			return fmt.Errorf("vesta: %d has not caught up with the leader within %d slots: %w (is it started, with Config.Join?)", id, LearnerCatchUpSlots, ctx.Err())
+		}
+	}
+}
+
+func without(ids []wire.ReplicaID, id wire.ReplicaID) []wire.ReplicaID {
+	return slices.DeleteFunc(slices.Clone(ids), func(x wire.ReplicaID) bool { return x == id })
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vestalabs/vesta/engine/paxos"
 	"github.com/vestalabs/vesta/engine/storage"
+	"github.com/vestalabs/vesta/engine/transport"
 	"github.com/vestalabs/vesta/engine/wire"
 )
 
@@ -55,6 +56,9 @@ func (c *testCluster) change(voters, learners []wire.ReplicaID) Membership {
 			return m
 		}
 		c.t.Logf("change to voters %v learners %v at %d: %v (retrying)", voters, learners, l, err)
+		if errors.Is(err, ErrChangeNotChosen) {
+			continue
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	c.t.Fatalf("membership change to voters %v learners %v never went through", voters, learners)
@@ -134,7 +138,25 @@ func TestMembershipGrowShrinkAndReplaceEveryMember(t *testing.T) {
 		}
 	}()
 	locked := func(f func()) { mu.Lock(); defer mu.Unlock(); f() }
-	join := func(id wire.ReplicaID) { locked(func() { c.start(id) }) }
+	join := func(id wire.ReplicaID) {
+		// Start blocks while the joiner fetches a checkpoint: not under
+		// the load's lock.
+		sm := &counterSM{}
+		cfg := Config{
+			ID: id, Members: c.members, Log: c.logs[id](),
+			Transport: func(h transport.Handler) (transport.Transport, error) {
+				return c.net.Join(id, h, transport.MemConfig{})
+			},
+			TickInterval: 2 * time.Millisecond, ElectionTicks: 15, HeartbeatTicks: 2,
+		}
+		c.configure(id, &cfg)
+		r, err := Start(cfg, sm)
+		if err != nil {
+			t.Errorf("replica %d cannot join: %v", id, err)
+			return
+		}
+		locked(func() { c.replicas[id], c.sms[id] = r, sm })
+	}
 
 	ids := func(xs ...int) []wire.ReplicaID {
 		out := make([]wire.ReplicaID, len(xs))
@@ -158,14 +180,34 @@ func TestMembershipGrowShrinkAndReplaceEveryMember(t *testing.T) {
 	c.change(ids(1, 2, 3), nil)
 	c.waitRemoved(4, &mu)
 	c.waitRemoved(5, &mu)
-	// Replace 1, 2 and 3 with 6, 7 and 8, one by one.
+	// Replace 1, 2 and 3 with 6, 7 and 8, one by one: the new replica
+	// starts (it waits to be let in), ReplaceMember adds it as a learner,
+	// waits until it caught up, and swaps it in.
 	voters := ids(1, 2, 3)
 	for _, pair := range [][2]int{{1, 6}, {2, 7}, {3, 8}} {
 		old, nw := wire.ReplicaID(pair[0]), wire.ReplicaID(pair[1])
-		c.change(voters, []wire.ReplicaID{nw})
-		join(nw)
+		joined := make(chan struct{})
+		go func() { defer close(joined); join(nw) }()
+		var m Membership
+		for attempt := 0; ; attempt++ {
+			var err error
+			l := c.leader()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			m, err = c.replicas[l].ReplaceMember(ctx, old, nw)
+			cancel()
+			if err == nil {
+				break
+			}
+			if attempt == 5 {
+				t.Fatalf("replacing %d with %d: %v", old, nw, err)
+			}
+			t.Logf("replacing %d with %d at %d: %v (retrying)", old, nw, l, err)
+		}
+		<-joined
 		voters = append(slices.DeleteFunc(voters, func(x wire.ReplicaID) bool { return x == old }), nw)
-		c.change(voters, nil)
+		if !slices.Equal(m.Voters, voters) {
+			t.Fatalf("after replacing %d with %d: %v, want voters %v", old, nw, m, voters)
+		}
 		c.waitRemoved(old, &mu)
 	}
 	close(stop)
