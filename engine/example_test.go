@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -95,4 +97,62 @@ func ExampleReplica_Read() {
 	// Output:
 	// read-index: total 42
 	// lease: total 42
+}
+
+// A cluster of one grows to two: replica 2 starts from an empty log with
+// Join (it fetches a checkpoint from replica 1, which records the
+// configuration), and AddMember lets it in as a learner, waits until it
+// has caught up, then makes it a voter.
+func ExampleReplica_AddMember() {
+	dir, err := os.MkdirTemp("", "vesta-example")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(dir)
+	net := transport.NewNetwork()
+	start := func(id wire.ReplicaID, join bool) (*engine.Replica, error) {
+		return engine.Start(engine.Config{
+			ClusterID: 7, ID: id, Members: []wire.ReplicaID{1}, Join: join, Log: storage.NewMemLog(),
+			Transport: func(h transport.Handler) (transport.Transport, error) {
+				return net.Join(id, h, transport.MemConfig{})
+			},
+			Checkpoints:  engine.CheckpointConfig{Dir: filepath.Join(dir, strconv.Itoa(int(id)))},
+			TickInterval: time.Millisecond, ElectionTicks: 10, HeartbeatTicks: 2,
+			Logger: slog.New(slog.DiscardHandler),
+		}, &total{})
+	}
+	r1, err := start(1, false)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer r1.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		if _, err := r1.Propose(ctx, []byte("42")); !errors.Is(err, engine.ErrNotLeader) {
+			break
+		}
+		time.Sleep(time.Millisecond) // not elected yet
+	}
+	joined := make(chan *engine.Replica, 1)
+	go func() {
+		r2, err := start(2, true) // returns once it has a checkpoint
+		if err != nil {
+			fmt.Println(err)
+		}
+		joined <- r2
+	}()
+	m, err := r1.AddMember(ctx, 2, true)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if r2 := <-joined; r2 != nil {
+		defer r2.Stop()
+	}
+	fmt.Printf("epoch %d: voters %v, learners %v\n", m.Epoch, m.Voters, m.Learners)
+	// Output:
+	// epoch 3: voters [1 2], learners []
 }
