@@ -1,6 +1,7 @@
 // Command vestactl operates a vestad cluster: it shows each server's status,
-// reads and writes keys, lists a replica's write-ahead log and checkpoints,
-// and rebuilds a stopped replica's state offline (replay).
+// reads and writes keys, changes the member set (member), lists a replica's
+// write-ahead log and checkpoints, and rebuilds a stopped replica's state
+// offline (replay).
 //
 //	vestactl status
 //	vestactl put KEY VALUE
@@ -10,6 +11,7 @@
 //	vestactl log dump DIR
 //	vestactl checkpoint METRICS-ADDR
 //	vestactl leader transfer METRICS-ADDR [ID]
+//	vestactl member list|add|promote|remove|replace METRICS-ADDR[,...] ...
 //	vestactl replay [-to SLOT] (DIR | pmem:PATH)
 //
 // -servers (or $VESTA_SERVERS) lists the servers' client addresses.
@@ -63,6 +65,20 @@ commands:
                              have the leader serving its operator endpoint at METRICS-ADDR
                              hand leadership to replica ID (or the most caught-up one);
                              print who leads once another replica does
+  member list ADDRS          the configurations (epoch, from slot, voters, learners), as the
+                             leader (or else any replica) at ADDRS knows them: one or more
+                             replicas' -metrics-addr, comma-separated
+  member add [-voter] ADDRS ID
+                             make replica ID (started with vestad -join) a learner; with
+                             -voter, then a voter once it has caught up (-max-lag slots)
+  member promote ADDRS ID    make learner ID a voter once it has caught up
+  member remove ADDRS ID     remove replica ID (it exits once the others no longer need it)
+  member replace ADDRS OLD NEW
+                             NEW takes OLD's place in one change; NEW is added as a
+                             learner first if it is not a member, and must catch up.
+                             Each member command waits until its change is in effect,
+                             retries while another change is in progress and follows
+                             the leader among ADDRS (-timeout defaults to 2m for them)
   replay [-to SLOT] [-checkpoints CKDIR] (DIR | pmem:PATH)
                              rebuild a stopped replica's state offline: its newest valid
                              checkpoint, then its log; print the slot reached and the
@@ -121,7 +137,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	d := *timeout
+	if fs.NArg() > 0 && fs.Arg(0) == "member" {
+		set := false
+		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "timeout" })
+		if !set {
+			d = memberTimeoutDefault
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	opts := client.Options{Logger: logger, Reads: reads}
 	code, err := command(ctx, fs.Args(), addrs, opts, getBounded{client.BoundedRead{MinSlot: client.Slot(minSlot), AllowStale: *allowStale}, stderr}, stdout)
@@ -183,6 +207,9 @@ func command(ctx context.Context, args, addrs []string, opts client.Options, gb 
 			to = args[3]
 		}
 		return leaderTransfer(ctx, args[2], to, out)
+	}
+	if args[0] == "member" {
+		return memberCommand(ctx, args, out)
 	}
 	if args[0] == "log" {
 		if len(args) < 2 || args[1] != "dump" {

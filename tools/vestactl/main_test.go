@@ -36,6 +36,14 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"log", "dump"}, "log dump takes one argument"},
 		{[]string{"-servers", " , ", "get", "k"}, "-servers: no addresses"},
 		{[]string{"-servers", "nohost", "get", "k"}, "-servers"},
+		{[]string{"member"}, "member list ADDRS"},
+		{[]string{"member", "join", "a:1"}, `unknown subcommand "join"`},
+		{[]string{"member", "add", "a:1"}, "member add takes 2 argument(s), got 1"},
+		{[]string{"member", "replace", "a:1", "2"}, "member replace takes 3"},
+		{[]string{"member", "replace", "a:1", "2", "2"}, "OLD and NEW are the same"},
+		{[]string{"member", "remove", "a:1", "x"}, `"x" is not a replica ID`},
+		{[]string{"member", "remove", "-voter", "a:1", "2"}, "-voter is a flag of member add"},
+		{[]string{"member", "list", " , "}, "no METRICS-ADDR"},
 	}
 	for _, c := range cases {
 		code, _, stderr := runCLI(c.args...)

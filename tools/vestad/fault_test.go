@@ -200,6 +200,7 @@ type vproc struct {
 	args    []string
 	dataDir string
 	logPath string
+	join    bool // the first start takes -join, not -bootstrap
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -283,7 +284,11 @@ func (p *vproc) start() {
 	args := p.args
 	if p.starts == 1 {
 		// The first start creates the replica's log; restarts find it.
-		args = append([]string{"-bootstrap"}, args...)
+		first := "-bootstrap"
+		if p.join {
+			first = "-join"
+		}
+		args = append([]string{first}, args...)
 	}
 	cmd := command(p.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf

@@ -5,13 +5,20 @@
 //	       -clients 1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103 \
 //	       -data /var/lib/vesta/1 -metrics-addr 127.0.0.1:7201
 //
-// Every replica of a cluster gets the same -peers, -clients and -cluster-id.
-// A replica's first start, on an empty -data directory, takes -bootstrap,
-// which records the cluster ID, the replica's ID and the member set in its
-// log; every later start omits it, and a log of another cluster, of another
-// replica or with another member set is refused, as is an empty directory
-// without -bootstrap (a replica that lost its log must not rejoin under its
-// old identity: it would have forgotten its promises and votes).
+// Every replica of a cluster gets the same -peers (the address book: every
+// replica that may ever be a member), -clients and -cluster-id. A first
+// member's first start, on an empty -data directory, takes -bootstrap, which
+// records the cluster ID, the replica's ID and the first voters (-members,
+// default every ID in -peers) in its log; a replica added later starts once
+// with -join instead (it fetches a checkpoint from -members, then catches
+// up; vestactl member add makes it a member). Every later start omits both,
+// and a log of another cluster, of another replica or with another member
+// set is refused, as is an empty directory without -bootstrap or -join (a
+// replica that lost its log must not rejoin under its old identity: it would
+// have forgotten its promises and votes; it joins under a new ID). The
+// member set then comes from the log: GET and POST /members on
+// -metrics-addr (vestactl member) show and change it. A replica removed
+// from the cluster logs "removed from the cluster" and exits with status 0.
 // A replica whose log fails (full, or a sync error) answers "replica
 // failed: <cause>" for a moment and exits with status 1.
 // It serves the client protocol on its -clients address (or -client-addr),
@@ -74,7 +81,9 @@ func main() {
 // config is vestad's parsed command line.
 type config struct {
 	id            wire.ReplicaID
-	peers         map[wire.ReplicaID]string // replication addresses, this replica's included
+	peers         map[wire.ReplicaID]string // replication addresses, this replica's included: the address book
+	members       []wire.ReplicaID          // -members, ascending: the first voters, or with -join the replicas to ask
+	join          bool                      // -join
 	clients       map[wire.ReplicaID]string // client addresses (may be partial)
 	clientAddr    string
 	metricsAddr   string
@@ -111,10 +120,15 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs := flag.NewFlagSet("vestad", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	id := fs.Uint("id", 0, "this replica's ID, one of -peers (required)")
-	peers := fs.String("peers", "", "every replica's replication address: `ID=HOST:PORT,...` (required; the same on every replica)")
+	peers := fs.String("peers", "", "the address book: the replication address of every replica that may ever be a member, `ID=HOST:PORT,...` "+
+		"(required; the same on every replica; the member set itself comes from the log)")
+	membersFlag := fs.String("members", "", "the cluster's first voters, `ID,...`, recorded in the log at -bootstrap and checked at every start (default: every ID in -peers); "+
+		"with -join: the replicas to ask for a checkpoint")
+	join := fs.Bool("join", false, "start a new member of a running cluster on an empty -data directory: fetch a checkpoint from -members, then catch up "+
+		"(make it a member with vestactl member add); only at the replica's first start, like -bootstrap, and under an ID the cluster never used")
 	clients := fs.String("clients", "", "replicas' client addresses, `ID=HOST:PORT,...`: this replica listens on its own, and not-leader replies name the leader's")
 	clientAddr := fs.String("client-addr", "", "`HOST:PORT` to serve clients on (default: this replica's entry in -clients)")
-	metricsAddr := fs.String("metrics-addr", "", "`HOST:PORT` to serve /metrics, /status and POST /checkpoint on (default: none)")
+	metricsAddr := fs.String("metrics-addr", "", "`HOST:PORT` to serve /metrics, /status, /members, POST /checkpoint and POST /leader/transfer on (default: none)")
 	dataDir := fs.String("data", "", "`DIR` of this replica's write-ahead log (required unless -log mem)")
 	logKind := fs.String("log", "wal", "`KIND` of log: wal (durable, in -data), pmem:PATH (persistent-memory log file at PATH; DAX-mapped where the file system allows) or mem (NO DURABILITY: for experiments only)")
 	pmemSize := fs.Int64("pmem-size", 1<<30, "size in `BYTES` of a new -log pmem file (an existing file keeps its size); checkpoints free its space, so it needs to hold only a few checkpoints' worth (-checkpoint-bytes)")
@@ -129,7 +143,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	maxBatchBytes := fs.Int("max-batch-bytes", 0, "most bytes per proposed batch (0: the engine's default)")
 	clusterID := fs.Uint64("cluster-id", 0, "cluster `ID` (required, 1 or more): the same on every replica of this cluster and unlike any other cluster's; "+
 		"recorded in the log at -bootstrap and checked at every start; replicas of other clusters are refused")
-	bootstrap := fs.Bool("bootstrap", false, "create this replica's log for a new cluster, with -cluster-id, -id and -peers as its identity: "+
+	bootstrap := fs.Bool("bootstrap", false, "create this replica's log for a new cluster, with -cluster-id, -id and -members as its identity: "+
 		"only at the replica's first start (an empty -data directory, or no -log pmem file); every later start omits it")
 	tick := fs.Duration("tick", 10*time.Millisecond, "the protocol's unit of time")
 	electionTicks := fs.Int("election-ticks", 0, "ticks without a leader before an election (0: the engine's default)")
@@ -147,7 +161,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	logLevel := fs.String("log-level", "info", "`LEVEL` of logs: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "`FORMAT` of logs: text or json")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: vestad -id N -peers ID=ADDR,... -clients ID=ADDR,... -data DIR [flags]\n\n")
+		fmt.Fprintf(fs.Output(), "usage: vestad -id N -peers ID=ADDR,... -clients ID=ADDR,... -data DIR [-bootstrap | -join] [flags]\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -156,7 +170,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (every setting is a flag)", fs.Arg(0))
 	}
-	cfg := &config{clientAddr: *clientAddr, metricsAddr: *metricsAddr, dataDir: *dataDir, clusterID: *clusterID, bootstrap: *bootstrap,
+	cfg := &config{clientAddr: *clientAddr, metricsAddr: *metricsAddr, dataDir: *dataDir, clusterID: *clusterID, bootstrap: *bootstrap, join: *join,
 		tick: *tick, electionTicks: *electionTicks, leaseTicks: *leaseTicks, maxDrift: *maxDrift, maxSessions: *maxSessions, pmemSize: *pmemSize, pmemPrefault: *pmemPrefault, wakeLatency: *wakeLatency,
 		window: *window, maxBatch: *maxBatch, maxBatchBytes: *maxBatchBytes, checkpointBytes: *checkpointBytes, checkpointKeep: *checkpointKeep, checkpointEvery: *checkpointEvery, walSegment: *walSegment}
 	var err error
@@ -186,6 +200,18 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if _, ok := cfg.peers[cfg.id]; !ok {
 		return nil, fmt.Errorf("-peers: has no entry for this replica's -id %d", cfg.id)
+	}
+	if cfg.members, err = parseMembers(*membersFlag, cfg.peers); err != nil {
+		return nil, fmt.Errorf("-members: %w", err)
+	}
+	switch {
+	case cfg.bootstrap && cfg.join:
+		return nil, errors.New("-bootstrap and -join: give one (-bootstrap: a first member of a new cluster; -join: a new member of a running one)")
+	case cfg.bootstrap && !slices.Contains(cfg.members, cfg.id):
+		return nil, fmt.Errorf("-members %s: does not include this replica's -id %d; a first member of a cluster is one of its first voters "+
+			"(to add a replica to a running cluster, start it with -join)", formatIDs(cfg.members), cfg.id)
+	case cfg.join && len(cfg.members) == 1 && cfg.members[0] == cfg.id:
+		return nil, fmt.Errorf("-members %s: with -join, the replicas to ask for a checkpoint: at least one other than this replica", formatIDs(cfg.members))
 	}
 	cfg.clients = map[wire.ReplicaID]string{}
 	if *clients != "" {
@@ -263,6 +289,9 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if cfg.checkpointKeep < 1 {
 		return nil, fmt.Errorf("-checkpoint-keep: %d, need at least 1", cfg.checkpointKeep)
+	}
+	if cfg.join && cfg.checkpointDir == "" {
+		return nil, errors.New("-join: needs checkpoints (a new member starts from a peer's checkpoint); drop -checkpoint-dir off")
 	}
 	if cfg.clusterID == 0 {
 		return nil, errors.New("-cluster-id: required, 1 or more: the same on every replica of this cluster and unlike any other cluster's " +
@@ -349,15 +378,14 @@ func checkAddr(addr string) error {
 // listeners' addresses once serving (tests).
 func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr string)) error {
 	log := cfg.logger
-	var members []wire.ReplicaID
+	// -peers is the address book: the transport knows every replica that
+	// may ever be a member. The member set comes from the log.
 	others := map[wire.ReplicaID]string{}
 	for id, addr := range cfg.peers {
-		members = append(members, id)
 		if id != cfg.id {
 			others[id] = addr
 		}
 	}
-	slices.Sort(members)
 
 	if cfg.wakeLatency >= 0 {
 		req, err := pmqos.Hold(cfg.wakeLatency)
@@ -375,11 +403,21 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 		log.Info("threads scheduled", "policy", string(cfg.sched))
 	}
 
-	// The log records whose it is; -bootstrap creates it, every other start
-	// requires it (storage.ErrNoLog says to bootstrap a new cluster).
-	identity := storage.Identity{ClusterID: cfg.clusterID, ReplicaID: cfg.id, Members: members}
+	// The log records whose it is; -bootstrap or -join creates it, every
+	// other start requires it. checkStart refuses, naming the flag, what
+	// disagrees with what the log records.
+	joined, err := checkStart(cfg)
+	if err != nil {
+		return err
+	}
+	members := cfg.members // the first voters; a joiner's: the replicas it asked
+	idMembers := members
+	if joined {
+		idMembers = withID(members, cfg.id)
+	}
+	identity := storage.Identity{ClusterID: cfg.clusterID, ReplicaID: cfg.id, Members: idMembers}
 	create := storage.MustExist
-	if cfg.bootstrap {
+	if cfg.bootstrap || cfg.join {
 		create = storage.MustCreate
 	}
 	var store storage.Log
@@ -461,6 +499,7 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 		ClusterID: cfg.clusterID,
 		ID:        cfg.id,
 		Members:   members,
+		Join:      joined,
 		Log:       store,
 		Transport: func(h transport.Handler) (transport.Transport, error) {
 			t, err := newTransport(cfg, others, log, h) // -transport: transport.go
@@ -503,6 +542,9 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		// GET /members shows the configurations; POST /members changes
+		// them at the leader (vestactl member, members.go).
+		mux.HandleFunc("/members", membersHandler(r, cfg.peers, cfg.clients))
 		mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")
 			enc := json.NewEncoder(w)
@@ -571,17 +613,26 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 			}
 		}()
 	}
-	log.Info("vestad serving", "id", cfg.id, "transport", links.mode, "members", members, "client_addr", cln.Addr().String(),
+	log.Info("vestad serving", "id", cfg.id, "transport", links.mode, "configuration", membersStatus(r).Configuration, "joined", joined, "client_addr", cln.Addr().String(),
 		"metrics_addr", addrOf(mln), "log", durability, "cluster_id", cfg.clusterID)
 	if ready != nil {
 		ready(cln.Addr().String(), addrOf(mln))
 	}
 
 	var failed error
+	removed := false
 	select {
 	case <-ctx.Done():
 		log.Info("vestad stopping")
 	case <-r.Done():
+		if err := r.Err(); errors.Is(err, engine.ErrRemoved) {
+			// A membership change removed it and the remaining members
+			// no longer need it: its work is done; exit 0, so that a
+			// supervisor does not restart it.
+			removed = true
+			log.Info("removed from the cluster by a membership change; exiting", "configuration", membersStatus(r).Configuration)
+			break
+		}
 		// The replica failed (its log could not persist) and stopped.
 		// Keep answering for a moment, so that clients learn why
 		// ("replica failed: <cause>") instead of finding the port closed,
@@ -595,6 +646,9 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 	}
 	srv.stopReading()
 	stopErr := r.Stop() // answers every request in flight (unavailable)
+	if removed && errors.Is(stopErr, engine.ErrRemoved) {
+		stopErr = nil
+	}
 	srv.wait(5 * time.Second)
 	if hs != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -606,6 +660,10 @@ func run(ctx context.Context, cfg *config, ready func(clientAddr, metricsAddr st
 	}
 	if stopErr != nil {
 		return fmt.Errorf("stopping the replica: %w", stopErr)
+	}
+	if removed {
+		log.Info("vestad stopped: removed from the cluster")
+		return nil
 	}
 	log.Info("vestad stopped")
 	return nil

@@ -100,11 +100,12 @@ type statusJSON struct {
 	engine.Status
 	LeaderAddr string `json:"leader_addr,omitempty"`
 	Durability string `json:"durability"`
+	statusMembers
 }
 
 func (s *server) status() statusJSON {
 	st := s.r.Status()
-	return statusJSON{Status: st, LeaderAddr: s.clientAddrs[st.Leader], Durability: s.durability}
+	return statusJSON{Status: st, LeaderAddr: s.clientAddrs[st.Leader], Durability: s.durability, statusMembers: membersStatus(s.r)}
 }
 
 // serve accepts connections on ln until stop. Beyond lim.MaxConns open
