@@ -226,6 +226,15 @@ func newProcCluster(t *testing.T, dir, bin string, n int) *procCluster {
 		}
 		cl.procs = append(cl.procs, p)
 	}
+	cl.watch(clients)
+	return cl
+}
+
+// watch opens the cluster's status client on clients and, at the test's
+// end, kills every replica (resuming a stopped one first) and, if the test
+// failed, logs the tail of each replica's log.
+func (cl *procCluster) watch(clients []string) {
+	t := cl.t
 	var err error
 	if cl.status, err = client.New(clients, client.Options{}); err != nil {
 		t.Fatal(err)
@@ -238,12 +247,12 @@ func newProcCluster(t *testing.T, dir, bin string, n int) *procCluster {
 		}
 		if t.Failed() {
 			for _, p := range cl.procs {
-				b, _ := os.ReadFile(p.logPath)
-				t.Logf("last lines of replica %d's log:\n%s", p.id, tail(b, 40))
+				if b, err := os.ReadFile(p.logPath); err == nil {
+					t.Logf("last lines of replica %d's log:\n%s", p.id, tail(b, 40))
+				}
 			}
 		}
 	})
-	return cl
 }
 
 func (cl *procCluster) fail(format string, args ...any) {

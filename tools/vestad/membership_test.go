@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
-	"github.com/vestalabs/vesta/client"
 )
 
 // TestProcessMembershipChanges grows and shrinks a cluster of vestad
@@ -57,23 +56,7 @@ func TestProcessMembershipChanges(t *testing.T) {
 		}
 		cl.procs = append(cl.procs, p)
 	}
-	var err error
-	if cl.status, err = client.New(clients, client.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cl.status.Close()
-		for _, p := range cl.procs {
-			p.kill()
-		}
-		if t.Failed() {
-			for _, p := range cl.procs {
-				if b, err := os.ReadFile(p.logPath); err == nil {
-					t.Logf("last lines of replica %d's log:\n%s", p.id, tail(b, 40))
-				}
-			}
-		}
-	})
+	cl.watch(clients)
 	logf := func(format string, args ...any) {
 		t.Helper()
 		t.Logf("%6.2fs "+format, append([]any{time.Since(start).Seconds()}, args...)...)

@@ -162,25 +162,8 @@ func TestRDMAAutoPartialDevices(t *testing.T) {
 }
 
 // startRDMA starts the replicas of an RDMA guest test, with a status
-// client on clients; at the test's end it kills them and, if the test
-// failed, logs the tail of each replica's log.
+// client on clients (procCluster.watch).
 func (cl *procCluster) startRDMA(clients []string) {
-	t := cl.t
-	var err error
-	if cl.status, err = client.New(clients, client.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cl.status.Close()
-		for _, p := range cl.procs {
-			p.kill()
-		}
-		if t.Failed() {
-			for _, p := range cl.procs {
-				b, _ := os.ReadFile(p.logPath)
-				t.Logf("last lines of replica %d's log:\n%s", p.id, tail(b, 40))
-			}
-		}
-	})
+	cl.watch(clients)
 	cl.startAll()
 }
