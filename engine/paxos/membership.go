@@ -426,9 +426,10 @@ func (n *Node) ProposeMembership(voters, learners []wire.ReplicaID) (wire.Slot, 
 	if n.changeInFlight() {
 		return 0, ErrChangeInProgress
 	}
-	if !n.windowHasRoom() {
-		// Ahead of the queue, but the window must have room: it is full
-		// only briefly, so the caller retries.
+	if n.nextSlot < n.mergedEnd || !n.windowHasRoom() {
+		// Phase 1 reported values for slots not re-proposed yet: they go
+		// first (a new value there could contradict a chosen one). Or the
+		// window is full. Either lasts briefly: the caller retries.
 		return 0, ErrQueueFull
 	}
 	s := n.nextSlot

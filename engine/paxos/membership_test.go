@@ -1,0 +1,124 @@
+package paxos
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/vestalabs/vesta/engine/wire"
+	"pgregory.net/rapid"
+)
+
+// A new leader whose phase 1 reports values beyond commit+α re-proposes
+// them only once it knows their configuration, in slot order, before any
+// new value: neither a proposal nor a membership change may take one of
+// their slots.
+func TestReportsBeyondAlphaAreReproposedFirst(t *testing.T) {
+	cfg := testConfig(1, 3)
+	cfg.Alpha, cfg.Window = 4, 4
+	n, err := New(cfg, Persisted{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n.Status().Role != Candidate {
+		n.Tick()
+	}
+	b := n.Status().Ballot
+	n.Ready()
+	old := wire.Ballot{Round: 0, Replica: 2}
+	var reported []wire.Entry
+	for s := wire.Slot(0); s < 10; s++ {
+		reported = append(reported, wire.Entry{Slot: s, Ballot: old, Value: batch(string(rune('a' + s)))})
+	}
+	mustStep(t, n, wire.Message{Type: wire.MsgPromise, From: 2, To: 1, Ballot: b, Entries: reported})
+	n.Advance()
+	if n.Status().Role != Leader {
+		t.Fatalf("not leading: %+v", n.Status())
+	}
+	if st := n.Status(); st.NextSlot != 4 {
+		t.Fatalf("proposed up to %d, want 4 (commit 0 + α 4)", st.NextSlot)
+	}
+	if err := n.Propose(batch("new")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.ProposeMembership([]wire.ReplicaID{1, 2, 3}, []wire.ReplicaID{4}); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("a membership change while reports wait: %v, want ErrQueueFull", err)
+	}
+	// Everyone accepts everything; slots become chosen, the window moves.
+	var got []wire.Entry
+	for range 20 {
+		msgs, applied := drain(n)
+		got = append(got, applied...)
+		for _, m := range msgs {
+			if m.Type != wire.MsgAccept || m.To != 2 {
+				continue
+			}
+			var ranges []wire.SlotRange
+			for _, e := range m.Entries {
+				ranges = append(ranges, wire.SlotRange{Lo: e.Slot, Hi: e.Slot + 1})
+			}
+			mustStep(t, n, wire.Message{Type: wire.MsgAccepted, From: 2, To: 1, Ballot: b, Ranges: ranges})
+		}
+	}
+	if len(got) != 11 {
+		t.Fatalf("applied %d slots, want 11: %v", len(got), got)
+	}
+	for s := range 10 {
+		if !got[s].Value.Equal(reported[s].Value) {
+			t.Fatalf("slot %d holds %v, phase 1 reported %v", s, got[s].Value, reported[s].Value)
+		}
+	}
+	if !got[10].Value.Equal(batch("new")) {
+		t.Fatalf("slot 10 holds %v, want the new proposal", got[10].Value)
+	}
+	if s, err := n.ProposeMembership([]wire.ReplicaID{1, 2, 3}, []wire.ReplicaID{4}); err != nil || s != 11 {
+		t.Fatalf("membership change after the reports: slot %d, %v", s, err)
+	}
+}
+
+// Changes are encoded and decoded losslessly; hostile bytes are errors.
+func TestMembershipEncodings(t *testing.T) {
+	v := EncodeChange(16, []wire.ReplicaID{1, 2, 3}, []wire.ReplicaID{9})
+	m, err := DecodeChange(v.Data)
+	if err != nil || m.Alpha != 16 || !slices.Equal(m.Voters, []wire.ReplicaID{1, 2, 3}) || !slices.Equal(m.Learners, []wire.ReplicaID{9}) {
+		t.Fatalf("round trip: %v %v", m, err)
+	}
+	hist := []Membership{{Epoch: 1, Alpha: 16, Voters: []wire.ReplicaID{1, 2, 3}}, {Epoch: 2, From: 40, Alpha: 16, Voters: []wire.ReplicaID{1, 2}, Learners: []wire.ReplicaID{5}}}
+	back, err := DecodeMemberships(EncodeMemberships(hist))
+	if err != nil || len(back) != 2 || back[1].From != 40 || !slices.Equal(back[1].Learners, []wire.ReplicaID{5}) {
+		t.Fatalf("history round trip: %v %v", back, err)
+	}
+	for _, bad := range [][]byte{
+		nil, {1}, {2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0}, // too short, wrong version
+		EncodeChange(16, nil, []wire.ReplicaID{1}).Data,            // no voters
+		EncodeChange(16, []wire.ReplicaID{1, 1}, nil).Data,         // twice
+		EncodeChange(0, []wire.ReplicaID{1}, nil).Data,             // alpha 0
+		append(EncodeChange(16, []wire.ReplicaID{1}, nil).Data, 0), // trailing byte
+	} {
+		if _, err := DecodeChange(bad); err == nil {
+			t.Errorf("DecodeChange(%x) accepted", bad)
+		}
+	}
+	for _, bad := range [][]byte{nil, {1, 0}, {1, 1, 0}, EncodeMemberships([]Membership{hist[1], hist[0]})} {
+		if _, err := DecodeMemberships(bad); err == nil {
+			t.Errorf("DecodeMemberships(%x) accepted", bad)
+		}
+	}
+}
+
+// Decoding never panics, and what decodes encodes back to the same bytes.
+func TestMembershipDecodersOnRandomBytes(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		b := rapid.SliceOfN(rapid.Byte(), 0, 96).Draw(t, "bytes")
+		if m, err := DecodeChange(b); err == nil {
+			if got := EncodeChange(m.Alpha, m.Voters, m.Learners).Data; !slices.Equal(got, b) {
+				t.Fatalf("DecodeChange(%x) = %v, which encodes to %x", b, m, got)
+			}
+		}
+		if ms, err := DecodeMemberships(b); err == nil {
+			if got := EncodeMemberships(ms); !slices.Equal(got, b) {
+				t.Fatalf("DecodeMemberships(%x) = %v, which encodes to %x", b, ms, got)
+			}
+		}
+	})
+}
