@@ -84,14 +84,33 @@ func (n *Node) onCatchUpRequest(m wire.Message) {
 	n.send1(wire.Message{Type: wire.MsgCatchUp, To: m.From, Commit: n.commit, Entries: entries})
 }
 
+// leaderCatchUp takes chosen values for slots this leader re-proposed and
+// has not seen chosen (noteDurableCommit asked for them): they were chosen
+// in an earlier ballot, so phase 1 made the leader propose the same value;
+// acceptors that released them (a checkpoint) no longer vote for them, so
+// the leader could otherwise never count them chosen. Slots beyond what it
+// proposed are left alone: it proposes them, and learns them so, in turn.
+func (n *Node) leaderCatchUp(entries []wire.Entry) {
+	for _, e := range entries {
+		if e.Slot < n.commit || e.Slot >= n.nextSlot {
+			continue
+		}
+		st := n.at(e.Slot)
+		n.requiref(st.value.Equal(e.Value), "slot %d: chosen value %v, this leader proposed %v", e.Slot, e.Value, st.value)
+		if st.value.Equal(e.Value) {
+			n.learnChosen(e.Slot, e.Value)
+		}
+	}
+	n.advanceCommit()
+	n.fillWindow()
+}
+
 // onCatchUp records chosen values and asks for more while behind.
 func (n *Node) onCatchUp(m wire.Message) {
 	n.catchUpInFlight = false
 	n.catchUpMisses = 0
 	if n.role == Leader {
-		// A leader's own proposals decide its commit index; a chosen value it
-		// did not propose can only come from a higher ballot, which the leader
-		// will meet as a Nack.
+		n.leaderCatchUp(m.Entries)
 		return
 	}
 	for _, e := range m.Entries {

@@ -122,3 +122,40 @@ func TestMembershipDecodersOnRandomBytes(t *testing.T) {
 		}
 	})
 }
+
+// A leader whose re-proposed slots were chosen in an earlier ballot, and
+// that its peers released (so they vote for them no more), learns them
+// from a peer that reports a higher commit index instead of waiting for
+// votes that never come.
+func TestLeaderLearnsSlotsItsPeersReleased(t *testing.T) {
+	n := newTestNode(t, 1, 3)
+	for n.Status().Role != Candidate {
+		n.Tick()
+	}
+	b := n.Status().Ballot
+	n.Ready()
+	old := wire.Ballot{Round: 0, Replica: 2}
+	reported := []wire.Entry{{Slot: 0, Ballot: old, Value: batch("x")}, {Slot: 1, Ballot: old, Value: batch("y")}}
+	mustStep(t, n, wire.Message{Type: wire.MsgPromise, From: 2, To: 1, Ballot: b, Entries: reported})
+	n.Advance()
+	if n.Status().Role != Leader || n.Status().NextSlot != 2 {
+		t.Fatalf("not leading slots 0 and 1: %+v", n.Status())
+	}
+	drain(n)
+	// Replica 3 acknowledges nothing (it released them) but reports commit 2.
+	mustStep(t, n, wire.Message{Type: wire.MsgAccepted, From: 3, To: 1, Ballot: b, Commit: 2})
+	msgs, _ := drain(n)
+	var asked bool
+	for _, m := range msgs {
+		asked = asked || (m.Type == wire.MsgCatchUpRequest && m.To == 3 && m.Slot == 0 && m.Commit == 2)
+	}
+	if !asked {
+		t.Fatalf("the leader did not ask replica 3 for the slots it knows chosen: %v", msgs)
+	}
+	mustStep(t, n, wire.Message{Type: wire.MsgCatchUp, From: 3, To: 1, Commit: 2, Entries: []wire.Entry{
+		{Slot: 0, Ballot: wire.BallotChosen, Value: batch("x")}, {Slot: 1, Ballot: wire.BallotChosen, Value: batch("y")}}})
+	_, applied := drain(n)
+	if n.Status().Commit != 2 || len(applied) != 2 || !applied[1].Value.Equal(batch("y")) {
+		t.Fatalf("after the catch-up: commit %d, applied %v", n.Status().Commit, applied)
+	}
+}

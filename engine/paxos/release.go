@@ -47,6 +47,13 @@ func (n *Node) noteDurableCommit(from wire.ReplicaID, c wire.Slot) {
 	if i := n.index[from]; n.peerCommit[i] < c {
 		n.peerCommit[i] = c
 	}
+	if n.role == Leader && c > n.commit && n.commit < n.nextSlot {
+		// A peer knows slots chosen that this leader re-proposed and has
+		// not seen chosen: they were chosen in an earlier ballot, and the
+		// peer may have released them (a checkpoint), so it votes for them
+		// no more. Learn them instead (onCatchUp).
+		n.requestCatchUp(from, min(c, n.nextSlot))
+	}
 }
 
 // releasePoint is the slot below which, as far as this replica knows, every
