@@ -1117,6 +1117,7 @@ func (c *cluster) record(cl *client, out kvOutput, ret int64) {
 // finish runs the end-of-run checkers.
 func (c *cluster) finish() {
 	ch := c.check
+	c.res.MembershipsChosen = len(ch.configs) - 1
 
 	for s, v := range ch.learned {
 		c.res.Slots = max(c.res.Slots, int(s)+1)

@@ -134,9 +134,11 @@ type Result struct {
 	LeaseReads int
 	// Handovers counts the handovers leaders started.
 	Handovers int
-	// MembershipChanges counts changes proposed by leaders; Removed the
-	// replicas that learned they were removed and stopped.
+	// MembershipChanges counts changes proposed by leaders;
+	// MembershipsChosen those chosen (as the checker learned them);
+	// Removed the replicas that learned they were removed and stopped.
 	MembershipChanges int
+	MembershipsChosen int
 	Removed           int
 
 	Crashes int

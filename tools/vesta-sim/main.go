@@ -129,11 +129,16 @@ func main() {
 	var bad []sim.Result
 	var cmds []int
 	violations, transferred, readIndexReads, leaseReads, handovers := 0, 0, 0, 0, 0
+	changes, chosen, removed, changedSeeds := 0, 0, 0, 0
 	for _, r := range results {
 		cmds = append(cmds, r.Commands)
 		readIndexReads += r.ReadIndexReads
 		leaseReads += r.LeaseReads
 		handovers += r.Handovers
+		changes, chosen, removed = changes+r.MembershipChanges, chosen+r.MembershipsChosen, removed+r.Removed
+		if r.MembershipsChosen > 0 {
+			changedSeeds++
+		}
 		if r.Transfers > 0 {
 			transferred++
 		}
@@ -148,6 +153,8 @@ func main() {
 	fmt.Printf("seeds with a state transfer (a checkpoint sent to a replica behind its peers' logs): %d of %d\n", transferred, *seeds)
 	fmt.Printf("gets served without the log, checked for linearizability like every operation: %d by read index, %d asked under the leader's lease\n", readIndexReads, leaseReads)
 	fmt.Printf("leadership handovers started by leaders: %d\n", handovers)
+	fmt.Printf("membership changes: %d proposed by leaders, %d chosen, in %d of %d seeds; %d replicas learned they were removed and stopped\n",
+		changes, chosen, changedSeeds, *seeds, removed)
 	for _, r := range bad {
 		for _, v := range r.Violations {
 			fmt.Printf("VIOLATION seed %d [%s] %s: %s\n", r.Seed, r.Profile, v.Check, strings.TrimSpace(v.Detail))
