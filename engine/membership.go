@@ -185,14 +185,8 @@ func historyOf(cfg *Config, meta checkpoint.Meta) ([]Membership, error) {
 
 // bootstrapMembership is the configuration a cluster is created with.
 func (c *Config) bootstrapMembership() Membership {
-	return Membership{Epoch: 1, Alpha: uint64(c.alpha()), Voters: slices.Clone(c.Members)}
-}
-
-func (c *Config) alpha() int {
-	if c.Alpha == 0 {
-		return paxos.DefaultAlpha
-	}
-	return c.Alpha
+	pc := c.paxosConfig(0)
+	return pc.Bootstrap()
 }
 
 // knows reports whether id is a replica this one may talk state transfer

@@ -262,3 +262,61 @@ func TestChangeMembershipRefusals(t *testing.T) {
 	}
 	_ = paxos.ErrChangeInProgress
 }
+
+// observingSM is a counterSM that records the membership changes it is
+// told of (MembershipObserver).
+type observingSM struct {
+	counterSM
+	mu      sync.Mutex
+	changes []Membership
+	slots   []wire.Slot
+}
+
+func (s *observingSM) MembershipChanged(slot wire.Slot, m Membership) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.slots, s.changes = append(s.slots, slot), append(s.changes, m)
+}
+
+// A state machine that implements MembershipObserver hears of each change,
+// in slot order, with the slot it was chosen in and the configuration it
+// makes, on every replica.
+func TestStateMachineHearsOfMembershipChanges(t *testing.T) {
+	c := &testCluster{t: t, net: transport.NewNetwork(), replicas: map[wire.ReplicaID]*Replica{},
+		sms: map[wire.ReplicaID]*counterSM{}, logs: map[wire.ReplicaID]func() storage.Log{}, members: []wire.ReplicaID{1, 2, 3}}
+	obs := map[wire.ReplicaID]*observingSM{}
+	for _, id := range c.members {
+		c.logs[id] = memLogs(id)
+		obs[id] = &observingSM{}
+		if err := c.startWith(id, obs[id]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, r := range c.replicas {
+			r.Stop()
+		}
+	})
+	m1 := c.change([]wire.ReplicaID{1, 2, 3}, []wire.ReplicaID{4})
+	m2 := c.change([]wire.ReplicaID{1, 2, 3}, nil)
+	deadline := time.Now().Add(10 * time.Second)
+	for _, id := range c.members {
+		o := obs[id]
+		for {
+			o.mu.Lock()
+			n := len(o.changes)
+			o.mu.Unlock()
+			if n >= 2 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		o.mu.Lock()
+		if len(o.changes) != 2 || o.changes[0].Epoch != m1.Epoch || o.changes[1].Epoch != m2.Epoch ||
+			!slices.Equal(o.changes[0].Learners, []wire.ReplicaID{4}) || o.slots[0] >= o.slots[1] ||
+			o.changes[0].From != o.slots[0]+wire.Slot(o.changes[0].Alpha) {
+			t.Errorf("replica %d heard %v at slots %v, want epochs %d and %d in slot order", id, o.changes, o.slots, m1.Epoch, m2.Epoch)
+		}
+		o.mu.Unlock()
+	}
+}

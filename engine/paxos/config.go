@@ -87,6 +87,13 @@ func (c *Config) alpha() int {
 	return c.Alpha
 }
 
+// Bootstrap is the configuration a cluster is created with: Members, all
+// voting, from slot 0, epoch 1, with Alpha. A replica whose persisted state
+// records no configuration starts from it.
+func (c *Config) Bootstrap() Membership {
+	return Membership{Epoch: 1, Alpha: uint64(c.alpha()), Voters: slices.Clone(c.Members)}
+}
+
 // DefaultMaxCatchUpBytes is MaxCatchUpBytes when zero: a quarter of the
 // wire codec's default frame limit.
 const DefaultMaxCatchUpBytes = 4 << 20

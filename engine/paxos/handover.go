@@ -129,7 +129,7 @@ func (n *Node) SetCanLead(ok bool) {
 // canLead reports whether this replica may campaign: it is not vetoed, and
 // it votes in the configuration of its commit index (learners and removed
 // replicas never lead).
-func (n *Node) canLead() bool { return !n.vetoed && n.configFor(n.commit).m.IsVoter(n.cfg.ID) }
+func (n *Node) canLead() bool { return !n.vetoed && n.configFor(n.commit).voters&n.self != 0 }
 
 // PeerStatus is a peer's health as the leader sees it.
 type PeerStatus struct {

@@ -378,7 +378,7 @@ func (n *Node) maybeRenewBallot() {
 // maybeLeaveLeadership hands leadership over once the configuration of the
 // leader's commit index no longer lists it as a voter.
 func (n *Node) maybeLeaveLeadership() {
-	if n.role != Leader || n.configFor(n.commit).m.IsVoter(n.cfg.ID) || n.handoverTo != 0 {
+	if n.role != Leader || n.configFor(n.commit).voters&n.self != 0 || n.handoverTo != 0 {
 		return
 	}
 	if err := n.TransferLeadership(0); err != nil {

@@ -278,7 +278,7 @@ func New(cfg Config, p Persisted) (*Node, error) {
 		if !slices.Contains(cfg.Members, cfg.ID) {
 			return nil, &ConfigError{"ID", fmt.Sprintf("%d is not in Members %v (a replica that joins a running cluster starts from a checkpoint)", cfg.ID, cfg.Members)}
 		}
-		history = []Membership{{Epoch: 1, Alpha: uint64(cfg.alpha()), Voters: cfg.Members}}
+		history = []Membership{cfg.Bootstrap()}
 	}
 	if err := n.setHistory(history); err != nil {
 		return nil, &RestoreError{Reason: "membership: " + err.Error()}

@@ -313,7 +313,7 @@ func (c *cluster) start(r *replica) {
 		p.Memberships = snap.members
 	case int(r.id) > len(c.ids):
 		// A spare: it knows how the cluster began, and learns the rest.
-		p.Memberships = []paxos.Membership{{Epoch: 1, Alpha: uint64(c.opts.alpha()), Voters: c.ids}}
+		p.Memberships = []paxos.Membership{cfg.Bootstrap()}
 	}
 	n, err := paxos.New(cfg, p)
 	if err != nil {
